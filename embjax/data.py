@@ -1,0 +1,224 @@
+"""Corpora: the embedded planted-structure corpus and local text files.
+
+Dimensions: V vocabulary, K latent classes, M tokens per class, B batch, T time.
+A training batch is a pure function of (data key, step): `corpus.batch(tables, key, step)` runs
+inside jit, so resume and vmap over seeds are exact and no batch crosses the host boundary.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import Config, ConfigError
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def _inverse_cdf_sample(key: jax.Array, cdf_NxM: jax.Array, rows: jax.Array) -> jax.Array:
+    """For each entry of `rows`, draw j with P(j) = cdf[row, j] - cdf[row, j-1].
+
+    A binary search of ⌈log2 M⌉ scalar gathers per draw: no (..., M) slice is ever materialised,
+    so a class with 16k tokens costs no more memory than one with 16.
+    """
+    M = cdf_NxM.shape[1]
+    u = jax.random.uniform(key, rows.shape, cdf_NxM.dtype)
+    lo = jnp.zeros(rows.shape, jnp.int32)  # answer = #{j : cdf[row, j] <= u}, in [lo, hi]
+    hi = jnp.full(rows.shape, M, jnp.int32)
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = (lo + hi) // 2
+        below = cdf_NxM[rows, jnp.minimum(mid, M - 1)] <= u
+        return jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
+
+    lo, _ = jax.lax.fori_loop(0, max(1, int(M).bit_length()), halve, (lo, hi))
+    return jnp.minimum(lo, M - 1)
+
+
+@dataclass
+class Corpus:
+    """What the loop needs from any corpus."""
+    vocab_size: int
+    seq_len: int
+    tokens: list[str]  # a string per id, for tokens.tsv and exports
+    counts: np.ndarray  # (V,) float64 token frequencies in the training stream (expected or counted)
+    labels: np.ndarray | None  # (V,) int ground-truth classes, if the corpus has them
+    info: dict[str, float]  # e.g. data/unigram_entropy, data/entropy_rate (nats)
+    tables: dict[str, Any]  # arrays `batch` reads; passed into jit as arguments, never baked in
+
+    def batch(self, tables: dict, key: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
+        raise NotImplementedError
+
+    def eval_batches(self, key: jax.Array, n: int, batch_size: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PlantedCorpus(Corpus):
+    """V tokens in K classes (token i is in class i mod K), Zipf unigram p_i ∝ (i+1)^-a.
+
+    Sequences: a class-level Markov chain with transition matrix A whose stationary law is the
+    class mass q_c = Σ_{i∈c} p_i (A = S/q for a symmetric S with row sums q, found by symmetric
+    Sinkhorn scaling of exp(β·G), G a seeded symmetric Gaussian), and tokens emitted inside each
+    class with probability p_i/q_c. Every token's marginal is then exactly p_i, and since a token
+    fixes its class, the token stream is itself a Markov chain with entropy rate
+    H = Σ_c q_c H(A_c,·) + Σ_c q_c H(p_·|c): the floor of any next-token loss.
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int, zipf_exponent: float, class_sharpness: float,
+                 seq_len: int, seed: int):
+        V, K = vocab_size, num_classes
+        rng = np.random.default_rng([seed, 0x9E3779B9])
+        p = (np.arange(1, V + 1, dtype=np.float64)) ** -zipf_exponent
+        p /= p.sum()
+        cls = np.arange(V) % K
+        q = np.bincount(cls, weights=p, minlength=K)
+        G = rng.standard_normal((K, K))
+        Msym = np.exp(class_sharpness * (G + G.T) / 2.0)
+        d = np.sqrt(q)
+        for _ in range(10_000):  # symmetric Sinkhorn: d_i Σ_j M_ij d_j = q_i
+            d_new = np.sqrt(d * q / (Msym @ d))
+            if np.max(np.abs(d_new - d) / d) < 1e-14:
+                d = d_new
+                break
+            d = d_new
+        S = d[:, None] * Msym * d[None, :]
+        A = S / S.sum(axis=1, keepdims=True)
+        # stationary law of A, computed rather than assumed (it equals q to solver precision)
+        w, vecs = np.linalg.eig(A.T)
+        pi = np.real(vecs[:, np.argmin(np.abs(w - 1.0))])
+        pi = pi / pi.sum()
+        Mc = -(-V // K)
+        emit = np.zeros((K, Mc))
+        for c in range(K):
+            members = np.arange(c, V, K)
+            emit[c, : len(members)] = p[members] / q[c]
+        self.transition, self.class_probs, self.unigram = A, pi, p
+        h_class = float(sum(pi[c] * _entropy(A[c]) for c in range(K)))
+        h_emit = float(sum(pi[c] * _entropy(emit[c]) for c in range(K)))
+        super().__init__(
+            vocab_size=V, seq_len=seq_len,
+            tokens=[f"t{i}_c{cls[i]}" for i in range(V)],
+            counts=p.copy(), labels=cls,
+            info={"data/unigram_entropy": _entropy(p), "data/entropy_rate": h_class + h_emit,
+                  "data/class_entropy_rate": h_class},
+            tables={"class_cdf": jnp.asarray(np.cumsum(pi), jnp.float32)[None],
+                    "trans_cdf": jnp.asarray(np.cumsum(A, axis=1), jnp.float32),
+                    "emit_cdf": jnp.asarray(np.cumsum(emit, axis=1), jnp.float32)},
+        )
+        self.num_classes = K
+
+    def sample(self, tables: dict, key: jax.Array, batch_size: int) -> jax.Array:
+        """(B, T+1) int32 tokens; the first class is drawn from the stationary law."""
+        K = self.num_classes
+        k0, kc, ke = jax.random.split(key, 3)
+        c0 = _inverse_cdf_sample(k0, tables["class_cdf"], jnp.zeros((batch_size,), jnp.int32))
+
+        def next_class(c, k):
+            c = _inverse_cdf_sample(k, tables["trans_cdf"], c)
+            return c, c
+
+        _, rest = jax.lax.scan(next_class, c0, jax.random.split(kc, self.seq_len))
+        cls_BxT = jnp.concatenate([c0[:, None], rest.T], axis=1).astype(jnp.int32)
+        j_BxT = _inverse_cdf_sample(ke, tables["emit_cdf"], cls_BxT)
+        return (cls_BxT + K * j_BxT).astype(jnp.int32)
+
+    def batch(self, tables, key, step, batch_size):
+        return self.sample(tables, jax.random.fold_in(key, step), batch_size)
+
+    def eval_batches(self, key, n, batch_size):
+        f = jax.jit(self.sample, static_argnums=2)
+        return np.stack([np.asarray(f(self.tables, jax.random.fold_in(key, i), batch_size)) for i in range(n)])
+
+
+class TextCorpus(Corpus):
+    """Local text (a file or a folder of .txt), byte-level or a locally trained BPE; the tail is held out."""
+
+    def __init__(self, path: str, tokenizer: str, vocab_size: int, seq_len: int, eval_fraction: float):
+        files = sorted(glob.glob(os.path.join(path, "**", "*.txt"), recursive=True)) if os.path.isdir(path) else [path]
+        if not files or not all(os.path.isfile(f) for f in files):
+            raise ConfigError(f"data.path: got {path!r}; allowed: an existing text file or a folder of .txt files")
+        text = "".join(open(f, encoding="utf-8", errors="replace").read() for f in files)
+        if not text.strip():
+            raise ConfigError(f"data.path: got {path!r}, which holds no text; allowed: a non-empty text file or folder")
+        if tokenizer == "byte":
+            ids = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
+            strings = [repr(bytes([i]))[2:-1] for i in range(256)]
+        else:
+            tok = _bpe_tokenizer(files, path, vocab_size)
+            ids = np.asarray(tok.encode(text).ids, np.int32)
+            strings = [tok.id_to_token(i) or f"<unused{i}>" for i in range(vocab_size)]
+        n_eval = max(seq_len + 1, int(len(ids) * eval_fraction))
+        if len(ids) < n_eval + seq_len + 1:
+            raise ConfigError(f"data.path: got {path!r} with {len(ids)} tokens; allowed: at least "
+                              f"{n_eval + seq_len + 1} tokens for data.seq_len={seq_len}")
+        train, held = ids[:-n_eval], ids[-n_eval:]
+        counts = np.bincount(train, minlength=vocab_size).astype(np.float64)
+        p = counts / counts.sum()
+        super().__init__(vocab_size=vocab_size, seq_len=seq_len,
+                         tokens=[s.replace("\t", "\\t").replace("\n", "\\n").replace(" ", "\u2581") for s in strings],
+                         counts=counts, labels=None,
+                         info={"data/unigram_entropy": _entropy(p), "data/train_tokens": float(len(train))},
+                         tables={"train": jnp.asarray(train)})
+        self.held_out = held
+
+    def batch(self, tables, key, step, batch_size):
+        train = tables["train"]
+        starts = jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, train.shape[0] - self.seq_len - 1)
+        return jax.vmap(lambda s: jax.lax.dynamic_slice(train, (s,), (self.seq_len + 1,)))(starts)
+
+    def eval_batches(self, key, n, batch_size):
+        L = self.seq_len + 1
+        n_seq = len(self.held_out) // L
+        seqs = self.held_out[: n_seq * L].reshape(n_seq, L)
+        reps = -(-(n * batch_size) // n_seq)
+        seqs = np.concatenate([seqs] * reps)[: n * batch_size]
+        return seqs.reshape(n, batch_size, L)
+
+
+def _bpe_tokenizer(files: list[str], path: str, vocab_size: int):
+    """Train (or load the cached) byte-level BPE tokenizer of `vocab_size` tokens for these files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < 257:
+        raise ConfigError(f"data.vocab_size: got {vocab_size} with data.tokenizer='bpe'; allowed: at least 257 "
+                          "(or data.tokenizer=byte with 256)")
+    h = hashlib.sha1()
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{os.path.abspath(f)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    name = f".embjax-bpe-{vocab_size}-{h.hexdigest()[:10]}.json"
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    cache = os.path.join(folder, name)
+    if not os.access(folder, os.W_OK):  # cached next to the data where possible, else in the user cache
+        cache = os.path.join(os.path.expanduser("~/.cache/embjax"), name)
+    if os.path.exists(cache):
+        return Tokenizer.from_file(cache)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train(files, trainer)
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    tmp = cache + f".tmp{os.getpid()}"
+    tok.save(tmp)
+    os.replace(tmp, cache)
+    return tok
+
+
+def make_corpus(cfg: Config) -> Corpus:
+    d = cfg.data
+    if d.kind == "planted":
+        # the corpus is fixed by the data settings alone (seed 0), so runs that differ only in seed see one corpus
+        return PlantedCorpus(d.vocab_size, d.num_classes, d.zipf_exponent, d.class_sharpness, d.seq_len, seed=0)
+    return TextCorpus(d.path, d.tokenizer, d.vocab_size, d.seq_len, d.eval_fraction)

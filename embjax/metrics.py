@@ -1,0 +1,309 @@
+"""Embedding geometry, exact at any vocabulary size: every statistic streams over row chunks.
+
+Dimensions: V rows (tokens), D width, n nonzero rows, P probes. Nothing V×V is ever formed: the
+cosine statistics come from sums and D×D Gram matrices of unit rows accumulated in float64 one
+chunk at a time; nearest neighbours are found block by block. Extra memory is O(D² + chunk·D + V).
+Statistics are population statistics (ddof = 0). Zero rows are left out of the cosine statistics
+and counted in emb/zero_rows.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+CHUNK = 8192  # rows per float64 chunk: 8192 × 1024 × 8 B = 64 MiB
+MAX_PROBES = 2048
+KNN_K = 10
+
+
+def _chunks(E: np.ndarray, mu: np.ndarray | None = None, chunk: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, float64 rows) of E (minus mu, if given), one chunk at a time."""
+    for i in range(0, E.shape[0], chunk):
+        X = np.asarray(E[i: i + chunk], np.float64)
+        yield i, (X - mu if mu is not None else X)
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (scipy.stats.rankdata's 'average')."""
+    x = np.asarray(x)
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    first = np.r_[True, xs[1:] != xs[:-1]]
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(xs)]
+    avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = avg[group]
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's ρ: the Pearson correlation of average ranks (nan when either side is constant, as scipy)."""
+    ra, rb = rankdata(a) - (len(a) + 1) / 2.0, rankdata(b) - (len(b) + 1) / 2.0
+    den = np.sqrt((ra @ ra) * (rb @ rb))
+    return float(ra @ rb / den) if den > 0 else float("nan")
+
+
+def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None) -> dict[str, Any]:
+    """One pass: row norms, Σ eᵢ, EᵀE, Σ ûᵢ, ÛᵀÛ, Σ ûᵢ² per coordinate, per-class Σ ûᵢ."""
+    V, D = E.shape
+    norms = np.empty(V, np.float64)
+    sum_e = np.zeros(D)
+    gram = np.zeros((D, D))
+    sum_u = np.zeros(D)
+    gram_u = np.zeros((D, D))
+    classes = None if labels is None else np.unique(labels)
+    class_sum = None if labels is None else np.zeros((len(classes), D))
+    for i, X in _chunks(E, mu):
+        nrm = np.sqrt(np.einsum("ij,ij->i", X, X))
+        norms[i: i + len(X)] = nrm
+        sum_e += X.sum(0)
+        gram += X.T @ X
+        nz = nrm > 0
+        U = X[nz] / nrm[nz, None]
+        sum_u += U.sum(0)
+        gram_u += U.T @ U
+        if labels is not None:
+            idx = np.searchsorted(classes, labels[i: i + len(X)][nz])
+            np.add.at(class_sum, idx, U)
+    return dict(norms=norms, sum_e=sum_e, gram=gram, sum_u=sum_u, gram_u=gram_u, classes=classes,
+                class_sum=class_sum)
+
+
+def _isotropy(E: np.ndarray, mu: np.ndarray | None, vecs: np.ndarray) -> float:
+    """Mu & Viswanath 2018: min_a Z(a) / max_a Z(a), Z(a) = Σᵢ exp(aᵀeᵢ), a ∈ {±u} for eigenvectors u of EᵀE.
+
+    Streams a running log-sum-exp per direction, so it holds in log space for any norms."""
+    D = vecs.shape[1]
+    m = np.full(2 * D, -np.inf)
+    s = np.zeros(2 * D)
+    W = np.concatenate([vecs, -vecs], axis=1)
+    for _, X in _chunks(E, mu):
+        P = X @ W  # (chunk, 2D)
+        cm = P.max(0)
+        new_m = np.maximum(m, cm)
+        s = s * np.exp(m - new_m) + np.exp(P - new_m).sum(0)
+        m = new_m
+    logZ = m + np.log(s)
+    return float(np.exp(logZ.min() - logZ.max()))
+
+
+def nearest_neighbors(E: np.ndarray, probe_ids: np.ndarray, k: int = KNN_K, *, mu: np.ndarray | None = None,
+                      block: int = CHUNK, probe_chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """For each probe row, its k nearest other nonzero rows by cosine (ties to the lower row index).
+
+    Returns (ids P×k, cosines P×k), in decreasing cosine; -1 / nan pad where fewer rows exist.
+    A zero probe row gets no neighbours. Computed in float64 blocks: no V×V, no copy of E.
+    """
+    V = E.shape[0]
+    probe_ids = np.asarray(probe_ids, np.int64)
+    P = len(probe_ids)
+    out_ids = np.full((P, k), -1, np.int64)
+    out_cos = np.full((P, k), np.nan)
+    for p0 in range(0, P, probe_chunk):
+        pid = probe_ids[p0: p0 + probe_chunk]
+        Q = np.asarray(E[pid], np.float64) - (mu if mu is not None else 0.0)
+        qn = np.linalg.norm(Q, axis=1)
+        Q = np.where(qn[:, None] > 0, Q / np.where(qn > 0, qn, 1.0)[:, None], 0.0)
+        best_val = np.full((len(pid), k), -np.inf)
+        best_idx = np.full((len(pid), k), np.iinfo(np.int64).max)
+        for b0, X in _chunks(E, mu, block):
+            xn = np.sqrt(np.einsum("ij,ij->i", X, X))
+            sims = Q @ X.T / np.where(xn > 0, xn, 1.0)[None, :]
+            cols = np.arange(b0, b0 + len(X))
+            sims[:, xn == 0] = -np.inf  # zero rows are nobody's neighbour
+            sims[pid[:, None] == cols[None, :]] = -np.inf  # nor their own
+            vals = np.concatenate([best_val, sims], axis=1)
+            idx = np.concatenate([best_idx, np.broadcast_to(cols, sims.shape)], axis=1)
+            kth = -np.partition(-vals, k - 1, axis=1)[:, k - 1]
+            r, c = np.nonzero(vals >= kth[:, None])
+            order = np.lexsort((idx[r, c], -vals[r, c], r))  # by probe, then cosine desc, then lower id
+            r, c = r[order], c[order]
+            start = np.searchsorted(r, np.arange(len(pid)))
+            rank = np.arange(len(r)) - start[r]
+            keep = rank < k
+            best_val = np.full((len(pid), k), -np.inf)
+            best_idx = np.full((len(pid), k), np.iinfo(np.int64).max)
+            best_val[r[keep], rank[keep]] = vals[r[keep], c[keep]]
+            best_idx[r[keep], rank[keep]] = idx[r[keep], c[keep]]
+        found = np.isfinite(best_val) & (qn[:, None] > 0)
+        out_ids[p0: p0 + len(pid)] = np.where(found, best_idx, -1)
+        out_cos[p0: p0 + len(pid)] = np.where(found, best_val, np.nan)
+    return out_ids, out_cos
+
+
+def default_probes(V: int, seed: int = 0) -> np.ndarray:
+    """Every row when V ≤ 2,048, else a seeded sample of 2,048 rows (sorted)."""
+    if V <= MAX_PROBES:
+        return np.arange(V)
+    return np.sort(np.random.default_rng(seed).choice(V, MAX_PROBES, replace=False))
+
+
+def embedding_report(E: Any, *, counts: Any = None, labels: Any = None, probe_ids: Any = None,
+                     center: bool = False, prefix: str = "emb/") -> dict[str, float]:
+    """The geometry of E (V×d) as `emb/...` scalars; see each key's formula below and in DESIGN.md.
+
+    center=True computes everything for E minus its mean row (the "all-but-the-top" view of
+    Mu & Viswanath 2018), without copying E.
+    """
+    E = np.asarray(E)
+    if E.ndim != 2:
+        raise ValueError(f"embedding_report: got an array of shape {E.shape}; allowed: a V×d matrix")
+    V, D = E.shape
+    labels = None if labels is None else np.asarray(labels)
+    mu = sum(X.sum(0) for _, X in _chunks(E)) / V if center else None
+    mom = _moments(E, mu, labels)
+    norms = mom["norms"]
+    nz = norms > 0
+    n = int(nz.sum())
+    out: dict[str, float] = {
+        "norm_mean": norms.mean(), "norm_std": norms.std(), "norm_max": norms.max(), "norm_p50": np.median(norms),
+        "zero_rows": float(V - n),
+    }
+    # cosines over ordered pairs i ≠ j of nonzero rows: Σ_{i≠j} ûᵢ·ûⱼ = ‖Σ ûᵢ‖² − n
+    pairs = n * (n - 1)
+    if pairs > 0:
+        cos_mean = (mom["sum_u"] @ mom["sum_u"] - n) / pairs
+        cos_sq = (np.sum(mom["gram_u"] ** 2) - n) / pairs  # Σ_{i≠j} (ûᵢ·ûⱼ)² = ‖ÛᵀÛ‖_F² − n
+        out["cos_mean"] = cos_mean
+        out["cos_std"] = np.sqrt(max(cos_sq - cos_mean**2, 0.0))
+        # Timkey & van Schijndel 2021: coordinate k's share of the expected cosine
+        per_dim = (mom["sum_u"] ** 2 - np.diag(mom["gram_u"])) / pairs
+        out["rogue_dim_share"] = float(np.max(np.abs(per_dim)) / max(np.sum(np.abs(per_dim)), 1e-300))
+    else:
+        out.update(cos_mean=0.0, cos_std=0.0, rogue_dim_share=0.0)
+    # spectrum: singular values of E are √eig(EᵀE) (Roy & Vetterli 2007 effective rank)
+    evals, evecs = np.linalg.eigh(mom["gram"])
+    s = np.sqrt(np.clip(evals, 0.0, None))
+    if s.sum() > 0:
+        p = s[s > 0] / s.sum()
+        out["eff_rank"] = float(np.exp(-(p * np.log(p)).sum()))
+    else:
+        out["eff_rank"] = 0.0
+    mean_row = mom["sum_e"] / V
+    cov = mom["gram"] / V - np.outer(mean_row, mean_row)
+    cev = np.linalg.eigvalsh(cov)
+    out["pc1_var_share"] = float(cev[-1] / cev.sum()) if cev.sum() > 0 else 0.0
+    out["isotropy"] = _isotropy(E, mu, evecs)
+    if counts is not None:
+        counts = np.asarray(counts, np.float64)
+        out["norm_logfreq_spearman"] = spearman(norms, np.log1p(counts))
+        out.update(_frequency_buckets(norms, counts))
+    if labels is not None:
+        cs, cl = mom["class_sum"], mom["classes"]
+        n_c = np.bincount(np.searchsorted(cl, labels[nz]), minlength=len(cl)).astype(np.float64)
+        same_pairs = float(np.sum(n_c * (n_c - 1)))
+        same_sum = float(np.sum(cs * cs) - n)
+        diff_pairs = pairs - same_pairs
+        diff_sum = (mom["sum_u"] @ mom["sum_u"] - n) - same_sum
+        same = same_sum / same_pairs if same_pairs > 0 else 0.0
+        diff = diff_sum / diff_pairs if diff_pairs > 0 else 0.0
+        out["class_cos_gap"] = same - diff
+        probes = default_probes(V) if probe_ids is None else np.asarray(probe_ids)
+        probes = probes[nz[probes]]
+        if len(probes) and n > 1:
+            ids, _ = nearest_neighbors(E, probes, min(KNN_K, n - 1), mu=mu)
+            valid = ids >= 0
+            same_cls = (labels[np.where(valid, ids, 0)] == labels[probes][:, None]) & valid
+            out["knn_class_purity"] = float(np.mean(same_cls.sum(1) / np.maximum(valid.sum(1), 1)))
+        else:
+            out["knn_class_purity"] = 0.0
+    return {prefix + k: float(v) for k, v in out.items()}
+
+
+def _frequency_buckets(norms: np.ndarray, counts: np.ndarray) -> dict[str, float]:
+    """Mean row norm of the top 1 % most frequent tokens, the next 9 %, the rest, and unseen ones."""
+    V = len(norms)
+    order = np.argsort(-counts, kind="mergesort")
+    a, b = max(1, int(round(0.01 * V))), max(1, int(round(0.10 * V)))
+    out = {"norm_mean_top1pct": norms[order[:a]].mean(),
+           "norm_mean_top1to10pct": norms[order[a:b]].mean() if b > a else float("nan"),
+           "norm_mean_rest": norms[order[b:]].mean() if V > b else float("nan")}
+    unseen = counts == 0
+    out["unseen_tokens"] = float(unseen.sum())
+    if unseen.any():
+        out["norm_mean_unseen"] = norms[unseen].mean()
+    return out
+
+
+def cosine_sample(E: np.ndarray, n_pairs: int = 4096, seed: int = 0) -> np.ndarray:
+    """Cosines of a fixed, seeded sample of row pairs i ≠ j (for histograms)."""
+    V = E.shape[0]
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, V, n_pairs)
+    j = (i + rng.integers(1, max(V, 2), n_pairs)) % V
+    A, B = np.asarray(E[i], np.float64), np.asarray(E[j], np.float64)
+    na, nb = np.linalg.norm(A, axis=1), np.linalg.norm(B, axis=1)
+    ok = (na > 0) & (nb > 0)
+    return np.einsum("ij,ij->i", A[ok], B[ok]) / (na[ok] * nb[ok])
+
+
+class TrainingGeometry:
+    """What the loop logs every log.metrics_every steps: the report's scalars, the centred view,
+    histograms of row norms and of sampled cosines, and the probe tokens' nearest neighbours."""
+
+    def __init__(self, cfg, corpus, n_probe_tokens: int = 8):
+        self.corpus = corpus
+        self.counts = corpus.counts
+        self.labels = corpus.labels
+        V = corpus.vocab_size
+        by_freq = np.argsort(-corpus.counts, kind="mergesort")
+        picks = np.unique(np.r_[by_freq[: n_probe_tokens // 2],
+                                by_freq[np.linspace(n_probe_tokens, V - 1, n_probe_tokens // 2).astype(int)]])
+        self.probe_tokens = picks[:n_probe_tokens]
+
+    def __call__(self, E: np.ndarray, step: int) -> tuple[dict[str, float], dict[str, Any]]:
+        scalars = embedding_report(E, counts=self.counts, labels=self.labels)
+        centred = embedding_report(E, center=True, prefix="emb_centered/")
+        scalars.update({k: v for k, v in centred.items()
+                        if k.split("/")[1] in ("cos_mean", "cos_std", "isotropy", "pc1_var_share", "eff_rank",
+                                               "rogue_dim_share")})
+        norms = np.linalg.norm(np.asarray(E, np.float64), axis=1)
+        ids, cos = nearest_neighbors(E, self.probe_tokens, k=5)
+        toks = self.corpus.tokens
+        rows = []
+        for p, nb, cs in zip(self.probe_tokens, ids, cos):
+            cls = (lambda i: int(self.labels[i])) if self.labels is not None else (lambda i: -1)
+            rows.append([step, toks[p], cls(p), ", ".join(toks[i] for i in nb if i >= 0),
+                         ", ".join(str(cls(i)) for i in nb if i >= 0), float(np.nanmean(cs)) if np.isfinite(cs).any() else 0.0])
+        rich = {
+            "hist/row_norm": {"kind": "histogram", "np_histogram": np.histogram(norms, bins=64)},
+            "hist/pair_cosine": {"kind": "histogram",
+                                 "np_histogram": np.histogram(cosine_sample(E), bins=64, range=(-1, 1))},
+            "tables/nearest_neighbors": {"kind": "table", "data": rows,
+                                         "columns": ["step", "token", "class", "neighbours", "neighbour classes",
+                                                     "mean cosine"]},
+        }
+        return scalars, rich
+
+
+def export_projector(run_dir: str, E: np.ndarray, corpus, sink=None, max_table_rows: int = 10_000) -> None:
+    """TensorBoard-projector files (vectors.tsv, metadata.tsv), word2vec text, and a W&B table
+    (W&B keeps 10,000 table rows: the most frequent tokens plus a seeded random sample)."""
+    from .embedding import save_word2vec
+
+    V = E.shape[0]
+    np.savetxt(os.path.join(run_dir, "vectors.tsv"), E, delimiter="\t", fmt="%.6g")
+    has_cls = corpus.labels is not None
+    with open(os.path.join(run_dir, "metadata.tsv"), "w", encoding="utf-8") as f:
+        f.write("token\tfrequency" + ("\tclass" if has_cls else "") + "\n")
+        for i, tok in enumerate(corpus.tokens):
+            f.write(f"{tok}\t{corpus.counts[i]:.6g}" + (f"\t{int(corpus.labels[i])}" if has_cls else "") + "\n")
+    save_word2vec(os.path.join(run_dir, "embeddings.w2v.txt"), E, corpus.tokens)
+    if sink is None:
+        return
+    if V <= max_table_rows:
+        rows, name = np.arange(V), "embeddings/all"
+    else:
+        top = np.argsort(-corpus.counts, kind="mergesort")[: max_table_rows // 2]
+        rest = np.setdiff1d(np.arange(V), top)
+        sample = np.random.default_rng(0).choice(rest, max_table_rows - len(top), replace=False)
+        rows = np.r_[top, np.sort(sample)]
+        name = f"embeddings/top{len(top)}_freq_plus_{len(sample)}_random"
+    cols = ["token", "frequency"] + (["class"] if has_cls else []) + [f"d{j}" for j in range(E.shape[1])]
+    data = [[corpus.tokens[i], float(corpus.counts[i])] + ([int(corpus.labels[i])] if has_cls else [])
+            + [float(x) for x in E[i]] for i in rows]
+    sink.log_rich(None, {name: {"kind": "table", "columns": cols, "data": data}})

@@ -1,0 +1,154 @@
+"""Small language models built on TokenEmbedding: linear toy, MLP over a window, decoder-only transformer.
+
+Dimensions: B batch, T time, D embedding width, V vocabulary, H heads, K head width, F MLP width, W window.
+Every model maps `tok_BxT` (and an optional validity mask) to next-token logits `BxTxV`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .config import Config, resolve_logit_scale
+from .embedding import TokenEmbedding
+
+
+def sinusoidal_positions(T: int, D: int) -> jax.Array:
+    """Vaswani et al. 2017: sin on even features, cos on odd, wavelengths up to 10,000·2π."""
+    pos = jnp.arange(T, dtype=jnp.float32)[:, None]
+    freq = jnp.exp(-math.log(10000.0) * jnp.arange(0, D, 2, dtype=jnp.float32) / D)
+    ang = pos * freq
+    out = jnp.zeros((T, D), jnp.float32)
+    out = out.at[:, 0::2].set(jnp.sin(ang))
+    return out.at[:, 1::2].set(jnp.cos(ang[:, : D // 2]))
+
+
+class EmbeddingLM(nnx.Module):
+    """Shared parts: the input table, optional norm after lookup, the tied or untied head."""
+
+    def _init_tables(self, cfg: Config, init_std: Any, pretrained, rngs: nnx.Rngs):
+        V, D, e = cfg.data.vocab_size, cfg.model.embed_dim, cfg.embedding
+        self.embed = TokenEmbedding(V, D, init=e.init, init_std=init_std, scale=e.scale, pretrained=pretrained,
+                                    freeze=e.freeze, rngs=rngs)
+        # An untied head is a second table of the same shape, read through `attend`, so tied and untied
+        # runs have tables to compare. It is drawn like a freshly initialised input table.
+        head_init = "normal" if e.init == "pretrained" else e.init
+        self.head = None if cfg.model.tie_embeddings else TokenEmbedding(
+            V, D, init=head_init, init_std=init_std, rngs=rngs)
+        if e.norm == "layernorm":  # a norm right after the lookup (e.g. BLOOM's embedding LayerNorm)
+            self.embed_norm = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs)
+        elif e.norm == "rmsnorm":
+            self.embed_norm = nnx.RMSNorm(D, epsilon=1e-5, rngs=rngs)
+        else:
+            self.embed_norm = None
+        self.logit_scale = resolve_logit_scale(cfg.model.logit_scale, D)
+
+    def lookup(self, tok_BxT: jax.Array) -> jax.Array:
+        x_BxTxD = self.embed(tok_BxT)
+        return self.embed_norm(x_BxTxD) if self.embed_norm is not None else x_BxTxD
+
+    def logits(self, h_BxTxD: jax.Array) -> jax.Array:
+        table = self.embed if self.head is None else self.head
+        logits_BxTxV = table.attend(h_BxTxD)
+        return logits_BxTxV * self.logit_scale if self.logit_scale != 1.0 else logits_BxTxV
+
+
+class LinearLM(EmbeddingLM):
+    """The textbook toy: lookup -> one linear map -> softmax over the next token (a bilinear bigram model)."""
+
+    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs):
+        D = cfg.model.embed_dim
+        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
+        self.proj = nnx.Linear(D, D, rngs=rngs)
+
+    def __call__(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> jax.Array:
+        return self.logits(self.proj(self.lookup(tok_BxT)))
+
+
+class MLPLM(EmbeddingLM):
+    """Window of the W previous tokens (zeros before the start) -> concat -> GELU MLP -> head."""
+
+    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs):
+        D, W, F = cfg.model.embed_dim, cfg.model.window, cfg.model.hidden_dim
+        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
+        self.window = W
+        self.fc = nnx.Linear(W * D, F, rngs=rngs)
+        self.out = nnx.Linear(F, D, rngs=rngs)
+
+    def __call__(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> jax.Array:
+        x_BxTxD = self.lookup(tok_BxT)
+        if mask_BxT is not None:
+            x_BxTxD = x_BxTxD * mask_BxT[..., None]
+        T = x_BxTxD.shape[1]
+        pad = jnp.pad(x_BxTxD, ((0, 0), (self.window - 1, 0), (0, 0)))
+        # position t sees tokens t, t-1, ..., t-W+1
+        ctx_BxTxWD = jnp.concatenate([pad[:, self.window - 1 - w: self.window - 1 - w + T] for w in range(self.window)],
+                                     axis=-1)
+        return self.logits(self.out(jax.nn.gelu(self.fc(ctx_BxTxWD), approximate=False)))
+
+
+class Block(nnx.Module):
+    """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x)); fused QKV, exact GELU."""
+
+    def __init__(self, D: int, H: int, F: int, *, rngs: nnx.Rngs):
+        self.H = H
+        self.ln1, self.ln2 = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs), nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs)
+        self.qkv = nnx.Linear(D, 3 * D, rngs=rngs)
+        self.proj = nnx.Linear(D, D, rngs=rngs)
+        self.fc = nnx.Linear(D, F, rngs=rngs)
+        self.out = nnx.Linear(F, D, rngs=rngs)
+
+    def __call__(self, x_BxTxD: jax.Array, allowed_BxTxT: jax.Array) -> jax.Array:
+        B, T, D = x_BxTxD.shape
+        K = D // self.H
+        qkv = self.qkv(self.ln1(x_BxTxD)).reshape(B, T, 3, self.H, K)
+        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK) / math.sqrt(K)
+        s_BxHxTxT = jnp.where(allowed_BxTxT[:, None], s_BxHxTxT, jnp.finfo(s_BxHxTxT.dtype).min)
+        p_BxHxTxT = jax.nn.softmax(s_BxHxTxT, axis=-1)
+        y_BxTxHxK = jnp.einsum("bhqs,bshk->bqhk", p_BxHxTxT, v_BxTxHxK)
+        x_BxTxD = x_BxTxD + self.proj(y_BxTxHxK.reshape(B, T, D))
+        return x_BxTxD + self.out(jax.nn.gelu(self.fc(self.ln2(x_BxTxD)), approximate=False))
+
+
+class TransformerLM(EmbeddingLM):
+    """Decoder-only: embed (+ positions) -> pre-LN blocks with causal (and padding) masks -> LN -> head."""
+
+    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs):
+        m = cfg.model
+        D, T = m.embed_dim, cfg.data.seq_len
+        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
+        self.positions = m.positions
+        if m.positions == "learned":
+            self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (T, D)))
+        self.blocks = nnx.List([Block(D, m.num_heads, m.mlp_ratio * D, rngs=rngs) for _ in range(m.num_layers)])
+        self.ln_f = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs)
+
+    def __call__(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> jax.Array:
+        B, T = tok_BxT.shape
+        x_BxTxD = self.lookup(tok_BxT)
+        if self.positions == "learned":
+            x_BxTxD = x_BxTxD + self.pos[...][:T]
+        elif self.positions == "sinusoidal":
+            x_BxTxD = x_BxTxD + sinusoidal_positions(T, x_BxTxD.shape[-1])
+        allowed_BxTxT = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
+        if mask_BxT is not None:  # padding: no query attends to a padded key (its own position stays allowed)
+            allowed_BxTxT = allowed_BxTxT & (mask_BxT[:, None, :] | jnp.eye(T, dtype=bool))
+        for block in self.blocks:
+            x_BxTxD = block(x_BxTxD, allowed_BxTxT)
+        return self.logits(self.ln_f(x_BxTxD))
+
+
+MODELS = {"linear": LinearLM, "mlp": MLPLM, "transformer": TransformerLM}
+
+
+def build_model(cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs) -> EmbeddingLM:
+    """The model `cfg.model.kind` names; `init_std` (σ) may be a traced value."""
+    return MODELS[cfg.model.kind](cfg, init_std=init_std, pretrained=pretrained, rngs=rngs)
+
+
+def count_params(state: Any) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(state)))

@@ -1,0 +1,200 @@
+"""The pure training program: optimizer, loss, init, train step, eval. No I/O here.
+
+Dimensions: B batch, T time, V vocabulary. A train state is a plain pytree (dict):
+  step           int32   steps taken
+  params         nested dict of arrays (the model's nnx.Param values)
+  opt_state      optax state
+  hp             per-run values that may differ between vmapped sweep members (σ, lr, decays, clip)
+  rng            uint32[2] key data for the data stream; a batch is f(rng, step)
+  diverged_at    int32   -1, or the step whose loss or gradient was non-finite (the state is frozen there)
+  skipped        int32   non-finite updates skipped (optim.skip_nonfinite)
+  norm0          float32 mean row norm of E at step 0, for emb/norm_growth
+Shapes and structure are static per compiled program; everything in `hp` and the seed are values.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from .config import Config
+from .data import Corpus
+from .models import build_model
+
+HP_KEYS = ("init_std", "lr", "weight_decay", "embed_weight_decay", "grad_clip")
+
+
+def hparams(cfg: Config) -> dict[str, float]:
+    """The value-typed hyperparameters of a config (what a vmapped sweep varies per member)."""
+    o = cfg.optim
+    return {"init_std": cfg.embedding.init_std, "lr": o.lr, "weight_decay": o.weight_decay,
+            "embed_weight_decay": o.weight_decay if o.embed_weight_decay is None else o.embed_weight_decay,
+            "grad_clip": o.grad_clip}
+
+
+def _is_table(path: tuple) -> bool:
+    keys = [getattr(p, "key", getattr(p, "name", p)) for p in path]
+    return len(keys) >= 2 and keys[-1] == "embedding" and keys[-2] in ("embed", "head")
+
+
+def _masks(cfg: Config, params: Any) -> tuple[Any, Any, Any]:
+    """(embedding tables, other decayed matrices, frozen) boolean trees."""
+    tables = jax.tree_util.tree_map_with_path(lambda p, x: _is_table(p), params)
+    matrices = jax.tree_util.tree_map_with_path(lambda p, x: (not _is_table(p)) and x.ndim >= 2, params)
+    frozen_input = cfg.embedding.freeze
+
+    def is_frozen(p, x):
+        keys = [getattr(k, "key", k) for k in p]
+        return frozen_input and _is_table(p) and keys[-2] == "embed"
+
+    frozen = jax.tree_util.tree_map_with_path(is_frozen, params)
+    return tables, matrices, frozen
+
+
+def schedule_factor(cfg: Config) -> Callable[[jax.Array], jax.Array]:
+    """Multiplier on lr at a step: linear warmup, then cosine/linear decay to 0, or constant."""
+    o, total = cfg.optim, cfg.steps
+    warm = min(o.warmup_steps, max(total - 1, 0))
+
+    def factor(count):
+        t = jnp.asarray(count, jnp.float32)
+        up = jnp.minimum(1.0, (t + 1.0) / max(warm, 1)) if warm > 0 else 1.0
+        frac = jnp.clip((t - warm) / max(total - warm, 1), 0.0, 1.0)
+        down = {"cosine": 0.5 * (1.0 + jnp.cos(math.pi * frac)), "linear": 1.0 - frac,
+                "constant": jnp.ones_like(frac)}[o.schedule]
+        return jnp.where(t < warm, up, down)
+
+    return factor
+
+
+def make_optimizer(cfg: Config, hp: dict, params: Any) -> optax.GradientTransformation:
+    """The optax chain for cfg.optim with values from `hp` (traced or not): built inside jit per step.
+
+    adamw/adafactor decay weights decoupled from the gradient (Loshchilov & Hutter 2019); adam/sgd add
+    an L2 term to the gradient. Embedding tables decay by embed_weight_decay, other matrices by
+    weight_decay, vectors (biases, norm scales) not at all.
+    """
+    o = cfg.optim
+    tables, matrices, frozen = _masks(cfg, params)
+    decay = [optax.add_decayed_weights(hp["weight_decay"], mask=matrices),
+             optax.add_decayed_weights(hp["embed_weight_decay"], mask=tables)]
+    factor = schedule_factor(cfg)
+    lr = optax.scale_by_learning_rate(lambda count: hp["lr"] * factor(count))
+    parts = [optax.clip_by_global_norm(hp["grad_clip"])] if o.grad_clip > 0 else []
+    if o.name == "adamw":
+        parts += [optax.scale_by_adam(o.b1, o.b2, eps=1e-8), *decay]
+    elif o.name == "adam":
+        parts += [*decay, optax.scale_by_adam(o.b1, o.b2, eps=1e-8)]
+    elif o.name == "sgd":
+        parts += [*decay, optax.trace(decay=o.momentum)]
+    elif o.name == "adafactor":
+        parts += [optax.scale_by_factored_rms(), *decay]
+    parts += [lr]
+    if cfg.embedding.freeze:
+        parts += [optax.masked(optax.set_to_zero(), frozen)]
+    return optax.chain(*parts)
+
+
+def _tree_where(pred, a, b):
+    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+class Program:
+    """Everything compiled for one config shape: init, step, eval, embedding stats (all pure)."""
+
+    def __init__(self, cfg: Config, corpus: Corpus, pretrained: np.ndarray | None = None):
+        self.cfg, self.corpus, self.pretrained = cfg, corpus, pretrained
+        abstract = nnx.eval_shape(lambda: build_model(cfg, pretrained=pretrained, rngs=nnx.Rngs(0)))
+        self.graphdef, _ = nnx.split(abstract)
+        self.pad_id = cfg.model.pad_id
+
+    # -- pieces ------------------------------------------------------------------------
+    def model(self, params: Any) -> nnx.Module:
+        return nnx.merge(self.graphdef, params)
+
+    def table(self, params: Any) -> jax.Array:
+        """E (V×d), the input embedding table."""
+        return params["embed"]["embedding"]
+
+    def loss(self, params: Any, tok_BxT1: jax.Array) -> jax.Array:
+        """Mean next-token cross-entropy (nats) over non-padding targets."""
+        inp_BxT, tgt_BxT = tok_BxT1[:, :-1], tok_BxT1[:, 1:]
+        mask_BxT = None if self.pad_id is None else inp_BxT != self.pad_id
+        logits_BxTxV = self.model(params)(inp_BxT, mask_BxT)
+        ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), tgt_BxT)
+        if self.pad_id is None:
+            return ce_BxT.mean()
+        w_BxT = (tgt_BxT != self.pad_id).astype(jnp.float32)
+        return (ce_BxT * w_BxT).sum() / jnp.maximum(w_BxT.sum(), 1.0)
+
+    def emb_stats(self, state: dict) -> dict[str, jax.Array]:
+        """The cheap embedding statistics logged every log.every steps."""
+        norms_V = jnp.linalg.norm(self.table(state["params"]), axis=-1)
+        mean = norms_V.mean()
+        # diverged_at is copied out here: the state's own buffers are donated to the next step
+        return {"emb/norm_mean": mean, "emb/norm_max": norms_V.max(), "emb/norm_growth": mean / state["norm0"],
+                "_diverged_at": state["diverged_at"] + 0}
+
+    # -- init --------------------------------------------------------------------------
+    def init(self, seed: jax.Array, hp: dict) -> dict:
+        """A fresh train state from an integer seed and value hyperparameters (vmappable over both)."""
+        root = jax.random.key(seed)
+        k_params, k_data = jax.random.split(root)
+        model = build_model(self.cfg, init_std=hp["init_std"], pretrained=self.pretrained,
+                            rngs=nnx.Rngs(params=k_params))
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
+        return {
+            "step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": make_optimizer(self.cfg, hp, params).init(params), "hp": hp,
+            "rng": jax.random.key_data(k_data), "diverged_at": jnp.full((), -1, jnp.int32),
+            "skipped": jnp.zeros((), jnp.int32),
+            "norm0": jnp.linalg.norm(params["embed"]["embedding"], axis=-1).mean(),
+        }
+
+    # -- train -------------------------------------------------------------------------
+    def step(self, state: dict, tok_BxT1: jax.Array) -> tuple[dict, dict]:
+        """One optimizer step: `(state, batch) -> (state, metrics)`; non-finite steps freeze or skip."""
+        params, hp = state["params"], state["hp"]
+        loss, grads = jax.value_and_grad(self.loss)(params, tok_BxT1)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        tx = make_optimizer(self.cfg, hp, params)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        apply = finite & (state["diverged_at"] < 0)
+        stop_here = ~finite & (state["diverged_at"] < 0) & (not self.cfg.optim.skip_nonfinite)
+        new_state = dict(
+            state,
+            step=state["step"] + 1,
+            params=_tree_where(apply, new_params, params),
+            opt_state=_tree_where(apply, opt_state, state["opt_state"]),
+            diverged_at=jnp.where(stop_here, state["step"] + 1, state["diverged_at"]),
+            skipped=state["skipped"] + (~finite & (state["diverged_at"] < 0)).astype(jnp.int32),
+        )
+        lr = hp["lr"] * schedule_factor(self.cfg)(state["step"])
+        return new_state, {"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr}
+
+    def batch(self, tables: dict, state: dict) -> jax.Array:
+        key = jax.random.wrap_key_data(state["rng"])
+        return self.corpus.batch(tables, key, state["step"], self.cfg.data.batch_size)
+
+    def train_steps(self, state: dict, tables: dict, n: int) -> tuple[dict, dict]:
+        """n steps in one dispatch (lax.scan), each on its own batch f(rng, step); metrics of the last."""
+        def body(s, _):
+            s, m = self.step(s, self.batch(tables, s))
+            return s, m
+
+        if n == 1:
+            return body(state, None)
+        state, ms = jax.lax.scan(body, state, None, length=n)
+        return state, jax.tree.map(lambda x: x[-1], ms)
+
+    # -- eval --------------------------------------------------------------------------
+    def eval_loss(self, params: Any, batches_NxBxT1: jax.Array) -> jax.Array:
+        return jax.lax.map(lambda b: self.loss(params, b), batches_NxBxT1).mean()
