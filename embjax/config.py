@@ -150,6 +150,8 @@ class Config:
     seed: int = 0
     steps: int = 1000
     out_dir: str = "runs"
+    # JAX's persistent compilation cache: "auto" = $EMBJAX_CACHE_DIR or ~/.cache/embjax/xla; "" = off
+    compile_cache: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -375,3 +377,28 @@ def resolve_scale(value: Scale, d: int) -> float:
 
 def resolve_logit_scale(value: LogitScale, d: int) -> float:
     return float(d) ** -0.5 if value == "inv_sqrt_d" else float(value)
+
+
+def compile_cache_dir(value: str) -> str | None:
+    if value == "":
+        return None
+    if value == "auto":
+        return os.environ.get("EMBJAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "embjax", "xla")
+    return os.path.expanduser(value)
+
+
+def enable_compile_cache(value: str) -> str | None:
+    """Turn on JAX's persistent compilation cache (repeated runs of one shape skip XLA compiles)."""
+    import jax
+
+    path = compile_cache_dir(value)
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None  # an unwritable cache only costs time
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path

@@ -124,6 +124,7 @@ def write_outputs(run_dir: str, E: np.ndarray, corpus: Corpus) -> None:
 def train(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -> dict[str, Any]:
     """Run (or resume) one training run; returns summary.json's contents."""
     resume = check_run_dir(cfg, overwrite)
+    C.enable_compile_cache(cfg.compile_cache)
     corpus, pretrained = load_inputs(cfg)
     run_dir = cfg.run_dir
     os.makedirs(run_dir, exist_ok=True)

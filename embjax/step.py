@@ -162,7 +162,7 @@ class Program:
         """One optimizer step: `(state, batch) -> (state, metrics)`; non-finite steps freeze or skip."""
         params, hp = state["params"], state["hp"]
         loss, grads = jax.value_and_grad(self.loss)(params, tok_BxT1)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         tx = make_optimizer(self.cfg, hp, params)
         updates, opt_state = tx.update(grads, state["opt_state"], params)

@@ -1,0 +1,35 @@
+"""Shared helpers: tiny configs that compile in seconds, and a subprocess runner for the CLI."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+# one compilation cache for the whole session (fresh per CI run): runs of one shape compile once
+if "EMBJAX_CACHE_DIR" not in os.environ:
+    import tempfile
+    os.environ["EMBJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="embjax-xla-")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A tiny but complete experiment: every section present, small enough to compile in a few seconds.
+TINY = [
+    "--data.vocab_size=64", "--data.num_classes=4", "--data.seq_len=16", "--data.batch_size=8",
+    "--data.eval_batches=2", "--model.embed_dim=16", "--model.num_layers=1", "--model.num_heads=2",
+    "--steps=30", "--log.every=5", "--log.metrics_every=10", "--log.eval_every=10",
+    "--checkpoint.every=10", "--optim.warmup_steps=5", "--log.progress=false",
+]
+
+
+def run_cli(module, *args, timeout=300, env=None):
+    """Run `python -m module args` from the repo root; returns the CompletedProcess."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """CLI arguments for a tiny run writing under tmp_path (W&B off unless a test turns it on)."""
+    return TINY + [f"--out_dir={tmp_path}", "--log.wandb=false"]

@@ -1,0 +1,104 @@
+"""Bad input exits 2 with one line naming the key, what was given and what is allowed; nothing is written."""
+import os
+
+import numpy as np
+import pytest
+
+from embjax.cli import train_main
+from embjax.config import ConfigError, load_config, parse_overrides, to_dict, from_dict
+from tests.conftest import run_cli
+
+
+def test_defaults_file_matches_dataclass_defaults_where_unset():
+    cfg = load_config("experiments/configs/default.yaml")
+    assert cfg.model.kind == "transformer" and cfg.data.kind == "planted"
+    assert from_dict(to_dict(cfg)) == cfg  # round trip
+
+
+def test_overrides_forms():
+    assert parse_overrides(["--model.embed_dim=128", "model.tie_embeddings=false", "--log.tags=[a, b]",
+                            "--embedding.scale=sqrt_d"]) == {
+        "model.embed_dim": 128, "model.tie_embeddings": False, "log.tags": ["a", "b"], "embedding.scale": "sqrt_d"}
+    cfg = load_config(None, ["--log.tags=[a, b]", "--embedding.scale=sqrt_d", "--model.logit_scale=0.5"])
+    assert cfg.log.tags == ("a", "b") and cfg.embedding.scale == "sqrt_d" and cfg.model.logit_scale == 0.5
+
+
+CASES = [
+    (["--model.embed_dimm=8"], "model.embed_dimm", "did you mean model.embed_dim"),
+    (["--modle.kind=mlp"], "modle", "unknown key"),
+    (["--model.embed_dim=abc"], "model.embed_dim", "an integer"),
+    (["--model.tie_embeddings=maybe"], "model.tie_embeddings", "true/false"),
+    (["--model.embed_dim=0"], "model.embed_dim", "[1,"),
+    (["--data.vocab_size=1"], "data.vocab_size", "[2,"),
+    (["--steps=0"], "steps", "[1,"),
+    (["--embedding.init_std=0"], "embedding.init_std", "(0,"),
+    (["--embedding.init_std=-0.1"], "embedding.init_std", "(0,"),
+    (["--model.kind=rnn"], "model.kind", "'transformer'"),
+    (["--data.kind=images"], "data.kind", "'planted'"),
+    (["--embedding.init=kaiming"], "embedding.init", "'xavier'"),
+    (["--embedding.scale=big"], "embedding.scale", "sqrt_d"),
+    (["--model.num_heads=3"], "model.num_heads", "divisor"),
+    (["--data.kind=text"], "data.path", "text file"),
+    (["--data.kind=text", "--data.path=/nonexistent/x.txt"], "data.path", "existing"),
+    (["--embedding.init=pretrained"], "embedding.pretrained_path", ".npy"),
+    (["--embedding.init=pretrained", "--embedding.pretrained_path=/nonexistent.npy"], "embedding.pretrained_path",
+     "existing"),
+    (["--config=/nonexistent.yaml"], "--config", "existing YAML"),
+    (["oops"], "oops", "unexpected"),
+]
+
+
+@pytest.mark.parametrize("args,key,allowed", CASES, ids=[c[1] + ":" + c[0][0] for c in CASES])
+def test_bad_input_exits_2_naming_key(args, key, allowed, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = train_main(args + [f"--out_dir={out}", "--log.wandb=false"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert key in err and allowed in err, err
+    assert not os.path.exists(out / "default"), "nothing may be written"
+
+
+def test_malformed_yaml_and_non_mapping(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  embed_dim: [1, 2\n")
+    assert train_main([f"--config={bad}", f"--out_dir={tmp_path}"]) == 2
+    assert "malformed YAML at line" in capsys.readouterr().err
+    bad.write_text("- a\n- b\n")
+    assert train_main([f"--config={bad}", f"--out_dir={tmp_path}"]) == 2
+    assert "YAML mapping" in capsys.readouterr().err
+
+
+def test_pretrained_shape_mismatch_and_empty_text(tmp_path, capsys):
+    np.save(tmp_path / "e.npy", np.zeros((10, 3), np.float32))
+    assert train_main([f"--out_dir={tmp_path}/o", "--embedding.init=pretrained",
+                       f"--embedding.pretrained_path={tmp_path}/e.npy"]) == 2
+    err = capsys.readouterr().err
+    assert "embedding.pretrained_path" in err and "(10, 3)" in err and "(512, 64)" in err
+    (tmp_path / "empty.txt").write_text("  \n")
+    assert train_main([f"--out_dir={tmp_path}/o", "--data.kind=text", f"--data.path={tmp_path}/empty.txt",
+                       "--data.tokenizer=byte", "--data.vocab_size=256"]) == 2
+    assert "holds no text" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "o" / "default")
+
+
+def test_unwritable_out_dir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert train_main([f"--out_dir={blocker}/sub", "--log.wandb=false"]) == 2
+    assert "out_dir" in capsys.readouterr().err
+
+
+def test_changed_config_on_existing_run_is_refused(tiny, tmp_path, capsys):
+    assert train_main(tiny + ["--name=x", "--steps=10"]) == 0
+    assert train_main(tiny + ["--name=x", "--steps=10", "--optim.lr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr" in err and "--overwrite=true" in err
+    assert train_main(tiny + ["--name=x", "--steps=10", "--optim.lr=0.1", "--overwrite=true"]) == 0
+
+
+def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
+    p = run_cli("experiments.train", "--model.embed_dim=-4", f"--out_dir={tmp_path}")
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip() == "error: model.embed_dim: got -4; allowed: a value in [1, 65536]"

@@ -1,0 +1,80 @@
+"""End-to-end runs through the real CLI, loop, orbax and an offline W&B run."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from embjax.cli import train_main
+from embjax.sinks import read_jsonl, read_wandb_history
+
+
+def test_run_directory_contents(tiny, tmp_path):
+    assert train_main(tiny + ["--name=r"]) == 0
+    run = tmp_path / "r"
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "embeddings.npy", "tokens.tsv", "checkpoints"):
+        assert (run / name).exists(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["step"] == 30
+    assert summary["devices"] and summary["data/unigram_entropy"] > summary["data/entropy_rate"] > 0
+    E = np.load(run / "embeddings.npy")
+    assert E.shape == (64, 16) and E.dtype == np.float32
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 5, 10, 15, 20, 25, 30]
+    assert rows[0]["emb/norm_growth"] == 1.0
+    assert "eval/loss" in rows[0] and "train/loss" in rows[1]
+    # norm growth is the mean row norm against step 0, recomputed from the logged means
+    assert rows[-1]["emb/norm_growth"] == pytest.approx(rows[-1]["emb/norm_mean"] / rows[0]["emb/norm_mean"], rel=1e-5)
+    # the final row's norm is the saved table's
+    assert rows[-1]["emb/norm_mean"] == pytest.approx(np.linalg.norm(E.astype(np.float64), axis=1).mean(), rel=1e-5)
+    # config.yaml repeats the run
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["model"]["embed_dim"] == 16 and cfg["steps"] == 30
+    tokens = (run / "tokens.tsv").read_text().splitlines()
+    assert tokens[0].split("\t") == ["id", "token", "count", "class"] and len(tokens) == 65
+
+
+def test_same_seed_same_metrics(tiny, tmp_path):
+    assert train_main(tiny + ["--name=a"]) == 0
+    assert train_main(tiny + ["--name=b"]) == 0
+    a = (tmp_path / "a" / "metrics.jsonl").read_text()
+    b = (tmp_path / "b" / "metrics.jsonl").read_text()
+    assert a == b
+    assert train_main(tiny + ["--name=c", "--seed=1"]) == 0
+    assert (tmp_path / "c" / "metrics.jsonl").read_text() != a
+
+
+def test_default_model_learns_below_unigram_entropy(tmp_path):
+    """The default experiment's model and corpus (fewer steps): eval loss beats the unigram floor."""
+    args = ["--config=experiments/configs/default.yaml", f"--out_dir={tmp_path}", "--log.wandb=false",
+            "--steps=150", "--log.eval_every=50", "--log.metrics_every=0", "--log.progress=false",
+            "--checkpoint.every=0"]
+    assert train_main(args) == 0
+    s = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert s["eval/loss"] < s["data/unigram_entropy"]
+    assert s["eval/loss"] > s["data/entropy_rate"] - 0.05  # nobody beats the entropy rate
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_small_models_learn(tiny, tmp_path, kind):
+    assert train_main(tiny + [f"--name={kind}", f"--model.kind={kind}", "--steps=60", "--optim.lr=0.03"]) == 0
+    rows = read_jsonl(tmp_path / kind / "metrics.jsonl")
+    assert rows[-1]["eval/loss"] < rows[0]["eval/loss"] - 0.2
+
+
+def test_offline_wandb_recorded_what_metrics_jsonl_has(tiny, tmp_path):
+    assert train_main([a for a in tiny if a != "--log.wandb=false"] + ["--name=w", "--log.wandb=true"]) == 0
+    files = glob.glob(str(tmp_path / "w" / "wandb" / "offline-run-*" / "*.wandb"))
+    assert len(files) == 1
+    history = {row["_step"]: row for row in read_wandb_history(files[0])}
+    local = read_jsonl(tmp_path / "w" / "metrics.jsonl")
+    assert sorted(history) == [r["step"] for r in local]
+    for row in local:
+        for key, value in row.items():
+            if key != "step":
+                assert history[row["step"]][key] == pytest.approx(value, rel=1e-12), key
+    # rich objects went to W&B too: histograms and the nearest-neighbour table
+    assert any("hist/row_norm/values" in r for r in history.values())
+    assert any(k.startswith("tables/nearest_neighbors") for r in history.values() for k in r)
