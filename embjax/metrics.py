@@ -68,7 +68,10 @@ def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None) ->
         gram_u += U.T @ U
         if labels is not None:
             idx = np.searchsorted(classes, labels[i: i + len(X)][nz])
-            np.add.at(class_sum, idx, U)
+            if len(classes) <= 1024:  # a one-hot matmul beats np.add.at by far
+                class_sum += (idx[None, :] == np.arange(len(classes))[:, None]).astype(np.float64) @ U
+            else:
+                np.add.at(class_sum, idx, U)
     return dict(norms=norms, sum_e=sum_e, gram=gram, sum_u=sum_u, gram_u=gram_u, classes=classes,
                 class_sum=class_sum)
 
@@ -80,24 +83,84 @@ def _isotropy(E: np.ndarray, mu: np.ndarray | None, vecs: np.ndarray) -> float:
     D = vecs.shape[1]
     m = np.full(2 * D, -np.inf)
     s = np.zeros(2 * D)
-    W = np.concatenate([vecs, -vecs], axis=1)
     for _, X in _chunks(E, mu):
-        P = X @ W  # (chunk, 2D)
-        cm = P.max(0)
+        P = X @ vecs  # (chunk, D); the -u directions are -P
+        cm = np.concatenate([P.max(0), -P.min(0)])
         new_m = np.maximum(m, cm)
-        s = s * np.exp(m - new_m) + np.exp(P - new_m).sum(0)
+        s = s * np.exp(m - new_m)
+        s[:D] += np.exp(P - new_m[:D]).sum(0)
+        s[D:] += np.exp(-P - new_m[D:]).sum(0)
         m = new_m
     logZ = m + np.log(s)
     return float(np.exp(logZ.min() - logZ.max()))
 
 
 def nearest_neighbors(E: np.ndarray, probe_ids: np.ndarray, k: int = KNN_K, *, mu: np.ndarray | None = None,
-                      block: int = CHUNK, probe_chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+                      block: int = CHUNK, probe_chunk: int = 256, extra: int = 22) -> tuple[np.ndarray, np.ndarray]:
     """For each probe row, its k nearest other nonzero rows by cosine (ties to the lower row index).
 
     Returns (ids P×k, cosines P×k), in decreasing cosine; -1 / nan pad where fewer rows exist.
-    A zero probe row gets no neighbours. Computed in float64 blocks: no V×V, no copy of E.
+    A zero probe row gets no neighbours. No V×V and no copy of E.
+
+    Fast path: a float32 pass keeps k + `extra` candidates per probe; their cosines are recomputed
+    in float64 and the answer is accepted only if the k-th exact cosine beats every non-candidate
+    by more than float32's dot-product error bound γ_d (Higham 2002, §3.1). Probes that fail the
+    check (near-ties at the boundary, e.g. many duplicate rows) are redone exactly in float64.
     """
+    E = np.asarray(E)
+    V, D = E.shape
+    probe_ids = np.asarray(probe_ids, np.int64)
+    if mu is not None or V <= k + extra + 1:
+        return _nearest_exact(E, probe_ids, k, mu=mu, block=block, probe_chunk=probe_chunk)
+    M = k + extra
+    err = (D + 4) * 2.0**-23  # ≥ 2·γ_D for unit-norm float32 dot products, plus rounding of the inputs
+    out_ids = np.full((len(probe_ids), k), -1, np.int64)
+    out_cos = np.full((len(probe_ids), k), np.nan)
+    redo = []
+    for p0 in range(0, len(probe_ids), probe_chunk):
+        pid = probe_ids[p0: p0 + probe_chunk]
+        Q64 = np.asarray(E[pid], np.float64)
+        qn = np.linalg.norm(Q64, axis=1)
+        Q32 = (Q64 / np.where(qn > 0, qn, 1.0)[:, None]).astype(np.float32)
+        cand_val = np.full((len(pid), M), -np.inf, np.float32)
+        cand_idx = np.zeros((len(pid), M), np.int64)
+        for b0 in range(0, V, block):
+            X = np.asarray(E[b0: b0 + block], np.float32)
+            xn = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)).astype(np.float32)
+            sims = (Q32 @ X.T) / np.where(xn > 0, xn, 1.0)[None, :]
+            sims[:, xn == 0] = -np.inf
+            cols = np.arange(b0, b0 + len(X))
+            sims[pid[:, None] == cols[None, :]] = -np.inf
+            vals = np.concatenate([cand_val, sims], axis=1)
+            idx = np.concatenate([cand_idx, np.broadcast_to(cols, sims.shape)], axis=1)
+            top = np.argpartition(-vals, M - 1, axis=1)[:, :M]
+            cand_val = np.take_along_axis(vals, top, 1)
+            cand_idx = np.take_along_axis(idx, top, 1)
+        for r in range(len(pid)):
+            ok = np.isfinite(cand_val[r])
+            if qn[r] == 0:
+                continue
+            ids = cand_idx[r][ok]
+            rows = np.asarray(E[ids], np.float64)
+            rn = np.linalg.norm(rows, axis=1)
+            exact = rows @ (Q64[r] / qn[r]) / rn
+            order = np.lexsort((ids, -exact))[:k]
+            # every non-candidate has float32 cosine ≤ the smallest kept candidate's
+            bound = float(cand_val[r][ok].min()) + err if ok.all() else -np.inf
+            if len(order) == k and exact[order[-1]] > bound or not ok.all():
+                out_ids[p0 + r, : len(order)] = ids[order]
+                out_cos[p0 + r, : len(order)] = exact[order]
+            else:
+                redo.append(p0 + r)
+    if redo:
+        ids, cos = _nearest_exact(E, probe_ids[redo], k, block=block, probe_chunk=probe_chunk)
+        out_ids[redo], out_cos[redo] = ids, cos
+    return out_ids, out_cos
+
+
+def _nearest_exact(E: np.ndarray, probe_ids: np.ndarray, k: int, *, mu: np.ndarray | None = None,
+                   block: int = CHUNK, probe_chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """nearest_neighbors entirely in float64 (exact tie handling by (cosine desc, index asc))."""
     V = E.shape[0]
     probe_ids = np.asarray(probe_ids, np.int64)
     P = len(probe_ids)
@@ -219,9 +282,11 @@ def _frequency_buckets(norms: np.ndarray, counts: np.ndarray) -> dict[str, float
     V = len(norms)
     order = np.argsort(-counts, kind="mergesort")
     a, b = max(1, int(round(0.01 * V))), max(1, int(round(0.10 * V)))
-    out = {"norm_mean_top1pct": norms[order[:a]].mean(),
-           "norm_mean_top1to10pct": norms[order[a:b]].mean() if b > a else float("nan"),
-           "norm_mean_rest": norms[order[b:]].mean() if V > b else float("nan")}
+    out = {"norm_mean_top1pct": norms[order[:a]].mean()}
+    if b > a:  # an empty bucket (tiny V) is left out rather than reported as nan
+        out["norm_mean_top1to10pct"] = norms[order[a:b]].mean()
+    if V > b:
+        out["norm_mean_rest"] = norms[order[b:]].mean()
     unseen = counts == 0
     out["unseen_tokens"] = float(unseen.sum())
     if unseen.any():
