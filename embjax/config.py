@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -18,6 +19,9 @@ import yaml
 
 Scale = Union[float, Literal["sqrt_d"]]
 LogitScale = Union[float, Literal["inv_sqrt_d"]]
+
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -210,6 +214,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return int(value)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):  # YAML 1.1 reads `1e-3` as a string
             return float(value)
     elif tp is str:
         if isinstance(value, str):

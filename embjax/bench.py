@@ -1,0 +1,168 @@
+"""Benchmarks: `python -m experiments.bench [--case NAME] [--steps N] [--json]`.
+
+Cases
+  metrics  embedding_report on a float32 V=262,144 × d=1,024 matrix with counts and labels: time, peak memory
+  train    the throughput spec (see SPEC below) through embjax's own model and train step: tokens/s, MFU
+  peak     the machine's measured float32 matmul FLOP/s (the MFU denominator)
+  sweep    an 8-member σ × seed group vectorised in one process vs 8 separate `experiments.train` processes
+Each prints a JSON object per line with --json, else a readable line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from typing import Any, Callable
+
+import numpy as np
+
+# The throughput spec (issue: training throughput), the same model as ../shared/peers/torch_lm.py.
+SPEC = {
+    "data.vocab_size": 8192, "data.seq_len": 128, "data.batch_size": 32, "model.kind": "transformer",
+    "model.embed_dim": 256, "model.num_layers": 4, "model.num_heads": 4, "model.mlp_ratio": 4,
+    "model.positions": "learned", "model.tie_embeddings": True, "optim.name": "adamw", "optim.lr": 3e-4,
+    "optim.b1": 0.9, "optim.b2": 0.95, "optim.weight_decay": 0.1, "optim.embed_weight_decay": 0.1,
+    "optim.grad_clip": 1.0, "optim.warmup_steps": 0, "optim.schedule": "constant",
+}
+
+
+def _emit(obj: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(obj), flush=True)
+    else:
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in obj.items()), flush=True)
+
+
+def bench_metrics(V: int = 262_144, D: int = 1024, **_) -> dict:
+    from .metrics import embedding_report
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((V, D), dtype=np.float32) * 0.02
+    E += 0.01 * rng.standard_normal(D).astype(np.float32)  # a common direction, as trained tables have
+    counts = rng.zipf(1.2, V).astype(np.float64)
+    labels = np.arange(V) % 64
+    tracemalloc.start()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    report = embedding_report(E, counts=counts, labels=labels)
+    dt = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"case": "metrics", "V": V, "d": D, "seconds": dt, "peak_extra_mib": peak / 2**20,
+            "matrix_mib": E.nbytes / 2**20, "maxrss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,
+            "keys": len(report), "isotropy": report["emb/isotropy"]}
+
+
+def peak_flops(n: int = 2048, reps: int = 10) -> float:
+    """Measured float32 matmul FLOP/s on the default JAX device (median of reps)."""
+    import jax
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / float(np.median(times))
+
+
+def train_flops_per_token(cfg, n_params: int) -> float:
+    """6·N per token for the matmul weights (the tied head's V×d matmul counted, lookups and positions not)
+    plus attention's 12·L·T·d (Kaplan et al. 2020; PaLM appendix B)."""
+    m, d = cfg.model, cfg.data
+    V, D, T = d.vocab_size, m.embed_dim, d.seq_len
+    n_matmul = n_params - (V * D if not m.tie_embeddings else 0) - (T * D if m.positions == "learned" else 0)
+    return 6.0 * n_matmul + 12.0 * m.num_layers * T * D
+
+
+def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None = None, **_) -> dict:
+    import jax
+    from .config import load_config
+    from .data import make_corpus
+    from .models import count_params
+    from .step import Program, hparams
+
+    cfg = load_config(None, {**SPEC, **(overrides or {}), "steps": 10**6})
+    corpus = make_corpus(cfg)
+    program = Program(cfg, corpus)
+    t0 = time.perf_counter()
+    state = jax.jit(program.init)(cfg.seed, hparams(cfg))
+    step = jax.jit(program.train_steps, static_argnums=2, donate_argnums=0)
+    compiled = step.lower(state, corpus.tables, per_dispatch).compile()
+    compile_s = time.perf_counter() - t0
+    state, m = compiled(state, corpus.tables)  # warm-up
+    jax.block_until_ready(m)
+    first_step_s = time.perf_counter() - t0
+    n = max(1, steps // per_dispatch)
+    t = time.perf_counter()
+    for _ in range(n):
+        state, m = compiled(state, corpus.tables)
+    loss = float(m["train/loss"])
+    dt = time.perf_counter() - t
+    params = count_params(state["params"])
+    tokens = n * per_dispatch * cfg.data.batch_size * cfg.data.seq_len
+    flops = train_flops_per_token(cfg, params) * tokens / dt
+    peak = peak_flops()
+    return {"case": "train", "params": params, "tokens_per_s": tokens / dt, "step_ms": 1e3 * dt / (n * per_dispatch),
+            "compile_s": compile_s, "time_to_first_step_s": first_step_s, "model_flops_per_s": flops,
+            "peak_flops_per_s": peak, "mfu": flops / peak, "loss": loss, "backend": jax.default_backend(),
+            "devices": len(jax.devices()), "steps_per_dispatch": per_dispatch}
+
+
+def bench_peer(python: str, steps: int = 20, **_) -> dict:
+    """Run the PyTorch reference (../shared/peers/torch_lm.py) with another interpreter."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    peer = os.path.join(here, "..", "shared", "peers", "torch_lm.py")
+    out = subprocess.run([python, peer, f"--steps={steps}"], capture_output=True, text=True, check=True)
+    return {"case": "peer", **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+CASES: dict[str, Callable[..., dict]] = {"metrics": bench_metrics, "train": bench_train}
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--case", default="train", choices=["metrics", "train", "peak", "sweep", "compare"])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--per-dispatch", type=int, default=1, help="train steps per dispatch (lax.scan)")
+    p.add_argument("--rounds", type=int, default=3, help="compare: alternating rounds")
+    p.add_argument("--peer-python", default=None, help="compare: a Python with torch==2.13.0 for the peer")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    if a.case == "peak":
+        _emit({"case": "peak", "flops_per_s": peak_flops()}, a.json)
+    elif a.case == "sweep":
+        from .sweep_bench import bench_sweep
+        for row in bench_sweep(steps=a.steps):
+            _emit(row, a.json)
+    elif a.case == "compare":
+        if not a.peer_python:
+            p.error("--case=compare needs --peer-python=PATH (a Python with torch==2.13.0)")
+        jax_rates, torch_rates = [], []
+        for r in range(a.rounds):  # alternate, so drift on a shared machine hits both sides
+            j = _run_self(["--case=train", f"--steps={a.steps}", f"--per-dispatch={a.per_dispatch}"])
+            t = bench_peer(a.peer_python, a.steps)
+            jax_rates.append(j["tokens_per_s"])
+            torch_rates.append(t["tokens_per_s"])
+            _emit({"round": r, "embjax_tokens_per_s": j["tokens_per_s"], "torch_tokens_per_s": t["tokens_per_s"],
+                   "mfu": j["mfu"]}, a.json)
+        _emit({"case": "compare", "embjax_median": float(np.median(jax_rates)),
+               "torch_median": float(np.median(torch_rates)),
+               "ratio": float(np.median(jax_rates) / np.median(torch_rates))}, a.json)
+    else:
+        _emit(CASES[a.case](steps=a.steps, per_dispatch=a.per_dispatch), a.json)
+    return 0
+
+
+def _run_self(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, "-m", "experiments.bench", "--json", *args], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])

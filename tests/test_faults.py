@@ -1,0 +1,134 @@
+"""Checkpoints, resume and faults with real orbax checkpoints and real processes killed."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from embjax.cli import train_main
+from tests.conftest import ROOT, TINY, run_cli
+
+ARGS = [a for a in TINY if not a.startswith("--steps")] + ["--steps=60", "--log.wandb=false"]
+
+
+def start(out, *extra):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "experiments.train", *ARGS, f"--out_dir={out}", *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_row(path, step, proc, timeout=120):
+    t = time.time()
+    while time.time() - t < timeout:
+        if os.path.exists(path):
+            with open(path) as f:
+                steps = [json.loads(l)["step"] for l in f if l.strip().endswith("}")]
+            if steps and max(steps) >= step:
+                return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"no row for step {step} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    assert train_main(ARGS + [f"--out_dir={out}"]) == 0
+    return (out / "default" / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("kill_after", [3, 27, 44])
+def test_kill9_then_resume_is_identical(tmp_path, reference, kill_after):
+    p = start(tmp_path)
+    wait_for_row(tmp_path / "default" / "metrics.jsonl", kill_after, p)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    r = run_cli("experiments.train", *ARGS, f"--out_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    if kill_after > 10:
+        assert "resuming" in r.stderr
+    assert (tmp_path / "default" / "metrics.jsonl").read_text() == reference
+    assert json.loads((tmp_path / "default" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_sigterm_checkpoints_and_exits_interrupted(tmp_path, reference):
+    p = start(tmp_path)
+    wait_for_row(tmp_path / "default" / "metrics.jsonl", 22, p)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    s = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert s["status"] == "interrupted" and 22 <= s["step"] < 60
+    ckpts = sorted(int(d) for d in os.listdir(tmp_path / "default" / "checkpoints") if d.isdigit())
+    assert ckpts[-1] == s["step"]  # saved where it stopped, not only at the last multiple of every
+    r = run_cli("experiments.train", *ARGS, f"--out_dir={tmp_path}")
+    assert r.returncode == 0 and f"from step {s['step']}" in r.stderr
+    assert (tmp_path / "default" / "metrics.jsonl").read_text() == reference
+
+
+def _garble(step_dir):
+    for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True):
+        if os.path.isfile(f):
+            with open(f, "r+b") as fh:
+                fh.truncate(max(0, os.path.getsize(f) // 3))
+                fh.write(b"\x00garbage")
+
+
+def test_damaged_newest_checkpoint_falls_back(tmp_path, capsys):
+    args = ARGS + [f"--out_dir={tmp_path}", "--steps=30", "--checkpoint.keep=3"]
+    assert train_main(args) == 0
+    ck = tmp_path / "default" / "checkpoints"
+    assert sorted(int(d) for d in os.listdir(ck) if d.isdigit()) == [10, 20, 30]
+    _garble(ck / "30")
+    with pytest.warns(UserWarning, match="could not be restored; resumed from step 20"):
+        assert train_main(ARGS + [f"--out_dir={tmp_path}", "--steps=40", "--checkpoint.keep=3"]) == 0
+    s = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert s["status"] == "finished" and s["step"] == 40
+    rows = [json.loads(l)["step"] for l in open(tmp_path / "default" / "metrics.jsonl")]
+    assert rows == sorted(set(rows)) and rows[-1] == 40  # no duplicated or missing steps
+
+
+def test_no_restorable_checkpoint_is_refused(tmp_path, capsys):
+    args = ARGS + [f"--out_dir={tmp_path}", "--steps=20"]
+    assert train_main(args) == 0
+    for d in glob.glob(str(tmp_path / "default" / "checkpoints" / "*")):
+        _garble(d)
+    capsys.readouterr()
+    assert train_main(ARGS + [f"--out_dir={tmp_path}", "--steps=30"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and "can be restored" in err
+
+
+def test_divergence_is_an_outcome(tmp_path):
+    bad = ["--optim.name=sgd", "--optim.grad_clip=0", "--optim.lr=1e3", "--embedding.init_std=50",
+           "--optim.warmup_steps=0"]
+    assert train_main(ARGS + [f"--out_dir={tmp_path}", *bad]) == 0
+    s = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert s["status"] == "diverged" and 1 <= s["step"] < 60
+    rows = [json.loads(l) for l in open(tmp_path / "default" / "metrics.jsonl")]
+    assert rows[-1]["step"] <= s["step"] + 10  # stopped within a chunk of it
+    import numpy as np
+    assert np.isfinite(np.load(tmp_path / "default" / "embeddings.npy")).all()  # frozen before the bad update
+
+
+def test_skip_nonfinite_updates(tmp_path):
+    bad = ["--model.logit_scale=1e38", "--optim.skip_nonfinite=true", "--steps=10"]
+    assert train_main(ARGS + [f"--out_dir={tmp_path}", *bad]) == 0
+    s = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert s["status"] == "finished" and s["skipped_steps"] == 10
+
+
+def test_unreachable_wandb_server_does_not_hang(tmp_path):
+    env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40}
+    t = time.time()
+    r = run_cli("experiments.train", *[a for a in ARGS if a != "--log.wandb=false"], "--steps=10",
+                f"--out_dir={tmp_path}", "--log.wandb=true", "--log.mode=online", "--log.init_timeout=5",
+                env=env, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "W&B did not start" in r.stderr
+    assert time.time() - t < 120
+    assert json.loads((tmp_path / "default" / "summary.json").read_text())["status"] == "finished"
