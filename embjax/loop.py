@@ -1,17 +1,22 @@
 """The training loop: the only place with files, W&B, checkpoints, signals and the progress bar.
 
-It dispatches chunks of steps (one `lax.scan` per chunk, chunks ending where something is logged,
-evaluated or saved) and fetches a chunk's metrics only after the next chunk is dispatched, so the
-host never stalls the device. Resume: the same config on an existing run directory continues from
-the newest readable checkpoint; rows after it are dropped from metrics.jsonl and recomputed exactly.
+One loop serves a single run and a group of sweep members that differ only in values (σ, lr,
+decays, clip, seed): the group shares one compiled program, either vmapped over a leading
+members axis (`vectorize=True`) or run member after member. The loop dispatches chunks of steps
+(one `lax.scan` per chunk, chunks ending where something is logged, evaluated or saved) and
+fetches a chunk's metrics only after the next chunk is dispatched, so the host never stalls the
+device. Resume: the same config on an existing run directory continues from the newest readable
+checkpoint; rows after it are dropped from metrics.jsonl and recomputed exactly.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -19,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import config as C
-from .checkpoint import CheckpointError, Checkpointer
+from .checkpoint import Checkpointer
 from .config import Config, ConfigError
 from .data import Corpus, make_corpus
-from .embedding import load_pretrained, save_word2vec
+from .embedding import load_pretrained
 from .models import count_params
-from .sinks import (CompositeSink, ConsoleSink, JsonlSink, WandbSink, truncate_jsonl, write_json_atomic)
+from .sinks import CompositeSink, ConsoleSink, JsonlSink, WandbSink, truncate_jsonl
 from .step import Program, hparams
 
 CHECKPOINTS, CONFIG_FILE = "checkpoints", "config.yaml"
@@ -62,19 +67,20 @@ def check_run_dir(cfg: Config, overwrite: bool) -> bool:
 
 
 def load_inputs(cfg: Config) -> tuple[Corpus, np.ndarray | None]:
-    """Everything read from disk that can be wrong, read before the run directory is touched."""
+    """Everything read from disk that can be wrong, read before any run directory is touched."""
     corpus = make_corpus(cfg)
     pretrained = None
     if cfg.embedding.init == "pretrained":
+        path = cfg.embedding.pretrained_path
         try:
-            pretrained = load_pretrained(cfg.embedding.pretrained_path, cfg.data.vocab_size, cfg.model.embed_dim,
-                                         tokens=None if cfg.embedding.pretrained_path.endswith(".npy") else corpus.tokens)
+            pretrained = load_pretrained(path, cfg.data.vocab_size, cfg.model.embed_dim,
+                                         tokens=None if path.endswith(".npy") else corpus.tokens)
         except ValueError as err:
             raise ConfigError(f"embedding.pretrained_path: {err}") from None
     return corpus, pretrained
 
 
-class _Signals:
+class Signals:
     """SIGTERM/SIGINT set a flag; the loop checkpoints, flushes and exits at the next chunk boundary."""
 
     def __init__(self):
@@ -111,142 +117,16 @@ def _hit(s: int, every: int, total: int) -> bool:
     return s == total or (every > 0 and s % every == 0)
 
 
-def write_outputs(run_dir: str, E: np.ndarray, corpus: Corpus) -> None:
-    """embeddings.npy (float32 V×d) and tokens.tsv (id, token, count[, class])."""
+def write_outputs(run_dir: str, E: np.ndarray, corpus: Corpus, row_updates: np.ndarray | None = None) -> None:
+    """embeddings.npy (float32 V×d), tokens.tsv (id, token, count[, class]) and row_updates.npy."""
     np.save(os.path.join(run_dir, "embeddings.npy"), np.asarray(E, np.float32))
+    if row_updates is not None:
+        np.save(os.path.join(run_dir, "row_updates.npy"), np.asarray(row_updates))
     with open(os.path.join(run_dir, "tokens.tsv"), "w", encoding="utf-8") as f:
         f.write("id\ttoken\tcount" + ("\tclass" if corpus.labels is not None else "") + "\n")
         for i, tok in enumerate(corpus.tokens):
             extra = f"\t{int(corpus.labels[i])}" if corpus.labels is not None else ""
             f.write(f"{i}\t{tok}\t{corpus.counts[i]:.6g}{extra}\n")
-
-
-def train(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -> dict[str, Any]:
-    """Run (or resume) one training run; returns summary.json's contents."""
-    resume = check_run_dir(cfg, overwrite)
-    C.enable_compile_cache(cfg.compile_cache)
-    corpus, pretrained = load_inputs(cfg)
-    run_dir = cfg.run_dir
-    os.makedirs(run_dir, exist_ok=True)
-    resolved = C.to_dict(cfg)
-    write_config(run_dir, cfg)
-
-    program = Program(cfg, corpus, pretrained)
-    hp = hparams(cfg)
-    init = jax.jit(program.init)
-    abstract = jax.eval_shape(program.init, cfg.seed, hp)
-    ckpt = Checkpointer(os.path.join(run_dir, CHECKPOINTS), keep=cfg.checkpoint.keep)
-    restored = ckpt.restore_latest(abstract)
-    if restored is not None:
-        start, state, _ = restored
-        truncate_jsonl(os.path.join(run_dir, "metrics.jsonl"), start)
-        print(f"resuming {run_dir} from step {start} (checkpoint {start})", file=sys.stderr)
-    else:
-        start, state = 0, init(cfg.seed, hp)
-        truncate_jsonl(os.path.join(run_dir, "metrics.jsonl"), -1)
-
-    from .metrics import TrainingGeometry
-    geometry = TrainingGeometry(cfg, corpus)
-
-    wandb_sink = None
-    if cfg.log.wandb:
-        id_path = os.path.join(run_dir, "wandb_id.txt")
-        run_id = open(id_path).read().strip() if os.path.exists(id_path) else None
-        wandb_sink = WandbSink(run_dir, resolved, project=cfg.log.project, name=cfg.name, mode=cfg.log.mode,
-                               entity=cfg.log.entity, group=cfg.log.group, tags=cfg.log.tags,
-                               init_timeout=cfg.log.init_timeout, resume_id=run_id)
-        if wandb_sink.run_id and run_id is None:
-            with open(id_path, "w") as f:
-                f.write(wandb_sink.run_id)
-    jsonl = JsonlSink(run_dir)
-    show = cfg.log.progress if progress is None else progress
-    console = ConsoleSink(cfg.steps, start, cfg.name, enabled=show)
-    sink = CompositeSink([jsonl, console, wandb_sink])
-
-    tables = corpus.tables
-    eval_batches = jnp.asarray(corpus.eval_batches(jax.random.key(cfg.seed + 1_000_003), cfg.data.eval_batches,
-                                                   cfg.data.batch_size))
-    step_fn = jax.jit(program.train_steps, static_argnums=2, donate_argnums=0)
-    stats_fn = jax.jit(program.emb_stats)
-    eval_fn = jax.jit(program.eval_loss)
-    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
-    total, L = cfg.steps, cfg.log
-    status, t_start, t_compile = "running", time.perf_counter(), None
-    last = {"step": start, "time": time.perf_counter()}
-    final_row: dict[str, Any] = {}
-
-    def fetch(pending) -> dict:
-        """Bring one chunk's metrics to the host and log them (one chunk late)."""
-        s, dev, E = pending
-        row = {k: float(v) for k, v in jax.device_get(dev).items()}
-        diverged_at = int(row.pop("_diverged_at"))
-        now = time.perf_counter()
-        if s > last["step"]:
-            row["perf/tokens_per_s"] = (s - last["step"]) * tokens_per_step / max(now - last["time"], 1e-9)
-        last.update(step=s, time=now)
-        if E is not None:
-            scalars, rich = geometry(np.asarray(E), s)
-            row.update(scalars)
-            sink.log_rich(s, rich)
-        sink.log(s, row)
-        final_row.update(row, _step=s)
-        return {"diverged_at": diverged_at}
-
-    def dispatch_extras(s: int, state) -> tuple:
-        dev = dict(stats_fn(state))
-        if _hit(s, L.eval_every, total):
-            dev["eval/loss"] = eval_fn(state["params"], eval_batches)
-        E = jnp.copy(program.table(state["params"])) if _hit(s, L.metrics_every, total) else None
-        return s, dev, E
-
-    try:
-        with _Signals() as signals:
-            pending = None
-            if start == 0:
-                pending = dispatch_extras(0, state)
-            s = start
-            while s < total:
-                n = _next_event(s, total, (L.every, L.eval_every, L.metrics_every, cfg.checkpoint.every)) - s
-                state, m = step_fn(state, tables, n)
-                s += n
-                extras = dispatch_extras(s, state)
-                extras[1].update(m)
-                if pending is not None:
-                    if fetch(pending)["diverged_at"] >= 0:
-                        pending = None
-                        status = "diverged"
-                        break
-                    if t_compile is None:
-                        t_compile = time.perf_counter() - t_start
-                pending = extras
-                if _hit(s, cfg.checkpoint.every, total) or signals.received:
-                    info = fetch(pending)  # every row up to s is on disk before checkpoint s exists
-                    pending = None
-                    jsonl.flush()
-                    if info["diverged_at"] >= 0:
-                        status = "diverged"
-                        break
-                    ckpt.save(s, state, resolved)
-                    if signals.received:
-                        status = "interrupted"
-                        break
-            if pending is not None:
-                if fetch(pending)["diverged_at"] >= 0:
-                    status = "diverged"
-            if status == "running":
-                status = "finished"
-    except BaseException:
-        status = "failed" if status == "running" else status
-        _finish(cfg, run_dir, corpus, program, state, sink, ckpt, status, final_row, t_start, start,
-                write_final=False)
-        raise
-    summary = _finish(cfg, run_dir, corpus, program, state, sink, ckpt, status, final_row, t_start, start,
-                      write_final=status in ("finished", "diverged"), compile_s=t_compile)
-    if status == "interrupted":
-        summary["_signal"] = signals.received
-    if wandb_sink is not None:
-        summary["_wandb_sync"] = wandb_sink.sync_hint()
-    return summary
 
 
 def write_config(run_dir: str, cfg: Config) -> None:
@@ -256,36 +136,265 @@ def write_config(run_dir: str, cfg: Config) -> None:
     os.replace(tmp, os.path.join(run_dir, CONFIG_FILE))
 
 
-def _finish(cfg, run_dir, corpus, program, state, sink, ckpt, status, final_row, t_start, start, *,
-            write_final: bool, compile_s: float | None = None) -> dict:
-    """Write summary.json (always), embeddings and the last checkpoint (when the state is good)."""
-    wall = time.perf_counter() - t_start
+@dataclass
+class Member:
+    """One run's files, sinks and bookkeeping inside a (possibly vectorised) group."""
+    cfg: Config
+    resume: bool
+    status: str = "running"
+    start: int = 0
+    final_row: dict = field(default_factory=dict)
+    ckpt: Checkpointer | None = None
+    jsonl: JsonlSink | None = None
+    wandb: WandbSink | None = None
+    sink: CompositeSink | None = None
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> str:
+        return self.cfg.run_dir
+
+    def open(self, group: str | None) -> None:
+        cfg = self.cfg
+        os.makedirs(self.run_dir, exist_ok=True)
+        write_config(self.run_dir, cfg)
+        self.ckpt = Checkpointer(os.path.join(self.run_dir, CHECKPOINTS), keep=cfg.checkpoint.keep)
+        if cfg.log.wandb:
+            id_path = os.path.join(self.run_dir, "wandb_id.txt")
+            run_id = open(id_path).read().strip() if os.path.exists(id_path) else None
+            self.wandb = WandbSink(self.run_dir, C.to_dict(cfg), project=cfg.log.project, name=cfg.name,
+                                   mode=cfg.log.mode, entity=cfg.log.entity, group=cfg.log.group or group,
+                                   tags=cfg.log.tags, init_timeout=cfg.log.init_timeout, resume_id=run_id)
+            if self.wandb.run_id and run_id is None:
+                with open(id_path, "w") as f:
+                    f.write(self.wandb.run_id)
+
+    def attach_log(self, start: int) -> None:
+        self.start = start
+        truncate_jsonl(os.path.join(self.run_dir, "metrics.jsonl"), start if start > 0 else -1)
+        self.jsonl = JsonlSink(self.run_dir)
+        self.sink = CompositeSink([self.jsonl, self.wandb])
+
+
+def train(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -> dict[str, Any]:
+    """Run (or resume) one training run; returns summary.json's contents."""
+    return train_group([cfg], overwrite=overwrite, vectorize=False, progress=progress)[0]
+
+
+def train_group(cfgs: list[Config], *, overwrite: bool = False, vectorize: bool = True,
+                progress: bool | None = None, group: str | None = None, desc: str | None = None,
+                signals: Signals | None = None) -> list[dict[str, Any]]:
+    """Train configs that differ only in value hyperparameters (and seed) with one compiled program."""
+    base = cfgs[0]
+    members = [Member(cfg, check_run_dir(cfg, overwrite)) for cfg in cfgs]
+    C.enable_compile_cache(base.compile_cache)
+    corpus, pretrained = load_inputs(base)
+    program = Program(base, corpus, pretrained)
+    for m in members:
+        m.open(group)
+
+    init = jax.jit(program.init)
+    abstract = jax.eval_shape(program.init, base.seed, hparams(base))
+    states = []
+    for m in members:
+        restored = m.ckpt.restore_latest(abstract) if m.resume else None
+        if restored is not None:
+            step, state, _ = restored
+            print(f"resuming {m.run_dir} from step {step} (checkpoint {step})", file=sys.stderr)
+        else:
+            step, state = 0, init(m.cfg.seed, hparams(m.cfg))
+        m.attach_log(step)
+        states.append(state)
+
+    # members resumed at different steps train in separate cohorts (normally there is one)
+    cohorts: dict[int, list[int]] = {}
+    for i, m in enumerate(members):
+        cohorts.setdefault(m.start, []).append(i)
+    runner = _Runner(program, corpus, base, vectorize and len(members) > 1)
+    own_signals = signals is None
+    sig = Signals() if own_signals else signals
     try:
-        step, diverged_at, skipped = (int(x) for x in jax.device_get(
-            (state["step"], state["diverged_at"], state["skipped"])))
-    except RuntimeError:  # a crash mid-dispatch can leave the state's buffers donated
-        step, diverged_at, skipped, write_final = int(final_row.get("_step", start)), -1, 0, False
-    if status == "diverged":
+        if own_signals:
+            sig.__enter__()
+        for start, idx in sorted(cohorts.items()):
+            if vectorize and len(idx) > 1:
+                groups = [idx]
+            else:
+                groups = [[i] for i in idx]
+            for g in groups:
+                if sig.received:
+                    for i in g:
+                        members[i].status = "interrupted"
+                    _close_unstarted([members[i] for i in g], states, g, program, corpus)
+                    continue
+                runner.run([members[i] for i in g], [states[i] for i in g], start, sig,
+                           show=base.log.progress if progress is None else progress, desc=desc)
+    finally:
+        if own_signals:
+            sig.__exit__(None, None, None)
+    out = [m.summary for m in members]
+    if sig.received:
+        for s in out:
+            s["_signal"] = sig.received
+    return out
+
+
+def _close_unstarted(members, states, idx, program, corpus):
+    for m, i in zip(members, idx):
+        _finish(m, program, corpus, states[i], write_final=False, wall=0.0, compile_s=None)
+
+
+class _Runner:
+    """Runs one cohort: members at the same start step, vmapped or one at a time."""
+
+    def __init__(self, program: Program, corpus: Corpus, cfg: Config, vmapped: bool):
+        self.program, self.corpus, self.cfg, self.vmapped = program, corpus, cfg, vmapped
+        P = program
+        if vmapped:
+            steps = jax.vmap(P.train_steps, in_axes=(0, None, None))
+            self.step_fn = jax.jit(steps, static_argnums=2, donate_argnums=0)
+            self.stats_fn = jax.jit(jax.vmap(P.emb_stats))
+            self.eval_fn = jax.jit(jax.vmap(P.eval_loss, in_axes=(0, None)))
+        else:
+            self.step_fn = jax.jit(P.train_steps, static_argnums=2, donate_argnums=0)
+            self.stats_fn = jax.jit(P.emb_stats)
+            self.eval_fn = jax.jit(P.eval_loss)
+        from .metrics import TrainingGeometry
+        self.geometry = TrainingGeometry(cfg, corpus)
+        self.eval_batches = jnp.asarray(corpus.eval_batches(jax.random.key(1_000_003), cfg.data.eval_batches,
+                                                            cfg.data.batch_size))
+
+    def run(self, members: list[Member], states: list, start: int, sig: Signals, show: bool, desc: str | None):
+        cfg, P, L = self.cfg, self.program, self.cfg.log
+        M = len(members)
+        state = jax.tree.map(lambda *xs: jnp.stack(xs), *states) if self.vmapped else states[0]
+        pick = (lambda tree, i: jax.tree.map(lambda x: x[i], tree)) if self.vmapped else (lambda tree, i: tree)
+        total = cfg.steps
+        label = desc or (members[0].cfg.name if M == 1 else f"{M} members")
+        console = ConsoleSink(total, start, label, enabled=show)
+        tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * M
+        t_start, t_compile = time.perf_counter(), None
+        last = {"step": start, "time": time.perf_counter()}
+        live = [True] * M
+
+        def dispatch_extras(s: int, state) -> tuple:
+            dev = dict(self.stats_fn(state))
+            if _hit(s, L.eval_every, total):
+                dev["eval/loss"] = self.eval_fn(state["params"], self.eval_batches)
+            E = jnp.copy(P.table(state["params"])) if _hit(s, L.metrics_every, total) else None
+            return s, dev, E
+
+        def fetch(pending) -> None:
+            """Bring one chunk's metrics to the host and log them per member (one chunk late)."""
+            s, dev, E = pending
+            host = jax.device_get(dev)
+            E = None if E is None else np.asarray(E)
+            now = time.perf_counter()
+            rate = (s - last["step"]) * tokens_per_step / max(now - last["time"], 1e-9) if s > last["step"] else None
+            last.update(step=s, time=now)
+            losses = []
+            for i, m in enumerate(members):
+                if not live[i]:
+                    continue
+                row = {k: float(np.asarray(v)[i] if self.vmapped else v) for k, v in host.items()}
+                diverged_at = int(row.pop("_diverged_at"))
+                if rate is not None:
+                    row["perf/tokens_per_s"] = rate / M
+                if E is not None:
+                    scalars, rich = self.geometry(E[i] if self.vmapped else E, s)
+                    row.update(scalars)
+                    m.sink.log_rich(s, rich)
+                m.sink.log(s, row)
+                m.final_row.update(row, _step=s)
+                if "train/loss" in row:
+                    losses.append(row["train/loss"])
+                if diverged_at >= 0:
+                    m.status, live[i] = "diverged", False
+            console.log(s, {"train/loss": float(np.mean(losses)) if losses else None,
+                            "perf/tokens_per_s": rate})
+
+        pending = dispatch_extras(0, state) if start == 0 else None
+        s = start
+        try:
+            while s < total and any(live):
+                n = _next_event(s, total, (L.every, L.eval_every, L.metrics_every, cfg.checkpoint.every)) - s
+                state, metrics = self.step_fn(state, self.corpus.tables, n)
+                s += n
+                extras = dispatch_extras(s, state)
+                extras[1].update(metrics)
+                if pending is not None:
+                    fetch(pending)
+                    if t_compile is None:
+                        t_compile = time.perf_counter() - t_start
+                pending = extras
+                if _hit(s, cfg.checkpoint.every, total) or sig.received:
+                    fetch(pending)  # every row up to s is on disk before checkpoint s exists
+                    pending = None
+                    for i, m in enumerate(members):
+                        m.jsonl.flush()
+                        if live[i]:
+                            m.ckpt.save(s, pick(state, i), C.to_dict(m.cfg))
+                    if sig.received:
+                        for i, m in enumerate(members):
+                            if live[i]:
+                                m.status = "interrupted"
+                        break
+            if pending is not None:
+                fetch(pending)
+            for m in members:
+                if m.status == "running":
+                    m.status = "finished"
+        except BaseException:
+            for m in members:
+                if m.status == "running":
+                    m.status = "failed"
+            console.close("failed")
+            for i, m in enumerate(members):
+                _finish(m, P, self.corpus, None, write_final=False, wall=time.perf_counter() - t_start,
+                        compile_s=t_compile)
+            raise
+        console.close("done")
+        wall = time.perf_counter() - t_start
+        for i, m in enumerate(members):
+            _finish(m, P, self.corpus, pick(state, i), write_final=m.status in ("finished", "diverged"), wall=wall,
+                    compile_s=t_compile, members=M)
+
+
+def _finish(m: Member, program: Program, corpus: Corpus, state, *, write_final: bool, wall: float,
+            compile_s: float | None, members: int = 1) -> None:
+    """Write summary.json (always), embeddings and the last checkpoint (when the state is good)."""
+    cfg = m.cfg
+    try:
+        host = jax.device_get({k: state[k] for k in ("step", "diverged_at", "skipped", "row_updates")})
+        step, diverged_at, skipped = int(host["step"]), int(host["diverged_at"]), int(host["skipped"])
+    except (RuntimeError, TypeError):  # no state, or a crash mid-dispatch left its buffers donated
+        host, step, diverged_at, skipped, write_final = None, int(m.final_row.get("_step", m.start)), -1, 0, False
+    if m.status == "diverged" and diverged_at >= 0:
         step = diverged_at
-    summary = {k: v for k, v in final_row.items() if not k.startswith("_")}
+    summary = {k: v for k, v in m.final_row.items() if not k.startswith("_")}
     summary.update({
-        "status": status, "step": step, "steps": cfg.steps, "wall_time_s": wall,
-        "tokens_per_s": (step - start) * cfg.data.batch_size * cfg.data.seq_len / max(wall, 1e-9),
+        "status": m.status, "step": step, "steps": cfg.steps, "wall_time_s": wall,
+        "tokens_per_s": (step - m.start) * cfg.data.batch_size * cfg.data.seq_len / max(wall, 1e-9),
         "compile_s": compile_s, "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
-        "params": count_params(state["params"]), "skipped_steps": skipped,
-        "run_dir": os.path.abspath(run_dir), **corpus.info,
+        "skipped_steps": skipped, "vectorized_members": members, "run_dir": os.path.abspath(m.run_dir),
+        **corpus.info,
     })
     try:
         if write_final:
-            if status == "finished":
-                ckpt.save(step, state, C.to_dict(cfg), force=True)
-            write_outputs(run_dir, np.asarray(jax.device_get(program.table(state["params"]))), corpus)
-            if status == "finished":
-                E = np.asarray(jax.device_get(program.table(state["params"])))
-                from .metrics import export_projector
-                export_projector(run_dir, E, corpus, sink)
-        ckpt.close()
+            summary["params"] = count_params(state["params"])
+            E = np.asarray(jax.device_get(program.table(state["params"])))
+            if m.status == "finished":
+                m.ckpt.save(step, state, C.to_dict(cfg), force=True)
+            write_outputs(m.run_dir, E, corpus, host["row_updates"])
+            summary["emb/rows_never_updated"] = float(np.sum(host["row_updates"] == 0))
+            from .metrics import export_projector
+            export_projector(m.run_dir, E, corpus, m.sink)
+        if m.ckpt is not None:
+            m.ckpt.close()
     finally:
-        sink.summary(summary)
-        sink.close(status)
-    return summary
+        if m.sink is not None:
+            m.sink.summary(summary)
+            m.sink.close(m.status)
+        if m.wandb is not None:
+            summary["_wandb_sync"] = m.wandb.sync_hint()
+        m.summary = summary

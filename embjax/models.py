@@ -50,6 +50,10 @@ class EmbeddingLM(nnx.Module):
         x_BxTxD = self.embed(tok_BxT)
         return self.embed_norm(x_BxTxD) if self.embed_norm is not None else x_BxTxD
 
+    def __call__(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> jax.Array:
+        """(B, T) ids -> (B, T, V) next-token logits."""
+        return self.logits(self.features(tok_BxT, mask_BxT)[1])
+
     def logits(self, h_BxTxD: jax.Array) -> jax.Array:
         table = self.embed if self.head is None else self.head
         logits_BxTxV = table.attend(h_BxTxD)
@@ -64,8 +68,9 @@ class LinearLM(EmbeddingLM):
         self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
         self.proj = nnx.Linear(D, D, rngs=rngs)
 
-    def __call__(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> jax.Array:
-        return self.logits(self.proj(self.lookup(tok_BxT)))
+    def features(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        x_BxTxD = self.lookup(tok_BxT)
+        return x_BxTxD, self.proj(x_BxTxD)
 
 
 class MLPLM(EmbeddingLM):
@@ -78,7 +83,7 @@ class MLPLM(EmbeddingLM):
         self.fc = nnx.Linear(W * D, F, rngs=rngs)
         self.out = nnx.Linear(F, D, rngs=rngs)
 
-    def __call__(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> jax.Array:
+    def features(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         x_BxTxD = self.lookup(tok_BxT)
         if mask_BxT is not None:
             x_BxTxD = x_BxTxD * mask_BxT[..., None]
@@ -87,7 +92,7 @@ class MLPLM(EmbeddingLM):
         # position t sees tokens t, t-1, ..., t-W+1
         ctx_BxTxWD = jnp.concatenate([pad[:, self.window - 1 - w: self.window - 1 - w + T] for w in range(self.window)],
                                      axis=-1)
-        return self.logits(self.out(jax.nn.gelu(self.fc(ctx_BxTxWD), approximate=False)))
+        return x_BxTxD, self.out(jax.nn.gelu(self.fc(ctx_BxTxWD), approximate=False))
 
 
 class Block(nnx.Module):
@@ -127,9 +132,9 @@ class TransformerLM(EmbeddingLM):
         self.blocks = nnx.List([Block(D, m.num_heads, m.mlp_ratio * D, rngs=rngs) for _ in range(m.num_layers)])
         self.ln_f = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs)
 
-    def __call__(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> jax.Array:
+    def features(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         B, T = tok_BxT.shape
-        x_BxTxD = self.lookup(tok_BxT)
+        x_BxTxD = emb_BxTxD = self.lookup(tok_BxT)
         if self.positions == "learned":
             x_BxTxD = x_BxTxD + self.pos[...][:T]
         elif self.positions == "sinusoidal":
@@ -139,7 +144,7 @@ class TransformerLM(EmbeddingLM):
             allowed_BxTxT = allowed_BxTxT & (mask_BxT[:, None, :] | jnp.eye(T, dtype=bool))
         for block in self.blocks:
             x_BxTxD = block(x_BxTxD, allowed_BxTxT)
-        return self.logits(self.ln_f(x_BxTxD))
+        return emb_BxTxD, self.ln_f(x_BxTxD)
 
 
 MODELS = {"linear": LinearLM, "mlp": MLPLM, "transformer": TransformerLM}

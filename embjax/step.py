@@ -9,6 +9,7 @@ Dimensions: B batch, T time, V vocabulary. A train state is a plain pytree (dict
   diverged_at    int32   -1, or the step whose loss or gradient was non-finite (the state is frozen there)
   skipped        int32   non-finite updates skipped (optim.skip_nonfinite)
   norm0          float32 mean row norm of E at step 0, for emb/norm_growth
+  row_updates    int32[V] steps in which each row of E received a nonzero gradient
 Shapes and structure are static per compiled program; everything in `hp` and the seed are values.
 """
 from __future__ import annotations
@@ -123,14 +124,24 @@ class Program:
 
     def loss(self, params: Any, tok_BxT1: jax.Array) -> jax.Array:
         """Mean next-token cross-entropy (nats) over non-padding targets."""
+        return self.loss_and_sizes(params, tok_BxT1)[0]
+
+    def loss_and_sizes(self, params: Any, tok_BxT1: jax.Array) -> tuple[jax.Array, dict]:
+        """The loss, and the mean |coordinate| of embedding outputs, final hidden states and logits
+        (the quantities a muP-style coordinate check plots against width)."""
         inp_BxT, tgt_BxT = tok_BxT1[:, :-1], tok_BxT1[:, 1:]
         mask_BxT = None if self.pad_id is None else inp_BxT != self.pad_id
-        logits_BxTxV = self.model(params)(inp_BxT, mask_BxT)
+        model = self.model(params)
+        emb_BxTxD, h_BxTxD = model.features(inp_BxT, mask_BxT)
+        logits_BxTxV = model.logits(h_BxTxD)
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), tgt_BxT)
+        sizes = {"coord/embed_out": jnp.abs(emb_BxTxD).mean(), "coord/hidden": jnp.abs(h_BxTxD).mean(),
+                 "coord/logits": jnp.abs(logits_BxTxV).mean()}
+        sizes = jax.tree.map(jax.lax.stop_gradient, sizes)
         if self.pad_id is None:
-            return ce_BxT.mean()
+            return ce_BxT.mean(), sizes
         w_BxT = (tgt_BxT != self.pad_id).astype(jnp.float32)
-        return (ce_BxT * w_BxT).sum() / jnp.maximum(w_BxT.sum(), 1.0)
+        return (ce_BxT * w_BxT).sum() / jnp.maximum(w_BxT.sum(), 1.0), sizes
 
     def emb_stats(self, state: dict) -> dict[str, jax.Array]:
         """The cheap embedding statistics logged every log.every steps."""
@@ -155,19 +166,22 @@ class Program:
             "rng": jax.random.key_data(k_data), "diverged_at": jnp.full((), -1, jnp.int32),
             "skipped": jnp.zeros((), jnp.int32),
             "norm0": jnp.linalg.norm(params["embed"]["embedding"], axis=-1).mean(),
+            "row_updates": jnp.zeros((self.cfg.data.vocab_size,), jnp.int32),
         }
 
     # -- train -------------------------------------------------------------------------
     def step(self, state: dict, tok_BxT1: jax.Array) -> tuple[dict, dict]:
         """One optimizer step: `(state, batch) -> (state, metrics)`; non-finite steps freeze or skip."""
         params, hp = state["params"], state["hp"]
-        loss, grads = jax.value_and_grad(self.loss)(params, tok_BxT1)
+        (loss, sizes), grads = jax.value_and_grad(self.loss_and_sizes, has_aux=True)(params, tok_BxT1)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         tx = make_optimizer(self.cfg, hp, params)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         apply = finite & (state["diverged_at"] < 0)
+        touched_V = jnp.any(grads["embed"]["embedding"] != 0, axis=-1)  # rows of E with a nonzero gradient
+        rows_touched = touched_V.mean()
         stop_here = ~finite & (state["diverged_at"] < 0) & (not self.cfg.optim.skip_nonfinite)
         new_state = dict(
             state,
@@ -176,9 +190,11 @@ class Program:
             opt_state=_tree_where(apply, opt_state, state["opt_state"]),
             diverged_at=jnp.where(stop_here, state["step"] + 1, state["diverged_at"]),
             skipped=state["skipped"] + (~finite & (state["diverged_at"] < 0)).astype(jnp.int32),
+            row_updates=state["row_updates"] + (touched_V & apply).astype(jnp.int32),
         )
         lr = hp["lr"] * schedule_factor(self.cfg)(state["step"])
-        return new_state, {"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr}
+        return new_state, {"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr,
+                           "emb/grad_row_frac": rows_touched, **sizes}
 
     def batch(self, tables: dict, state: dict) -> jax.Array:
         key = jax.random.wrap_key_data(state["rng"])
