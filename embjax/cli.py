@@ -84,3 +84,41 @@ def train_main(argv: list[str]) -> int:
     if summary["status"] == "interrupted":
         return 128 + int(summary.get("_signal") or 2)
     return 0 if summary["status"] in ("finished", "diverged") else 1
+
+
+@guarded
+def sweep_main(argv: list[str]) -> int:
+    known, overrides, positional = split_args(argv, ("out_dir", "vectorize", "progress"))
+    if len(positional) != 1:
+        raise ConfigError(f"got {len(positional)} sweep files; allowed: exactly one, "
+                          "e.g. python -m experiments.sweep sweeps/quickstart.yaml")
+    from .config import parse_overrides
+    from .sweep import run_sweep
+    progress = _as_bool("progress", known["progress"]) if "progress" in known else True
+    summaries = run_sweep(positional[0], out_dir=known.get("out_dir"), overrides=parse_overrides(overrides),
+                          vectorize=known.get("vectorize", "auto"), progress=progress)
+    counts: dict[str, int] = {}
+    for s in summaries:
+        counts[s.get("status", "?")] = counts.get(s.get("status", "?"), 0) + 1
+    sweep_dir = os.path.dirname(summaries[0]["run_dir"]) if summaries and "run_dir" in summaries[0] else None
+    print("\n" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    if sweep_dir:
+        print(f"sweep directory: {sweep_dir}\n  summary.csv\n  report.md (+ plots)")
+        print(f"W&B (offline) - upload every member with:\n  wandb sync {sweep_dir}/*/wandb/offline-run-*")
+    if any(s.get("_signal") for s in summaries):
+        return 128 + int(summaries[0]["_signal"])
+    return 0 if all(s.get("status") in ("finished", "diverged") for s in summaries) else 1
+
+
+@guarded
+def report_main(argv: list[str]) -> int:
+    _, _, positional = split_args(argv, ())
+    if len(positional) != 1 or not os.path.isdir(positional[0]):
+        raise ConfigError(f"got {positional!r}; allowed: one run or sweep directory")
+    from .report import make_report
+    try:
+        path = make_report(positional[0])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    print(path)
+    return 0
