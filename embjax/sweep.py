@@ -34,6 +34,9 @@ def load_sweep(path: str) -> dict:
     if not raw.get("parameters"):
         raise ConfigError(f"{path}: parameters: got none; allowed: a mapping of config keys to "
                           "{value | values | distribution ...} (W&B sweep format)")
+    if raw.get("method") not in ("grid", "random", "bayes"):
+        raise ConfigError(f"{path}: method: got {raw.get('method')!r}; allowed: grid | random (locally) | bayes "
+                          "(with wandb agent)")
     import logging
     logging.getLogger("sweeps").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -41,7 +44,8 @@ def load_sweep(path: str) -> dict:
         from sweeps.config import SweepConfig
         import jsonschema
         try:
-            SweepConfig(raw)
+            # run_cap is a documented W&B sweep key that the published engine's schema predates
+            SweepConfig({k: v for k, v in raw.items() if k != "run_cap"})
         except jsonschema.ValidationError as err:
             where = ".".join(str(p) for p in err.absolute_path) or "sweep"
             raise ConfigError(f"{path}: {where}: {err.message.splitlines()[0]}") from None
@@ -53,6 +57,8 @@ def load_sweep(path: str) -> dict:
     if raw.get("early_terminate"):
         raise ConfigError(f"{path}: early_terminate: needs W&B's controller; run it with `wandb sweep {path}` "
                           "then `wandb agent SWEEP_ID`, or remove early_terminate to run locally")
+    if "run_cap" in raw and not (isinstance(raw["run_cap"], int) and raw["run_cap"] > 0):
+        raise ConfigError(f"{path}: run_cap: got {raw['run_cap']!r}; allowed: a positive integer")
     if raw["method"] == "random" and not raw.get("run_cap"):
         raise ConfigError(f"{path}: run_cap: got none with method 'random'; allowed: a positive integer "
                           "(a local random sweep needs a size)")

@@ -1,0 +1,153 @@
+"""Sweep files, expansion as W&B's engine does it, vectorised groups, resume, divergence, report."""
+import csv
+import glob
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import yaml
+
+from embjax.cli import sweep_main
+from embjax.config import ConfigError
+from embjax.sinks import read_jsonl, read_wandb_records
+from embjax.sweep import expand, group_by_shape, load_sweep, member_configs
+
+BASE = {"steps": 20, "data": {"vocab_size": 64, "num_classes": 4, "seq_len": 16, "batch_size": 8, "eval_batches": 2},
+        "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2},
+        "optim": {"warmup_steps": 5}, "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False},
+        "checkpoint": {"every": 10}}
+
+
+def write(tmp_path, params, method="grid", base=None, **extra):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base or BASE))
+    sweep = {"name": "t", "program": "experiments/train.py", "method": method,
+             "metric": {"name": "eval/loss", "goal": "minimize"},
+             "parameters": {"config": {"value": str(tmp_path / "base.yaml")}, **params}, **extra}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return str(path)
+
+
+def test_shipped_sweeps_are_valid_w_and_b_sweeps():
+    from sweeps.config import SweepConfig
+    for path in glob.glob("sweeps/*.yaml"):
+        raw = yaml.safe_load(open(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            SweepConfig(raw)  # W&B's own schema
+        assert raw["command"] == ["${env}", "${interpreter}", "${program}", "${args}"]
+        cfgs = member_configs(path, load_sweep(path), "/tmp/unused", {})
+        assert cfgs
+    qs = member_configs("sweeps/quickstart.yaml", load_sweep("sweeps/quickstart.yaml"), "/tmp/x", {})
+    assert len(qs) == 12 and len(group_by_shape(qs)) == 4  # σ varies inside a group; d and tying split groups
+    full = member_configs("sweeps/d_sigma_tying.yaml", load_sweep("sweeps/d_sigma_tying.yaml"), "/tmp/x", {})
+    assert len(full) == 192 and len(group_by_shape(full)) == 16
+
+
+def test_grid_is_exactly_w_and_bs_grid(tmp_path):
+    from sweeps import RunState, next_run
+    params = {"model.embed_dim": {"values": [8, 16]}, "embedding.init_std": {"values": [0.02, 0.2, 1.0]},
+              "model.tie_embeddings": {"values": [True, False]}, "seed": {"value": 3}}
+    sweep = load_sweep(write(tmp_path, params))
+    ours = expand(sweep)
+    theirs, runs = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        while (run := next_run(sweep, runs)) is not None:
+            run.state = RunState.finished
+            runs.append(run)
+            theirs.append({k: v["value"] for k, v in run.config.items()})
+    assert ours == theirs and len(ours) == 12
+    keys = {(m["model.embed_dim"], m["embedding.init_std"], m["model.tie_embeddings"]) for m in ours}
+    assert len(keys) == 12 and all(m["seed"] == 3 for m in ours)
+
+
+def test_random_is_seeded_bounded_and_capped(tmp_path):
+    params = {"optim.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
+              "embedding.init_std": {"distribution": "uniform", "min": 0.01, "max": 0.5},
+              "seed": {"distribution": "int_uniform", "min": 0, "max": 5},
+              "model.tie_embeddings": {"values": [True, False]}}
+    sweep = load_sweep(write(tmp_path, params, method="random", run_cap=40))
+    a, b = expand(sweep), expand(sweep)
+    assert a == b and len(a) == 40
+    lrs = np.array([m["optim.lr"] for m in a])
+    assert lrs.min() >= 1e-4 and lrs.max() <= 1e-1 and np.log10(lrs).std() > 0.5  # spread in log space
+    assert all(0.01 <= m["embedding.init_std"] <= 0.5 for m in a)
+    assert {m["seed"] for m in a} <= set(range(6)) and {m["model.tie_embeddings"] for m in a} == {True, False}
+
+
+@pytest.mark.parametrize("params,extra,needle", [
+    ({}, {}, "parameters: got none"),
+    ({"model.embed_dim": {"values": [8]}}, {"method": "bayes"}, "wandb agent"),
+    ({"model.embed_dim": {"values": [8]}}, {"early_terminate": {"type": "hyperband", "min_iter": 3}}, "early_terminate"),
+    ({"model.embed_dim": {"values": [8]}}, {"method": "random"}, "run_cap"),
+    ({"model.embed_dim": {"values": [8]}}, {"method": "sideways"}, "method"),
+    ({"model.embed_dim": {"min": 8, "max": 16}}, {}, "grid needs"),
+    ({"model.embed_dimm": {"values": [8]}}, {}, "did you mean model.embed_dim"),
+    ({"model.embed_dim": {"values": [0]}}, {}, "model.embed_dim: got 0"),
+])
+def test_bad_sweep_files_exit_2(tmp_path, capsys, params, extra, needle):
+    path = write(tmp_path, params, **{k: v for k, v in extra.items() if k != "method"},
+                 method=extra.get("method", "grid"))
+    if not params:
+        raw = yaml.safe_load(open(path))
+        raw["parameters"] = {}
+        open(path, "w").write(yaml.safe_dump(raw))
+    assert sweep_main([path, f"--out_dir={tmp_path}/out", "--log.wandb=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert not os.path.exists(tmp_path / "out" / "t")
+
+
+def test_vectorized_group_matches_members_run_in_turn(tmp_path):
+    params = {"embedding.init_std": {"values": [0.02, 0.5]}, "optim.lr": {"values": [0.003, 0.03]},
+              "seed": {"values": [0, 1]}}
+    path = write(tmp_path, params)
+    assert sweep_main([path, f"--out_dir={tmp_path}/on", "--vectorize=on", "--log.wandb=false"]) == 0
+    assert sweep_main([path, f"--out_dir={tmp_path}/off", "--vectorize=off", "--log.wandb=false"]) == 0
+    on = sorted(glob.glob(str(tmp_path / "on" / "t" / "m*")))
+    assert len(on) == 8
+    for d in on:
+        a = read_jsonl(os.path.join(d, "metrics.jsonl"))
+        b = read_jsonl(os.path.join(d.replace("/on/", "/off/"), "metrics.jsonl"))
+        assert [r["step"] for r in a] == [r["step"] for r in b]
+        for ra, rb in zip(a, b):
+            for k in ("train/loss", "eval/loss", "emb/norm_mean"):
+                if k in ra:
+                    assert ra[k] == pytest.approx(rb[k], rel=2e-4), (d, ra["step"], k)
+        s = json.load(open(os.path.join(d, "summary.json")))
+        assert s["status"] == "finished" and s["vectorized_members"] == 8
+    # members really differ: σ and lr reached the compiled program as values
+    finals = {json.load(open(os.path.join(d, "summary.json")))["emb/norm_mean"] for d in on}
+    assert len(finals) == 8
+    rows = list(csv.DictReader(open(tmp_path / "on" / "t" / "summary.csv")))
+    assert len(rows) == 8 and {"embedding.init_std", "optim.lr", "seed", "eval/loss", "status"} <= set(rows[0])
+    for f in ("report.md", "loss_vs_sigma.png", "norm_growth.png", "cos_mean.png"):
+        assert (tmp_path / "on" / "t" / f).exists(), f
+
+
+def test_diverging_member_is_frozen_others_go_on(tmp_path):
+    params = {"optim.lr": {"values": [0.003, 1000.0]}, "optim.name": {"value": "sgd"},
+              "optim.grad_clip": {"value": 0.0}, "embedding.init_std": {"value": 30.0}}
+    path = write(tmp_path, params)
+    assert sweep_main([path, f"--out_dir={tmp_path}", "--vectorize=on", "--log.wandb=false"]) == 0
+    s = [json.load(open(f)) for f in sorted(glob.glob(str(tmp_path / "t" / "m*" / "summary.json")))]
+    assert [x["status"] for x in s] == ["finished", "diverged"]
+    assert s[0]["step"] == 20 and s[1]["step"] < 20
+
+
+def test_rerun_skips_finished_and_groups_by_sweep_in_wandb(tmp_path, capsys):
+    params = {"embedding.init_std": {"values": [0.02, 0.2]}, "model.tie_embeddings": {"values": [True, False]}}
+    path = write(tmp_path, params)
+    assert sweep_main([path, f"--out_dir={tmp_path}", "--log.wandb=true"]) == 0
+    out = capsys.readouterr().out
+    assert "4 members in 2 shape group(s); 0 already finished" in out
+    assert sweep_main([path, f"--out_dir={tmp_path}", "--log.wandb=true"]) == 0
+    assert "4 already finished" in capsys.readouterr().out
+    for member in glob.glob(str(tmp_path / "t" / "m*")):
+        files = glob.glob(os.path.join(member, "wandb", "offline-run-*", "*.wandb"))
+        assert len(files) == 1
+        runs = [r.run for r in read_wandb_records(files[0]) if r.WhichOneof("record_type") == "run"]
+        assert runs and runs[0].run_group == "t" and runs[0].display_name == os.path.basename(member)
