@@ -61,6 +61,11 @@ def train_main(argv: list[str]) -> int:
     known, overrides, positional = split_args(argv, ("config", "overwrite"))
     if positional:
         raise ConfigError(f"{positional[0]}: unexpected argument; allowed: --config PATH and --section.key=value")
+    sweep_id, run_id = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
+    if sweep_id and run_id and not any(o.lstrip("-").startswith("name=") for o in overrides):
+        # launched by `wandb agent`: one directory per agent run, grouped by sweep
+        base = load_config(known.get("config"), overrides)
+        overrides = overrides + [f"--name={run_id}", f"--out_dir={os.path.join(base.out_dir, sweep_id)}"]
     cfg = load_config(known.get("config"), overrides)
     from .checkpoint import CheckpointError
     from .loop import train

@@ -267,8 +267,16 @@ class _Runner:
     def run(self, members: list[Member], states: list, start: int, sig: Signals, show: bool, desc: str | None):
         cfg, P, L = self.cfg, self.program, self.cfg.log
         M = len(members)
-        state = jax.tree.map(lambda *xs: jnp.stack(xs), *states) if self.vmapped else states[0]
-        pick = (lambda tree, i: jax.tree.map(lambda x: x[i], tree)) if self.vmapped else (lambda tree, i: tree)
+        # stack on the host: jnp.stack would compile a program per leaf shape
+        state = jax.device_put(jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)) \
+            if self.vmapped else states[0]
+        def members_of(tree) -> list:
+            """Each member's state on the host: one transfer, then numpy slices (no per-slice compiles)."""
+            if not self.vmapped:
+                return [tree]
+            host = jax.device_get(tree)
+            return [jax.tree.map(lambda x: x[i], host) for i in range(M)]
+
         total = cfg.steps
         label = desc or (members[0].cfg.name if M == 1 else f"{M} members")
         console = ConsoleSink(total, start, label, enabled=show)
@@ -330,10 +338,11 @@ class _Runner:
                 if _hit(s, cfg.checkpoint.every, total) or sig.received:
                     fetch(pending)  # every row up to s is on disk before checkpoint s exists
                     pending = None
+                    per_member = members_of(state)
                     for i, m in enumerate(members):
                         m.jsonl.flush()
                         if live[i]:
-                            m.ckpt.save(s, pick(state, i), C.to_dict(m.cfg))
+                            m.ckpt.save(s, per_member[i], C.to_dict(m.cfg))
                     if sig.received:
                         for i, m in enumerate(members):
                             if live[i]:
@@ -355,8 +364,9 @@ class _Runner:
             raise
         console.close("done")
         wall = time.perf_counter() - t_start
+        per_member = members_of(state)
         for i, m in enumerate(members):
-            _finish(m, P, self.corpus, pick(state, i), write_final=m.status in ("finished", "diverged"), wall=wall,
+            _finish(m, P, self.corpus, per_member[i], write_final=m.status in ("finished", "diverged"), wall=wall,
                     compile_s=t_compile, members=M)
 
 
