@@ -30,9 +30,14 @@ from .data import Corpus, make_corpus
 from .embedding import load_pretrained
 from .models import count_params
 from .sinks import CompositeSink, ConsoleSink, JsonlSink, WandbSink, truncate_jsonl
+from .mesh import make_mesh, replicated, state_shardings, to_host
 from .step import Program, hparams
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 CHECKPOINTS, CONFIG_FILE = "checkpoints", "config.yaml"
+# Keys a resume may change: more steps, and where/how it runs (a preempted run may come back on another
+# device count or mesh shape) - none of them changes what a step computes.
+RESUMABLE_CHANGES = ("steps", "mesh.data", "mesh.model", "log.progress", "compile_cache")
 
 
 def check_run_dir(cfg: Config, overwrite: bool) -> bool:
@@ -54,11 +59,11 @@ def check_run_dir(cfg: Config, overwrite: bool) -> bool:
         return False
     stored = C.flatten(C.to_dict(C.from_dict(C.read_yaml(stored_path))))
     given = C.flatten(C.to_dict(cfg))
-    diff = [k for k in given if k != "steps" and given[k] != stored.get(k)]
+    diff = [k for k in given if k not in RESUMABLE_CHANGES and given[k] != stored.get(k)]
     if diff:
         k = diff[0]
         raise ConfigError(f"{k}: got {given[k]!r} but run {run_dir!r} was made with {stored.get(k)!r} "
-                          f"({len(diff)} key(s) differ); allowed: the stored config (only steps may grow), "
+                          f"({len(diff)} key(s) differ); allowed: the stored config (steps may grow, mesh may change), "
                           "or --overwrite=true to start over")
     if given["steps"] < stored["steps"]:
         raise ConfigError(f"steps: got {given['steps']} but run {run_dir!r} has steps={stored['steps']}; "
@@ -188,16 +193,18 @@ def train_group(cfgs: list[Config], *, overwrite: bool = False, vectorize: bool 
     base = cfgs[0]
     members = [Member(cfg, check_run_dir(cfg, overwrite)) for cfg in cfgs]
     C.enable_compile_cache(base.compile_cache)
+    mesh = make_mesh(base)
     corpus, pretrained = load_inputs(base)
-    program = Program(base, corpus, pretrained)
+    program = Program(base, corpus, pretrained, mesh=mesh)
     for m in members:
         m.open(group)
 
-    init = jax.jit(program.init)
     abstract = jax.eval_shape(program.init, base.seed, hparams(base))
+    shardings = None if mesh is None else state_shardings(abstract, mesh, base.data.vocab_size)
+    init = jax.jit(program.init, out_shardings=shardings)
     states = []
     for m in members:
-        restored = m.ckpt.restore_latest(abstract) if m.resume else None
+        restored = m.ckpt.restore_latest(abstract, shardings) if m.resume else None
         if restored is not None:
             step, state, _ = restored
             print(f"resuming {m.run_dir} from step {step} (checkpoint {step})", file=sys.stderr)
@@ -210,7 +217,7 @@ def train_group(cfgs: list[Config], *, overwrite: bool = False, vectorize: bool 
     cohorts: dict[int, list[int]] = {}
     for i, m in enumerate(members):
         cohorts.setdefault(m.start, []).append(i)
-    runner = _Runner(program, corpus, base, vectorize and len(members) > 1)
+    runner = _Runner(program, corpus, base, vectorize and len(members) > 1 and mesh is None, shardings)
     own_signals = signals is None
     sig = Signals() if own_signals else signals
     try:
@@ -247,10 +254,16 @@ def _close_unstarted(members, states, idx, program, corpus):
 class _Runner:
     """Runs one cohort: members at the same start step, vmapped or one at a time."""
 
-    def __init__(self, program: Program, corpus: Corpus, cfg: Config, vmapped: bool):
+    def __init__(self, program: Program, corpus: Corpus, cfg: Config, vmapped: bool, shardings: Any = None):
         self.program, self.corpus, self.cfg, self.vmapped = program, corpus, cfg, vmapped
         P = program
-        if vmapped:
+        if shardings is not None:  # a device mesh: explicit in/out shardings, the table split over `model`
+            rep = replicated(P.mesh)
+            self.step_fn = jax.jit(P.train_steps, static_argnums=2, donate_argnums=0,
+                                   in_shardings=(shardings, rep), out_shardings=(shardings, rep))
+            self.stats_fn = jax.jit(P.emb_stats, in_shardings=(shardings,), out_shardings=rep)
+            self.eval_fn = jax.jit(P.eval_loss, in_shardings=(shardings["params"], rep), out_shardings=rep)
+        elif vmapped:
             steps = jax.vmap(P.train_steps, in_axes=(0, None, None))
             self.step_fn = jax.jit(steps, static_argnums=2, donate_argnums=0)
             self.stats_fn = jax.jit(jax.vmap(P.emb_stats))
@@ -268,8 +281,15 @@ class _Runner:
         cfg, P, L = self.cfg, self.program, self.cfg.log
         M = len(members)
         # stack on the host: jnp.stack would compile a program per leaf shape
-        state = jax.device_put(jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)) \
-            if self.vmapped else states[0]
+        state = states[0]
+        if self.vmapped:
+            stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
+            n_dev = jax.device_count()
+            if n_dev > 1 and M % n_dev == 0:  # spread the members axis over the devices
+                members_mesh = jax.make_mesh((n_dev,), ("members",), axis_types=(AxisType.Auto,))
+                state = jax.device_put(stacked, NamedSharding(members_mesh, PartitionSpec("members")))
+            else:
+                state = jax.device_put(stacked)
         def members_of(tree) -> list:
             """Each member's state on the host: one transfer, then numpy slices (no per-slice compiles)."""
             if not self.vmapped:
@@ -296,7 +316,7 @@ class _Runner:
             """Bring one chunk's metrics to the host and log them per member (one chunk late)."""
             s, dev, E = pending
             host = jax.device_get(dev)
-            E = None if E is None else np.asarray(E)
+            E = None if E is None else to_host(E)
             now = time.perf_counter()
             rate = (s - last["step"]) * tokens_per_step / max(now - last["time"], 1e-9) if s > last["step"] else None
             last.update(step=s, time=now)
@@ -387,12 +407,13 @@ def _finish(m: Member, program: Program, corpus: Corpus, state, *, write_final: 
         "tokens_per_s": (step - m.start) * cfg.data.batch_size * cfg.data.seq_len / max(wall, 1e-9),
         "compile_s": compile_s, "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
         "skipped_steps": skipped, "vectorized_members": members, "run_dir": os.path.abspath(m.run_dir),
+        "mesh": {"data": cfg.mesh.data, "model": cfg.mesh.model}, "process_count": jax.process_count(),
         **corpus.info,
     })
     try:
         if write_final:
             summary["params"] = count_params(state["params"])
-            E = np.asarray(jax.device_get(program.table(state["params"])))
+            E = to_host(program.table(state["params"]))
             if m.status == "finished":
                 m.ckpt.save(step, state, C.to_dict(cfg), force=True)
             write_outputs(m.run_dir, E, corpus, host["row_updates"])

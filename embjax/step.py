@@ -102,14 +102,21 @@ def make_optimizer(cfg: Config, hp: dict, params: Any) -> optax.GradientTransfor
 
 
 def _tree_where(pred, a, b):
-    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+    # lax.select, not jnp.where: jnp.where's nested jit hides shardings from the SPMD partitioner,
+    # which then all-gathers vocabulary-sharded tables to select between them
+    return jax.tree.map(lambda x, y: jax.lax.select(jnp.broadcast_to(pred, x.shape), x, y), a, b)
 
 
 class Program:
     """Everything compiled for one config shape: init, step, eval, embedding stats (all pure)."""
 
-    def __init__(self, cfg: Config, corpus: Corpus, pretrained: np.ndarray | None = None):
-        self.cfg, self.corpus, self.pretrained = cfg, corpus, pretrained
+    def __init__(self, cfg: Config, corpus: Corpus, pretrained: np.ndarray | None = None, mesh=None):
+        self.cfg, self.corpus, self.pretrained, self.mesh = cfg, corpus, pretrained, mesh
+        self.state_shardings = None
+        if mesh is not None:
+            from .mesh import state_shardings
+            abstract_state = jax.eval_shape(self.init, 0, hparams(cfg))
+            self.state_shardings = state_shardings(abstract_state, mesh, cfg.data.vocab_size)
         abstract = nnx.eval_shape(lambda: build_model(cfg, pretrained=pretrained, rngs=nnx.Rngs(0)))
         self.graphdef, _ = nnx.split(abstract)
         self.pad_id = cfg.model.pad_id
@@ -198,12 +205,18 @@ class Program:
 
     def batch(self, tables: dict, state: dict) -> jax.Array:
         key = jax.random.wrap_key_data(state["rng"])
-        return self.corpus.batch(tables, key, state["step"], self.cfg.data.batch_size)
+        tok = self.corpus.batch(tables, key, state["step"], self.cfg.data.batch_size)
+        if self.mesh is not None:  # data parallel: each `data` slice of the mesh holds B / data rows
+            from .mesh import batch_sharding
+            tok = jax.lax.with_sharding_constraint(tok, batch_sharding(self.mesh))
+        return tok
 
     def train_steps(self, state: dict, tables: dict, n: int) -> tuple[dict, dict]:
         """n steps in one dispatch (lax.scan), each on its own batch f(rng, step); metrics of the last."""
         def body(s, _):
             s, m = self.step(s, self.batch(tables, s))
+            if self.state_shardings is not None:  # pin the loop carry's layout, or XLA may gather tables at the loop edge
+                s = jax.lax.with_sharding_constraint(s, self.state_shardings)
             return s, m
 
         if n == 1:
