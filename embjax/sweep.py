@@ -72,18 +72,12 @@ def expand(sweep: dict, seed: int = 0) -> list[dict[str, Any]]:
     """The members' parameter values, in W&B's order for grid; seeded draws for random."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from sweeps import RunState, next_run
         from sweeps.params import HyperParameterSet
         if sweep["method"] == "grid":
-            runs: list = []
-            while True:
-                run = next_run(sweep, runs, validate=False)
-                if run is None:
-                    break
-                run.state = RunState.finished
-                runs.append(run)
-                if sweep.get("run_cap") and len(runs) >= sweep["run_cap"]:
-                    break
+            from sweeps.grid_search import grid_search_next_runs
+            size = int(np.prod([len(v["values"]) if "values" in v else 1 for v in sweep["parameters"].values()]))
+            size = min(size, sweep.get("run_cap") or size)
+            runs = [r for r in grid_search_next_runs([], sweep, n=size) if r is not None]
             members = [{k: v["value"] for k, v in r.config.items()} for r in runs]
         else:
             params = HyperParameterSet.from_config(sweep["parameters"])
