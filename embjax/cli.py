@@ -59,6 +59,8 @@ def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
 @guarded
 def train_main(argv: list[str]) -> int:
     known, overrides, positional = split_args(argv, ("config", "overwrite"))
+    from .mesh import maybe_initialize_distributed
+    maybe_initialize_distributed()  # before any device use, when a cluster environment is present
     if positional:
         raise ConfigError(f"{positional[0]}: unexpected argument; allowed: --config PATH and --section.key=value")
     sweep_id, run_id = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")

@@ -29,8 +29,8 @@ from .config import Config, ConfigError
 from .data import Corpus, make_corpus
 from .embedding import load_pretrained
 from .models import count_params
-from .sinks import CompositeSink, ConsoleSink, JsonlSink, WandbSink, truncate_jsonl
-from .mesh import make_mesh, replicated, state_shardings, to_host
+from .sinks import CompositeSink, ConsoleSink, JsonlSink, NullSink, WandbSink, truncate_jsonl
+from .mesh import is_main_process, make_mesh, replicated, state_shardings, to_host
 from .step import Program, hparams
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
@@ -162,9 +162,11 @@ class Member:
     def open(self, group: str | None) -> None:
         cfg = self.cfg
         os.makedirs(self.run_dir, exist_ok=True)
-        write_config(self.run_dir, cfg)
+        if is_main_process():
+            write_config(self.run_dir, cfg)
+        # every process takes part in orbax's (multi-process) saves; only process 0 logs and writes files
         self.ckpt = Checkpointer(os.path.join(self.run_dir, CHECKPOINTS), keep=cfg.checkpoint.keep)
-        if cfg.log.wandb:
+        if cfg.log.wandb and is_main_process():
             id_path = os.path.join(self.run_dir, "wandb_id.txt")
             run_id = open(id_path).read().strip() if os.path.exists(id_path) else None
             self.wandb = WandbSink(self.run_dir, C.to_dict(cfg), project=cfg.log.project, name=cfg.name,
@@ -176,6 +178,9 @@ class Member:
 
     def attach_log(self, start: int) -> None:
         self.start = start
+        if not is_main_process():
+            self.jsonl, self.sink = NullSink(), CompositeSink([])
+            return
         truncate_jsonl(os.path.join(self.run_dir, "metrics.jsonl"), start if start > 0 else -1)
         self.jsonl = JsonlSink(self.run_dir)
         self.sink = CompositeSink([self.jsonl, self.wandb])
@@ -395,7 +400,8 @@ def _finish(m: Member, program: Program, corpus: Corpus, state, *, write_final: 
     """Write summary.json (always), embeddings and the last checkpoint (when the state is good)."""
     cfg = m.cfg
     try:
-        host = jax.device_get({k: state[k] for k in ("step", "diverged_at", "skipped", "row_updates")})
+        host = {k: (to_host(state[k]) if k == "row_updates" else jax.device_get(state[k]))
+                for k in ("step", "diverged_at", "skipped", "row_updates")}
         step, diverged_at, skipped = int(host["step"]), int(host["diverged_at"]), int(host["skipped"])
     except (RuntimeError, TypeError):  # no state, or a crash mid-dispatch left its buffers donated
         host, step, diverged_at, skipped, write_final = None, int(m.final_row.get("_step", m.start)), -1, 0, False
@@ -416,10 +422,11 @@ def _finish(m: Member, program: Program, corpus: Corpus, state, *, write_final: 
             E = to_host(program.table(state["params"]))
             if m.status == "finished":
                 m.ckpt.save(step, state, C.to_dict(cfg), force=True)
-            write_outputs(m.run_dir, E, corpus, host["row_updates"])
-            summary["emb/rows_never_updated"] = float(np.sum(host["row_updates"] == 0))
-            from .metrics import export_projector
-            export_projector(m.run_dir, E, corpus, m.sink)
+            summary["emb/rows_never_updated"] = float(np.sum(to_host(host["row_updates"]) == 0))
+            if is_main_process():
+                write_outputs(m.run_dir, E, corpus, to_host(host["row_updates"]))
+                from .metrics import export_projector
+                export_projector(m.run_dir, E, corpus, m.sink)
         if m.ckpt is not None:
             m.ckpt.close()
     finally:

@@ -66,9 +66,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
 def to_host(x: jax.Array) -> np.ndarray:
-    """A (possibly sharded) array on the host, assembled shard by shard (no device-side gather)."""
-    if not isinstance(x, jax.Array) or len(getattr(x, "addressable_shards", [])) <= 1:
+    """A (possibly sharded) array on the host, assembled shard by shard (no device-side gather);
+    across processes, the shards other hosts hold are fetched with process_allgather."""
+    if not isinstance(x, jax.Array):
+        return np.asarray(x)
+    if jax.process_count() > 1 and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    if len(x.addressable_shards) <= 1:
         return np.asarray(x)
     out = np.empty(x.shape, x.dtype)
     for shard in x.addressable_shards:
