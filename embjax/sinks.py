@@ -46,6 +46,28 @@ class NullSink:
     def close(self, status): pass
 
 
+class MemorySink(NullSink):
+    """Keeps everything in lists: for notebooks and for reading back what a loop logged."""
+
+    def __init__(self):
+        self.rows: list[tuple[int, dict]] = []
+        self.rich: list[tuple[int | None, dict]] = []
+        self.summaries: list[dict] = []
+        self.status: str | None = None
+
+    def log(self, step, row):
+        self.rows.append((step, dict(row)))
+
+    def log_rich(self, step, items):
+        self.rich.append((step, dict(items)))
+
+    def summary(self, summary):
+        self.summaries.append(dict(summary))
+
+    def close(self, status):
+        self.status = status
+
+
 class JsonlSink(NullSink):
     """metrics.jsonl (a row per logged step, flushed as written) and summary.json (atomic)."""
 

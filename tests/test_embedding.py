@@ -117,6 +117,8 @@ def test_one_sgd_step_changes_only_looked_up_rows():
     changed = np.flatnonzero(np.any(E1 != E0, axis=1))
     inputs = np.unique(np.asarray(batch[:, :-1]))
     np.testing.assert_array_equal(changed, inputs)
+    # per-row update counts: exactly the looked-up rows got one update
+    np.testing.assert_array_equal(np.flatnonzero(np.asarray(new["row_updates"])), inputs)
     # the untied head is a different table: all its rows move (softmax touches every logit)
     H0, H1 = state["params"]["head"]["embedding"], new["params"]["head"]["embedding"]
     assert np.all(np.any(np.asarray(H1) != np.asarray(H0), axis=1))

@@ -131,11 +131,13 @@ def test_vectorized_group_matches_members_run_in_turn(tmp_path):
 def test_diverging_member_is_frozen_others_go_on(tmp_path):
     params = {"optim.lr": {"values": [0.003, 1000.0]}, "optim.name": {"value": "sgd"},
               "optim.grad_clip": {"value": 0.0}, "embedding.init_std": {"value": 30.0}}
-    path = write(tmp_path, params)
+    planted = tmp_path / "pwned"
+    path = write(tmp_path, params, command=["touch", str(planted)])  # the local runner never executes this
     assert sweep_main([path, f"--out_dir={tmp_path}", "--vectorize=on", "--log.wandb=false"]) == 0
     s = [json.load(open(f)) for f in sorted(glob.glob(str(tmp_path / "t" / "m*" / "summary.json")))]
     assert [x["status"] for x in s] == ["finished", "diverged"]
     assert s[0]["step"] == 20 and s[1]["step"] < 20
+    assert not planted.exists()
 
 
 def test_rerun_skips_finished_and_groups_by_sweep_in_wandb(tmp_path, capsys):

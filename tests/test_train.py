@@ -78,3 +78,29 @@ def test_offline_wandb_recorded_what_metrics_jsonl_has(tiny, tmp_path):
     # rich objects went to W&B too: histograms and the nearest-neighbour table
     assert any("hist/row_norm/values" in r for r in history.values())
     assert any(k.startswith("tables/nearest_neighbors") for r in history.values() for k in r)
+
+
+def test_exports_projector_word2vec_and_capped_wandb_table(tiny, tmp_path):
+    from embjax.data import PlantedCorpus
+    from embjax.embedding import load_pretrained
+    from embjax.metrics import export_projector
+    from embjax.sinks import MemorySink
+
+    assert train_main(tiny + ["--name=x"]) == 0
+    run = tmp_path / "x"
+    E = np.load(run / "embeddings.npy")
+    np.testing.assert_allclose(np.loadtxt(run / "vectors.tsv", delimiter="\t"), E, rtol=1e-5, atol=1e-7)
+    meta = (run / "metadata.tsv").read_text().splitlines()
+    assert meta[0] == "token\tfrequency\tclass" and len(meta) == 65
+    tokens = [line.split("\t")[0] for line in meta[1:]]
+    np.testing.assert_allclose(load_pretrained(str(run / "embeddings.w2v.txt"), 64, 16, tokens=tokens), E, rtol=1e-6)
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert 0 < rows[-1]["emb/grad_row_frac"] <= 1 and rows[-1]["coord/logits"] > 0
+    assert (np.load(run / "row_updates.npy") > 0).sum() > 0
+    # past W&B's 10,000 table rows: the most frequent tokens plus a seeded sample, and the name says so
+    big = PlantedCorpus(12_000, 8, 1.1, 3.0, 4, seed=0)
+    sink = MemorySink()
+    export_projector(str(tmp_path), np.random.default_rng(0).standard_normal((12_000, 3)).astype(np.float32), big, sink)
+    (name, table), = sink.rich[0][1].items()
+    assert name == "embeddings/top5000_freq_plus_5000_random" and len(table["data"]) == 10_000
+    assert [r[0] for r in table["data"][:3]] == big.tokens[:3]  # token 0 is the most frequent

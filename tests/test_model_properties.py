@@ -1,0 +1,113 @@
+"""Model and optimizer properties on tiny sizes: causality, padding, positions, schedules, optimizers, text data."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from embjax.config import load_config
+from embjax.data import make_corpus
+from embjax.models import build_model, sinusoidal_positions
+from embjax.step import Program, hparams, schedule_factor
+
+
+def cfg_of(**kw):
+    base = {"data.vocab_size": 50, "data.num_classes": 5, "data.seq_len": 12, "data.batch_size": 4,
+            "model.embed_dim": 16, "model.num_layers": 2, "model.num_heads": 2}
+    base.update(kw)
+    return load_config(None, base)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "mlp", "linear"])
+def test_causal_future_tokens_do_not_change_past_logits(kind):
+    model = build_model(cfg_of(**{"model.kind": kind}), rngs=nnx.Rngs(0))
+    a = jax.random.randint(jax.random.key(1), (2, 12), 0, 50)
+    b = a.at[:, 7:].set((a[:, 7:] + 13) % 50)
+    la, lb = np.asarray(model(a)), np.asarray(model(b))
+    np.testing.assert_allclose(la[:, :7], lb[:, :7], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(la[:, 7:], lb[:, 7:])
+
+
+def test_padding_mask_hides_padded_keys():
+    model = build_model(cfg_of(**{"model.pad_id": 0}), rngs=nnx.Rngs(0))
+    tok = jnp.array([[5, 6, 7, 0, 0, 9, 4, 3, 2, 1, 8, 8]])
+    mask = tok != 0
+    other = tok.at[0, 3].set(0).at[0, 4].set(0)  # same pads ...
+    # ... but the vectors at padded positions differ: give the model different tokens there, still masked
+    alt = tok.at[0, 3:5].set(jnp.array([11, 12]))
+    l1 = np.asarray(model(tok, mask))
+    l2 = np.asarray(model(alt, mask))
+    keep = np.asarray(mask[0])
+    np.testing.assert_allclose(l1[0, keep], l2[0, keep], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(np.asarray(other), np.asarray(tok))
+
+
+def test_sinusoidal_positions_formula():
+    P = np.asarray(sinusoidal_positions(10, 8))
+    pos, i = 7, 2  # feature pair 2: sin at 2i=4, cos at 5
+    w = 1.0 / 10000 ** (4 / 8)
+    assert P[pos, 4] == pytest.approx(math.sin(pos * w), abs=1e-6)
+    assert P[pos, 5] == pytest.approx(math.cos(pos * w), abs=1e-6)
+    model = build_model(cfg_of(**{"model.positions": "none"}), rngs=nnx.Rngs(0))
+    assert "pos" not in nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def test_schedules_by_hand():
+    c = cfg_of(**{"steps": 110, "optim.warmup_steps": 10, "optim.schedule": "cosine"})
+    f = schedule_factor(c)
+    assert float(f(0)) == pytest.approx(0.1) and float(f(9)) == pytest.approx(1.0)
+    assert float(f(10)) == pytest.approx(1.0) and float(f(60)) == pytest.approx(0.5, abs=1e-6)
+    assert float(f(110)) == pytest.approx(0.0, abs=1e-7)
+    lin = schedule_factor(cfg_of(**{"steps": 110, "optim.warmup_steps": 10, "optim.schedule": "linear"}))
+    assert float(lin(35)) == pytest.approx(0.75)
+    const = schedule_factor(cfg_of(**{"steps": 110, "optim.warmup_steps": 0, "optim.schedule": "constant"}))
+    assert float(const(77)) == 1.0
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "adafactor"])
+def test_every_optimizer_lowers_the_loss(name):
+    lr = {"sgd": 0.5, "adafactor": 0.05}.get(name, 0.01)
+    c = cfg_of(**{"model.kind": "linear", "optim.name": name, "optim.lr": lr, "optim.warmup_steps": 0,
+                  "optim.weight_decay": 0.01, "steps": 40})
+    program = Program(c, make_corpus(c))
+    state = program.init(0, hparams(c))
+    run = jax.jit(program.train_steps, static_argnums=2)
+    first = float(program.loss(state["params"], program.batch(program.corpus.tables, state)))
+    state, m = run(state, program.corpus.tables, 40)
+    assert float(m["train/loss"]) < first - 0.3, name
+
+
+def test_jit_and_no_jit_agree():
+    c = cfg_of(**{"model.num_layers": 1, "data.seq_len": 8})
+    program = Program(c, make_corpus(c))
+    state = program.init(0, hparams(c))
+    batch = program.batch(program.corpus.tables, state)
+    a, ma = program.step(state, batch)
+    b, mb = jax.jit(program.step)(state, batch)
+    assert float(ma["train/loss"]) == pytest.approx(float(mb["train/loss"]), rel=1e-5)
+    np.testing.assert_allclose(np.asarray(a["params"]["embed"]["embedding"]),
+                               np.asarray(b["params"]["embed"]["embedding"]), rtol=1e-5, atol=1e-7)
+
+
+def test_text_corpus_with_local_bpe(tmp_path):
+    words = ["embedding", "token", "vector", "matrix", "cosine", "norm", "growth", "scale"]
+    rng = np.random.default_rng(0)
+    (tmp_path / "a.txt").write_text(" ".join(rng.choice(words, 3000)))
+    (tmp_path / "b.txt").write_text(" ".join(rng.choice(words, 1000)))
+    c = load_config(None, {"data.kind": "text", "data.path": str(tmp_path), "data.vocab_size": 300,
+                           "data.seq_len": 16, "data.batch_size": 4})
+    corpus = make_corpus(c)
+    assert any(p.name.startswith(".embjax-bpe-300-") for p in tmp_path.iterdir())  # cached next to the data
+    assert corpus.counts.sum() > 0 and corpus.labels is None
+    batch = np.asarray(corpus.batch(corpus.tables, jax.random.key(0), 3, 4))
+    assert batch.shape == (4, 17) and batch.max() < 300
+    again = np.asarray(corpus.batch(corpus.tables, jax.random.key(0), 3, 4))
+    np.testing.assert_array_equal(batch, again)  # a batch is a pure function of (key, step)
+    assert make_corpus(c).tokens == corpus.tokens  # the cached tokenizer is reused
+    ev = corpus.eval_batches(None, 2, 4)
+    assert ev.shape == (2, 4, 17)
+    byte = make_corpus(load_config(None, {"data.kind": "text", "data.path": str(tmp_path / "a.txt"),
+                                         "data.tokenizer": "byte", "data.vocab_size": 256}))
+    assert byte.vocab_size == 256 and byte.counts[ord("e")] > 0
