@@ -80,7 +80,7 @@ def test_every_optimizer_lowers_the_loss(name):
 
 
 def test_jit_and_no_jit_agree():
-    c = cfg_of(**{"model.num_layers": 1, "data.seq_len": 8})
+    c = cfg_of(**{"model.kind": "mlp", "data.seq_len": 8})
     program = Program(c, make_corpus(c))
     state = program.init(0, hparams(c))
     batch = jnp.asarray(np.random.default_rng(0).integers(0, 50, (4, 9)), jnp.int32)
