@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 

@@ -10,7 +10,6 @@ checkpoint; rows after it are dropped from metrics.jsonl and recomputed exactly.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -229,7 +228,7 @@ def train_group(cfgs: list[Config], *, overwrite: bool = False, vectorize: bool 
         if own_signals:
             sig.__enter__()
         for start, idx in sorted(cohorts.items()):
-            if vectorize and len(idx) > 1:
+            if runner.vmapped and len(idx) > 1:
                 groups = [idx]
             else:
                 groups = [[i] for i in idx]

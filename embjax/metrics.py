@@ -161,7 +161,6 @@ def nearest_neighbors(E: np.ndarray, probe_ids: np.ndarray, k: int = KNN_K, *, m
 def _nearest_exact(E: np.ndarray, probe_ids: np.ndarray, k: int, *, mu: np.ndarray | None = None,
                    block: int = CHUNK, probe_chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """nearest_neighbors entirely in float64 (exact tie handling by (cosine desc, index asc))."""
-    V = E.shape[0]
     probe_ids = np.asarray(probe_ids, np.int64)
     P = len(probe_ids)
     out_ids = np.full((P, k), -1, np.int64)

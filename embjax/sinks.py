@@ -11,7 +11,6 @@ import math
 import os
 import sys
 import threading
-import time
 import warnings
 from typing import Any, Protocol
 

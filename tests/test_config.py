@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from embjax.cli import train_main
-from embjax.config import ConfigError, load_config, parse_overrides, to_dict, from_dict
+from embjax.config import load_config, parse_overrides, to_dict, from_dict
 from tests.conftest import run_cli
 
 

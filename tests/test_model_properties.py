@@ -46,7 +46,7 @@ def test_padding_mask_hides_padded_keys():
 
 def test_sinusoidal_positions_formula():
     P = np.asarray(sinusoidal_positions(10, 8))
-    pos, i = 7, 2  # feature pair 2: sin at 2i=4, cos at 5
+    pos = 7  # feature pair i = 2: sin at 2i = 4, cos at 2i + 1 = 5
     w = 1.0 / 10000 ** (4 / 8)
     assert P[pos, 4] == pytest.approx(math.sin(pos * w), abs=1e-6)
     assert P[pos, 5] == pytest.approx(math.cos(pos * w), abs=1e-6)

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from embjax.cli import sweep_main
-from embjax.config import ConfigError
 from embjax.sinks import read_jsonl, read_wandb_records
 from embjax.sweep import expand, group_by_shape, load_sweep, member_configs
 

@@ -1,7 +1,6 @@
 """End-to-end runs through the real CLI, loop, orbax and an offline W&B run."""
 import glob
 import json
-import os
 
 import numpy as np
 import pytest
