@@ -85,3 +85,24 @@ def test_mesh_that_does_not_fit_the_devices_is_refused(tmp_path):
     assert r.stderr.strip().count("\n") == 0
     assert "mesh: got data=3 × model=2 = 6 devices" in r.stderr and "8 device(s)" in r.stderr
     assert not os.path.exists(tmp_path / "default")
+
+
+def test_sweep_group_on_a_mesh_runs_every_member(tmp_path):
+    import yaml
+    base = {"steps": 10, "data": {"vocab_size": 64, "num_classes": 4, "seq_len": 16, "batch_size": 8,
+                                  "eval_batches": 2},
+            "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2}, "mesh": {"data": 4, "model": 2},
+            "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False, "wandb": False}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    sweep = {"name": "ms", "program": "experiments/train.py", "method": "grid",
+             "parameters": {"config": {"value": str(tmp_path / "base.yaml")},
+                            "embedding.init_std": {"values": [0.02, 0.5]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
+    r = run_cli("experiments.sweep", str(tmp_path / "s.yaml"), f"--out_dir={tmp_path}", "--vectorize=on",
+                "--progress=false", env=EIGHT)
+    assert r.returncode == 0, r.stderr
+    summaries = [json.load(open(tmp_path / "ms" / d / "summary.json"))
+                 for d in sorted(os.listdir(tmp_path / "ms")) if d.startswith("m")]
+    assert [s["status"] for s in summaries] == ["finished", "finished"]
+    assert all(s["mesh"] == {"data": 4, "model": 2} for s in summaries)
+    assert summaries[0]["emb/norm_mean"] < summaries[1]["emb/norm_mean"]  # σ = 0.02 vs 0.5 really trained
