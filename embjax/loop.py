@@ -29,7 +29,7 @@ from .data import Corpus, make_corpus
 from .embedding import load_pretrained
 from .models import count_params
 from .sinks import CompositeSink, ConsoleSink, JsonlSink, NullSink, WandbSink, truncate_jsonl
-from .mesh import is_main_process, make_mesh, replicated, state_shardings, to_host
+from .mesh import is_main_process, make_mesh, replicated, to_host
 from .step import Program, hparams
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
@@ -203,8 +203,7 @@ def train_group(cfgs: list[Config], *, overwrite: bool = False, vectorize: bool 
     for m in members:
         m.open(group)
 
-    abstract = jax.eval_shape(program.init, base.seed, hparams(base))
-    shardings = None if mesh is None else state_shardings(abstract, mesh, base.data.vocab_size)
+    abstract, shardings = program.abstract_state, program.state_shardings
     init = jax.jit(program.init, out_shardings=shardings)
     states = []
     for m in members:

@@ -112,14 +112,15 @@ class Program:
 
     def __init__(self, cfg: Config, corpus: Corpus, pretrained: np.ndarray | None = None, mesh=None):
         self.cfg, self.corpus, self.pretrained, self.mesh = cfg, corpus, pretrained, mesh
-        self.state_shardings = None
-        if mesh is not None:
-            from .mesh import state_shardings
-            abstract_state = jax.eval_shape(self.init, 0, hparams(cfg))
-            self.state_shardings = state_shardings(abstract_state, mesh, cfg.data.vocab_size)
         abstract = nnx.eval_shape(lambda: build_model(cfg, pretrained=pretrained, rngs=nnx.Rngs(0)))
         self.graphdef, _ = nnx.split(abstract)
         self.pad_id = cfg.model.pad_id
+        # the train state's shapes, and on a mesh each leaf's sharding (the loop and the scan carry share them)
+        self.abstract_state = jax.eval_shape(self.init, 0, hparams(cfg))
+        self.state_shardings = None
+        if mesh is not None:
+            from .mesh import state_shardings
+            self.state_shardings = state_shardings(self.abstract_state, mesh, cfg.data.vocab_size)
 
     # -- pieces ------------------------------------------------------------------------
     def model(self, params: Any) -> nnx.Module:

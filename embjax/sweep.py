@@ -84,7 +84,7 @@ def expand(sweep: dict, seed: int = 0) -> list[dict[str, Any]]:
             members = []
             for i in range(int(sweep["run_cap"])):
                 rng = np.random.default_rng([seed, i])
-                members.append({p.name: _plain(p.ppf(rng.uniform())) for p in params})
+                members.append({p.name: p.ppf(rng.uniform()) for p in params})
     return [{k: _plain(v) for k, v in m.items()} for m in members]
 
 
