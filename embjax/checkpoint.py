@@ -38,9 +38,6 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         config=ocp.args.JsonSave(config)), force=force)
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def restore_latest(self, abstract_state: Any, shardings: Any = None) -> tuple[int, Any, dict] | None:
         """(step, state, config) from the newest readable checkpoint; None if there are none."""
         steps = self.steps()

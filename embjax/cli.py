@@ -1,6 +1,7 @@
 """Command-line front ends shared by experiments/*: parse, call the library, map errors to exit codes."""
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from typing import Callable
@@ -70,7 +71,7 @@ def train_main(argv: list[str]) -> int:
         overrides = overrides + [f"--name={run_id}", f"--out_dir={os.path.join(base.out_dir, sweep_id)}"]
     cfg = load_config(known.get("config"), overrides)
     from .checkpoint import CheckpointError
-    from .loop import train
+    from .runner import train
     try:
         summary = train(cfg, overwrite=_as_bool("overwrite", known.get("overwrite")))
     except CheckpointError as err:
@@ -83,9 +84,8 @@ def train_main(argv: list[str]) -> int:
         if isinstance(summary.get(key), float):
             print(f"  {key:22s} {summary[key]:.4f}")
     print(f"run directory: {run_dir}")
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "embeddings.npy", "tokens.tsv", "checkpoints"):
-        if os.path.exists(os.path.join(run_dir, name)):
-            print(f"  {name}")
+    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:  # written by now, exports included
+        print(f"  {name}{'/' if os.path.isdir(os.path.join(run_dir, name)) else ''}")
     if summary.get("_wandb_sync"):
         print(f"W&B (offline) - upload with:\n  {summary['_wandb_sync']}")
     if summary["status"] == "interrupted":
@@ -100,7 +100,7 @@ def sweep_main(argv: list[str]) -> int:
         raise ConfigError(f"got {len(positional)} sweep files; allowed: exactly one, "
                           "e.g. python -m experiments.sweep sweeps/quickstart.yaml")
     from .config import parse_overrides
-    from .sweep import run_sweep
+    from .runner import run_sweep
     progress = _as_bool("progress", known["progress"]) if "progress" in known else True
     summaries = run_sweep(positional[0], out_dir=known.get("out_dir"), overrides=parse_overrides(overrides),
                           vectorize=known.get("vectorize", "auto"), progress=progress)
@@ -111,7 +111,8 @@ def sweep_main(argv: list[str]) -> int:
     print("\n" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     if sweep_dir:
         print(f"sweep directory: {sweep_dir}\n  summary.csv\n  report.md (+ plots)")
-        print(f"W&B (offline) - upload every member with:\n  wandb sync {sweep_dir}/*/wandb/offline-run-*")
+        if glob.glob(os.path.join(sweep_dir, "*", "wandb", "offline-run-*")):  # only runs that were written
+            print(f"W&B (offline) - upload every member with:\n  wandb sync {sweep_dir}/*/wandb/offline-run-*")
     if any(s.get("_signal") for s in summaries):
         return 128 + int(summaries[0]["_signal"])
     return 0 if all(s.get("status") in ("finished", "diverged") for s in summaries) else 1

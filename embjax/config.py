@@ -28,42 +28,25 @@ class ConfigError(ValueError):
     """A bad key, type or value in a config, override or sweep file (exit status 2)."""
 
 
-# Ranges: key -> (low, high, low_inclusive). Checked after types.
-_RANGES: dict[str, tuple[float, float, bool]] = {
-    "steps": (1, 10**9, True),
-    "seed": (0, 2**31 - 1, True),
-    "data.vocab_size": (2, 2**22, True),
-    "data.num_classes": (1, 2**16, True),
-    "data.seq_len": (2, 2**16, True),
-    "data.batch_size": (1, 2**16, True),
-    "data.zipf_exponent": (0.0, 10.0, True),
-    "data.class_sharpness": (0.0, 100.0, True),
-    "data.eval_batches": (1, 10**4, True),
-    "data.eval_fraction": (0.0, 0.5, False),
-    "model.embed_dim": (1, 2**16, True),
-    "model.num_layers": (1, 256, True),
-    "model.num_heads": (1, 1024, True),
-    "model.mlp_ratio": (1, 64, True),
-    "model.window": (1, 1024, True),
-    "model.hidden_dim": (1, 2**18, True),
-    "embedding.init_std": (0.0, 1e4, False),
-    "optim.lr": (0.0, 1e3, False),
-    "optim.weight_decay": (0.0, 1e3, True),
-    "optim.embed_weight_decay": (0.0, 1e3, True),
-    "optim.b1": (0.0, 1.0, True),
-    "optim.b2": (0.0, 1.0, True),
-    "optim.momentum": (0.0, 1.0, True),
-    "optim.warmup_steps": (0, 10**9, True),
-    "optim.grad_clip": (0.0, 1e9, True),
-    "log.every": (1, 10**9, True),
-    "log.metrics_every": (0, 10**9, True),
-    "log.eval_every": (0, 10**9, True),
-    "log.init_timeout": (1.0, 3600.0, True),
-    "checkpoint.every": (0, 10**9, True),
-    "checkpoint.keep": (1, 1000, True),
-    "mesh.data": (1, 2**16, True),
-    "mesh.model": (1, 2**16, True),
-}
+# Each field is declared once, here: its default, its allowed range and its role. Everything that
+# sorts keys derives from these declarations: range validation, the per-member values a vmapped
+# sweep group varies (`values`), the keys that only name or place a run (left out of sweep grouping)
+# and the keys a resume may change.
+SHAPE, VALUE, IDENTITY = "shape", "value", "identity"
+
+
+def setting(default: Any, *, range: tuple[float, float] | None = None, low_open: bool = False, role: str = SHAPE,
+            resumable: bool = False, falls_back_to: str | None = None) -> Any:
+    """A config field and its one declaration.
+
+    role: SHAPE (changes the compiled program: a new program per distinct value), VALUE (enters the
+    program as an array: sweep members differing only in values share one program, vmapped or in
+    turn) or IDENTITY (names or places a run; computes nothing). resumable: a resume may change it.
+    falls_back_to: a None default takes that key's value (values only).
+    """
+    meta = {"range": None if range is None else (range[0], range[1], not low_open), "role": role,
+            "resumable": resumable, "falls_back_to": falls_back_to}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -71,35 +54,35 @@ class DataConfig:
     kind: Literal["planted", "text"] = "planted"
     path: str | None = None  # text: a file or a folder of *.txt
     tokenizer: Literal["bpe", "byte"] = "bpe"  # text only; byte-level forces vocab_size 256
-    vocab_size: int = 512  # V
-    num_classes: int = 16  # K, planted only
-    zipf_exponent: float = 1.1  # planted unigram p_i ∝ i^-a
-    class_sharpness: float = 3.0  # planted: larger -> a more predictable class chain
-    seq_len: int = 64  # T (tokens a model sees; a batch holds T + 1)
-    batch_size: int = 32  # B
-    eval_batches: int = 8
-    eval_fraction: float = 0.1  # text: tail of the token stream held out
+    vocab_size: int = setting(512, range=(2, 2**22))  # V
+    num_classes: int = setting(16, range=(1, 2**16))  # K, planted only
+    zipf_exponent: float = setting(1.1, range=(0.0, 10.0))  # planted unigram p_i ∝ i^-a
+    class_sharpness: float = setting(3.0, range=(0.0, 100.0))  # planted: larger -> a more predictable class chain
+    seq_len: int = setting(64, range=(2, 2**16))  # T (tokens a model sees; a batch holds T + 1)
+    batch_size: int = setting(32, range=(1, 2**16))  # B
+    eval_batches: int = setting(8, range=(1, 10**4))
+    eval_fraction: float = setting(0.1, range=(0.0, 0.5), low_open=True)  # text: tail of the token stream held out
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     kind: Literal["linear", "mlp", "transformer"] = "transformer"
-    embed_dim: int = 64  # d
+    embed_dim: int = setting(64, range=(1, 2**16))  # d
     tie_embeddings: bool = True
     logit_scale: LogitScale = 1.0
     positions: Literal["learned", "sinusoidal", "none"] = "learned"
-    num_layers: int = 2
-    num_heads: int = 4
-    mlp_ratio: int = 4
-    window: int = 4  # mlp: previous tokens seen
-    hidden_dim: int = 256  # mlp: hidden width
+    num_layers: int = setting(2, range=(1, 256))
+    num_heads: int = setting(4, range=(1, 1024))
+    mlp_ratio: int = setting(4, range=(1, 64))
+    window: int = setting(4, range=(1, 1024))  # mlp: previous tokens seen
+    hidden_dim: int = setting(256, range=(1, 2**18))  # mlp: hidden width
     pad_id: int | None = None  # tokens equal to this are masked (attention keys and loss)
 
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
     init: Literal["normal", "truncated_normal", "uniform", "scaled_normal", "xavier", "pretrained"] = "normal"
-    init_std: float = 0.02  # σ
+    init_std: float = setting(0.02, range=(0.0, 1e4), low_open=True, role=VALUE)  # σ
     scale: Scale = 1.0
     norm: Literal["none", "layernorm", "rmsnorm"] = "none"
     pretrained_path: str | None = None  # .npy (V×d) or word2vec text
@@ -109,53 +92,57 @@ class EmbeddingConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     name: Literal["adamw", "adam", "sgd", "adafactor"] = "adamw"
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    embed_weight_decay: float | None = None  # None: same as weight_decay
-    b1: float = 0.9
-    b2: float = 0.95
-    momentum: float = 0.9  # sgd
+    lr: float = setting(3e-3, range=(0.0, 1e3), low_open=True, role=VALUE)
+    weight_decay: float = setting(0.0, range=(0.0, 1e3), role=VALUE)
+    # None: same as weight_decay
+    embed_weight_decay: float | None = setting(None, range=(0.0, 1e3), role=VALUE, falls_back_to="optim.weight_decay")
+    b1: float = setting(0.9, range=(0.0, 1.0))
+    b2: float = setting(0.95, range=(0.0, 1.0))
+    momentum: float = setting(0.9, range=(0.0, 1.0))  # sgd
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: int = 50
-    grad_clip: float = 1.0  # global norm; 0 turns clipping off
+    warmup_steps: int = setting(50, range=(0, 10**9))
+    grad_clip: float = setting(1.0, range=(0.0, 1e9), role=VALUE)  # global norm; 0 turns clipping off
     skip_nonfinite: bool = False  # skip a non-finite update instead of stopping the run
 
 
 @dataclass(frozen=True)
 class LogConfig:
-    every: int = 10
-    metrics_every: int = 100  # full geometry metrics; 0 = only at the end
-    eval_every: int = 100  # 0 = only at the end
-    wandb: bool = True
-    mode: Literal["offline", "online"] = "offline"
-    project: str = "embjax"
-    entity: str | None = None
-    group: str | None = None
-    tags: tuple[str, ...] = ()
-    init_timeout: float = 30.0  # seconds W&B may take to start before the run goes on without it
-    progress: bool = True
+    every: int = setting(10, range=(1, 10**9))
+    metrics_every: int = setting(100, range=(0, 10**9))  # full geometry metrics; 0 = only at the end
+    eval_every: int = setting(100, range=(0, 10**9))  # 0 = only at the end
+    wandb: bool = setting(True, role=IDENTITY)
+    mode: Literal["offline", "online"] = setting("offline", role=IDENTITY)
+    project: str = setting("embjax", role=IDENTITY)
+    entity: str | None = setting(None, role=IDENTITY)
+    group: str | None = setting(None, role=IDENTITY)
+    tags: tuple[str, ...] = setting((), role=IDENTITY)
+    # seconds W&B may take to start before the run goes on without it
+    init_timeout: float = setting(30.0, range=(1.0, 3600.0), role=IDENTITY)
+    progress: bool = setting(True, role=IDENTITY, resumable=True)
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = 500  # 0 = only at the end
-    keep: int = 2
+    every: int = setting(500, range=(0, 10**9))  # 0 = only at the end
+    keep: int = setting(2, range=(1, 1000))
 
 
 @dataclass(frozen=True)
 class MeshConfig:
-    data: int = 1
-    model: int = 1
+    # a preempted run may come back on another device count or mesh shape: neither changes what a step computes
+    data: int = setting(1, range=(1, 2**16), resumable=True)
+    model: int = setting(1, range=(1, 2**16), resumable=True)
 
 
 @dataclass(frozen=True)
 class Config:
-    name: str = "default"
-    seed: int = 0
-    steps: int = 1000
-    out_dir: str = "runs"
+    # name and out_dir place a run: a run directory moved or copied elsewhere resumes there
+    name: str = setting("default", role=IDENTITY, resumable=True)
+    seed: int = setting(0, range=(0, 2**31 - 1), role=VALUE)  # the init and data-stream key
+    steps: int = setting(1000, range=(1, 10**9), resumable=True)  # a resume may extend a run
+    out_dir: str = setting("runs", role=IDENTITY, resumable=True)
     # JAX's persistent compilation cache: "auto" = $EMBJAX_CACHE_DIR or ~/.cache/embjax/xla; "" = off
-    compile_cache: str = "auto"
+    compile_cache: str = setting("auto", role=IDENTITY, resumable=True)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -167,6 +154,79 @@ class Config:
     @property
     def run_dir(self) -> str:
         return os.path.join(self.out_dir, self.name)
+
+
+# ---------------------------------------------------------------------------------------
+# What the declarations say, derived from them alone
+
+
+_DEFAULT_DECL = {"range": None, "role": SHAPE, "resumable": False, "falls_back_to": None}
+
+
+def declarations(cls: type | None = None, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Every leaf key (dotted) -> its declaration (range, role, resumable, falls_back_to)."""
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    out: dict[str, dict[str, Any]] = {}
+    for f in fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(declarations(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = {**_DEFAULT_DECL, **f.metadata}
+    return out
+
+
+def keys_with(role: str | None = None, resumable: bool | None = None) -> tuple[str, ...]:
+    """The dotted keys declared with a role (and/or resumable), in declaration order."""
+    return tuple(k for k, d in declarations().items()
+                 if (role is None or d["role"] == role) and (resumable is None or d["resumable"] == resumable))
+
+
+def get(cfg: Any, key: str) -> Any:
+    """cfg's value at a dotted key."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def values(cfg: Config) -> dict[str, Any]:
+    """The per-member values of cfg (dotted key -> value, fallbacks resolved)."""
+    decl = declarations()
+    out = {}
+    for key in keys_with(VALUE):
+        v, fallback = get(cfg, key), decl[key]["falls_back_to"]
+        out[key] = get(cfg, fallback) if v is None and fallback else v
+    return out
+
+
+class PerMember:
+    """Stands for a value key in the config a shared program sees: using it as a number is an error,
+    since a vmapped sweep group would otherwise compute every member with the first member's value."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"PerMember({self.key!r})"
+
+    def _refuse(self, *_: Any) -> Any:
+        raise TypeError(f"{self.key} is a per-member value: read it from the train state's hp, not from the config")
+
+    __bool__ = __float__ = __int__ = __index__ = __neg__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __pow__ = _refuse
+    __lt__ = __le__ = __gt__ = __ge__ = _refuse
+
+
+def without_values(cfg: Config) -> Config:
+    """cfg with every value key replaced by a PerMember placeholder: what a shared program may read."""
+    sections: dict[str, dict[str, Any]] = {}
+    for key in keys_with(VALUE):
+        section, _, leaf = key.rpartition(".")
+        sections.setdefault(section, {})[leaf] = PerMember(key)
+    top = sections.pop("", {})
+    for section, repl in sections.items():
+        top[section] = dataclasses.replace(getattr(cfg, section), **repl)
+    return dataclasses.replace(cfg, **top)
 
 
 # ---------------------------------------------------------------------------------------
@@ -223,17 +283,17 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"{key}: got {value!r}; allowed: {_describe(tp)}")
 
 
-def _check_range(key: str, value: Any) -> None:
-    if key not in _RANGES or not isinstance(value, (int, float)) or isinstance(value, bool):
+def _check_range(key: str, value: Any, rng: tuple | None) -> None:
+    if rng is None or not isinstance(value, (int, float)) or isinstance(value, bool):
         return
-    lo, hi, lo_incl = _RANGES[key]
+    lo, hi, lo_incl = rng
     ok = (value >= lo if lo_incl else value > lo) and value <= hi
     if not ok:
         bracket = "[" if lo_incl else "("
         raise ConfigError(f"{key}: got {value!r}; allowed: a value in {bracket}{lo:g}, {hi:g}]")
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def _build(cls: type, raw: Any, prefix: str, decl: dict[str, dict[str, Any]]) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix or 'config'}: got {raw!r}; allowed: a mapping of keys")
     hints = typing.get_type_hints(cls)
@@ -247,10 +307,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             raise ConfigError(f"{full}: unknown key{hint}; allowed: {', '.join(sorted(names))}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value, f"{full}.")
+            kwargs[key] = _build(tp, value, f"{full}.", decl)
         else:
             kwargs[key] = _coerce(full, value, tp)
-            _check_range(full, kwargs[key])
+            _check_range(full, kwargs[key], decl[full]["range"])
     return cls(**kwargs)
 
 
@@ -354,7 +414,7 @@ def read_yaml(path: str) -> dict:
 
 
 def from_dict(raw: dict) -> Config:
-    cfg = _build(Config, raw, "")
+    cfg = _build(Config, raw, "", declarations())
     _validate(cfg)
     return cfg
 
@@ -375,10 +435,6 @@ def replace(cfg: Config, **dotted: Any) -> Config:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def resolve_scale(value: Scale, d: int) -> float:
-    return float(d) ** 0.5 if value == "sqrt_d" else float(value)
 
 
 def resolve_logit_scale(value: LogitScale, d: int) -> float:

@@ -9,7 +9,7 @@ itself is never gathered), so a table larger than one device's memory trains.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -18,26 +18,55 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from .config import Config, ConfigError
 
 
+def _env_int(name: str, lo: int, hi: int) -> int:
+    text = os.environ.get(name)
+    if text is None or not text.strip().isdigit() or not lo <= int(text) <= hi:
+        raise ConfigError(f"{name}: got {text!r} with JAX_COORDINATOR_ADDRESS set; allowed: an integer in [{lo}, {hi}]")
+    return int(text)
+
+
 def maybe_initialize_distributed() -> bool:
-    """Call jax.distributed.initialize() when a multi-process cluster environment is present
-    (Slurm with several tasks, or JAX's coordinator variables); before any device is touched."""
-    multi_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ
-    explicit = "JAX_COORDINATOR_ADDRESS" in os.environ or "COORDINATOR_ADDRESS" in os.environ
-    if not (multi_slurm or explicit):
-        return False
-    jax.distributed.initialize()
-    return True
+    """Start jax.distributed when a multi-process environment is present; call it before any device use.
+
+    Explicit: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID,
+    all three (a missing or malformed one is a ConfigError). Slurm: several tasks in a job, detected by
+    JAX itself. Returns True when this is a multi-process run.
+    """
+    addr = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if addr is not None:
+        host, _, port = addr.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"JAX_COORDINATOR_ADDRESS: got {addr!r}; allowed: host:port of process 0, "
+                              "e.g. 10.0.0.1:1234")
+        n = _env_int("JAX_NUM_PROCESSES", 1, 2**16)
+        pid = _env_int("JAX_PROCESS_ID", 0, n - 1)
+        _initialize(addr, n, pid)
+        return True
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        _initialize(None, None, None)
+        return True
+    return False
+
+
+def _initialize(addr: str | None, n: int | None, pid: int | None) -> None:
+    timeout = int(os.environ.get("EMBJAX_DISTRIBUTED_TIMEOUT", "300"))
+    try:
+        jax.distributed.initialize(addr, n, pid, initialization_timeout=timeout)
+    except (RuntimeError, ValueError) as err:  # no coordinator within the timeout, a bad cluster setup
+        raise ConfigError(f"jax.distributed: could not start process {pid} of {n} with coordinator {addr} "
+                          f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
 
 
 def make_mesh(cfg: Config) -> Mesh | None:
     """The mesh cfg.mesh asks for, or None for 1 × 1; refuses shapes the devices or sizes cannot take."""
     data, model = cfg.mesh.data, cfg.mesh.model
     n = jax.device_count()
-    if data * model == 1:  # the default: one device, whatever the machine has
+    if data * model == 1 and jax.process_count() == 1:  # the default: one device, whatever the machine has
         return None
     if data * model != n:
+        where = f"across {jax.process_count()} processes" if jax.process_count() > 1 else "present"
         raise ConfigError(f"mesh: got data={data} × model={model} = {data * model} devices; allowed: a product "
-                          f"equal to the {n} device(s) present ({jax.default_backend()})")
+                          f"equal to the {n} device(s) {where} ({jax.default_backend()})")
     if cfg.data.batch_size % data:
         raise ConfigError(f"mesh.data: got {data} with data.batch_size={cfg.data.batch_size}; "
                           "allowed: a divisor of the batch size")
@@ -48,14 +77,14 @@ def make_mesh(cfg: Config) -> Mesh | None:
     return jax.make_mesh((data, model), ("data", "model"), axis_types=(AxisType.Auto, AxisType.Auto))
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh, vocab_size: int) -> Any:
-    """A NamedSharding per leaf: V-leading leaves split over `model`, the rest replicated."""
-    def spec(x):
-        shape = getattr(x, "shape", ())
-        if len(shape) >= 1 and shape[0] == vocab_size:
-            return NamedSharding(mesh, P("model", *([None] * (len(shape) - 1))))
+def state_shardings(abstract_state: Any, mesh: Mesh, per_row: Callable[[tuple, Any], bool]) -> Any:
+    """A NamedSharding per leaf: per-row leaves (`per_row(path, leaf)`: the program says which) split
+    over `model` along their vocabulary axis, the rest replicated."""
+    def spec(path, x):
+        if per_row(path, x):
+            return NamedSharding(mesh, P("model", *([None] * (len(x.shape) - 1))))
         return NamedSharding(mesh, P())
-    return jax.tree.map(spec, abstract_state)
+    return jax.tree_util.tree_map_with_path(spec, abstract_state)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -68,6 +97,22 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def is_main_process() -> bool:
     return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Every process waits here for the others (nothing to wait for in a one-process run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def agree_max(value: int) -> int:
+    """The largest of every process's `value` (a one-process run: the value itself). The processes of a
+    run must take the same decisions (stop here, checkpoint now) to run the same collectives."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+    return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int32))))
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -85,8 +130,3 @@ def to_host(x: jax.Array) -> np.ndarray:
         out[shard.index] = np.asarray(shard.data)
     return out
 
-
-def describe(mesh: Mesh | None) -> dict:
-    if mesh is None:
-        return {"data": 1, "model": 1}
-    return {name: int(size) for name, size in mesh.shape.items()}

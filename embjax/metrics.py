@@ -122,20 +122,7 @@ def nearest_neighbors(E: np.ndarray, probe_ids: np.ndarray, k: int = KNN_K, *, m
         Q64 = np.asarray(E[pid], np.float64)
         qn = np.linalg.norm(Q64, axis=1)
         Q32 = (Q64 / np.where(qn > 0, qn, 1.0)[:, None]).astype(np.float32)
-        cand_val = np.full((len(pid), M), -np.inf, np.float32)
-        cand_idx = np.zeros((len(pid), M), np.int64)
-        for b0 in range(0, V, block):
-            X = np.asarray(E[b0: b0 + block], np.float32)
-            xn = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)).astype(np.float32)
-            sims = (Q32 @ X.T) / np.where(xn > 0, xn, 1.0)[None, :]
-            sims[:, xn == 0] = -np.inf
-            cols = np.arange(b0, b0 + len(X))
-            sims[pid[:, None] == cols[None, :]] = -np.inf
-            vals = np.concatenate([cand_val, sims], axis=1)
-            idx = np.concatenate([cand_idx, np.broadcast_to(cols, sims.shape)], axis=1)
-            top = np.argpartition(-vals, M - 1, axis=1)[:, :M]
-            cand_val = np.take_along_axis(vals, top, 1)
-            cand_idx = np.take_along_axis(idx, top, 1)
+        cand_val, cand_idx = _float32_candidates(E, pid, Q32, M, block)
         for r in range(len(pid)):
             ok = np.isfinite(cand_val[r])
             if qn[r] == 0:
@@ -156,6 +143,26 @@ def nearest_neighbors(E: np.ndarray, probe_ids: np.ndarray, k: int = KNN_K, *, m
         ids, cos = _nearest_exact(E, probe_ids[redo], k, block=block, probe_chunk=probe_chunk)
         out_ids[redo], out_cos[redo] = ids, cos
     return out_ids, out_cos
+
+
+def _float32_candidates(E: np.ndarray, pid: np.ndarray, Q32: np.ndarray, M: int,
+                        block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The M best float32 cosines (and their rows) of each unit probe row Q32 against E, itself and zero rows left out."""
+    cand_val = np.full((len(pid), M), -np.inf, np.float32)
+    cand_idx = np.zeros((len(pid), M), np.int64)
+    for b0 in range(0, E.shape[0], block):
+        X = np.asarray(E[b0: b0 + block], np.float32)
+        xn = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)).astype(np.float32)
+        sims = (Q32 @ X.T) / np.where(xn > 0, xn, 1.0)[None, :]
+        sims[:, xn == 0] = -np.inf
+        cols = np.arange(b0, b0 + len(X))
+        sims[pid[:, None] == cols[None, :]] = -np.inf
+        vals = np.concatenate([cand_val, sims], axis=1)
+        idx = np.concatenate([cand_idx, np.broadcast_to(cols, sims.shape)], axis=1)
+        top = np.argpartition(-vals, M - 1, axis=1)[:, :M]
+        cand_val = np.take_along_axis(vals, top, 1)
+        cand_idx = np.take_along_axis(idx, top, 1)
+    return cand_val, cand_idx
 
 
 def _nearest_exact(E: np.ndarray, probe_ids: np.ndarray, k: int, *, mu: np.ndarray | None = None,
@@ -206,7 +213,7 @@ def default_probes(V: int, seed: int = 0) -> np.ndarray:
 
 def embedding_report(E: Any, *, counts: Any = None, labels: Any = None, probe_ids: Any = None,
                      center: bool = False, prefix: str = "emb/") -> dict[str, float]:
-    """The geometry of E (V×d) as `emb/...` scalars; see each key's formula below and in DESIGN.md.
+    """The geometry of E (V×d) as `emb/...` scalars; each key's formula is in the helpers below and in docs/metrics.md.
 
     center=True computes everything for E minus its mean row (the "all-but-the-top" view of
     Mu & Viswanath 2018), without copying E.
@@ -225,55 +232,68 @@ def embedding_report(E: Any, *, counts: Any = None, labels: Any = None, probe_id
         "norm_mean": norms.mean(), "norm_std": norms.std(), "norm_max": norms.max(), "norm_p50": np.median(norms),
         "zero_rows": float(V - n),
     }
-    # cosines over ordered pairs i ≠ j of nonzero rows: Σ_{i≠j} ûᵢ·ûⱼ = ‖Σ ûᵢ‖² − n
-    pairs = n * (n - 1)
-    if pairs > 0:
-        cos_mean = (mom["sum_u"] @ mom["sum_u"] - n) / pairs
-        cos_sq = (np.sum(mom["gram_u"] ** 2) - n) / pairs  # Σ_{i≠j} (ûᵢ·ûⱼ)² = ‖ÛᵀÛ‖_F² − n
-        out["cos_mean"] = cos_mean
-        out["cos_std"] = np.sqrt(max(cos_sq - cos_mean**2, 0.0))
-        # Timkey & van Schijndel 2021: coordinate k's share of the expected cosine
-        per_dim = (mom["sum_u"] ** 2 - np.diag(mom["gram_u"])) / pairs
-        out["rogue_dim_share"] = float(np.max(np.abs(per_dim)) / max(np.sum(np.abs(per_dim)), 1e-300))
-    else:
-        out.update(cos_mean=0.0, cos_std=0.0, rogue_dim_share=0.0)
-    # spectrum: singular values of E are √eig(EᵀE) (Roy & Vetterli 2007 effective rank)
-    evals, evecs = np.linalg.eigh(mom["gram"])
-    s = np.sqrt(np.clip(evals, 0.0, None))
-    if s.sum() > 0:
-        p = s[s > 0] / s.sum()
-        out["eff_rank"] = float(np.exp(-(p * np.log(p)).sum()))
-    else:
-        out["eff_rank"] = 0.0
-    mean_row = mom["sum_e"] / V
-    cov = mom["gram"] / V - np.outer(mean_row, mean_row)
-    cev = np.linalg.eigvalsh(cov)
-    out["pc1_var_share"] = float(cev[-1] / cev.sum()) if cev.sum() > 0 else 0.0
+    out.update(_cosine_stats(mom, n))
+    evecs = _spectrum(mom, V, out)
     out["isotropy"] = _isotropy(E, mu, evecs)
     if counts is not None:
         counts = np.asarray(counts, np.float64)
         out["norm_logfreq_spearman"] = spearman(norms, np.log1p(counts))
         out.update(_frequency_buckets(norms, counts))
     if labels is not None:
-        cs, cl = mom["class_sum"], mom["classes"]
-        n_c = np.bincount(np.searchsorted(cl, labels[nz]), minlength=len(cl)).astype(np.float64)
-        same_pairs = float(np.sum(n_c * (n_c - 1)))
-        same_sum = float(np.sum(cs * cs) - n)
-        diff_pairs = pairs - same_pairs
-        diff_sum = (mom["sum_u"] @ mom["sum_u"] - n) - same_sum
-        same = same_sum / same_pairs if same_pairs > 0 else 0.0
-        diff = diff_sum / diff_pairs if diff_pairs > 0 else 0.0
-        out["class_cos_gap"] = same - diff
-        probes = default_probes(V) if probe_ids is None else np.asarray(probe_ids)
-        probes = probes[nz[probes]]
-        if len(probes) and n > 1:
-            ids, _ = nearest_neighbors(E, probes, min(KNN_K, n - 1), mu=mu)
-            valid = ids >= 0
-            same_cls = (labels[np.where(valid, ids, 0)] == labels[probes][:, None]) & valid
-            out["knn_class_purity"] = float(np.mean(same_cls.sum(1) / np.maximum(valid.sum(1), 1)))
-        else:
-            out["knn_class_purity"] = 0.0
+        out.update(_class_stats(E, mom, labels, nz, probe_ids, mu))
     return {prefix + k: float(v) for k, v in out.items()}
+
+
+def _cosine_stats(mom: dict[str, Any], n: int) -> dict[str, float]:
+    """cos_mean, cos_std and rogue_dim_share over ordered pairs i ≠ j of the n nonzero rows."""
+    pairs = n * (n - 1)
+    if pairs == 0:
+        return dict(cos_mean=0.0, cos_std=0.0, rogue_dim_share=0.0)
+    cos_mean = (mom["sum_u"] @ mom["sum_u"] - n) / pairs  # Σ_{i≠j} ûᵢ·ûⱼ = ‖Σ ûᵢ‖² − n
+    cos_sq = (np.sum(mom["gram_u"] ** 2) - n) / pairs  # Σ_{i≠j} (ûᵢ·ûⱼ)² = ‖ÛᵀÛ‖_F² − n
+    # Timkey & van Schijndel 2021: coordinate k's share of the expected cosine
+    per_dim = (mom["sum_u"] ** 2 - np.diag(mom["gram_u"])) / pairs
+    return {"cos_mean": cos_mean, "cos_std": np.sqrt(max(cos_sq - cos_mean**2, 0.0)),
+            "rogue_dim_share": float(np.max(np.abs(per_dim)) / max(np.sum(np.abs(per_dim)), 1e-300))}
+
+
+def _spectrum(mom: dict[str, Any], V: int, out: dict[str, float]) -> np.ndarray:
+    """eff_rank and pc1_var_share into `out`; returns the eigenvectors of EᵀE (for isotropy)."""
+    evals, evecs = np.linalg.eigh(mom["gram"])
+    s = np.sqrt(np.clip(evals, 0.0, None))  # singular values of E (Roy & Vetterli 2007 effective rank)
+    if s.sum() > 0:
+        p = s[s > 0] / s.sum()
+        out["eff_rank"] = float(np.exp(-(p * np.log(p)).sum()))
+    else:
+        out["eff_rank"] = 0.0
+    mean_row = mom["sum_e"] / V
+    cev = np.linalg.eigvalsh(mom["gram"] / V - np.outer(mean_row, mean_row))
+    out["pc1_var_share"] = float(cev[-1] / cev.sum()) if cev.sum() > 0 else 0.0
+    return evecs
+
+
+def _class_stats(E: np.ndarray, mom: dict[str, Any], labels: np.ndarray, nz: np.ndarray, probe_ids: Any,
+                 mu: np.ndarray | None) -> dict[str, float]:
+    """class_cos_gap and knn_class_purity of the nonzero rows."""
+    n = int(nz.sum())
+    pairs = n * (n - 1)
+    cs, cl = mom["class_sum"], mom["classes"]
+    n_c = np.bincount(np.searchsorted(cl, labels[nz]), minlength=len(cl)).astype(np.float64)
+    same_pairs = float(np.sum(n_c * (n_c - 1)))
+    same_sum = float(np.sum(cs * cs) - n)
+    diff_pairs = pairs - same_pairs
+    diff_sum = (mom["sum_u"] @ mom["sum_u"] - n) - same_sum
+    same = same_sum / same_pairs if same_pairs > 0 else 0.0
+    diff = diff_sum / diff_pairs if diff_pairs > 0 else 0.0
+    out = {"class_cos_gap": same - diff, "knn_class_purity": 0.0}
+    probes = default_probes(E.shape[0]) if probe_ids is None else np.asarray(probe_ids)
+    probes = probes[nz[probes]]
+    if len(probes) and n > 1:
+        ids, _ = nearest_neighbors(E, probes, min(KNN_K, n - 1), mu=mu)
+        valid = ids >= 0
+        same_cls = (labels[np.where(valid, ids, 0)] == labels[probes][:, None]) & valid
+        out["knn_class_purity"] = float(np.mean(same_cls.sum(1) / np.maximum(valid.sum(1), 1)))
+    return out
 
 
 def _frequency_buckets(norms: np.ndarray, counts: np.ndarray) -> dict[str, float]:

@@ -155,5 +155,38 @@ def build_model(cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx
     return MODELS[cfg.model.kind](cfg, init_std=init_std, pretrained=pretrained, rngs=rngs)
 
 
+def path_keys(path: tuple) -> tuple:
+    """A pytree path (DictKey, GetAttrKey, SequenceKey ...) as plain keys."""
+    return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
+
+
+class Tables:
+    """Where a model's embedding tables sit in its parameter tree: the one way tables are found.
+
+    Found by type (every TokenEmbedding, however deep), named by module path: "embed" is the input
+    table, "head" an untied output table. Step (masks, row counters), mesh (which leaves are split over
+    the vocabulary) and the loop (what the geometry metrics read) all ask this object.
+    """
+
+    def __init__(self, model: nnx.Module):
+        found = [(p, m) for p, m in nnx.iter_modules(model) if isinstance(m, TokenEmbedding)]
+        self.paths = {"/".join(map(str, p)): (*p, "embedding") for p, _ in found}
+        self.frozen = {"/".join(map(str, p)) for p, m in found if m.freeze}  # tables whose updates are zeroed
+
+    def get(self, params: Any, name: str = "embed") -> jax.Array:
+        """The V×d table `name` from a parameter tree (E by default)."""
+        for k in self.paths[name]:
+            params = params[k]
+        return params
+
+    def name_of(self, path: tuple) -> str | None:
+        """The table a tree path ends in (params, gradients and optimizer moments alike), or None."""
+        keys = path_keys(path)
+        for name, p in self.paths.items():
+            if keys[-len(p):] == p:
+                return name
+        return None
+
+
 def count_params(state: Any) -> int:
     return int(sum(x.size for x in jax.tree.leaves(state)))

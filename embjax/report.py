@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .embedding import init_std_for
 from .sinks import read_jsonl
 
 
@@ -53,12 +54,12 @@ def plot_loss_vs_sigma(runs, path) -> bool:
     pts = defaultdict(list)
     for r in runs:
         loss = r["summary"].get("eval/loss")
-        if isinstance(loss, (int, float)) and np.isfinite(loss):
+        if isinstance(loss, (int, float)) and np.isfinite(loss) and _get(r["cfg"], "embedding.init") != "pretrained":
             cfg = r["cfg"]
             tie = "tied" if _get(cfg, "model.tie_embeddings") else "untied"
-            std = _get(cfg, "embedding.init_std")
-            if _get(cfg, "embedding.init") == "scaled_normal":
-                std = std / np.sqrt(_get(cfg, "model.embed_dim"))  # plot the σ the table actually got
+            # plot the std the table actually got (scaled_normal divides σ by √d; xavier ignores σ)
+            std = init_std_for(_get(cfg, "embedding.init"), _get(cfg, "embedding.init_std"),
+                               _get(cfg, "data.vocab_size"), _get(cfg, "model.embed_dim"))
             pts[(_get(cfg, "model.embed_dim"), tie)].append((std, loss))
     if not pts:
         return False

@@ -11,7 +11,6 @@ import math
 import os
 import sys
 import threading
-import warnings
 from typing import Any, Protocol
 
 
@@ -151,7 +150,7 @@ class WandbSink(NullSink):
         try:
             import wandb
         except ImportError:
-            warnings.warn("wandb is not installed: logging to local files only")
+            print("warning: wandb is not installed; logging to local files only", file=sys.stderr)
             return
         self._wandb = wandb
         mode = os.environ.get("WANDB_MODE", mode)
@@ -174,8 +173,8 @@ class WandbSink(NullSink):
             self.run = result["run"]
         else:
             why = result.get("error", f"no answer within {init_timeout:.0f} s")
-            warnings.warn(f"W&B did not start ({str(why).splitlines()[0] if str(why) else type(why).__name__}); "
-                          "continuing with local files only", stacklevel=2)
+            why = str(why).splitlines()[0] if str(why) else type(why).__name__
+            print(f"warning: W&B did not start ({why}); continuing with local files only", file=sys.stderr)
 
     @property
     def run_id(self) -> str | None:
@@ -244,7 +243,7 @@ class CompositeSink(NullSink):
             try:
                 s.close(status)
             except Exception as err:  # noqa: BLE001 - one back end failing must not lose the others' files
-                warnings.warn(f"closing {type(s).__name__} failed: {err}")
+                print(f"warning: closing {type(s).__name__} failed: {err}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,38 +23,38 @@ import numpy as np
 import optax
 from flax import nnx
 
+from . import config as C
 from .config import Config
 from .data import Corpus
-from .models import build_model
-
-HP_KEYS = ("init_std", "lr", "weight_decay", "embed_weight_decay", "grad_clip")
-
+from .models import Tables, build_model, path_keys
 
 def hparams(cfg: Config) -> dict[str, float]:
-    """The value-typed hyperparameters of a config (what a vmapped sweep varies per member)."""
-    o = cfg.optim
-    return {"init_std": cfg.embedding.init_std, "lr": o.lr, "weight_decay": o.weight_decay,
-            "embed_weight_decay": o.weight_decay if o.embed_weight_decay is None else o.embed_weight_decay,
-            "grad_clip": o.grad_clip}
+    """The per-member values a train state carries in `hp`, by leaf name (derived from the config's
+    declarations: every value key except the seed, which enters as the init and data key)."""
+    hp = {key.rpartition(".")[2]: v for key, v in C.values(cfg).items() if key != "seed"}
+    assert len(hp) == len(C.keys_with(C.VALUE)) - 1, "value keys need distinct leaf names"
+    return hp
 
 
-def _is_table(path: tuple) -> bool:
-    keys = [getattr(p, "key", getattr(p, "name", p)) for p in path]
-    return len(keys) >= 2 and keys[-1] == "embedding" and keys[-2] in ("embed", "head")
+def _masks(tables: Tables, params: Any) -> tuple[Any, Any, Any]:
+    """(embedding tables, other decayed matrices, frozen tables) boolean trees."""
+    def is_table(p, x):
+        return tables.name_of(p) is not None
+
+    return (jax.tree_util.tree_map_with_path(is_table, params),
+            jax.tree_util.tree_map_with_path(lambda p, x: not is_table(p, x) and x.ndim >= 2, params),
+            jax.tree_util.tree_map_with_path(lambda p, x: tables.name_of(p) in tables.frozen, params))
 
 
-def _masks(cfg: Config, params: Any) -> tuple[Any, Any, Any]:
-    """(embedding tables, other decayed matrices, frozen) boolean trees."""
-    tables = jax.tree_util.tree_map_with_path(lambda p, x: _is_table(p), params)
-    matrices = jax.tree_util.tree_map_with_path(lambda p, x: (not _is_table(p)) and x.ndim >= 2, params)
-    frozen_input = cfg.embedding.freeze
+def clip_by_global_norm(max_norm: jax.Array) -> optax.GradientTransformation:
+    """optax.clip_by_global_norm with max_norm a value (≤ 0: off), so clipping on or off is not a new program.
+    With max_norm > 0 it computes exactly what optax's transform computes."""
+    def update(updates, state, params=None):
+        g_norm = optax.tree.norm(updates)
+        keep = (g_norm < max_norm) | (max_norm <= 0)
+        return jax.tree.map(lambda t: jax.lax.select(keep, t, (t / g_norm.astype(t.dtype)) * max_norm), updates), state
 
-    def is_frozen(p, x):
-        keys = [getattr(k, "key", k) for k in p]
-        return frozen_input and _is_table(p) and keys[-2] == "embed"
-
-    frozen = jax.tree_util.tree_map_with_path(is_frozen, params)
-    return tables, matrices, frozen
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def schedule_factor(cfg: Config) -> Callable[[jax.Array], jax.Array]:
@@ -73,7 +73,7 @@ def schedule_factor(cfg: Config) -> Callable[[jax.Array], jax.Array]:
     return factor
 
 
-def make_optimizer(cfg: Config, hp: dict, params: Any) -> optax.GradientTransformation:
+def make_optimizer(cfg: Config, hp: dict, params: Any, tables: Tables) -> optax.GradientTransformation:
     """The optax chain for cfg.optim with values from `hp` (traced or not): built inside jit per step.
 
     adamw/adafactor decay weights decoupled from the gradient (Loshchilov & Hutter 2019); adam/sgd add
@@ -81,12 +81,12 @@ def make_optimizer(cfg: Config, hp: dict, params: Any) -> optax.GradientTransfor
     weight_decay, vectors (biases, norm scales) not at all.
     """
     o = cfg.optim
-    tables, matrices, frozen = _masks(cfg, params)
+    table_mask, matrices, frozen = _masks(tables, params)
     decay = [optax.add_decayed_weights(hp["weight_decay"], mask=matrices),
-             optax.add_decayed_weights(hp["embed_weight_decay"], mask=tables)]
+             optax.add_decayed_weights(hp["embed_weight_decay"], mask=table_mask)]
     factor = schedule_factor(cfg)
     lr = optax.scale_by_learning_rate(lambda count: hp["lr"] * factor(count))
-    parts = [optax.clip_by_global_norm(hp["grad_clip"])] if o.grad_clip > 0 else []
+    parts = [clip_by_global_norm(hp["grad_clip"])]
     if o.name == "adamw":
         parts += [optax.scale_by_adam(o.b1, o.b2, eps=1e-8), *decay]
     elif o.name == "adam":
@@ -96,7 +96,7 @@ def make_optimizer(cfg: Config, hp: dict, params: Any) -> optax.GradientTransfor
     elif o.name == "adafactor":
         parts += [optax.scale_by_factored_rms(), *decay]
     parts += [lr]
-    if cfg.embedding.freeze:
+    if tables.frozen:
         parts += [optax.masked(optax.set_to_zero(), frozen)]
     return optax.chain(*parts)
 
@@ -108,19 +108,30 @@ def _tree_where(pred, a, b):
 
 
 class Program:
-    """Everything compiled for one config shape: init, step, eval, embedding stats (all pure)."""
+    """Everything compiled for one config shape: init, step, eval, embedding stats (all pure).
+
+    The program sees the config without its per-member values (`config.without_values`): those
+    arrive in the state's `hp` and the seed, so every member of a sweep group can share it.
+    """
 
     def __init__(self, cfg: Config, corpus: Corpus, pretrained: np.ndarray | None = None, mesh=None):
-        self.cfg, self.corpus, self.pretrained, self.mesh = cfg, corpus, pretrained, mesh
-        abstract = nnx.eval_shape(lambda: build_model(cfg, pretrained=pretrained, rngs=nnx.Rngs(0)))
+        self.cfg, self.corpus, self.pretrained, self.mesh = C.without_values(cfg), corpus, pretrained, mesh
+        abstract = nnx.eval_shape(lambda: build_model(self.cfg, init_std=1.0, pretrained=pretrained,
+                                                      rngs=nnx.Rngs(0)))
         self.graphdef, _ = nnx.split(abstract)
+        self.tables = Tables(abstract)
         self.pad_id = cfg.model.pad_id
         # the train state's shapes, and on a mesh each leaf's sharding (the loop and the scan carry share them)
         self.abstract_state = jax.eval_shape(self.init, 0, hparams(cfg))
         self.state_shardings = None
         if mesh is not None:
             from .mesh import state_shardings
-            self.state_shardings = state_shardings(self.abstract_state, mesh, cfg.data.vocab_size)
+            self.state_shardings = state_shardings(self.abstract_state, mesh, self.per_row)
+
+    def per_row(self, path: tuple, leaf: Any) -> bool:
+        """Leaves with one entry per vocabulary row: the tables, their optimizer moments, row counters."""
+        rows = self.tables.name_of(path) is not None or path_keys(path) == ("row_updates",)
+        return rows and tuple(leaf.shape[:1]) == (self.cfg.data.vocab_size,)
 
     # -- pieces ------------------------------------------------------------------------
     def model(self, params: Any) -> nnx.Module:
@@ -128,7 +139,7 @@ class Program:
 
     def table(self, params: Any) -> jax.Array:
         """E (V×d), the input embedding table."""
-        return params["embed"]["embedding"]
+        return self.tables.get(params)
 
     def loss(self, params: Any, tok_BxT1: jax.Array) -> jax.Array:
         """Mean next-token cross-entropy (nats) over non-padding targets."""
@@ -170,10 +181,10 @@ class Program:
         hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
         return {
             "step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": make_optimizer(self.cfg, hp, params).init(params), "hp": hp,
+            "opt_state": make_optimizer(self.cfg, hp, params, self.tables).init(params), "hp": hp,
             "rng": jax.random.key_data(k_data), "diverged_at": jnp.full((), -1, jnp.int32),
             "skipped": jnp.zeros((), jnp.int32),
-            "norm0": jnp.linalg.norm(params["embed"]["embedding"], axis=-1).mean(),
+            "norm0": jnp.linalg.norm(self.table(params), axis=-1).mean(),
             "row_updates": jnp.zeros((self.cfg.data.vocab_size,), jnp.int32),
         }
 
@@ -184,11 +195,11 @@ class Program:
         (loss, sizes), grads = jax.value_and_grad(self.loss_and_sizes, has_aux=True)(params, tok_BxT1)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        tx = make_optimizer(self.cfg, hp, params)
+        tx = make_optimizer(self.cfg, hp, params, self.tables)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         apply = finite & (state["diverged_at"] < 0)
-        touched_V = jnp.any(grads["embed"]["embedding"] != 0, axis=-1)  # rows of E with a nonzero gradient
+        touched_V = jnp.any(self.table(grads) != 0, axis=-1)  # rows of E with a nonzero gradient
         rows_touched = touched_V.mean()
         stop_here = ~finite & (state["diverged_at"] < 0) & (not self.cfg.optim.skip_nonfinite)
         new_state = dict(

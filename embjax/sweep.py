@@ -1,32 +1,23 @@
-"""W&B-format sweep files run locally: validate, expand, group by shape, train each group as one program.
+"""Planning a sweep from a W&B-format sweep file: validate, expand into member configs, group by shape.
 
 A sweep file is W&B's sweep configuration unchanged (`wandb sweep FILE` accepts it); parameter
 names are dotted config keys, and a parameter `config` picks the base config file. The local
 runner expands `grid` exactly as W&B's own engine (the `sweeps` package) and `random` by W&B's
 distributions with a seeded draw, honouring `run_cap`. `bayes` and `early_terminate` need W&B's
-controller: use `wandb agent`. The runner never executes the file's `command`.
+controller: use `wandb agent`. Nothing here runs anything (see `runner.run_sweep`); the file's
+`command` is never executed.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import warnings
 from typing import Any
 
 import numpy as np
-import yaml
 
 from . import config as C
 from .config import Config, ConfigError
-
-# Keys whose values enter the compiled program as arrays: members differing only here share a program.
-VALUE_KEYS = ("seed", "embedding.init_std", "optim.lr", "optim.weight_decay", "optim.embed_weight_decay",
-              "optim.grad_clip")
-# Keys that name or place a member, not what it computes.
-IDENTITY_KEYS = ("name", "out_dir", "log.group", "log.tags", "log.progress", "log.wandb", "log.mode",
-                 "log.project", "log.entity", "log.init_timeout", "compile_cache")
-
 
 def load_sweep(path: str) -> dict:
     """Read and validate a sweep file (W&B's schema, plus what the local runner needs)."""
@@ -125,11 +116,10 @@ def member_configs(path: str, sweep: dict, out_dir: str | None, overrides: dict)
 
 
 def shape_key(cfg: Config) -> str:
-    """Members with equal keys share one compiled program (they differ only in values)."""
-    flat = C.flatten(C.to_dict(cfg))
-    key = {k: v for k, v in flat.items() if k not in VALUE_KEYS and k not in IDENTITY_KEYS}
-    key["clipping"] = cfg.optim.grad_clip > 0  # whether the clip transform exists is structure
-    return json.dumps(key, sort_keys=True)
+    """Members with equal keys share one compiled program: they differ only in keys declared as values
+    (or as identity: a name or place, which computes nothing)."""
+    shape = set(C.keys_with(C.SHAPE))
+    return json.dumps({k: v for k, v in C.flatten(C.to_dict(cfg)).items() if k in shape}, sort_keys=True)
 
 
 def group_by_shape(cfgs: list[Config]) -> list[list[int]]:
@@ -139,89 +129,18 @@ def group_by_shape(cfgs: list[Config]) -> list[list[int]]:
     return list(groups.values())
 
 
-def is_finished(cfg: Config) -> dict | None:
-    path = os.path.join(cfg.run_dir, "summary.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        s = json.load(open(path))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return s if s.get("status") in ("finished", "diverged") and s.get("steps") == cfg.steps else None
+_SYMBOLS = {"embedding.init_std": "σ", "model.embed_dim": "d", "model.tie_embeddings": "tied", "optim.lr": "lr"}
 
 
-def decide_vectorize(mode: str, cfg: Config) -> bool:
-    """auto: vmap on accelerators; on CPU run members in turn with the one compiled program.
-
-    Measured (python -m experiments.bench --case=sweep, 8 quickstart members, 2 CPU cores): vmapped
-    39.6 s, in turn 37.0 s, 8 separate processes 159.1 s - the win is compiling once, and on a CPU the
-    cores are already busy inside each member's matmuls, so stacking members buys nothing more.
-    """
-    if mode in ("on", "off"):
-        return mode == "on"
-    import jax
-    return jax.default_backend() != "cpu"
-
-
-def run_sweep(path: str, out_dir: str | None = None, overrides: dict | None = None, vectorize: str = "auto",
-              progress: bool = True, report: bool = True) -> list[dict]:
-    """Run every member (finished ones are skipped, unfinished ones resume); returns their summaries."""
-    if vectorize not in ("auto", "on", "off"):
-        raise ConfigError(f"--vectorize: got {vectorize!r}; allowed: auto | on | off")
-    sweep = load_sweep(path)
-    name = sweep_name(path, sweep)
-    cfgs = member_configs(path, sweep, out_dir, overrides or {})
-    from .loop import Signals, check_run_dir, train_group
-    for cfg in cfgs:  # refuse a bad member before any is written
-        check_run_dir(cfg, overwrite=False)
-    sweep_dir = os.path.dirname(cfgs[0].run_dir)
-    os.makedirs(sweep_dir, exist_ok=True)
-    with open(os.path.join(sweep_dir, "sweep.yaml"), "w") as f:
-        yaml.safe_dump(sweep, f, sort_keys=False)
-    summaries: list[dict | None] = [is_finished(c) for c in cfgs]
-    groups = group_by_shape(cfgs)
-    print(f"sweep {name}: {len(cfgs)} members in {len(groups)} shape group(s); "
-          f"{sum(s is not None for s in summaries)} already finished", flush=True)
-    with Signals() as sig:
-        for g_i, idx in enumerate(groups):
-            todo = [i for i in idx if summaries[i] is None]
-            if not todo or sig.received:
-                continue
-            vec = decide_vectorize(vectorize, cfgs[todo[0]])
-            desc = f"[{g_i + 1}/{len(groups)}] {len(todo)} member(s){' vmapped' if vec and len(todo) > 1 else ''}"
-            out = train_group([cfgs[i] for i in todo], vectorize=vec, progress=progress, group=name, desc=desc,
-                              signals=sig)
-            for i, s in zip(todo, out):
-                summaries[i] = s
-    result = [s or {"status": "not run"} for s in summaries]
-    write_summary_csv(sweep_dir, sweep, cfgs, result)
-    if report:
-        from .report import make_report
-        make_report(sweep_dir, wandb_group=name if cfgs[0].log.wandb else None)
-    if sig.received:
-        for s in result:
-            s["_signal"] = sig.received
-    return result
-
-
-SUMMARY_METRICS = ("eval/loss", "train/loss", "emb/norm_mean", "emb/norm_growth", "emb/cos_mean", "emb/cos_std",
-                   "emb/eff_rank", "emb/isotropy", "emb/pc1_var_share", "emb/class_cos_gap", "emb/knn_class_purity",
-                   "emb/norm_logfreq_spearman", "step", "wall_time_s")
+def member_label(cfg: Config, keys: list[str]) -> str:
+    """A member named by its swept values, e.g. `d=32 σ=0.2 seed=1`."""
+    parts = []
+    for k in keys:
+        v = C.get(cfg, k)
+        parts.append(f"{_SYMBOLS.get(k, k.rpartition('.')[2])}={v:g}" if isinstance(v, float) and not isinstance(v, bool)
+                     else f"{_SYMBOLS.get(k, k.rpartition('.')[2])}={str(v).lower()}")
+    return " ".join(parts) or cfg.name
 
 
 def swept_keys(sweep: dict) -> list[str]:
     return [k for k, v in sweep["parameters"].items() if k != "config" and "value" not in v]
-
-
-def write_summary_csv(sweep_dir: str, sweep: dict, cfgs: list[Config], summaries: list[dict]) -> str:
-    """summary.csv: a row per member: its name, a column per swept key, final metrics, status."""
-    keys = swept_keys(sweep)
-    path = os.path.join(sweep_dir, "summary.csv")
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["member", *keys, *SUMMARY_METRICS, "status"])
-        for cfg, s in zip(cfgs, summaries):
-            flat = C.flatten(C.to_dict(cfg))
-            w.writerow([cfg.name, *[flat.get(k) for k in keys], *[s.get(m, "") for m in SUMMARY_METRICS],
-                        s.get("status", "")])
-    return path

@@ -1,7 +1,9 @@
 """Shared helpers: tiny configs that compile in seconds, and a subprocess runner for the CLI."""
+import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -33,3 +35,16 @@ def run_cli(module, *args, timeout=300, env=None):
 def tiny(tmp_path):
     """CLI arguments for a tiny run writing under tmp_path (W&B off unless a test turns it on)."""
     return TINY + [f"--out_dir={tmp_path}", "--log.wandb=false"]
+
+
+def wait_for_row(path, step, proc, timeout=120):
+    t = time.time()
+    while time.time() - t < timeout:
+        if os.path.exists(path):
+            with open(path) as f:
+                steps = [json.loads(l)["step"] for l in f if l.strip().endswith("}")]
+            if steps and max(steps) >= step:
+                return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"no row for step {step} within {timeout} s")

@@ -10,9 +10,15 @@ from tests.conftest import run_cli
 
 
 def test_defaults_file_matches_dataclass_defaults_where_unset():
-    cfg = load_config("experiments/configs/default.yaml")
-    assert cfg.model.kind == "transformer" and cfg.data.kind == "planted"
-    assert from_dict(to_dict(cfg)) == cfg  # round trip
+    import yaml
+    from embjax.config import Config, flatten
+    written = flatten(yaml.safe_load(open("experiments/configs/default.yaml")))
+    loaded, defaults = flatten(to_dict(load_config("experiments/configs/default.yaml"))), flatten(to_dict(Config()))
+    assert set(loaded) == set(defaults) and set(written) <= set(defaults)
+    for key in defaults:  # every key: the file's value where the file sets it, else the dataclass default
+        assert loaded[key] == written.get(key, defaults[key]), key
+    assert from_dict(to_dict(load_config("experiments/configs/default.yaml"))) == load_config(
+        "experiments/configs/default.yaml")  # round trip
 
 
 def test_overrides_forms():
@@ -102,3 +108,56 @@ def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
     assert p.stderr.strip() == "error: model.embed_dim: got -4; allowed: a value in [1, 65536]"
+
+
+def test_each_field_is_declared_once_and_everything_derives_from_it(monkeypatch):
+    """Declare optim.b1 a per-member value in its field's metadata alone: it becomes part of `hp`,
+    sweep members differing in it share a group, a resume still refuses it, its range still holds,
+    and a compiled program that reads it from the config fails loudly instead of using one member's value."""
+    import dataclasses
+    import types
+
+    import jax
+    from embjax import config as C
+    from embjax.data import make_corpus
+    from embjax.step import Program, hparams
+    from embjax.sweep import group_by_shape
+
+    base = ["--data.vocab_size=40", "--data.num_classes=4", "--model.embed_dim=8", "--model.num_heads=2"]
+    a, b = load_config(None, base + ["--optim.b1=0.8"]), load_config(None, base + ["--optim.b1=0.7"])
+    assert "b1" not in hparams(a) and group_by_shape([a, b]) == [[0], [1]]
+    field = {f.name: f for f in dataclasses.fields(C.OptimConfig)}["b1"]
+    monkeypatch.setattr(field, "metadata", types.MappingProxyType({**field.metadata, "role": C.VALUE}))
+    assert "optim.b1" in C.keys_with(C.VALUE) and "optim.b1" not in C.keys_with(resumable=True)
+    assert hparams(a)["b1"] == 0.8 and C.values(b)["optim.b1"] == 0.7
+    assert group_by_shape([a, b]) == [[0, 1]]
+    with pytest.raises(C.ConfigError, match=r"optim.b1: got 1.5; allowed: a value in \[0, 1\]"):
+        load_config(None, ["--optim.b1=1.5"])
+    program = Program(a, make_corpus(a))
+    # Adam still reads o.b1 from the config: refused at trace time, not silently shared by every member
+    with pytest.raises(TypeError, match="optim.b1 is a per-member value"):
+        jax.eval_shape(lambda s: program.train_steps(s, program.corpus.tables, 1), program.abstract_state)
+
+
+def test_programs_see_no_per_member_values():
+    from embjax import config as C
+    cfg = load_config(None, ["--optim.lr=0.1"])
+    static = C.without_values(cfg)
+    assert static.model == cfg.model and static.steps == cfg.steps
+    for key in C.keys_with(C.VALUE):
+        with pytest.raises(TypeError, match=key):
+            float(C.get(static, key))
+    assert C.values(cfg)["optim.embed_weight_decay"] == cfg.optim.weight_decay  # None falls back, as declared
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"JAX_COORDINATOR_ADDRESS": "localhost:1234"}, "JAX_NUM_PROCESSES: got None"),
+    ({"JAX_COORDINATOR_ADDRESS": "localhost", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"},
+     "JAX_COORDINATOR_ADDRESS: got 'localhost'; allowed: host:port"),
+    ({"JAX_COORDINATOR_ADDRESS": "localhost:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"},
+     "JAX_PROCESS_ID: got '2'"),
+])
+def test_bad_distributed_environment_is_one_line(tmp_path, env, needle):
+    p = run_cli("experiments.train", f"--out_dir={tmp_path}", env=env)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and needle in p.stderr, p.stderr
+    assert not os.path.exists(tmp_path / "default")

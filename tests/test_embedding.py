@@ -23,10 +23,16 @@ def test_lookup_equals_one_hot_product():
 
 def test_parameter_count_and_bytes():
     emb = TokenEmbedding(10_000, 256, rngs=nnx.Rngs(0))
-    n = count_params(nnx.state(emb, nnx.Param))
-    assert n == 2_560_000
-    assert n * 4 / 1e6 == pytest.approx(10.24)
-    assert emb.embedding[...].dtype == jnp.float32
+    assert count_params(nnx.state(emb, nnx.Param)) == 10_000 * 256 and emb.embedding[...].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_transformer_parameter_count_by_hand(tie):
+    V, D, T, L, F = 40, 8, 8, 2, 32  # F = mlp_ratio · D
+    cfg = _cfg(**{"model.num_layers": L, "model.mlp_ratio": 4, "model.tie_embeddings": tie})
+    block = 2 * 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + (D * F + F) + (F * D + D)  # 2 LNs, qkv, proj, fc, out
+    want = V * D + T * D + L * block + 2 * D + (0 if tie else V * D)  # table, positions, blocks, final LN, head
+    assert count_params(nnx.state(build_model(cfg, rngs=nnx.Rngs(0)), nnx.Param)) == want
 
 
 def test_cosine_textbook_value():

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from embjax.cli import train_main
-from tests.conftest import ROOT, TINY, run_cli
+from tests.conftest import ROOT, TINY, run_cli, wait_for_row
 
 ARGS = [a for a in TINY if not a.startswith("--steps")] + ["--steps=60", "--log.wandb=false"]
 
@@ -19,19 +19,6 @@ def start(out, *extra):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "experiments.train", *ARGS, f"--out_dir={out}", *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def wait_for_row(path, step, proc, timeout=120):
-    t = time.time()
-    while time.time() - t < timeout:
-        if os.path.exists(path):
-            with open(path) as f:
-                steps = [json.loads(l)["step"] for l in f if l.strip().endswith("}")]
-            if steps and max(steps) >= step:
-                return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError(f"no row for step {step} within {timeout} s")
 
 
 @pytest.fixture(scope="module")

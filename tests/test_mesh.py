@@ -41,26 +41,29 @@ SHARDING_PROBE = r"""
 import json, re, jax
 from embjax.config import load_config
 from embjax.data import make_corpus
-from embjax.mesh import make_mesh, state_shardings, replicated
+from embjax.loop import compile_program
+from embjax.mesh import make_mesh, replicated
 from embjax.step import Program, hparams
 cfg = load_config(None, ["--data.vocab_size=96", "--model.embed_dim=16", "--model.num_layers=1",
                          "--model.num_heads=2", "--data.seq_len=16", "--data.batch_size=8",
                          "--mesh.data=4", "--mesh.model=2", "--model.tie_embeddings=false"])
-mesh = make_mesh(cfg)
-program = Program(cfg, make_corpus(cfg), mesh=mesh)
-abstract = jax.eval_shape(program.init, 0, hparams(cfg))
-sh = state_shardings(abstract, mesh, 96)
+program = Program(cfg, make_corpus(cfg), mesh=make_mesh(cfg))
+sh = program.state_shardings  # what the loop uses
 state = jax.jit(program.init, out_shardings=sh)(0, hparams(cfg))
-step = jax.jit(program.train_steps, static_argnums=2, donate_argnums=0,
-               in_shardings=(sh, replicated(mesh)), out_shardings=(sh, replicated(mesh)))
+step, _, _ = compile_program(program, vmapped=False)  # the loop's own jitted chunk
 hlo = step.lower(state, program.corpus.tables, 2).compile().as_text()
+GATHER = r"= f32\[([0-9,]+)\]\{[^}]*\} all-gather"
+# positive control: a program that must gather the V-sharded table, read by the same pattern
+gather_all = jax.jit(lambda E: E * 1.0, in_shardings=sh["params"]["embed"]["embedding"],
+                     out_shardings=replicated(program.mesh))
+control = gather_all.lower(state["params"]["embed"]["embedding"]).compile().as_text()
 E = state["params"]["embed"]["embedding"]
 H = state["params"]["head"]["embedding"]
-gathers = re.findall(r"= f32\[([0-9,]+)\]\{[^}]*\} all-gather", hlo)
-assert re.findall(r"= f32\[([0-9,]+)\]\{[^}]*\} all-gather", "%ag = f32[16,64]{0,1} all-gather(%x)") == ["16,64"]
 print(json.dumps({"spec": str(E.sharding.spec), "head_spec": str(H.sharding.spec),
-                  "shard": list(E.addressable_shards[0].data.shape), "gathers": gathers,
-                  "all_reduces": hlo.count(" all-reduce("),
+                  "shard": list(E.addressable_shards[0].data.shape), "gathers": re.findall(GATHER, hlo),
+                  "control_gathers": re.findall(GATHER, control), "all_reduces": hlo.count(" all-reduce("),
+                  "row_updates_spec": str(state["row_updates"].sharding.spec),
+                  "pos_spec": str(state["params"]["pos"].sharding.spec),
                   "mu_specs": sorted({str(x.sharding.spec) for x in jax.tree.leaves(state["opt_state"])
                                       if x.shape == (96, 16)})}))
 """
@@ -73,6 +76,8 @@ def test_table_is_split_over_model_axis_and_never_gathered():
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["spec"] == out["head_spec"] == "P('model', None)"
     assert out["mu_specs"] == ["P('model', None)"]  # Adam's moments of the tables are split the same way
+    assert out["row_updates_spec"] == "P('model',)" and out["pos_spec"] == "P()"  # per-row counters split, rest not
+    assert "96,16" in out["control_gathers"]  # the pattern does find a gathered table when there is one
     assert out["shard"] == [48, 16]  # V / model rows on each device
     # no all-gather rebuilds a full V×d table, in either layout (V = 96 is no other dimension of the model)
     assert "96,16" not in out["gathers"] and "16,96" not in out["gathers"], out["gathers"]

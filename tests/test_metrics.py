@@ -6,7 +6,7 @@ from scipy.stats import rankdata as sp_rankdata, spearmanr
 
 from embjax.metrics import default_probes, embedding_report, nearest_neighbors, rankdata, spearman
 
-RTOL = 1e-4  # DESIGN.md: relative 1e-4 against float64
+RTOL = 1e-4  # docs/metrics.md: relative 1e-4 against float64
 ATOL = 1e-9  # for values that are exactly 0 in theory (e.g. cos_mean of a centred set)
 
 

@@ -1,0 +1,256 @@
+"""One run's home: the directory `<out_dir>/<name>/` and everything in it, behind the interface the loop uses.
+
+A `Run` is what the device loop talks to: `restore` a checkpoint, `begin` logging at a step, `log`
+rows and rich objects, `checkpoint` a state (everything logged so far is durable first), and
+`finish` with an `Outcome`. `RunDir` keeps all of it on disk: the refuse/resume/overwrite decision,
+config.yaml, the W&B run (and its id, so a resume continues it), metrics.jsonl and summary.json,
+orbax checkpoints, and the final exports. In a multi-process run every process takes part in the
+checkpoints; only process 0 writes files or talks to W&B. `MemoryRun` keeps it all in memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+from . import config as C
+from .checkpoint import Checkpointer
+from .config import Config, ConfigError
+from .data import Corpus
+from .mesh import is_main_process
+from .metrics import export_projector
+from .sinks import CompositeSink, JsonlSink, MemorySink, NullSink, WandbSink, truncate_jsonl
+
+CHECKPOINTS, CONFIG_FILE, WANDB_ID = "checkpoints", "config.yaml", "wandb_id.txt"
+
+
+@dataclass
+class Outcome:
+    """How a run ended, with what the loop brought to the host for its summary and outputs."""
+    status: str  # finished | diverged | interrupted | failed
+    step: int  # the last step reached (for a diverged run, the step that diverged)
+    start: int  # the step this session started at
+    row: dict[str, float] = field(default_factory=dict)  # the last logged value of every key
+    wall_s: float = 0.0
+    compile_s: float | None = None
+    members: int = 1  # members trained together (vmapped) with this one
+    skipped: int = 0
+    params: int | None = None
+    state: Any = None  # the final state (on the devices), when it is good: the last checkpoint
+    E: np.ndarray | None = None  # the final input table on the host
+    row_updates: np.ndarray | None = None
+
+
+class Run(Protocol):
+    cfg: Config
+    label: str
+
+    def restore(self, abstract_state: Any, shardings: Any) -> tuple[int, Any] | None: ...
+    def begin(self, step: int) -> None: ...
+    def log(self, step: int, row: dict[str, float]) -> None: ...
+    def log_rich(self, step: int | None, items: dict[str, Any]) -> None: ...
+    def checkpoint(self, step: int, state: Any) -> None: ...
+    def finish(self, outcome: Outcome) -> dict[str, Any]: ...
+
+
+def summarize(cfg: Config, info: dict, o: Outcome) -> dict[str, Any]:
+    """summary.json's contents."""
+    tokens = (o.step - o.start) * cfg.data.batch_size * cfg.data.seq_len
+    out = {k: v for k, v in o.row.items() if not k.startswith("_")}
+    out.update({
+        "status": o.status, "step": o.step, "steps": cfg.steps, "wall_time_s": o.wall_s,
+        "tokens_per_s": tokens / max(o.wall_s, 1e-9), "compile_s": o.compile_s,
+        "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
+        "skipped_steps": o.skipped, "vectorized_members": o.members, "run_dir": os.path.abspath(cfg.run_dir),
+        "mesh": {"data": cfg.mesh.data, "model": cfg.mesh.model}, "process_count": jax.process_count(), **info,
+    })
+    if o.params is not None:
+        out["params"] = o.params
+    if o.row_updates is not None:
+        out["emb/rows_never_updated"] = float(np.sum(o.row_updates == 0))
+    return out
+
+
+def check(cfg: Config, overwrite: bool) -> bool:
+    """Decide before writing anything: True to resume. A changed config is refused unless overwrite
+    (which then removes the old run); only keys declared resumable may differ."""
+    try:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        probe = os.path.join(cfg.out_dir, f".embjax-write-test-{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as err:
+        raise ConfigError(f"out_dir: got {cfg.out_dir!r}, which cannot be written ({err.strerror}); "
+                          "allowed: a writable folder") from None
+    stored_path = os.path.join(cfg.run_dir, CONFIG_FILE)
+    if not os.path.exists(stored_path):
+        return False
+    if overwrite:
+        if is_main_process():
+            shutil.rmtree(cfg.run_dir)
+        return False
+    stored = C.flatten(C.to_dict(C.from_dict(C.read_yaml(stored_path))))
+    given = C.flatten(C.to_dict(cfg))
+    may_change = C.keys_with(resumable=True)
+    diff = [k for k in given if k not in may_change and given[k] != stored.get(k)]
+    if diff:
+        k = diff[0]
+        raise ConfigError(f"{k}: got {given[k]!r} but run {cfg.run_dir!r} was made with {stored.get(k)!r} "
+                          f"({len(diff)} key(s) differ); allowed: the stored config (changes only to "
+                          f"{', '.join(may_change)}; steps may only grow), or --overwrite=true to start over")
+    if given["steps"] < stored["steps"]:
+        raise ConfigError(f"steps: got {given['steps']} but run {cfg.run_dir!r} has steps={stored['steps']}; "
+                          "allowed: the same or more steps (to extend it), or --overwrite=true")
+    return True
+
+
+def finished_summary(cfg: Config) -> dict | None:
+    """The summary of a run that already reached cfg.steps (finished or diverged), else None."""
+    path = os.path.join(cfg.run_dir, "summary.json")
+    try:
+        with open(path) as f:
+            s = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return s if s.get("status") in ("finished", "diverged") and s.get("steps") == cfg.steps else None
+
+
+class RunDir:
+    """`<out_dir>/<name>/` of one run; see the module docstring."""
+
+    def __init__(self, cfg: Config, *, overwrite: bool = False, label: str | None = None):
+        self.cfg, self.label = cfg, label or cfg.name
+        self.resume = check(cfg, overwrite)  # nothing is written before this has passed
+        self.path = cfg.run_dir
+        self.writer = is_main_process()
+        self.corpus: Corpus | None = None
+        self.ckpt: Checkpointer | None = None
+        self.wandb: WandbSink | None = None
+        self.jsonl: JsonlSink | None = None
+        self.sink: Any = NullSink()
+
+    def open(self, corpus: Corpus, wandb_group: str | None = None) -> None:
+        """Create the directory, write config.yaml, start the checkpointer and (process 0) the W&B run."""
+        cfg, self.corpus = self.cfg, corpus
+        os.makedirs(self.path, exist_ok=True)
+        # every process takes part in orbax's (multi-process) saves and restores
+        self.ckpt = Checkpointer(os.path.join(self.path, CHECKPOINTS), keep=cfg.checkpoint.keep)
+        if not self.writer:
+            return
+        tmp = os.path.join(self.path, f"{CONFIG_FILE}.tmp")
+        with open(tmp, "w") as f:
+            f.write(C.dump_yaml(cfg))
+        os.replace(tmp, os.path.join(self.path, CONFIG_FILE))
+        if cfg.log.wandb:
+            id_path = os.path.join(self.path, WANDB_ID)
+            run_id = open(id_path).read().strip() if os.path.exists(id_path) else None
+            self.wandb = WandbSink(self.path, C.to_dict(cfg), project=cfg.log.project, name=cfg.name,
+                                   mode=cfg.log.mode, entity=cfg.log.entity, group=cfg.log.group or wandb_group,
+                                   tags=cfg.log.tags, init_timeout=cfg.log.init_timeout, resume_id=run_id)
+            if self.wandb.run_id and run_id is None:
+                with open(id_path, "w") as f:
+                    f.write(self.wandb.run_id)
+
+    def restore(self, abstract_state: Any, shardings: Any) -> tuple[int, Any] | None:
+        restored = self.ckpt.restore_latest(abstract_state, shardings) if self.resume else None
+        if restored is None:
+            return None
+        step, state, _ = restored
+        if self.writer:
+            print(f"resuming {self.path} from step {step} (checkpoint {step})", file=sys.stderr)
+        return step, state
+
+    def begin(self, step: int) -> None:
+        """Log from `step` on: rows after it (recomputed exactly by the resumed run) are dropped."""
+        if not self.writer:
+            return
+        truncate_jsonl(os.path.join(self.path, "metrics.jsonl"), step if step > 0 else -1)
+        self.jsonl = JsonlSink(self.path)
+        self.sink = CompositeSink([self.jsonl, self.wandb])
+
+    def log(self, step: int, row: dict[str, float]) -> None:
+        self.sink.log(step, row)
+
+    def log_rich(self, step: int | None, items: dict[str, Any]) -> None:
+        self.sink.log_rich(step, items)
+
+    def checkpoint(self, step: int, state: Any) -> None:
+        """Every row up to `step` is on disk before checkpoint `step` exists."""
+        if self.jsonl is not None:
+            self.jsonl.flush()
+        self.ckpt.save(step, state, C.to_dict(self.cfg))
+
+    def finish(self, o: Outcome) -> dict[str, Any]:
+        """summary.json (always); with a good final state, the last checkpoint and the exports."""
+        summary = summarize(self.cfg, self.corpus.info, o)
+        try:
+            if o.state is not None and o.status == "finished":
+                self.ckpt.save(o.step, o.state, C.to_dict(self.cfg), force=True)
+            if o.E is not None and self.writer:
+                self._write_outputs(o)
+            if self.ckpt is not None:
+                self.ckpt.close()
+        finally:
+            self.sink.summary(summary)
+            self.sink.close(o.status)
+            if self.wandb is not None:
+                summary["_wandb_sync"] = self.wandb.sync_hint()
+        return summary
+
+    def _write_outputs(self, o: Outcome) -> None:
+        """embeddings.npy (float32 V×d), row_updates.npy, tokens.tsv (id, token, count[, class]), projector files."""
+        corpus = self.corpus
+        np.save(os.path.join(self.path, "embeddings.npy"), np.asarray(o.E, np.float32))
+        if o.row_updates is not None:
+            np.save(os.path.join(self.path, "row_updates.npy"), np.asarray(o.row_updates))
+        with open(os.path.join(self.path, "tokens.tsv"), "w", encoding="utf-8") as f:
+            f.write("id\ttoken\tcount" + ("\tclass" if corpus.labels is not None else "") + "\n")
+            for i, tok in enumerate(corpus.tokens):
+                extra = f"\t{int(corpus.labels[i])}" if corpus.labels is not None else ""
+                f.write(f"{i}\t{tok}\t{corpus.counts[i]:.6g}{extra}\n")
+        export_projector(self.path, o.E, corpus, self.sink)
+
+
+class MemoryRun:
+    """A run that touches no disk: rows, rich objects and the summary go to a MemorySink, checkpoints
+    are host copies kept in memory (so a second loop over the same MemoryRun resumes from them)."""
+
+    def __init__(self, cfg: Config, corpus_info: dict | None = None, label: str | None = None):
+        self.cfg, self.label, self.info = cfg, label or cfg.name, corpus_info or {}
+        self.sink = MemorySink()
+        self.checkpoints: dict[int, Any] = {}
+        self.outcome: Outcome | None = None
+
+    def restore(self, abstract_state: Any, shardings: Any) -> tuple[int, Any] | None:
+        if not self.checkpoints:
+            return None
+        step = max(self.checkpoints)
+        return step, jax.device_put(self.checkpoints[step], shardings)
+
+    def begin(self, step: int) -> None:
+        self.sink.rows = [(s, r) for s, r in self.sink.rows if s <= step]
+
+    def log(self, step: int, row: dict[str, float]) -> None:
+        self.sink.log(step, row)
+
+    def log_rich(self, step: int | None, items: dict[str, Any]) -> None:
+        self.sink.log_rich(step, items)
+
+    def checkpoint(self, step: int, state: Any) -> None:
+        self.checkpoints[step] = jax.device_get(state)
+
+    def finish(self, o: Outcome) -> dict[str, Any]:
+        if o.state is not None and o.status == "finished":
+            self.checkpoint(o.step, o.state)
+        self.outcome = dataclasses.replace(o, state=None)
+        summary = summarize(self.cfg, self.info, o)
+        self.sink.summary(summary)
+        self.sink.close(o.status)
+        return summary

@@ -1,0 +1,113 @@
+"""Two real processes on localhost (JAX's CPU collectives, 2 virtual devices each) against one process with 4."""
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, TINY, run_cli, wait_for_row
+
+ARGS = [a for a in TINY if not a.startswith("--steps")] + [
+    "--steps=20", "--log.wandb=false", "--mesh.data=2", "--mesh.model=2", "--model.tie_embeddings=false"]
+FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_pair(*args):
+    """Processes 0 and 1 of one run; process 1 creates files with mode 0600 (umask 077), process 0 with
+    0644 (umask 022), so every file says which process wrote it."""
+    port, procs = free_port(), []
+    for pid, mask in ((0, 0o022), (1, 0o077)):
+        env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid),
+                   EMBJAX_DISTRIBUTED_TIMEOUT="60")
+        procs.append(subprocess.Popen([sys.executable, "-m", "experiments.train", *ARGS, *args], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      preexec_fn=lambda m=mask: os.umask(m)))
+    return procs
+
+
+def finish(procs, timeout=120):
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    return [p.returncode for p in procs], "\n".join(err for _, err in outs)
+
+
+def rows(path):
+    return {r["step"]: r for r in map(json.loads, open(path))}
+
+
+def assert_same_losses(a, b, steps):
+    for s in steps:
+        for k in ("train/loss", "eval/loss"):
+            if k in a[s]:
+                assert b[s][k] == pytest.approx(a[s][k], rel=1e-5), (s, k)
+
+
+def writers(run_dir):
+    """{file (relative): 'p0' | 'p1'} by the mode its creator's umask left."""
+    out = {}
+    for base, _, files in os.walk(run_dir):
+        for f in files:
+            path = os.path.join(base, f)
+            out[os.path.relpath(path, run_dir)] = "p1" if not os.stat(path).st_mode & stat.S_IRGRP else "p0"
+    return out
+
+
+def test_two_processes_equal_one_and_checkpoints_cross_over(tmp_path):
+    out = [f"--out_dir={tmp_path}"]
+    # the reference: one process, 4 devices, 20 steps, then extended to 30
+    assert run_cli("experiments.train", *ARGS, *out, "--name=ref", env=FOUR).returncode == 0
+    shutil.copytree(tmp_path / "ref", tmp_path / "copy" / "ref")  # one process's step 20, resumed below by two
+    assert run_cli("experiments.train", *ARGS, *out, "--name=ref", "--steps=30", env=FOUR).returncode == 0
+    ref = rows(tmp_path / "ref" / "metrics.jsonl")
+    assert sorted(ref) == [0, 5, 10, 15, 20, 25, 30]
+
+    codes, err = finish(start_pair(*out, "--name=two"))
+    assert codes == [0, 0], err
+    two = rows(tmp_path / "two" / "metrics.jsonl")
+    assert sorted(two) == [0, 5, 10, 15, 20]
+    assert_same_losses(ref, two, [0, 5, 10, 15, 20])
+    who = writers(tmp_path / "two")
+    assert {f for f, w in who.items() if w == "p1" and not f.startswith("checkpoints")} == set(), who
+    for f in ("config.yaml", "metrics.jsonl", "summary.json", "embeddings.npy", "tokens.tsv"):
+        assert who[f] == "p0", f
+    assert any(w == "p1" for f, w in who.items() if f.startswith("checkpoints")), "process 1 wrote no shard"
+    s = json.load(open(tmp_path / "two" / "summary.json"))
+    assert s["process_count"] == 2 and len(s["devices"]) == 4 and s["status"] == "finished"
+
+    # a checkpoint of two processes resumes in one, and one process's in two: the same following losses
+    r = run_cli("experiments.train", *ARGS, *out, "--name=two", "--steps=30", env=FOUR)
+    assert r.returncode == 0 and "from step 20" in r.stderr, r.stderr
+    assert_same_losses(ref, rows(tmp_path / "two" / "metrics.jsonl"), [25, 30])
+    codes, err = finish(start_pair(f"--out_dir={tmp_path / 'copy'}", "--name=ref", "--steps=30"))
+    assert codes == [0, 0], err
+    assert_same_losses(ref, rows(tmp_path / "copy" / "ref" / "metrics.jsonl"), [25, 30])
+
+
+def test_sigterm_to_both_processes_interrupts_with_a_resumable_checkpoint(tmp_path):
+    out = [f"--out_dir={tmp_path}", "--steps=400", "--checkpoint.every=1000"]
+    procs = start_pair(*out)
+    wait_for_row(tmp_path / "default" / "metrics.jsonl", 15, procs[0])
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    codes, err = finish(procs)
+    assert codes == [128 + signal.SIGTERM] * 2, err
+    s = json.load(open(tmp_path / "default" / "summary.json"))
+    assert s["status"] == "interrupted" and 15 <= s["step"] < 400
+    ckpts = sorted(int(d) for d in os.listdir(tmp_path / "default" / "checkpoints") if d.isdigit())
+    assert ckpts[-1] == s["step"]  # both processes saved where they stopped, together
+    r = run_cli("experiments.train", *ARGS, *out[:1], "--steps=400", "--checkpoint.every=1000", env=FOUR,
+                timeout=300)
+    assert r.returncode == 0 and f"from step {s['step']}" in r.stderr, r.stderr
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "default" / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 400
