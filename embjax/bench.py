@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-# The throughput spec (issue: training throughput), the same model as ../shared/peers/torch_lm.py.
+# The throughput spec: the same model as the PyTorch reference script that --case=compare runs (--peer).
 SPEC = {
     "data.vocab_size": 8192, "data.seq_len": 128, "data.batch_size": 32, "model.kind": "transformer",
     "model.embed_dim": 256, "model.num_layers": 4, "model.num_heads": 4, "model.mlp_ratio": 4,
@@ -116,10 +116,8 @@ def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None =
             "devices": len(jax.devices()), "steps_per_dispatch": per_dispatch}
 
 
-def bench_peer(python: str, steps: int = 20, **_) -> dict:
-    """Run the PyTorch reference (../shared/peers/torch_lm.py) with another interpreter."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    peer = os.path.join(here, "..", "shared", "peers", "torch_lm.py")
+def bench_peer(python: str, peer: str, steps: int = 20, **_) -> dict:
+    """Run the PyTorch reference script `peer` (it prints a JSON line with tokens_per_s) with another interpreter."""
     out = subprocess.run([python, peer, f"--steps={steps}"], capture_output=True, text=True, check=True)
     return {"case": "peer", **json.loads(out.stdout.strip().splitlines()[-1])}
 
@@ -136,6 +134,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--per-dispatch", type=int, default=1, help="train steps per dispatch (lax.scan)")
     p.add_argument("--rounds", type=int, default=3, help="compare: alternating rounds")
     p.add_argument("--peer-python", default=None, help="compare: a Python with torch==2.13.0 for the peer")
+    p.add_argument("--peer", default=None, help="compare: the PyTorch reference script (torch_lm.py)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if a.case == "peak":
@@ -144,12 +143,13 @@ def main(argv: list[str]) -> int:
         for row in bench_sweep(steps=a.steps if a.steps != 20 else 300):
             _emit(row, a.json)
     elif a.case == "compare":
-        if not a.peer_python:
-            p.error("--case=compare needs --peer-python=PATH (a Python with torch==2.13.0)")
+        if not a.peer_python or not a.peer or not os.path.isfile(a.peer):
+            p.error(f"--case=compare needs --peer-python=PATH (a Python with torch==2.13.0) and --peer=SCRIPT "
+                    f"(the PyTorch reference); got {a.peer_python!r} and {a.peer!r}")
         jax_rates, torch_rates = [], []
         for r in range(a.rounds):  # alternate, so drift on a shared machine hits both sides
             j = _run_self(["--case=train", f"--steps={a.steps}", f"--per-dispatch={a.per_dispatch}"])
-            t = bench_peer(a.peer_python, a.steps)
+            t = bench_peer(a.peer_python, a.peer, a.steps)
             jax_rates.append(j["tokens_per_s"])
             torch_rates.append(t["tokens_per_s"])
             _emit({"round": r, "embjax_tokens_per_s": j["tokens_per_s"], "torch_tokens_per_s": t["tokens_per_s"],

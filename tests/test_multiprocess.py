@@ -31,9 +31,9 @@ def start_pair(*args):
         env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2",
                    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid),
                    EMBJAX_DISTRIBUTED_TIMEOUT="60")
-        procs.append(subprocess.Popen([sys.executable, "-m", "experiments.train", *ARGS, *args], cwd=ROOT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      preexec_fn=lambda m=mask: os.umask(m)))
+        cmd = ["/bin/sh", "-c", f'umask {mask:03o} && exec "$0" "$@"', sys.executable, "-m", "experiments.train"]
+        procs.append(subprocess.Popen([*cmd, *ARGS, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
     return procs
 
 

@@ -100,12 +100,16 @@ def test_bad_sweep_files_exit_2(tmp_path, capsys, params, extra, needle):
     assert not os.path.exists(tmp_path / "out" / "t")
 
 
-def test_vectorized_group_matches_members_run_in_turn(tmp_path):
+def test_vectorized_group_matches_members_run_in_turn(tmp_path, capsys):
     params = {"embedding.init_std": {"values": [0.02, 0.5]}, "optim.lr": {"values": [0.003, 0.03]},
               "seed": {"values": [0, 1]}}
     path = write(tmp_path, params)
     assert sweep_main([path, f"--out_dir={tmp_path}/on", "--vectorize=on", "--log.wandb=false"]) == 0
     assert sweep_main([path, f"--out_dir={tmp_path}/off", "--vectorize=off", "--log.wandb=false"]) == 0
+    captured = capsys.readouterr()
+    assert "wandb sync" not in captured.out  # no W&B runs were written, so nothing to upload
+    assert "[1/1] 8 members vmapped" in captured.err  # the vmapped group's bar
+    assert "[1/1] σ=0.5 lr=0.03 seed=1" in captured.err  # in turn: each bar names its member
     on = sorted(glob.glob(str(tmp_path / "on" / "t" / "m*")))
     assert len(on) == 8
     for d in on:
@@ -143,8 +147,9 @@ def test_rerun_skips_finished_and_groups_by_sweep_in_wandb(tmp_path, capsys):
     params = {"embedding.init_std": {"values": [0.02, 0.2]}, "model.tie_embeddings": {"values": [True, False]}}
     path = write(tmp_path, params)
     assert sweep_main([path, f"--out_dir={tmp_path}", "--log.wandb=true"]) == 0
-    out = capsys.readouterr().out
-    assert "4 members in 2 shape group(s); 0 already finished" in out
+    captured = capsys.readouterr()
+    assert "4 members in 2 shape group(s); 0 already finished" in captured.out
+    assert "wandb sync" in captured.out
     assert sweep_main([path, f"--out_dir={tmp_path}", "--log.wandb=true"]) == 0
     assert "4 already finished" in capsys.readouterr().out
     for member in glob.glob(str(tmp_path / "t" / "m*")):

@@ -1,6 +1,7 @@
 """End-to-end runs through the real CLI, loop, orbax and an offline W&B run."""
 import glob
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,9 +11,11 @@ from embjax.cli import train_main
 from embjax.sinks import read_jsonl, read_wandb_history
 
 
-def test_run_directory_contents(tiny, tmp_path):
+def test_run_directory_contents(tiny, tmp_path, capsys):
     assert train_main(tiny + ["--name=r"]) == 0
     run = tmp_path / "r"
+    listed = capsys.readouterr().out.split("run directory:")[1].splitlines()[1:]
+    assert [x.strip().rstrip("/") for x in listed] == sorted(os.listdir(run))  # every file, exports included
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "embeddings.npy", "tokens.tsv", "checkpoints"):
         assert (run / name).exists(), name
     summary = json.loads((run / "summary.json").read_text())
