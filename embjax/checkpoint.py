@@ -38,9 +38,10 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         config=ocp.args.JsonSave(config)), force=force)
 
-    def restore_latest(self, abstract_state: Any, shardings: Any = None) -> tuple[int, Any, dict] | None:
-        """(step, state, config) from the newest readable checkpoint; None if there are none."""
-        steps = self.steps()
+    def restore_latest(self, abstract_state: Any, shardings: Any = None,
+                       max_step: int | None = None) -> tuple[int, Any, dict] | None:
+        """(step, state, config) from the newest readable checkpoint (at most max_step); None if there are none."""
+        steps = [s for s in self.steps() if max_step is None or s <= max_step]
         if not steps:
             return None
         if shardings is not None:

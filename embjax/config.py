@@ -77,6 +77,9 @@ class ModelConfig:
     window: int = setting(4, range=(1, 1024))  # mlp: previous tokens seen
     hidden_dim: int = setting(256, range=(1, 2**18))  # mlp: hidden width
     pad_id: int | None = None  # tokens equal to this are masked (attention keys and loss)
+    # sp: standard; mup: μP (Yang et al. 2021) for Adam, width multiplier m = embed_dim / base_width (see docs/mup.md)
+    parametrization: Literal["sp", "mup"] = "sp"
+    base_width: int = setting(64, range=(1, 2**16))  # d₀: at embed_dim = base_width μP computes exactly what SP does
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,11 @@ class OptimConfig:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = setting(50, range=(0, 10**9))
     grad_clip: float = setting(1.0, range=(0.0, 1e9), role=VALUE)  # global norm; 0 turns clipping off
+    embed_lr_scale: float = setting(1.0, range=(0.0, 1e6), low_open=True, role=VALUE)  # × lr of the input table alone
     skip_nonfinite: bool = False  # skip a non-finite update instead of stopping the run
+    # a member whose train loss stays above this (null: 10 · ln V) for divergence_patience steps is diverged
+    divergence_loss: float | None = setting(None, range=(0.0, 1e30), low_open=True)
+    divergence_patience: int = setting(20, range=(1, 10**9))
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,8 @@ class PerMember:
 
     __bool__ = __float__ = __int__ = __index__ = __neg__ = _refuse
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __pow__ = _refuse
-    __lt__ = __le__ = __gt__ = __ge__ = _refuse
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = _refuse  # (`x is None` cannot be caught: don't write it)
+    __hash__ = object.__hash__
 
 
 def without_values(cfg: Config) -> Config:
@@ -331,8 +339,23 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("embedding.pretrained_path: got null with embedding.init='pretrained'; allowed: a .npy or word2vec text file")
     if m.pad_id is not None and not 0 <= m.pad_id < d.vocab_size:
         raise ConfigError(f"model.pad_id: got {m.pad_id}; allowed: null or an id in [0, {d.vocab_size})")
+    if m.parametrization == "mup":
+        _validate_mup(cfg)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"name: got {cfg.name!r}; allowed: a non-empty name without '/'")
+
+
+def _validate_mup(cfg: Config) -> None:
+    m, o = cfg.model, cfg.optim
+    if m.kind == "mlp":
+        raise ConfigError("model.parametrization: got 'mup' with model.kind='mlp', whose hidden_dim does not grow with "
+                          "embed_dim; allowed: 'mup' with model.kind transformer or linear, or 'sp'")
+    if o.name not in ("adam", "adamw"):
+        raise ConfigError(f"model.parametrization: got 'mup' with optim.name={o.name!r}; allowed: 'mup' with adam or "
+                          "adamw (its per-layer learning rates are Adam's), or 'sp'")
+    if m.kind == "transformer" and m.base_width % m.num_heads:
+        raise ConfigError(f"model.base_width: got {m.base_width} with model.num_heads={m.num_heads}; allowed: a "
+                          "multiple of num_heads (μP keeps the head count and scales the head width)")
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ every process runs this same loop; the processes agree at each chunk boundary on
 """
 from __future__ import annotations
 
-import signal
 import time
 from typing import Any
 
@@ -19,37 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from .mesh import agree_max, is_main_process, replicated, to_host
+from .mesh import replicated, start_agree_max, to_host
 from .metrics import TrainingGeometry
 from .models import count_params
 from .rundir import Outcome, Run
+from .signals import Signals
 from .sinks import ConsoleSink
 from .step import Program, hparams
-
-
-class Signals:
-    """SIGTERM/SIGINT set a flag; the loop checkpoints, flushes and exits at the next chunk boundary."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.received is not None and signum == signal.SIGINT:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _next_event(s: int, total: int, every: tuple[int, ...]) -> int:
@@ -97,6 +72,7 @@ class Loop:
         P, cfg = program, program.cfg
         self.P, self.cfg, self.signals, self.show, self.desc = P, cfg, signals, show, desc
         self.vmapped = vmapped and P.mesh is None
+        self._agreeing: Any = None  # the stop decision in flight (multi-process)
         self.init_fn = jax.jit(P.init, out_shardings=P.state_shardings)
         self.step_fn, self.stats_fn, self.eval_fn = compile_program(P, self.vmapped)
         self.geometry = TrainingGeometry(cfg, P.corpus)
@@ -107,8 +83,17 @@ class Loop:
                                                         cfg.data.batch_size))
 
     def stopping(self) -> int:
-        """The signal that stops the run (0: none), the same on every process."""
-        return agree_max(self.signals.received or 0)
+        """The signal to stop on (0: none), the same on every process. One process: the signal now. Several:
+        each call dispatches a max over the processes and reads the previous call's, so the host never waits
+        for the chunk just dispatched; a process that was not signalled itself stops with the others."""
+        local = self.signals.received or 0
+        if self._agreeing is None and jax.process_count() == 1:
+            return local
+        agreed = int(self._agreeing) if self._agreeing is not None else 0
+        self._agreeing = start_agree_max(local)
+        if agreed and not self.signals.received:
+            self.signals.received = agreed
+        return agreed
 
     def train(self, runs: list[Run]) -> list[dict[str, Any]]:
         """Restore or initialise every run, train them (members at the same start step together), finish each."""
@@ -120,14 +105,19 @@ class Loop:
             starts.append(step)
             states.append(state)
         summaries: dict[int, dict] = {}
-        for start in sorted(set(starts)):  # members resumed at different steps train apart (normally: one cohort)
-            idx = [i for i, s in enumerate(starts) if s == start]
-            for g in [idx] if self.vmapped and len(idx) > 1 else [[i] for i in idx]:
-                if self.stopping():
-                    out = [runs[i].finish(outcome(self.P, "interrupted", states[i], start)) for i in g]
-                else:
-                    out = _Cohort(self, [runs[i] for i in g], [states[i] for i in g], start).run()
-                summaries.update(zip(g, out))
+        try:
+            for start in sorted(set(starts)):  # members resumed at different steps train apart (normally: one)
+                idx = [i for i, s in enumerate(starts) if s == start]
+                for g in [idx] if self.vmapped and len(idx) > 1 else [[i] for i in idx]:
+                    if self.stopping():
+                        out = [runs[i].finish(outcome(self.P, "interrupted", states[i], start)) for i in g]
+                    else:
+                        out = _Cohort(self, [runs[i] for i in g], [states[i] for i in g], start).run()
+                    summaries.update(zip(g, out))
+        finally:  # after a crash, the runs never trained still get a summary and closed logs
+            for i, r in enumerate(runs):
+                if i not in summaries:
+                    summaries[i] = r.finish(outcome(self.P, "failed", None, starts[i]))
         return [summaries[i] for i in range(len(runs))]
 
 
@@ -222,7 +212,7 @@ class _Cohort:
             diverged_at = int(row.pop("_diverged_at"))
             if s > self.start:
                 row["perf/tokens_per_s"] = rate
-            if E is not None and is_main_process():  # only process 0 logs, so only it measures
+            if E is not None:  # every process measures (only process 0 logs), so all fail or none
                 scalars, rich = self.L.geometry(E[i] if self.L.vmapped else E, s)
                 row.update(scalars)
                 r.log_rich(s, rich)
@@ -242,7 +232,16 @@ class _Cohort:
                 r.checkpoint(s, state)
 
     def _finish(self, states: list) -> list[dict[str, Any]]:
-        wall = time.perf_counter() - self.t0
-        return [r.finish(outcome(self.L.P, self.status[i], states[i], self.start, row=self.rows[i], wall_s=wall,
-                                 compile_s=self.compile_s, members=self.M, last_step=self.last_step[i]))
-                for i, r in enumerate(self.runs)]
+        """Every member's run gets its summary, even if bringing one's final state to the host fails."""
+        wall, out, error = time.perf_counter() - self.t0, [], None
+        for i, r in enumerate(self.runs):
+            known = dict(row=self.rows[i], wall_s=wall, compile_s=self.compile_s, members=self.M,
+                         last_step=self.last_step[i])
+            try:
+                o = outcome(self.L.P, self.status[i], states[i], self.start, **known)
+            except Exception as err:  # noqa: BLE001 - e.g. out of host memory for E: summarise, then re-raise
+                o, error = outcome(self.L.P, "failed", None, self.start, **known), err
+            out.append(r.finish(o))
+        if error is not None:
+            raise error
+        return out

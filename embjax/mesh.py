@@ -108,11 +108,25 @@ def barrier(name: str) -> None:
 
 def agree_max(value: int) -> int:
     """The largest of every process's `value` (a one-process run: the value itself). The processes of a
-    run must take the same decisions (stop here, checkpoint now) to run the same collectives."""
+    run must take the same decisions (stop here, restore that step) to run the same collectives."""
+    return int(start_agree_max(value))
+
+
+def start_agree_max(value: int) -> Any:
+    """agree_max, dispatched: a device all-reduce queued behind the work already dispatched, read with
+    int() later (so the host need not wait for that work now). One process: the value itself."""
     if jax.process_count() == 1:
         return value
-    from jax.experimental import multihost_utils
-    return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int32))))
+    global _AGREE
+    if _AGREE is None:
+        devices = Mesh(np.asarray(jax.devices()), ("all",))
+        _AGREE = (NamedSharding(devices, P("all")), jax.jit(lambda x: x.max(), out_shardings=NamedSharding(devices, P())))
+    sharding, reduce_max = _AGREE
+    local = np.full((jax.local_device_count(),), value, np.int32)
+    return reduce_max(jax.make_array_from_process_local_data(sharding, local))
+
+
+_AGREE: tuple | None = None
 
 
 def to_host(x: jax.Array) -> np.ndarray:

@@ -44,7 +44,8 @@ class EmbeddingLM(nnx.Module):
             self.embed_norm = nnx.RMSNorm(D, epsilon=1e-5, rngs=rngs)
         else:
             self.embed_norm = None
-        self.logit_scale = resolve_logit_scale(cfg.model.logit_scale, D)
+        # μP's readout multiplier 1/m (tied or untied alike), on top of model.logit_scale
+        self.logit_scale = resolve_logit_scale(cfg.model.logit_scale, D) / width_multiplier(cfg)
 
     def lookup(self, tok_BxT: jax.Array) -> jax.Array:
         x_BxTxD = self.embed(tok_BxT)
@@ -53,6 +54,11 @@ class EmbeddingLM(nnx.Module):
     def __call__(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> jax.Array:
         """(B, T) ids -> (B, T, V) next-token logits."""
         return self.logits(self.features(tok_BxT, mask_BxT)[1])
+
+    def features(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """(embedding output, final hidden state), both (B, T, D)."""
+        emb_BxTxD, h_BxTxD, _ = self.features_and_coords(tok_BxT, mask_BxT)
+        return emb_BxTxD, h_BxTxD
 
     def logits(self, h_BxTxD: jax.Array) -> jax.Array:
         table = self.embed if self.head is None else self.head
@@ -68,9 +74,9 @@ class LinearLM(EmbeddingLM):
         self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
         self.proj = nnx.Linear(D, D, rngs=rngs)
 
-    def features(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
         x_BxTxD = self.lookup(tok_BxT)
-        return x_BxTxD, self.proj(x_BxTxD)
+        return x_BxTxD, self.proj(x_BxTxD), {}
 
 
 class MLPLM(EmbeddingLM):
@@ -83,7 +89,7 @@ class MLPLM(EmbeddingLM):
         self.fc = nnx.Linear(W * D, F, rngs=rngs)
         self.out = nnx.Linear(F, D, rngs=rngs)
 
-    def features(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
         x_BxTxD = self.lookup(tok_BxT)
         if mask_BxT is not None:
             x_BxTxD = x_BxTxD * mask_BxT[..., None]
@@ -92,31 +98,37 @@ class MLPLM(EmbeddingLM):
         # position t sees tokens t, t-1, ..., t-W+1
         ctx_BxTxWD = jnp.concatenate([pad[:, self.window - 1 - w: self.window - 1 - w + T] for w in range(self.window)],
                                      axis=-1)
-        return x_BxTxD, self.out(jax.nn.gelu(self.fc(ctx_BxTxWD), approximate=False))
+        return x_BxTxD, self.out(jax.nn.gelu(self.fc(ctx_BxTxWD), approximate=False)), {}
 
 
 class Block(nnx.Module):
-    """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x)); fused QKV, exact GELU."""
+    """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x)); fused QKV, exact GELU.
 
-    def __init__(self, D: int, H: int, F: int, *, rngs: nnx.Rngs):
-        self.H = H
+    Scores are q·k/√K under SP; under μP q·k/√(K·m) = q·k·√K₀/K (K₀ the head width at the base width),
+    which is the same number at m = 1 and 1/K-scaled as the width grows."""
+
+    def __init__(self, D: int, H: int, F: int, *, width_mult: float = 1.0, rngs: nnx.Rngs):
+        self.H, self.width_mult = H, width_mult
         self.ln1, self.ln2 = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs), nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs)
         self.qkv = nnx.Linear(D, 3 * D, rngs=rngs)
         self.proj = nnx.Linear(D, D, rngs=rngs)
         self.fc = nnx.Linear(D, F, rngs=rngs)
         self.out = nnx.Linear(F, D, rngs=rngs)
 
-    def __call__(self, x_BxTxD: jax.Array, allowed_BxTxT: jax.Array) -> jax.Array:
+    def __call__(self, x_BxTxD: jax.Array, allowed_BxTxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(new residual stream, mean |score| over the allowed query-key pairs)."""
         B, T, D = x_BxTxD.shape
         K = D // self.H
         qkv = self.qkv(self.ln1(x_BxTxD)).reshape(B, T, 3, self.H, K)
         q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK) / math.sqrt(K)
+        s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK) / math.sqrt(K * self.width_mult)
+        allowed_Bx1xTxT = jnp.broadcast_to(allowed_BxTxT[:, None], s_BxHxTxT.shape)
+        score_l1 = jnp.sum(jnp.abs(s_BxHxTxT) * allowed_Bx1xTxT) / jnp.maximum(jnp.sum(allowed_Bx1xTxT), 1)
         s_BxHxTxT = jnp.where(allowed_BxTxT[:, None], s_BxHxTxT, jnp.finfo(s_BxHxTxT.dtype).min)
         p_BxHxTxT = jax.nn.softmax(s_BxHxTxT, axis=-1)
         y_BxTxHxK = jnp.einsum("bhqs,bshk->bqhk", p_BxHxTxT, v_BxTxHxK)
         x_BxTxD = x_BxTxD + self.proj(y_BxTxHxK.reshape(B, T, D))
-        return x_BxTxD + self.out(jax.nn.gelu(self.fc(self.ln2(x_BxTxD)), approximate=False))
+        return x_BxTxD + self.out(jax.nn.gelu(self.fc(self.ln2(x_BxTxD)), approximate=False)), score_l1
 
 
 class TransformerLM(EmbeddingLM):
@@ -129,10 +141,12 @@ class TransformerLM(EmbeddingLM):
         self.positions = m.positions
         if m.positions == "learned":
             self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (T, D)))
-        self.blocks = nnx.List([Block(D, m.num_heads, m.mlp_ratio * D, rngs=rngs) for _ in range(m.num_layers)])
+        self.blocks = nnx.List([Block(D, m.num_heads, m.mlp_ratio * D, width_mult=width_multiplier(cfg), rngs=rngs)
+                                for _ in range(m.num_layers)])
         self.ln_f = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs)
 
-    def features(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
+        """(embedding output, final hidden state, {blockI: mean |x| after block I, attn_logitsI: mean |score|})."""
         B, T = tok_BxT.shape
         x_BxTxD = emb_BxTxD = self.lookup(tok_BxT)
         if self.positions == "learned":
@@ -142,12 +156,20 @@ class TransformerLM(EmbeddingLM):
         allowed_BxTxT = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
         if mask_BxT is not None:  # padding: no query attends to a padded key (its own position stays allowed)
             allowed_BxTxT = allowed_BxTxT & (mask_BxT[:, None, :] | jnp.eye(T, dtype=bool))
-        for block in self.blocks:
-            x_BxTxD = block(x_BxTxD, allowed_BxTxT)
-        return emb_BxTxD, self.ln_f(x_BxTxD)
+        coords = {}
+        for i, block in enumerate(self.blocks):
+            x_BxTxD, coords[f"attn_logits{i}"] = block(x_BxTxD, allowed_BxTxT)
+            coords[f"block{i}"] = jnp.abs(x_BxTxD).mean()
+        return emb_BxTxD, self.ln_f(x_BxTxD), coords
 
 
 MODELS = {"linear": LinearLM, "mlp": MLPLM, "transformer": TransformerLM}
+
+
+def width_multiplier(cfg: Config) -> float:
+    """μP's m = embed_dim / base_width (1 under SP)."""
+    m = cfg.model
+    return m.embed_dim / m.base_width if m.parametrization == "mup" else 1.0
 
 
 def build_model(cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs) -> EmbeddingLM:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .embedding import init_std_for
+from .scaling import coord_slopes, lr_transfer
 from .sinks import read_jsonl
 
 
@@ -115,41 +116,147 @@ def plot_over_steps(runs, key, ylabel, title, path, color_by) -> bool:
     return True
 
 
-def plot_coord_check(runs, path, max_steps: int = 5) -> bool:
-    """mean |x| of embedding outputs, hidden states and logits against d, a line per early logged step."""
-    import matplotlib.pyplot as plt
-    keys = ("coord/embed_out", "coord/hidden", "coord/logits")
-    by = defaultdict(lambda: defaultdict(list))  # key -> step -> [(d, value)]
+_COORD_ORDER = ("embed_out", "block", "attn_logits", "hidden", "logits")
+
+
+def _coord_points(runs) -> dict[str, list[tuple[int, int, str, float]]]:
+    """{parametrization: [(width, step, activation, mean |x|)]} from every run's coord/* rows."""
+    out = defaultdict(list)
     for r in runs:
-        d = _get(r["cfg"], "model.embed_dim")
+        par, d = _get(r["cfg"], "model.parametrization") or "sp", _get(r["cfg"], "model.embed_dim")
         for row in r["rows"]:
-            for k in keys:
-                if isinstance(row.get(k), (int, float)):
-                    by[k][row["step"]].append((d, row[k]))
-    dims = {d for k in by for s in by[k] for d, _ in by[k][s]}
-    if len(dims) < 2:
+            for k, v in row.items():
+                if k.startswith("coord/") and isinstance(v, (int, float)):
+                    out[par].append((d, row["step"], k[len("coord/"):], float(v)))
+    return dict(out)
+
+
+def _coord_key_order(key: str) -> tuple:
+    stem = key.rstrip("0123456789")
+    return (_COORD_ORDER.index(stem) if stem in _COORD_ORDER else len(_COORD_ORDER), key)
+
+
+def plot_coord_check(runs, path, max_steps: int = 5) -> bool:
+    """As `mup`'s coord-check plots: a row per parametrisation, a column per step, mean |x| of every
+    activation against width (log2) on a log axis, seeds averaged."""
+    import matplotlib.pyplot as plt
+    data = _coord_points(runs)
+    pars = [p for p in ("sp", "mup") if p in data]
+    if not pars or len({w for p in pars for w, _, _, _ in data[p]}) < 2:
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, k in zip(axes, keys):
-        steps = sorted(by[k])[:max_steps]
-        colors = plt.cm.plasma(np.linspace(0, 0.85, max(len(steps), 1)))
-        for c, s in zip(colors, steps):
-            agg = defaultdict(list)
-            for d, v in by[k][s]:
-                agg[d].append(v)
-            xs = sorted(agg)
-            ax.plot(xs, [np.mean(agg[x]) for x in xs], "o-", color=c, label=f"step {s}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("width d")
-        ax.set_title(k.split("/")[1] + " mean |x|")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Coordinate check: flat lines mean activations stay O(1) as d grows")
+    steps = sorted({s for p in pars for _, s, _, _ in data[p]})[:max_steps]
+    keys = sorted({k for p in pars for _, _, k, _ in data[p]}, key=_coord_key_order)
+    colors = dict(zip(keys, plt.cm.tab10(np.arange(len(keys)) % 10)))
+    fig, axes = plt.subplots(len(pars), len(steps), figsize=(3.0 * len(steps), 2.8 * len(pars)), squeeze=False)
+    for i, p in enumerate(pars):
+        for j, s in enumerate(steps):
+            ax = axes[i][j]
+            for k in keys:
+                agg = defaultdict(list)
+                for w, st, kk, v in data[p]:
+                    if st == s and kk == k:
+                        agg[w].append(v)
+                ws = sorted(agg)
+                ax.plot(ws, [np.mean(agg[w]) for w in ws], "o-", ms=3, color=colors[k], label=k)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{'μP' if p == 'mup' else 'SP'}  t={s}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if i == len(pars) - 1:
+                ax.set_xlabel("width d")
+            if j == 0:
+                ax.set_ylabel("mean |x|")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("Coordinate check: under μP no activation should grow with width")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def coord_slope_lines(runs, max_steps: int = 5) -> list[str]:
+    """report.md's table of log–log slopes of each activation against width, per parametrisation and step."""
+    data = _coord_points(runs)
+    lines = []
+    for p in (p for p in ("sp", "mup") if p in data):
+        slopes = coord_slopes(data[p])
+        steps = sorted(slopes)[:max_steps]
+        keys = sorted({k for s in steps for k in slopes[s]}, key=_coord_key_order)
+        if len({w for w, _, _, _ in data[p]}) < 2 or not keys:
+            continue
+        lines += [f"**{'μP' if p == 'mup' else 'SP'}**: slope of log mean |x| against log width", "",
+                  "| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {s} | " + " | ".join(f"{slopes[s].get(k, float('nan')):+.2f}" for k in keys) + " |"
+                  for s in steps]
+        lines.append("")
+    return lines
+
+
+def _lr_points(runs) -> tuple[dict[str, list], float | None]:
+    """{parametrization: [(width, lr, seed, final eval loss or None if diverged)]}, and the initial eval loss."""
+    out, initial = defaultdict(list), []
+    for r in runs:
+        c, s = r["cfg"], r["summary"]
+        loss = s.get("eval/loss") if s.get("status") == "finished" else None
+        out[_get(c, "model.parametrization") or "sp"].append(
+            (_get(c, "model.embed_dim"), _get(c, "optim.lr"), c.get("seed"), loss))
+        initial += [row["eval/loss"] for row in r["rows"][:1] if row.get("step") == 0 and "eval/loss" in row]
+    return dict(out), (float(np.mean(initial)) if initial else None)
+
+
+def _lr_analysis(runs) -> dict[str, dict]:
+    points, initial = _lr_points(runs)
+    if initial is None:
+        return {}
+    return {p: lr_transfer(pts, initial) for p, pts in points.items()
+            if len({lr for _, lr, _, _ in pts}) >= 3 and len({w for w, _, _, _ in pts}) >= 2}
+
+
+def plot_lr_transfer(runs, path) -> bool:
+    """Final eval loss against lr per width, a panel per parametrisation (TP5's Figure 1), best lr marked."""
+    import matplotlib.pyplot as plt
+    res = _lr_analysis(runs)
+    if not res:
+        return False
+    pars = [p for p in ("sp", "mup") if p in res]
+    fig, axes = plt.subplots(1, len(pars), figsize=(6 * len(pars), 4.2), squeeze=False, sharey=True)
+    for ax, p in zip(axes[0], pars):
+        a = res[p]
+        colors = plt.cm.viridis(np.linspace(0, 0.9, len(a["widths"])))
+        for c, (w, row) in zip(colors, a["widths"].items()):
+            ax.plot(a["grid"], row["curve"], "o-", ms=3, color=c, label=f"d={w}")
+            lo, hi = row["best_spread"]
+            ax.errorbar([row["best_lr"]], [row["best_loss"]], yerr=[[row["best_loss"] - lo], [hi - row["best_loss"]]],
+                        fmt="*", ms=12, color=c, capsize=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("learning rate")
+        ax.set_title(f"{'μP' if p == 'mup' else 'SP'}: best lr moved {a['moved']} grid step(s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("final eval loss (mean over seeds; diverged = initial loss)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def lr_transfer_lines(runs) -> list[str]:
+    res = _lr_analysis(runs)
+    lines = []
+    for p in (p for p in ("sp", "mup") if p in res):
+        a, name = res[p], "μP" if p == "mup" else "SP"
+        ws = list(a["widths"])
+        lines += [f"**{name}**: across widths {ws[0]}–{ws[-1]} the best lr moved {a['moved']} grid step(s) "
+                  f"(a grid step is ×{a['grid'][1] / a['grid'][0]:g}).", "",
+                  "| width | best lr | loss at best (seed min–max) | each seed's best lr | lr sensitivity | min inside grid |",
+                  "|---|---|---|---|---|---|"]
+        for w, row in a["widths"].items():
+            lo, hi = row["best_spread"]
+            lines.append(f"| {w} | {row['best_lr']:.3g} | {row['best_loss']:.4f} ({lo:.4f}–{hi:.4f}) | "
+                         f"{', '.join(f'{x:.3g}' for x in row['best_lr_seeds'])} | {row['sensitivity']:.4f} | "
+                         f"{'yes' if row['inside'] else 'no'} |")
+        lines.append("")
+    return lines
 
 
 def make_report(root: str, wandb_group: str | None = None) -> str:
@@ -171,6 +278,7 @@ def make_report(root: str, wandb_group: str | None = None) -> str:
                                                     lambda c: f"d={_get(c, 'model.embed_dim')} {tie(c)}"),
          "Eval loss over steps"),
         ("coord_check.png", lambda p: plot_coord_check(runs, p), "Coordinate check"),
+        ("lr_transfer.png", lambda p: plot_lr_transfer(runs, p), "Learning-rate transfer"),
     ]
     for fname, fn, title in specs:
         if fn(os.path.join(root, fname)):
@@ -191,8 +299,9 @@ def make_report(root: str, wandb_group: str | None = None) -> str:
                      f"{_get(c, 'embedding.init')} | {_get(c, 'embedding.init_std'):g} | {_get(c, 'optim.lr'):g} | "
                      f"{c.get('seed')} | {s.get('status')} | " + " | ".join(vals) + " |")
     lines.append("")
+    extra = {"coord_check.png": coord_slope_lines(runs), "lr_transfer.png": lr_transfer_lines(runs)}
     for fname, title in plots.items():
-        lines += [f"## {title}", "", f"![{title}]({fname})", ""]
+        lines += [f"## {title}", "", f"![{title}]({fname})", "", *extra.get(fname, [])]
     path = os.path.join(root, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,10 +22,10 @@ import jax
 import numpy as np
 
 from . import config as C
-from .checkpoint import Checkpointer
+from .checkpoint import CheckpointError, Checkpointer
 from .config import Config, ConfigError
 from .data import Corpus
-from .mesh import is_main_process
+from .mesh import agree_max, is_main_process
 from .metrics import export_projector
 from .sinks import CompositeSink, JsonlSink, MemorySink, NullSink, WandbSink, truncate_jsonl
 
@@ -83,8 +84,8 @@ def check(cfg: Config, overwrite: bool) -> bool:
     (which then removes the old run); only keys declared resumable may differ."""
     try:
         os.makedirs(cfg.out_dir, exist_ok=True)
-        probe = os.path.join(cfg.out_dir, f".embjax-write-test-{os.getpid()}")
-        open(probe, "w").close()
+        fd, probe = tempfile.mkstemp(dir=cfg.out_dir, prefix=".embjax-write-test-")  # unique across hosts too
+        os.close(fd)
         os.remove(probe)
     except OSError as err:
         raise ConfigError(f"out_dir: got {cfg.out_dir!r}, which cannot be written ({err.strerror}); "
@@ -159,9 +160,23 @@ class RunDir:
                     f.write(self.wandb.run_id)
 
     def restore(self, abstract_state: Any, shardings: Any) -> tuple[int, Any] | None:
-        restored = self.ckpt.restore_latest(abstract_state, shardings) if self.resume else None
-        if restored is None:
+        """The newest checkpoint every process can read (processes read different shards, so a damaged
+        one may fail on one process only: they agree on the oldest step any of them fell back to)."""
+        if not self.resume:
             return None
+        error, restored = None, None
+        try:
+            restored = self.ckpt.restore_latest(abstract_state, shardings)
+        except CheckpointError as err:
+            error = err
+        mine = -2 if error else (-1 if restored is None else restored[0])
+        agreed = -agree_max(-mine)  # the smallest: -2 (some process failed), -1 (none found) or a step
+        if agreed == -2:
+            raise error or CheckpointError(f"another process could not restore any checkpoint in {self.ckpt.directory}")
+        if agreed == -1:
+            return None
+        if restored[0] != agreed:
+            restored = self.ckpt.restore_latest(abstract_state, shardings, max_step=agreed)
         step, state, _ = restored
         if self.writer:
             print(f"resuming {self.path} from step {step} (checkpoint {step})", file=sys.stderr)
@@ -235,7 +250,7 @@ class MemoryRun:
         return step, jax.device_put(self.checkpoints[step], shardings)
 
     def begin(self, step: int) -> None:
-        self.sink.rows = [(s, r) for s, r in self.sink.rows if s <= step]
+        self.sink.rows = [(s, r) for s, r in self.sink.rows if s <= (step if step > 0 else -1)]
 
     def log(self, step: int, row: dict[str, float]) -> None:
         self.sink.log(step, row)

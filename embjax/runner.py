@@ -18,9 +18,10 @@ from . import config as C
 from .config import Config, ConfigError
 from .data import Corpus, make_corpus
 from .embedding import load_pretrained
-from .loop import Loop, Signals
+from .loop import Loop
 from .mesh import barrier, make_mesh
 from .rundir import RunDir, check, finished_summary
+from .signals import Signals
 from .step import Program
 from .sweep import group_by_shape, load_sweep, member_configs, member_label, swept_keys, sweep_name
 

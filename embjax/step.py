@@ -6,15 +6,19 @@ Dimensions: B batch, T time, V vocabulary. A train state is a plain pytree (dict
   opt_state      optax state
   hp             per-run values that may differ between vmapped sweep members (σ, lr, decays, clip)
   rng            uint32[2] key data for the data stream; a batch is f(rng, step)
-  diverged_at    int32   -1, or the step whose loss or gradient was non-finite (the state is frozen there)
+  diverged_at    int32   -1, or the step whose loss or gradient was non-finite, or whose loss had stayed
+                         above the divergence bound for divergence_patience steps (the state is frozen there)
   skipped        int32   non-finite updates skipped (optim.skip_nonfinite)
+  high_loss_steps int32  consecutive steps with a loss above the divergence bound
   norm0          float32 mean row norm of E at step 0, for emb/norm_growth
   row_updates    int32[V] steps in which each row of E received a nonzero gradient
 Shapes and structure are static per compiled program; everything in `hp` and the seed are values.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
@@ -36,14 +40,61 @@ def hparams(cfg: Config) -> dict[str, float]:
     return hp
 
 
-def _masks(tables: Tables, params: Any) -> tuple[Any, Any, Any]:
-    """(embedding tables, other decayed matrices, frozen tables) boolean trees."""
-    def is_table(p, x):
-        return tables.name_of(p) is not None
+@dataclass(frozen=True)
+class Rule:
+    """How the optimizer treats one parameter: its group (embed: the input table; table: another
+    embedding table; matrix; vector) and μP's multipliers on its learning rate and weight decay."""
+    group: str
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+    frozen: bool = False
 
-    return (jax.tree_util.tree_map_with_path(is_table, params),
-            jax.tree_util.tree_map_with_path(lambda p, x: not is_table(p, x) and x.ndim >= 2, params),
-            jax.tree_util.tree_map_with_path(lambda p, x: tables.name_of(p) in tables.frozen, params))
+
+def param_rules(cfg: Config, tables: Tables, params: Any, base_params: Any) -> Any:
+    """A Rule per parameter. Under μP (m = d / d₀) a matrix whose two dimensions both grow with the
+    width (compared with the same model at d₀, as `mup`'s base shapes) is hidden: Adam lr × 1/m and
+    weight decay × m, so that lr · decay stays the same at every width (MuAdam's convention).
+    Everything else (tables, positions, norms, biases) keeps lr η."""
+    mup = cfg.model.parametrization == "mup"
+
+    def rule(path, x, base):
+        name = tables.name_of(path)
+        if name is not None:
+            return Rule("embed" if name == "embed" else "table", frozen=name in tables.frozen)
+        if x.ndim < 2:
+            return Rule("vector")
+        grown = [a != b for a, b in zip(x.shape, base.shape)]
+        if mup and sum(grown) == 2:
+            m = x.shape[0] / base.shape[0]  # the fan-in's width multiplier
+            return Rule("matrix", lr_mult=1.0 / m, decay_mult=m)
+        return Rule("matrix")
+
+    return jax.tree_util.tree_map_with_path(rule, params, base_params)
+
+
+def decay_by_rule(rules: Any, hp: dict) -> optax.GradientTransformation:
+    """Weight decay per parameter: matrices by weight_decay (× μP's decay_mult), embedding tables by
+    embed_weight_decay, vectors (biases, norm scales) not at all."""
+    def decayed(g, p, r):
+        if r.group == "vector":
+            return g
+        wd = hp["weight_decay"] if r.group == "matrix" else hp["embed_weight_decay"]
+        return g + (wd if r.decay_mult == 1.0 else wd * r.decay_mult) * p
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                        lambda u, state, params: (jax.tree.map(decayed, u, params, rules), state))
+
+
+def scale_by_rule(rules: Any, hp: dict) -> optax.GradientTransformation:
+    """Per-parameter learning-rate multipliers: μP's 1/m on hidden matrices, embed_lr_scale on the input table."""
+    def scaled(u, r):
+        mult = hp["embed_lr_scale"] if r.group == "embed" else None
+        if r.lr_mult != 1.0:
+            mult = r.lr_mult if mult is None else mult * r.lr_mult
+        return u if mult is None else u * mult
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                        lambda u, state, params=None: (jax.tree.map(scaled, u, rules), state))
 
 
 def clip_by_global_norm(max_norm: jax.Array) -> optax.GradientTransformation:
@@ -73,30 +124,28 @@ def schedule_factor(cfg: Config) -> Callable[[jax.Array], jax.Array]:
     return factor
 
 
-def make_optimizer(cfg: Config, hp: dict, params: Any, tables: Tables) -> optax.GradientTransformation:
+def make_optimizer(cfg: Config, hp: dict, rules: Any) -> optax.GradientTransformation:
     """The optax chain for cfg.optim with values from `hp` (traced or not): built inside jit per step.
 
     adamw/adafactor decay weights decoupled from the gradient (Loshchilov & Hutter 2019); adam/sgd add
-    an L2 term to the gradient. Embedding tables decay by embed_weight_decay, other matrices by
-    weight_decay, vectors (biases, norm scales) not at all.
+    an L2 term to the gradient. Which parameters decay, by how much, and their learning-rate
+    multipliers (μP, embed_lr_scale) follow each parameter's Rule.
     """
     o = cfg.optim
-    table_mask, matrices, frozen = _masks(tables, params)
-    decay = [optax.add_decayed_weights(hp["weight_decay"], mask=matrices),
-             optax.add_decayed_weights(hp["embed_weight_decay"], mask=table_mask)]
+    decay = decay_by_rule(rules, hp)
     factor = schedule_factor(cfg)
-    lr = optax.scale_by_learning_rate(lambda count: hp["lr"] * factor(count))
     parts = [clip_by_global_norm(hp["grad_clip"])]
     if o.name == "adamw":
-        parts += [optax.scale_by_adam(o.b1, o.b2, eps=1e-8), *decay]
+        parts += [optax.scale_by_adam(o.b1, o.b2, eps=1e-8), decay]
     elif o.name == "adam":
-        parts += [*decay, optax.scale_by_adam(o.b1, o.b2, eps=1e-8)]
+        parts += [decay, optax.scale_by_adam(o.b1, o.b2, eps=1e-8)]
     elif o.name == "sgd":
-        parts += [*decay, optax.trace(decay=o.momentum)]
+        parts += [decay, optax.trace(decay=o.momentum)]
     elif o.name == "adafactor":
-        parts += [optax.scale_by_factored_rms(), *decay]
-    parts += [lr]
-    if tables.frozen:
+        parts += [optax.scale_by_factored_rms(), decay]
+    parts += [optax.scale_by_learning_rate(lambda count: hp["lr"] * factor(count)), scale_by_rule(rules, hp)]
+    frozen = jax.tree.map(lambda r: r.frozen, rules)
+    if any(jax.tree.leaves(frozen)):
         parts += [optax.masked(optax.set_to_zero(), frozen)]
     return optax.chain(*parts)
 
@@ -120,7 +169,13 @@ class Program:
                                                       rngs=nnx.Rngs(0)))
         self.graphdef, _ = nnx.split(abstract)
         self.tables = Tables(abstract)
+        params = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+        base_cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, embed_dim=cfg.model.base_width))
+        base = nnx.eval_shape(lambda: build_model(base_cfg, init_std=1.0, pretrained=None, rngs=nnx.Rngs(0)))
+        self.rules = param_rules(self.cfg, self.tables, params, nnx.to_pure_dict(nnx.state(base, nnx.Param)))
         self.pad_id = cfg.model.pad_id
+        o = cfg.optim
+        self.divergence_loss = o.divergence_loss if o.divergence_loss is not None else 10 * math.log(cfg.data.vocab_size)
         # the train state's shapes, and on a mesh each leaf's sharding (the loop and the scan carry share them)
         self.abstract_state = jax.eval_shape(self.init, 0, hparams(cfg))
         self.state_shardings = None
@@ -146,16 +201,16 @@ class Program:
         return self.loss_and_sizes(params, tok_BxT1)[0]
 
     def loss_and_sizes(self, params: Any, tok_BxT1: jax.Array) -> tuple[jax.Array, dict]:
-        """The loss, and the mean |coordinate| of embedding outputs, final hidden states and logits
-        (the quantities a muP-style coordinate check plots against width)."""
+        """The loss, and the mean |coordinate| of the embedding output, each block's output and attention
+        scores, the final hidden state and the logits (what a μP coordinate check plots against width)."""
         inp_BxT, tgt_BxT = tok_BxT1[:, :-1], tok_BxT1[:, 1:]
         mask_BxT = None if self.pad_id is None else inp_BxT != self.pad_id
         model = self.model(params)
-        emb_BxTxD, h_BxTxD = model.features(inp_BxT, mask_BxT)
+        emb_BxTxD, h_BxTxD, coords = model.features_and_coords(inp_BxT, mask_BxT)
         logits_BxTxV = model.logits(h_BxTxD)
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), tgt_BxT)
-        sizes = {"coord/embed_out": jnp.abs(emb_BxTxD).mean(), "coord/hidden": jnp.abs(h_BxTxD).mean(),
-                 "coord/logits": jnp.abs(logits_BxTxV).mean()}
+        sizes = {"coord/embed_out": jnp.abs(emb_BxTxD).mean(), **{f"coord/{k}": v for k, v in coords.items()},
+                 "coord/hidden": jnp.abs(h_BxTxD).mean(), "coord/logits": jnp.abs(logits_BxTxV).mean()}
         sizes = jax.tree.map(jax.lax.stop_gradient, sizes)
         if self.pad_id is None:
             return ce_BxT.mean(), sizes
@@ -181,34 +236,39 @@ class Program:
         hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
         return {
             "step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": make_optimizer(self.cfg, hp, params, self.tables).init(params), "hp": hp,
+            "opt_state": make_optimizer(self.cfg, hp, self.rules).init(params), "hp": hp,
             "rng": jax.random.key_data(k_data), "diverged_at": jnp.full((), -1, jnp.int32),
-            "skipped": jnp.zeros((), jnp.int32),
+            "skipped": jnp.zeros((), jnp.int32), "high_loss_steps": jnp.zeros((), jnp.int32),
             "norm0": jnp.linalg.norm(self.table(params), axis=-1).mean(),
             "row_updates": jnp.zeros((self.cfg.data.vocab_size,), jnp.int32),
         }
 
     # -- train -------------------------------------------------------------------------
     def step(self, state: dict, tok_BxT1: jax.Array) -> tuple[dict, dict]:
-        """One optimizer step: `(state, batch) -> (state, metrics)`; non-finite steps freeze or skip."""
+        """One optimizer step: `(state, batch) -> (state, metrics)`. A non-finite step freezes the state
+        there (or is skipped); so does a loss above the divergence bound for `divergence_patience` steps."""
         params, hp = state["params"], state["hp"]
         (loss, sizes), grads = jax.value_and_grad(self.loss_and_sizes, has_aux=True)(params, tok_BxT1)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        tx = make_optimizer(self.cfg, hp, params, self.tables)
+        tx = make_optimizer(self.cfg, hp, self.rules)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
-        apply = finite & (state["diverged_at"] < 0)
+        live = state["diverged_at"] < 0
+        high_loss_steps = jnp.where(finite & (loss > self.divergence_loss), state["high_loss_steps"] + 1, 0)
+        blown_up = high_loss_steps >= self.cfg.optim.divergence_patience  # finite, but far past ln V for too long
+        apply = finite & live & ~blown_up
         touched_V = jnp.any(self.table(grads) != 0, axis=-1)  # rows of E with a nonzero gradient
         rows_touched = touched_V.mean()
-        stop_here = ~finite & (state["diverged_at"] < 0) & (not self.cfg.optim.skip_nonfinite)
+        stop_here = live & ((~finite & (not self.cfg.optim.skip_nonfinite)) | blown_up)
         new_state = dict(
             state,
             step=state["step"] + 1,
             params=_tree_where(apply, new_params, params),
             opt_state=_tree_where(apply, opt_state, state["opt_state"]),
             diverged_at=jnp.where(stop_here, state["step"] + 1, state["diverged_at"]),
-            skipped=state["skipped"] + (~finite & (state["diverged_at"] < 0)).astype(jnp.int32),
+            skipped=state["skipped"] + (~finite & live).astype(jnp.int32),
+            high_loss_steps=high_loss_steps,
             row_updates=state["row_updates"] + (touched_V & apply).astype(jnp.int32),
         )
         lr = hp["lr"] * schedule_factor(self.cfg)(state["step"])

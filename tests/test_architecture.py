@@ -18,7 +18,7 @@ LAYERS = [
     {"step", "sweep"},
     {"models"},
     {"data", "metrics", "mesh"},
-    {"config", "embedding", "sinks", "checkpoint"},
+    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling"},
 ]
 
 
@@ -30,6 +30,8 @@ def _imports(path):
             out |= {node.module} if node.module else {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("embjax."):
             out.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("embjax.")}
     return out
 
 
@@ -58,7 +60,8 @@ def test_a_memory_run_trains_without_touching_disk_like_a_run_directory(tmp_path
     from embjax.cli import train_main
     from embjax.config import load_config, replace
     from embjax.data import make_corpus
-    from embjax.loop import Loop, Signals
+    from embjax.loop import Loop
+    from embjax.signals import Signals
     from embjax.rundir import MemoryRun
     from embjax.sinks import read_jsonl
     from embjax.step import Program

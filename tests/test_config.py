@@ -110,7 +110,7 @@ def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
     assert p.stderr.strip() == "error: model.embed_dim: got -4; allowed: a value in [1, 65536]"
 
 
-def test_each_field_is_declared_once_and_everything_derives_from_it(monkeypatch):
+def test_each_field_is_declared_once_and_everything_derives_from_it(monkeypatch, tmp_path):
     """Declare optim.b1 a per-member value in its field's metadata alone: it becomes part of `hp`,
     sweep members differing in it share a group, a resume still refuses it, its range still holds,
     and a compiled program that reads it from the config fails loudly instead of using one member's value."""
@@ -120,6 +120,7 @@ def test_each_field_is_declared_once_and_everything_derives_from_it(monkeypatch)
     import jax
     from embjax import config as C
     from embjax.data import make_corpus
+    from embjax.rundir import check
     from embjax.step import Program, hparams
     from embjax.sweep import group_by_shape
 
@@ -131,6 +132,12 @@ def test_each_field_is_declared_once_and_everything_derives_from_it(monkeypatch)
     assert "optim.b1" in C.keys_with(C.VALUE) and "optim.b1" not in C.keys_with(resumable=True)
     assert hparams(a)["b1"] == 0.8 and C.values(b)["optim.b1"] == 0.7
     assert group_by_shape([a, b]) == [[0, 1]]
+    stored = tmp_path / a.name
+    stored.mkdir()
+    (stored / "config.yaml").write_text(C.dump_yaml(a))  # a run made with b1 = 0.8 ...
+    with pytest.raises(C.ConfigError, match="optim.b1: got 0.7"):  # ... refuses to resume with b1 = 0.7
+        check(C.replace(b, out_dir=str(tmp_path)), overwrite=False)
+    assert check(C.replace(a, out_dir=str(tmp_path), steps=2000), overwrite=False)  # steps may grow
     with pytest.raises(C.ConfigError, match=r"optim.b1: got 1.5; allowed: a value in \[0, 1\]"):
         load_config(None, ["--optim.b1=1.5"])
     program = Program(a, make_corpus(a))

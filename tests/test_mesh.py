@@ -96,7 +96,8 @@ def test_sweep_group_on_a_mesh_runs_every_member(tmp_path):
     import yaml
     base = {"steps": 10, "data": {"vocab_size": 64, "num_classes": 4, "seq_len": 16, "batch_size": 8,
                                   "eval_batches": 2},
-            "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2}, "mesh": {"data": 4, "model": 2},
+            "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2, "parametrization": "mup", "base_width": 8},
+            "mesh": {"data": 4, "model": 2},
             "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False, "wandb": False}}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     sweep = {"name": "ms", "program": "experiments/train.py", "method": "grid",

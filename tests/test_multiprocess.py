@@ -7,6 +7,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -94,12 +95,13 @@ def test_two_processes_equal_one_and_checkpoints_cross_over(tmp_path):
     assert_same_losses(ref, rows(tmp_path / "copy" / "ref" / "metrics.jsonl"), [25, 30])
 
 
-def test_sigterm_to_both_processes_interrupts_with_a_resumable_checkpoint(tmp_path):
+def test_sigterm_to_the_processes_interrupts_both_at_one_step_with_a_resumable_checkpoint(tmp_path):
     out = [f"--out_dir={tmp_path}", "--steps=400", "--checkpoint.every=1000"]
     procs = start_pair(*out)
     wait_for_row(tmp_path / "default" / "metrics.jsonl", 15, procs[0])
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
+    procs[1].send_signal(signal.SIGTERM)  # process 1 first: process 0 must stop at the same step without its own
+    time.sleep(0.3)
+    procs[0].send_signal(signal.SIGTERM)
     codes, err = finish(procs)
     assert codes == [128 + signal.SIGTERM] * 2, err
     s = json.load(open(tmp_path / "default" / "summary.json"))

@@ -133,7 +133,7 @@ def test_vectorized_group_matches_members_run_in_turn(tmp_path, capsys):
 
 def test_diverging_member_is_frozen_others_go_on(tmp_path):
     params = {"optim.lr": {"values": [0.003, 1000.0]}, "optim.name": {"value": "sgd"},
-              "optim.grad_clip": {"value": 0.0}, "embedding.init_std": {"value": 30.0}}
+              "optim.grad_clip": {"value": 0.0}, "embedding.init_std": {"value": 1.0}}
     planted = tmp_path / "pwned"
     path = write(tmp_path, params, command=["touch", str(planted)])  # the local runner never executes this
     assert sweep_main([path, f"--out_dir={tmp_path}", "--vectorize=on", "--log.wandb=false"]) == 0

@@ -1,0 +1,127 @@
+"""μP beside SP: equal at the base width, per-parameter rules by hand, the coordinate check's direction,
+and divergence on a finite blow-up."""
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from embjax.cli import train_main
+from embjax.config import ConfigError, load_config
+from embjax.data import make_corpus
+from embjax.step import Program, hparams
+
+BASE = {"data.vocab_size": 64, "data.num_classes": 4, "data.seq_len": 16, "data.batch_size": 8,
+        "model.num_layers": 1, "model.num_heads": 2, "model.base_width": 8, "optim.warmup_steps": 0,
+        "optim.schedule": "constant", "steps": 100}
+
+
+def program(**kw):
+    cfg = load_config(None, {**BASE, **kw})
+    return cfg, Program(cfg, make_corpus(cfg))
+
+
+def run(cfg, P, n):
+    """Losses of n steps, one step per dispatch."""
+    state, out = P.init(cfg.seed, hparams(cfg)), []
+    step = jax.jit(P.train_steps, static_argnums=2)
+    for _ in range(n):
+        state, m = step(state, P.corpus.tables, 1)
+        out.append(float(m["train/loss"]))
+    return state, out
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_mup_at_the_base_width_is_sp_step_for_step(tie):
+    kw = {"model.embed_dim": 8, "model.tie_embeddings": tie, "optim.weight_decay": 0.1, "optim.lr": 0.01}
+    (cs, ps), (cm, pm) = program(**kw), program(**kw, **{"model.parametrization": "mup"})
+    (ss, ls), (sm, lm) = run(cs, ps, 6), run(cm, pm, 6)
+    assert ls == lm
+    for a, b in zip(jax.tree.leaves(ss["params"]), jax.tree.leaves(sm["params"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_per_parameter_learning_rates_and_multipliers_by_hand():
+    """One Adam step from fresh moments moves each weight by lr·g/(|g| + ε) ≈ lr·sign(g): so the largest
+    move of a parameter is its learning rate. At d₀ = 8 and d = 32 (m = 4), with embed_lr_scale = 0.5."""
+    lr, m = 0.01, 4.0
+    kw = {"model.embed_dim": 32, "model.tie_embeddings": False, "optim.lr": lr, "optim.grad_clip": 0.0,
+          "optim.embed_lr_scale": 0.5}
+    moves = {}
+    for par in ("sp", "mup"):
+        cfg, P = program(**kw, **{"model.parametrization": par})
+        s0 = P.init(0, hparams(cfg))
+        s1, _ = jax.jit(P.train_steps, static_argnums=2)(s0, P.corpus.tables, 1)
+        moves[par] = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(b) - np.asarray(a)))),
+                                  s0["params"], s1["params"])
+    blk = moves["mup"]["blocks"][0]
+    for name in ("qkv", "proj", "fc", "out"):  # hidden matrices: Adam lr η/m under μP, η under SP
+        assert blk[name]["kernel"] == pytest.approx(lr / m, rel=1e-3), name
+        assert moves["sp"]["blocks"][0][name]["kernel"] == pytest.approx(lr, rel=1e-3), name
+        assert blk[name]["bias"] == pytest.approx(lr, rel=1e-3)  # vectors keep η
+    assert blk["ln1"]["scale"] == pytest.approx(lr, rel=1e-3) and moves["mup"]["pos"] == pytest.approx(lr, rel=1e-3)
+    assert moves["mup"]["head"]["embedding"] == pytest.approx(lr, rel=1e-3)  # the readout keeps η ...
+    assert moves["mup"]["embed"]["embedding"] == pytest.approx(0.5 * lr, rel=1e-3)  # the input table: η · scale
+    # ... and is multiplied by 1/m; attention scores are q·k·√K₀/K (K = 16, K₀ = 4): 1/8 instead of SP's 1/4
+    cfg, P = program(**kw, **{"model.parametrization": "mup"})
+    model = P.model(P.init(0, hparams(cfg))["params"])
+    assert model.logit_scale == pytest.approx(1 / m) and model.blocks[0].width_mult == m
+    assert 1 / math.sqrt(16 * model.blocks[0].width_mult) == pytest.approx(math.sqrt(4) / 16)
+
+
+def test_weight_decay_per_step_is_lr_times_decay_at_every_width():
+    """With a zero gradient Adam's update is 0, so one AdamW step shrinks each decayed weight by lr·λ·w:
+    μP's hidden matrices get lr/m and λ·m, so lr·λ (the per-step decay) is the same at every width."""
+    lr, wd = 0.01, 0.1
+    from embjax.step import make_optimizer
+    for d in (8, 32):
+        cfg, P = program(**{"model.embed_dim": d, "model.parametrization": "mup", "optim.lr": lr,
+                            "optim.weight_decay": wd, "optim.embed_weight_decay": 0.0})
+        params = P.init(0, hparams(cfg))["params"]
+        hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams(cfg).items()}
+        tx = make_optimizer(P.cfg, hp, P.rules)
+        upd, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+        w, u = params["blocks"][0]["fc"]["kernel"], upd["blocks"][0]["fc"]["kernel"]
+        np.testing.assert_allclose(np.asarray(u), -lr * wd * np.asarray(w), rtol=1e-5, atol=1e-12)
+        assert float(jnp.abs(upd["embed"]["embedding"]).max()) == 0.0  # embed_weight_decay = 0
+        assert float(jnp.abs(upd["blocks"][0]["ln1"]["scale"]).max()) == 0.0  # vectors never decay
+
+
+def test_coordinate_check_tells_sp_from_mup():
+    """Train widths 32 and 128 for 4 steps at Adam lr 1e-2: under SP the logits grow with width, under μP not."""
+    ratio = {}
+    for par in ("sp", "mup"):
+        sizes = []
+        for d in (32, 128):
+            cfg, P = program(**{"model.embed_dim": d, "model.parametrization": par, "optim.lr": 0.01,
+                                "model.base_width": 32, "optim.grad_clip": 0.0})
+            state = P.init(0, hparams(cfg))
+            step = jax.jit(P.train_steps, static_argnums=2)
+            for _ in range(4):
+                state, metrics = step(state, P.corpus.tables, 1)
+            sizes.append(float(metrics["coord/logits"]))
+        ratio[par] = sizes[1] / sizes[0]
+    assert ratio["sp"] > 1.5 and ratio["mup"] < 1.2 and ratio["sp"] > 2 * ratio["mup"], ratio
+
+
+def test_finite_blow_up_ends_diverged_and_a_healthy_run_does_not(tiny, tmp_path):
+    assert train_main(tiny + ["--name=hot", "--optim.lr=1000", "--optim.grad_clip=0", "--steps=60"]) == 0
+    s = json.load(open(tmp_path / "hot" / "summary.json"))
+    rows = [json.loads(line) for line in open(tmp_path / "hot" / "metrics.jsonl")]
+    assert s["status"] == "diverged" and s["step"] < 60
+    assert all(math.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)  # never NaN: the bound did it
+    assert max(r["train/loss"] for r in rows if "train/loss" in r) > 10 * math.log(64)
+    assert train_main(tiny + ["--name=ok"]) == 0
+    assert json.load(open(tmp_path / "ok" / "summary.json"))["status"] == "finished"
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"model.kind": "mlp"}, "model.kind='mlp'"),
+    ({"optim.name": "sgd"}, "optim.name='sgd'"),
+    ({"model.base_width": 9}, "model.base_width: got 9"),
+])
+def test_mup_refuses_what_it_does_not_define(kw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(None, {**BASE, "model.parametrization": "mup", **kw})
