@@ -5,6 +5,8 @@ Cases
   train    the throughput spec (see SPEC below) through embjax's own model and train step: tokens/s, MFU
   peak     the machine's measured float32 matmul FLOP/s (the MFU denominator)
   sweep    an 8-member σ × seed group vectorised in one process vs 8 separate `experiments.train` processes
+  mup      the train spec under SP and under μP, alternating: tokens/s of each and their ratio
+  compare  the train spec against the PyTorch reference (--peer-python, --peer), alternating
 Each prints a JSON object per line with --json, else a readable line.
 """
 from __future__ import annotations
@@ -129,18 +131,24 @@ def main(argv: list[str]) -> int:
     import argparse
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--case", default="train", choices=["metrics", "train", "peak", "sweep", "compare"])
+    p.add_argument("--case", default="train", choices=["metrics", "train", "peak", "sweep", "compare", "mup"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--per-dispatch", type=int, default=1, help="train steps per dispatch (lax.scan)")
     p.add_argument("--rounds", type=int, default=3, help="compare: alternating rounds")
     p.add_argument("--peer-python", default=None, help="compare: a Python with torch==2.13.0 for the peer")
     p.add_argument("--peer", default=None, help="compare: the PyTorch reference script (torch_lm.py)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: a config override")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    from .config import parse_overrides
+    overrides = parse_overrides(a.set)
     if a.case == "peak":
         _emit({"case": "peak", "flops_per_s": peak_flops()}, a.json)
     elif a.case == "sweep":
         for row in bench_sweep(steps=a.steps if a.steps != 20 else 300):
+            _emit(row, a.json)
+    elif a.case == "mup":
+        for row in bench_mup(a.steps, a.per_dispatch, a.rounds):
             _emit(row, a.json)
     elif a.case == "compare":
         if not a.peer_python or not a.peer or not os.path.isfile(a.peer):
@@ -158,8 +166,24 @@ def main(argv: list[str]) -> int:
                "torch_median": float(np.median(torch_rates)),
                "ratio": float(np.median(jax_rates) / np.median(torch_rates))}, a.json)
     else:
-        _emit(CASES[a.case](steps=a.steps, per_dispatch=a.per_dispatch), a.json)
+        _emit(CASES[a.case](steps=a.steps, per_dispatch=a.per_dispatch, overrides=overrides), a.json)
     return 0
+
+
+def bench_mup(steps: int, per_dispatch: int, rounds: int) -> list[dict]:
+    """The train spec under SP and under μP (d₀ = d / 4, so every μP multiplier is active), alternating in
+    separate processes, so drift on a shared machine hits both sides; the last row has the median ratio."""
+    rows, rates = [], {"sp": [], "mup": []}
+    base = ["--case=train", f"--steps={steps}", f"--per-dispatch={per_dispatch}"]
+    for r in range(rounds):
+        for par in ("sp", "mup"):
+            out = _run_self(base + [f"--set=model.parametrization={par}", "--set=model.base_width=64"])
+            rates[par].append(out["tokens_per_s"])
+            rows.append({"round": r, "parametrization": par, "tokens_per_s": out["tokens_per_s"]})
+    ratio = float(np.median(rates["mup"]) / np.median(rates["sp"]))
+    rows.append({"case": "mup", "sp_median": float(np.median(rates["sp"])), "mup_median": float(np.median(rates["mup"])),
+                 "mup_over_sp": ratio})
+    return rows
 
 
 def bench_sweep(steps: int = 300, base: str = "experiments/configs/quickstart.yaml") -> list[dict]:

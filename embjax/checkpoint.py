@@ -39,9 +39,10 @@ class Checkpointer:
                                                         config=ocp.args.JsonSave(config)), force=force)
 
     def restore_latest(self, abstract_state: Any, shardings: Any = None,
-                       max_step: int | None = None) -> tuple[int, Any, dict] | None:
-        """(step, state, config) from the newest readable checkpoint (at most max_step); None if there are none."""
-        steps = [s for s in self.steps() if max_step is None or s <= max_step]
+                       walk_back: bool = True) -> tuple[int, Any, dict] | None:
+        """(step, state, config) from the newest readable checkpoint (walk_back=False: the newest or an
+        error); None if there are none."""
+        steps = self.steps()[-1:] if not walk_back else self.steps()
         if not steps:
             return None
         if shardings is not None:

@@ -107,7 +107,8 @@ class OptimConfig:
     grad_clip: float = setting(1.0, range=(0.0, 1e9), role=VALUE)  # global norm; 0 turns clipping off
     embed_lr_scale: float = setting(1.0, range=(0.0, 1e6), low_open=True, role=VALUE)  # × lr of the input table alone
     skip_nonfinite: bool = False  # skip a non-finite update instead of stopping the run
-    # a member whose train loss stays above this (null: 10 · ln V) for divergence_patience steps is diverged
+    # a member whose train loss stays above this (null: 10 · ln V) and above twice its first loss for
+    # divergence_patience steps is diverged
     divergence_loss: float | None = setting(None, range=(0.0, 1e30), low_open=True)
     divergence_patience: int = setting(20, range=(1, 10**9))
 
@@ -353,6 +354,9 @@ def _validate_mup(cfg: Config) -> None:
     if o.name not in ("adam", "adamw"):
         raise ConfigError(f"model.parametrization: got 'mup' with optim.name={o.name!r}; allowed: 'mup' with adam or "
                           "adamw (its per-layer learning rates are Adam's), or 'sp'")
+    if cfg.embedding.scale == "sqrt_d" or m.logit_scale == "inv_sqrt_d":
+        raise ConfigError("model.parametrization: got 'mup' with a width-dependent multiplier (embedding.scale=sqrt_d "
+                          "or model.logit_scale=inv_sqrt_d); allowed: numbers (μP sets the width scaling itself)")
     if m.kind == "transformer" and m.base_width % m.num_heads:
         raise ConfigError(f"model.base_width: got {m.base_width} with model.num_heads={m.num_heads}; allowed: a "
                           "multiple of num_heads (μP keeps the head count and scales the head width)")

@@ -106,15 +106,10 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def agree_max(value: int) -> int:
-    """The largest of every process's `value` (a one-process run: the value itself). The processes of a
-    run must take the same decisions (stop here, restore that step) to run the same collectives."""
-    return int(start_agree_max(value))
-
-
 def start_agree_max(value: int) -> Any:
-    """agree_max, dispatched: a device all-reduce queued behind the work already dispatched, read with
-    int() later (so the host need not wait for that work now). One process: the value itself."""
+    """The largest of every process's `value`, read with int() (the processes of a run must take the same
+    decisions, e.g. stop here, to run the same collectives). Dispatched as a device all-reduce queued behind
+    the work already dispatched, so the host can read it later without waiting now. One process: the value."""
     if jax.process_count() == 1:
         return value
     global _AGREE

@@ -192,24 +192,39 @@ def coord_slope_lines(runs, max_steps: int = 5) -> list[str]:
     return lines
 
 
-def _lr_points(runs) -> tuple[dict[str, list], float | None]:
-    """{parametrization: [(width, lr, seed, final eval loss or None if diverged)]}, and the initial eval loss."""
-    out, initial = defaultdict(list), []
+_PANEL_KEYS = ("model.parametrization", "model.kind", "model.tie_embeddings", "embedding.init", "embedding.init_std")
+
+
+def _lr_points(runs) -> tuple[dict[tuple, list], float]:
+    """{panel: [(width, lr, seed, final eval loss, or None if diverged)]} and the initial loss (the eval loss
+    at step 0, else ln V). A panel is one value of every other config key that may vary (parametrisation,
+    model, tying, init, σ); members not (yet) finished or diverged are left out."""
+    out, initial, V = defaultdict(list), [], None
     for r in runs:
         c, s = r["cfg"], r["summary"]
-        loss = s.get("eval/loss") if s.get("status") == "finished" else None
-        out[_get(c, "model.parametrization") or "sp"].append(
+        if s.get("status") not in ("finished", "diverged"):
+            continue
+        loss = s.get("eval/loss") if s["status"] == "finished" else None
+        out[tuple(_get(c, k) for k in _PANEL_KEYS)].append(
             (_get(c, "model.embed_dim"), _get(c, "optim.lr"), c.get("seed"), loss))
         initial += [row["eval/loss"] for row in r["rows"][:1] if row.get("step") == 0 and "eval/loss" in row]
-    return dict(out), (float(np.mean(initial)) if initial else None)
+        V = _get(c, "data.vocab_size")
+    return dict(out), (float(np.mean(initial)) if initial else float(np.log(V or 2)))
+
+
+def _panel_name(panel: tuple, panels: list[tuple]) -> str:
+    """'μP', or 'μP untied σ=0.2' when other keys vary between panels."""
+    varying = [i for i in range(1, len(_PANEL_KEYS)) if len({p[i] for p in panels}) > 1]
+    name = "μP" if panel[0] == "mup" else "SP"
+    return " ".join([name] + [f"{_PANEL_KEYS[i].rpartition('.')[2]}={panel[i]}" for i in varying])
 
 
 def _lr_analysis(runs) -> dict[str, dict]:
+    """{panel name: lr_transfer(...)} for panels with ≥ 3 learning rates and ≥ 2 widths, SP before μP."""
     points, initial = _lr_points(runs)
-    if initial is None:
-        return {}
-    return {p: lr_transfer(pts, initial) for p, pts in points.items()
-            if len({lr for _, lr, _, _ in pts}) >= 3 and len({w for w, _, _, _ in pts}) >= 2}
+    panels = sorted(points, key=lambda p: (p[0] != "sp", str(p)))
+    return {_panel_name(p, panels): lr_transfer(points[p], initial) for p in panels
+            if len({lr for _, lr, _, _ in points[p]}) >= 3 and len({w for w, _, _, _ in points[p]}) >= 2}
 
 
 def plot_lr_transfer(runs, path) -> bool:
@@ -218,7 +233,7 @@ def plot_lr_transfer(runs, path) -> bool:
     res = _lr_analysis(runs)
     if not res:
         return False
-    pars = [p for p in ("sp", "mup") if p in res]
+    pars = list(res)
     fig, axes = plt.subplots(1, len(pars), figsize=(6 * len(pars), 4.2), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], pars):
         a = res[p]
@@ -230,7 +245,7 @@ def plot_lr_transfer(runs, path) -> bool:
                         fmt="*", ms=12, color=c, capsize=3)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("learning rate")
-        ax.set_title(f"{'μP' if p == 'mup' else 'SP'}: best lr moved {a['moved']} grid step(s)")
+        ax.set_title(f"{p}: best lr moved {a['moved']} grid step(s)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("final eval loss (mean over seeds; diverged = initial loss)")
@@ -243,8 +258,7 @@ def plot_lr_transfer(runs, path) -> bool:
 def lr_transfer_lines(runs) -> list[str]:
     res = _lr_analysis(runs)
     lines = []
-    for p in (p for p in ("sp", "mup") if p in res):
-        a, name = res[p], "μP" if p == "mup" else "SP"
+    for name, a in res.items():
         ws = list(a["widths"])
         lines += [f"**{name}**: across widths {ws[0]}–{ws[-1]} the best lr moved {a['moved']} grid step(s) "
                   f"(a grid step is ×{a['grid'][1] / a['grid'][0]:g}).", "",

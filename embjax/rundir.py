@@ -22,10 +22,10 @@ import jax
 import numpy as np
 
 from . import config as C
-from .checkpoint import CheckpointError, Checkpointer
+from .checkpoint import Checkpointer
 from .config import Config, ConfigError
 from .data import Corpus
-from .mesh import agree_max, is_main_process
+from .mesh import is_main_process
 from .metrics import export_projector
 from .sinks import CompositeSink, JsonlSink, MemorySink, NullSink, WandbSink, truncate_jsonl
 
@@ -136,6 +136,7 @@ class RunDir:
         self.wandb: WandbSink | None = None
         self.jsonl: JsonlSink | None = None
         self.sink: Any = NullSink()
+        self.summary: dict | None = None
 
     def open(self, corpus: Corpus, wandb_group: str | None = None) -> None:
         """Create the directory, write config.yaml, start the checkpointer and (process 0) the W&B run."""
@@ -160,23 +161,14 @@ class RunDir:
                     f.write(self.wandb.run_id)
 
     def restore(self, abstract_state: Any, shardings: Any) -> tuple[int, Any] | None:
-        """The newest checkpoint every process can read (processes read different shards, so a damaged
-        one may fail on one process only: they agree on the oldest step any of them fell back to)."""
+        """(step, state) of the newest readable checkpoint (one process walks back over damaged ones)."""
         if not self.resume:
             return None
-        error, restored = None, None
-        try:
-            restored = self.ckpt.restore_latest(abstract_state, shardings)
-        except CheckpointError as err:
-            error = err
-        mine = -2 if error else (-1 if restored is None else restored[0])
-        agreed = -agree_max(-mine)  # the smallest: -2 (some process failed), -1 (none found) or a step
-        if agreed == -2:
-            raise error or CheckpointError(f"another process could not restore any checkpoint in {self.ckpt.directory}")
-        if agreed == -1:
+        # several processes restore together (orbax synchronises them), so they must all try the same steps:
+        # there, only the newest is tried, and a damaged one is an error on every process
+        restored = self.ckpt.restore_latest(abstract_state, shardings, walk_back=jax.process_count() == 1)
+        if restored is None:
             return None
-        if restored[0] != agreed:
-            restored = self.ckpt.restore_latest(abstract_state, shardings, max_step=agreed)
         step, state, _ = restored
         if self.writer:
             print(f"resuming {self.path} from step {step} (checkpoint {step})", file=sys.stderr)
@@ -203,8 +195,11 @@ class RunDir:
         self.ckpt.save(step, state, C.to_dict(self.cfg))
 
     def finish(self, o: Outcome) -> dict[str, Any]:
-        """summary.json (always); with a good final state, the last checkpoint and the exports."""
-        summary = summarize(self.cfg, self.corpus.info, o)
+        """summary.json (always); with a good final state, the last checkpoint and the exports. Once: a
+        second call (after a crash was already summarised) returns the first summary."""
+        if self.summary is not None:
+            return self.summary
+        summary = self.summary = summarize(self.cfg, self.corpus.info, o)
         try:
             if o.state is not None and o.status == "finished":
                 self.ckpt.save(o.step, o.state, C.to_dict(self.cfg), force=True)
@@ -262,6 +257,8 @@ class MemoryRun:
         self.checkpoints[step] = jax.device_get(state)
 
     def finish(self, o: Outcome) -> dict[str, Any]:
+        if self.outcome is not None:  # finished already (a crash summarised first)
+            return summarize(self.cfg, self.info, self.outcome)
         if o.state is not None and o.status == "finished":
             self.checkpoint(o.step, o.state)
         self.outcome = dataclasses.replace(o, state=None)

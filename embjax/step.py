@@ -10,6 +10,7 @@ Dimensions: B batch, T time, V vocabulary. A train state is a plain pytree (dict
                          above the divergence bound for divergence_patience steps (the state is frozen there)
   skipped        int32   non-finite updates skipped (optim.skip_nonfinite)
   high_loss_steps int32  consecutive steps with a loss above the divergence bound
+  loss0          float32 the loss of the first step (a blow-up must also pass twice it)
   norm0          float32 mean row norm of E at step 0, for emb/norm_growth
   row_updates    int32[V] steps in which each row of E received a nonzero gradient
 Shapes and structure are static per compiled program; everything in `hp` and the seed are values.
@@ -170,11 +171,16 @@ class Program:
         self.graphdef, _ = nnx.split(abstract)
         self.tables = Tables(abstract)
         params = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
-        base_cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, embed_dim=cfg.model.base_width))
-        base = nnx.eval_shape(lambda: build_model(base_cfg, init_std=1.0, pretrained=None, rngs=nnx.Rngs(0)))
-        self.rules = param_rules(self.cfg, self.tables, params, nnx.to_pure_dict(nnx.state(base, nnx.Param)))
+        base = params  # μP compares every shape with the same model at the base width (`mup`'s base shapes)
+        if cfg.model.parametrization == "mup":
+            base_cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, embed_dim=cfg.model.base_width),
+                                           embedding=dataclasses.replace(self.cfg.embedding, init="normal"))
+            base = nnx.to_pure_dict(nnx.state(nnx.eval_shape(
+                lambda: build_model(base_cfg, init_std=1.0, rngs=nnx.Rngs(0))), nnx.Param))
+        self.rules = param_rules(self.cfg, self.tables, params, base)
         self.pad_id = cfg.model.pad_id
         o = cfg.optim
+        # a blow-up is a loss past this and past twice the run's first loss (so a large-σ start is not one)
         self.divergence_loss = o.divergence_loss if o.divergence_loss is not None else 10 * math.log(cfg.data.vocab_size)
         # the train state's shapes, and on a mesh each leaf's sharding (the loop and the scan carry share them)
         self.abstract_state = jax.eval_shape(self.init, 0, hparams(cfg))
@@ -239,6 +245,7 @@ class Program:
             "opt_state": make_optimizer(self.cfg, hp, self.rules).init(params), "hp": hp,
             "rng": jax.random.key_data(k_data), "diverged_at": jnp.full((), -1, jnp.int32),
             "skipped": jnp.zeros((), jnp.int32), "high_loss_steps": jnp.zeros((), jnp.int32),
+            "loss0": jnp.zeros((), jnp.float32),
             "norm0": jnp.linalg.norm(self.table(params), axis=-1).mean(),
             "row_updates": jnp.zeros((self.cfg.data.vocab_size,), jnp.int32),
         }
@@ -255,7 +262,10 @@ class Program:
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         live = state["diverged_at"] < 0
-        high_loss_steps = jnp.where(finite & (loss > self.divergence_loss), state["high_loss_steps"] + 1, 0)
+        loss0 = jnp.where(state["step"] == 0, loss, state["loss0"])
+        high = loss > jnp.maximum(self.divergence_loss, 2 * loss0)
+        # a non-finite step (skipped or not) leaves the count as it was
+        high_loss_steps = jnp.where(finite, jnp.where(high, state["high_loss_steps"] + 1, 0), state["high_loss_steps"])
         blown_up = high_loss_steps >= self.cfg.optim.divergence_patience  # finite, but far past ln V for too long
         apply = finite & live & ~blown_up
         touched_V = jnp.any(self.table(grads) != 0, axis=-1)  # rows of E with a nonzero gradient
@@ -268,7 +278,7 @@ class Program:
             opt_state=_tree_where(apply, opt_state, state["opt_state"]),
             diverged_at=jnp.where(stop_here, state["step"] + 1, state["diverged_at"]),
             skipped=state["skipped"] + (~finite & live).astype(jnp.int32),
-            high_loss_steps=high_loss_steps,
+            high_loss_steps=high_loss_steps, loss0=loss0,
             row_updates=state["row_updates"] + (touched_V & apply).astype(jnp.int32),
         )
         lr = hp["lr"] * schedule_factor(self.cfg)(state["step"])

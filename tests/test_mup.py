@@ -11,6 +11,7 @@ import pytest
 from embjax.cli import train_main
 from embjax.config import ConfigError, load_config
 from embjax.data import make_corpus
+from embjax.runner import load_inputs
 from embjax.step import Program, hparams
 
 BASE = {"data.vocab_size": 64, "data.num_classes": 4, "data.seq_len": 16, "data.batch_size": 8,
@@ -33,9 +34,10 @@ def run(cfg, P, n):
     return state, out
 
 
-@pytest.mark.parametrize("tie", [True, False])
-def test_mup_at_the_base_width_is_sp_step_for_step(tie):
-    kw = {"model.embed_dim": 8, "model.tie_embeddings": tie, "optim.weight_decay": 0.1, "optim.lr": 0.01}
+@pytest.mark.parametrize("tie,kind", [(True, "transformer"), (False, "transformer"), (False, "linear")])
+def test_mup_at_the_base_width_is_sp_step_for_step(tie, kind):
+    kw = {"model.embed_dim": 8, "model.tie_embeddings": tie, "optim.weight_decay": 0.1, "optim.lr": 0.01,
+          "model.kind": kind}
     (cs, ps), (cm, pm) = program(**kw), program(**kw, **{"model.parametrization": "mup"})
     (ss, ls), (sm, lm) = run(cs, ps, 6), run(cm, pm, 6)
     assert ls == lm
@@ -64,11 +66,19 @@ def test_per_parameter_learning_rates_and_multipliers_by_hand():
     assert blk["ln1"]["scale"] == pytest.approx(lr, rel=1e-3) and moves["mup"]["pos"] == pytest.approx(lr, rel=1e-3)
     assert moves["mup"]["head"]["embedding"] == pytest.approx(lr, rel=1e-3)  # the readout keeps η ...
     assert moves["mup"]["embed"]["embedding"] == pytest.approx(0.5 * lr, rel=1e-3)  # the input table: η · scale
-    # ... and is multiplied by 1/m; attention scores are q·k·√K₀/K (K = 16, K₀ = 4): 1/8 instead of SP's 1/4
-    cfg, P = program(**kw, **{"model.parametrization": "mup"})
-    model = P.model(P.init(0, hparams(cfg))["params"])
-    assert model.logit_scale == pytest.approx(1 / m) and model.blocks[0].width_mult == m
-    assert 1 / math.sqrt(16 * model.blocks[0].width_mult) == pytest.approx(math.sqrt(4) / 16)
+    # ... and is multiplied by 1/m; attention scores are q·k·√K₀/K (K = 16, K₀ = 4) = SP's q·k/√K times 1/√m.
+    # μP leaves the init alone, so from one seed both parametrisations hold the same weights: at the first
+    # forward pass the mean |score| and |logit| differ by exactly those factors
+    sizes, heads = {}, {}
+    h = jax.random.normal(jax.random.key(3), (2, 5, 32))
+    for par in ("sp", "mup"):
+        cfg, P = program(**kw, **{"model.parametrization": par})
+        state = P.init(0, hparams(cfg))
+        _, sizes[par] = P.loss_and_sizes(state["params"], P.batch(P.corpus.tables, state))
+        heads[par] = np.asarray(P.model(state["params"]).logits(h))
+    assert float(sizes["mup"]["coord/attn_logits0"]) == pytest.approx(float(sizes["sp"]["coord/attn_logits0"]) / 2,
+                                                                     rel=1e-5)
+    np.testing.assert_allclose(heads["mup"], heads["sp"] / m, rtol=1e-6)
 
 
 def test_weight_decay_per_step_is_lr_times_decay_at_every_width():
@@ -115,9 +125,28 @@ def test_finite_blow_up_ends_diverged_and_a_healthy_run_does_not(tiny, tmp_path)
     assert max(r["train/loss"] for r in rows if "train/loss" in r) > 10 * math.log(64)
     assert train_main(tiny + ["--name=ok"]) == 0
     assert json.load(open(tmp_path / "ok" / "summary.json"))["status"] == "finished"
+    # a large-σ start is far above 10·ln V for many steps, but it comes down: not a blow-up
+    assert train_main(tiny + ["--name=wide", "--embedding.init_std=30"]) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "wide" / "metrics.jsonl")]
+    assert rows[1]["train/loss"] > 10 * math.log(64)
+    assert json.load(open(tmp_path / "wide" / "summary.json"))["status"] == "finished"
+
+
+def test_pretrained_tables_train_in_sp_and_mup(tmp_path):
+    E = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32) * 0.1
+    np.save(tmp_path / "e.npy", E)
+    for par in ("sp", "mup"):
+        cfg = load_config(None, {**BASE, "model.embed_dim": 32, "model.parametrization": par,
+                                 "embedding.init": "pretrained", "embedding.pretrained_path": str(tmp_path / "e.npy")})
+        corpus, pretrained = load_inputs(cfg)
+        P = Program(cfg, corpus, pretrained)
+        state, losses = run(cfg, P, 3)
+        assert np.isfinite(losses).all()
+        np.testing.assert_array_equal(np.asarray(P.init(0, hparams(cfg))["params"]["embed"]["embedding"]), E)
 
 
 @pytest.mark.parametrize("kw,needle", [
+    ({"embedding.scale": "sqrt_d"}, "width-dependent multiplier"),
     ({"model.kind": "mlp"}, "model.kind='mlp'"),
     ({"optim.name": "sgd"}, "optim.name='sgd'"),
     ({"model.base_width": 9}, "model.base_width: got 9"),
