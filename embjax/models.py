@@ -61,9 +61,9 @@ class EmbeddingLM(nnx.Module):
         return emb_BxTxD, h_BxTxD
 
     def logits(self, h_BxTxD: jax.Array) -> jax.Array:
+        """(B, T, D) -> (B, T, V) = logit_scale · h · Eᵀ; the scale multiplies h (D wide), not the V-wide logits."""
         table = self.embed if self.head is None else self.head
-        logits_BxTxV = table.attend(h_BxTxD)
-        return logits_BxTxV * self.logit_scale if self.logit_scale != 1.0 else logits_BxTxV
+        return table.attend(h_BxTxD * self.logit_scale if self.logit_scale != 1.0 else h_BxTxD)
 
 
 class LinearLM(EmbeddingLM):
