@@ -148,7 +148,7 @@ def main(argv: list[str]) -> int:
         for row in bench_sweep(steps=a.steps if a.steps != 20 else 300):
             _emit(row, a.json)
     elif a.case == "mup":
-        for row in bench_mup(a.steps, a.per_dispatch, a.rounds):
+        for row in bench_mup(a.steps, a.per_dispatch, a.rounds, a.set):
             _emit(row, a.json)
     elif a.case == "compare":
         if not a.peer_python or not a.peer or not os.path.isfile(a.peer):
@@ -170,11 +170,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def bench_mup(steps: int, per_dispatch: int, rounds: int) -> list[dict]:
+def bench_mup(steps: int, per_dispatch: int, rounds: int, sets: list[str] = ()) -> list[dict]:
     """The train spec under SP and under μP (d₀ = d / 4, so every μP multiplier is active), alternating in
     separate processes, so drift on a shared machine hits both sides; the last row has the median ratio."""
     rows, rates = [], {"sp": [], "mup": []}
-    base = ["--case=train", f"--steps={steps}", f"--per-dispatch={per_dispatch}"]
+    base = ["--case=train", f"--steps={steps}", f"--per-dispatch={per_dispatch}", *[f"--set={s}" for s in sets]]
     for r in range(rounds):
         for par in ("sp", "mup"):
             out = _run_self(base + [f"--set=model.parametrization={par}", "--set=model.base_width=64"])

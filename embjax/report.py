@@ -195,21 +195,21 @@ def coord_slope_lines(runs, max_steps: int = 5) -> list[str]:
 _PANEL_KEYS = ("model.parametrization", "model.kind", "model.tie_embeddings", "embedding.init", "embedding.init_std")
 
 
-def _lr_points(runs) -> tuple[dict[tuple, list], float]:
-    """{panel: [(width, lr, seed, final eval loss, or None if diverged)]} and the initial loss (the eval loss
-    at step 0, else ln V). A panel is one value of every other config key that may vary (parametrisation,
-    model, tying, init, σ); members not (yet) finished or diverged are left out."""
-    out, initial, V = defaultdict(list), [], None
+def _lr_points(runs) -> tuple[dict[tuple, list], dict[tuple, float]]:
+    """{panel: [(width, lr, seed, final eval loss, or None if diverged)]} and each panel's initial loss (the
+    mean eval loss at step 0, else ln V). A panel is one value of every other config key that may vary
+    (parametrisation, model, tying, init, σ); members not (yet) finished or diverged are left out."""
+    out, initial, V = defaultdict(list), defaultdict(list), 2
     for r in runs:
         c, s = r["cfg"], r["summary"]
         if s.get("status") not in ("finished", "diverged"):
             continue
+        panel = ((_get(c, "model.parametrization") or "sp"), *(_get(c, k) for k in _PANEL_KEYS[1:]))
         loss = s.get("eval/loss") if s["status"] == "finished" else None
-        out[tuple(_get(c, k) for k in _PANEL_KEYS)].append(
-            (_get(c, "model.embed_dim"), _get(c, "optim.lr"), c.get("seed"), loss))
-        initial += [row["eval/loss"] for row in r["rows"][:1] if row.get("step") == 0 and "eval/loss" in row]
-        V = _get(c, "data.vocab_size")
-    return dict(out), (float(np.mean(initial)) if initial else float(np.log(V or 2)))
+        out[panel].append((_get(c, "model.embed_dim"), _get(c, "optim.lr"), c.get("seed"), loss))
+        initial[panel] += [row["eval/loss"] for row in r["rows"][:1] if row.get("step") == 0 and "eval/loss" in row]
+        V = _get(c, "data.vocab_size") or V
+    return dict(out), {p: float(np.mean(initial[p])) if initial[p] else float(np.log(V)) for p in out}
 
 
 def _panel_name(panel: tuple, panels: list[tuple]) -> str:
@@ -223,7 +223,7 @@ def _lr_analysis(runs) -> dict[str, dict]:
     """{panel name: lr_transfer(...)} for panels with ≥ 3 learning rates and ≥ 2 widths, SP before μP."""
     points, initial = _lr_points(runs)
     panels = sorted(points, key=lambda p: (p[0] != "sp", str(p)))
-    return {_panel_name(p, panels): lr_transfer(points[p], initial) for p in panels
+    return {_panel_name(p, panels): lr_transfer(points[p], initial[p]) for p in panels
             if len({lr for _, lr, _, _ in points[p]}) >= 3 and len({w for w, _, _, _ in points[p]}) >= 2}
 
 

@@ -165,7 +165,8 @@ class RunDir:
         if not self.resume:
             return None
         # several processes restore together (orbax synchronises them), so they must all try the same steps:
-        # there, only the newest is tried, and a damaged one is an error on every process
+        # there, only the newest is tried, and a damaged one stops the run (an error where the damage is read,
+        # a barrier timeout on the other processes)
         restored = self.ckpt.restore_latest(abstract_state, shardings, walk_back=jax.process_count() == 1)
         if restored is None:
             return None
@@ -205,13 +206,15 @@ class RunDir:
                 self.ckpt.save(o.step, o.state, C.to_dict(self.cfg), force=True)
             if o.E is not None and self.writer:
                 self._write_outputs(o)
-            if self.ckpt is not None:
-                self.ckpt.close()
         finally:
-            self.sink.summary(summary)
-            self.sink.close(o.status)
-            if self.wandb is not None:
-                summary["_wandb_sync"] = self.wandb.sync_hint()
+            try:
+                if self.ckpt is not None:
+                    self.ckpt.close()  # waits for the async saves
+            finally:
+                self.sink.summary(summary)
+                self.sink.close(o.status)
+                if self.wandb is not None:
+                    summary["_wandb_sync"] = self.wandb.sync_hint()
         return summary
 
     def _write_outputs(self, o: Outcome) -> None:
@@ -246,6 +249,7 @@ class MemoryRun:
 
     def begin(self, step: int) -> None:
         self.sink.rows = [(s, r) for s, r in self.sink.rows if s <= (step if step > 0 else -1)]
+        self.outcome = None  # a new session of this run: it will finish again
 
     def log(self, step: int, row: dict[str, float]) -> None:
         self.sink.log(step, row)

@@ -10,7 +10,7 @@ Dimensions: B batch, T time, V vocabulary. A train state is a plain pytree (dict
                          above the divergence bound for divergence_patience steps (the state is frozen there)
   skipped        int32   non-finite updates skipped (optim.skip_nonfinite)
   high_loss_steps int32  consecutive steps with a loss above the divergence bound
-  loss0          float32 the loss of the first step (a blow-up must also pass twice it)
+  loss0          float32 the first finite loss (a blow-up must also pass twice it)
   norm0          float32 mean row norm of E at step 0, for emb/norm_growth
   row_updates    int32[V] steps in which each row of E received a nonzero gradient
 Shapes and structure are static per compiled program; everything in `hp` and the seed are values.
@@ -245,7 +245,7 @@ class Program:
             "opt_state": make_optimizer(self.cfg, hp, self.rules).init(params), "hp": hp,
             "rng": jax.random.key_data(k_data), "diverged_at": jnp.full((), -1, jnp.int32),
             "skipped": jnp.zeros((), jnp.int32), "high_loss_steps": jnp.zeros((), jnp.int32),
-            "loss0": jnp.zeros((), jnp.float32),
+            "loss0": jnp.full((), jnp.nan, jnp.float32),
             "norm0": jnp.linalg.norm(self.table(params), axis=-1).mean(),
             "row_updates": jnp.zeros((self.cfg.data.vocab_size,), jnp.int32),
         }
@@ -262,8 +262,8 @@ class Program:
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         live = state["diverged_at"] < 0
-        loss0 = jnp.where(state["step"] == 0, loss, state["loss0"])
-        high = loss > jnp.maximum(self.divergence_loss, 2 * loss0)
+        loss0 = jnp.where(finite & jnp.isnan(state["loss0"]), loss, state["loss0"])  # the first finite loss
+        high = loss > jnp.maximum(self.divergence_loss, jnp.nan_to_num(2 * loss0, nan=0.0))
         # a non-finite step (skipped or not) leaves the count as it was
         high_loss_steps = jnp.where(finite, jnp.where(high, state["high_loss_steps"] + 1, 0), state["high_loss_steps"])
         blown_up = high_loss_steps >= self.cfg.optim.divergence_patience  # finite, but far past ln V for too long

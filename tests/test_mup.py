@@ -147,6 +147,7 @@ def test_pretrained_tables_train_in_sp_and_mup(tmp_path):
 
 @pytest.mark.parametrize("kw,needle", [
     ({"embedding.scale": "sqrt_d"}, "width-dependent multiplier"),
+    ({"model.logit_scale": "inv_sqrt_d"}, "width-dependent multiplier"),
     ({"model.kind": "mlp"}, "model.kind='mlp'"),
     ({"optim.name": "sgd"}, "optim.name='sgd'"),
     ({"model.base_width": 9}, "model.base_width: got 9"),

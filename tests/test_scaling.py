@@ -42,3 +42,28 @@ def test_lr_transfer_by_hand():
     assert a["sensitivity"] == pytest.approx(np.mean([5.1, 4.1, 3.6, 5.25]) - 3.6)
     assert b["sensitivity"] == pytest.approx(np.mean([4.5, 3.2, 3.3, 6.0]) - 3.2)
     assert res["moved"] == 1 and a["inside"] and b["inside"]
+
+
+def test_report_lr_panels_each_clip_at_their_own_initial_loss():
+    """Two panels (SP with σ = 0.02 and σ = 2): each member's loss is clipped at its own panel's step-0 loss,
+    an old config without model.parametrization counts as SP, and unfinished members are left out."""
+    from embjax.report import _lr_analysis
+
+    def run(par, sigma, width, lr, loss, status="finished", first=6.0):
+        model = {"embed_dim": width, "kind": "transformer", "tie_embeddings": True}
+        if par is not None:
+            model["parametrization"] = par
+        return {"cfg": {"model": model, "embedding": {"init": "normal", "init_std": sigma}, "optim": {"lr": lr},
+                        "seed": 0, "data": {"vocab_size": 512}},
+                "summary": {"status": status, "eval/loss": loss}, "rows": [{"step": 0, "eval/loss": first}]}
+
+    runs = []
+    for w in (32, 64):
+        runs += [run(None, 0.02, w, lr, loss) for lr, loss in ((1e-3, 5.0), (2e-3, 4.0), (4e-3, 7.0))]
+        runs += [run("sp", 2.0, w, lr, loss, first=20.0) for lr, loss in ((1e-3, 15.0), (2e-3, 12.0), (4e-3, 30.0))]
+    runs.append(run("sp", 0.02, 128, 1e-3, 1.0, status="interrupted"))  # left out
+    res = _lr_analysis(runs)
+    assert sorted(res) == ["SP init_std=0.02", "SP init_std=2.0"]
+    small, large = res["SP init_std=0.02"], res["SP init_std=2.0"]
+    assert small["widths"][32]["curve"] == [5.0, 4.0, 6.0] and 128 not in small["widths"]  # 7.0 clipped at 6.0
+    assert large["widths"][64]["curve"] == [15.0, 12.0, 20.0]  # 30.0 clipped at its own panel's 20.0
