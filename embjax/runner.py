@@ -71,8 +71,8 @@ def train_group(cfgs: list[Config], *, overwrite: bool = False, vectorize: bool 
         loop = Loop(program, vmapped=vectorize and len(runs) > 1, signals=sig,
                     show=base.log.progress if progress is None else progress, desc=desc)
         out = loop.train(runs)
-    for s in out:
-        if sig.received:
+    if sig.received:
+        for s in out:
             s["_signal"] = sig.received
     return out
 
@@ -125,8 +125,8 @@ def run_sweep(path: str, out_dir: str | None = None, overrides: dict | None = No
     if report:
         from .report import make_report
         make_report(sweep_dir, wandb_group=name if cfgs[0].log.wandb else None)
-    for s in result:
-        if sig.received:
+    if sig.received:
+        for s in result:
             s["_signal"] = sig.received
     return result
 

@@ -89,9 +89,13 @@ def sweep_name(path: str, sweep: dict) -> str:
     return str(sweep.get("name") or os.path.splitext(os.path.basename(path))[0])
 
 
+def _fmt(value: Any) -> str:
+    """A swept value as names and labels show it: floats by %g, others lower-case."""
+    return f"{value:g}" if isinstance(value, float) else str(value).lower()
+
+
 def _short(key: str, value: Any) -> str:
-    v = f"{value:g}" if isinstance(value, float) else str(value).lower()
-    return f"{key.split('.')[-1]}{v}"
+    return f"{key.split('.')[-1]}{_fmt(value)}"
 
 
 def member_configs(path: str, sweep: dict, out_dir: str | None, overrides: dict) -> list[Config]:
@@ -134,12 +138,7 @@ _SYMBOLS = {"embedding.init_std": "σ", "model.embed_dim": "d", "model.tie_embed
 
 def member_label(cfg: Config, keys: list[str]) -> str:
     """A member named by its swept values, e.g. `d=32 σ=0.2 seed=1`."""
-    parts = []
-    for k in keys:
-        v = C.get(cfg, k)
-        parts.append(f"{_SYMBOLS.get(k, k.rpartition('.')[2])}={v:g}" if isinstance(v, float) and not isinstance(v, bool)
-                     else f"{_SYMBOLS.get(k, k.rpartition('.')[2])}={str(v).lower()}")
-    return " ".join(parts) or cfg.name
+    return " ".join(f"{_SYMBOLS.get(k, k.rpartition('.')[2])}={_fmt(C.get(cfg, k))}" for k in keys) or cfg.name
 
 
 def swept_keys(sweep: dict) -> list[str]:
