@@ -80,6 +80,12 @@ class ModelConfig:
     # sp: standard; mup: μP (Yang et al. 2021) for Adam, width multiplier m = embed_dim / base_width (see docs/mup.md)
     parametrization: Literal["sp", "mup"] = "sp"
     base_width: int = setting(64, range=(1, 2**16))  # d₀: at embed_dim = base_width μP computes exactly what SP does
+    # matmuls and activations; softmax, cross-entropy, layer-norm statistics and the metrics stay float32
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    # parameters and optimizer state; a bfloat16 table loses every row update below its resolution (docs/precision.md)
+    param_dtype: Literal["float32", "bfloat16"] = "float32"
+    # XLA's float32 matmul precision: default (TF32 on NVIDIA GPUs, one bfloat16 pass on TPUs), high, highest
+    matmul_precision: Literal["default", "high", "highest"] = "default"
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,8 @@ class LogConfig:
     # seconds W&B may take to start before the run goes on without it
     init_timeout: float = setting(30.0, range=(1.0, 3600.0), role=IDENTITY)
     progress: bool = setting(True, role=IDENTITY, resumable=True)
+    # "A:B": a jax.profiler trace of steps A+1..B in <run>/profile (TensorBoard's profile plugin or Perfetto); "" off
+    profile_steps: str = setting("", role=IDENTITY, resumable=True)
 
 
 @dataclass(frozen=True)
@@ -342,6 +350,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"model.pad_id: got {m.pad_id}; allowed: null or an id in [0, {d.vocab_size})")
     if m.parametrization == "mup":
         _validate_mup(cfg)
+    if cfg.log.profile_steps:
+        profile_range(cfg.log.profile_steps, cfg.steps)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"name: got {cfg.name!r}; allowed: a non-empty name without '/'")
 
@@ -390,6 +400,8 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def parse_value(text: str) -> Any:
     """A command-line value: YAML scalars and flow lists (`true`, `0.02`, `[a, b]`, `null`)."""
+    if re.fullmatch(r"\d+:\d+", text):  # a step range (log.profile_steps), not YAML 1.1's base-60 integer
+        return text
     try:
         return yaml.safe_load(text) if text != "" else ""
     except yaml.YAMLError:
@@ -462,6 +474,14 @@ def replace(cfg: Config, **dotted: Any) -> Config:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def profile_range(text: str, steps: int) -> tuple[int, int]:
+    """log.profile_steps "A:B" -> (A, B): the steps after A up to B are traced (0 ≤ A < B ≤ steps)."""
+    m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
+    if not m or not int(m[1]) < int(m[2]) <= steps:
+        raise ConfigError(f"log.profile_steps: got {text!r}; allowed: '' or 'A:B' with 0 <= A < B <= steps ({steps})")
+    return int(m[1]), int(m[2])
 
 
 def resolve_logit_scale(value: LogitScale, d: int) -> float:

@@ -46,13 +46,17 @@ class TokenEmbedding(nnx.Module):
     σ (`init_std`) only multiplies a unit-scale draw, so it may be a traced array: sweep
     members that differ only in σ share one compiled program. `scale` is a number or
     "sqrt_d" (Vaswani et al. 2017 multiply by √d). `freeze=True` stops gradients into E.
+    As in Flax, `param_dtype` is E's storage and `dtype` the computation's (None: E's): lookups come
+    out in `dtype`, and `attend` multiplies in `dtype` but accumulates and returns float32 logits.
     """
 
     def __init__(self, vocab_size: int, embed_dim: int, *, init: str = "normal", init_std: Any = 0.02,
                  scale: float | str = 1.0, pretrained: np.ndarray | None = None, freeze: bool = False,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
+                 dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.vocab_size, self.embed_dim, self.init, self.freeze = vocab_size, embed_dim, init, freeze
+        self.dtype = param_dtype if dtype is None else dtype
         self.scale = math.sqrt(embed_dim) if scale == "sqrt_d" else float(scale)
+        dtype = param_dtype
         if init == "pretrained":
             if pretrained is None:
                 raise ValueError("embedding.init='pretrained' needs a matrix: pass pretrained= (see load_pretrained)")
@@ -72,12 +76,13 @@ class TokenEmbedding(nnx.Module):
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         """(...,) int ids -> (..., D)."""
-        out = jnp.take(self.table(), ids, axis=0)
+        out = jnp.take(self.table(), ids, axis=0).astype(self.dtype)
         return out * self.scale if self.scale != 1.0 else out
 
     def attend(self, h: jax.Array) -> jax.Array:
-        """(..., D) -> (..., V) = h · Eᵀ, no scale: the logits of a tied output head."""
-        return jnp.einsum("...d,vd->...v", h, self.table())
+        """(..., D) -> (..., V) = h · Eᵀ, no scale: the logits of a tied output head (float32 accumulation)."""
+        return jnp.einsum("...d,vd->...v", h.astype(self.dtype), self.table().astype(self.dtype),
+                          preferred_element_type=jnp.float32)
 
 
 def cosine(a: Any, b: Any) -> float:

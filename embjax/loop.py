@@ -21,13 +21,14 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from .mesh import replicated, start_agree_max, to_host
 from .metrics import TrainingGeometry
 from .models import count_params
+from .profiler import Profiler
 from .rundir import Outcome, Run
 from .signals import Signals
 from .sinks import ConsoleSink
 from .step import Program, hparams
 
 
-def _next_event(s: int, total: int, every: tuple[int, ...]) -> int:
+def _next_event(s: int, total: int, every: tuple[int, ...]) -> int:  # the next step something happens at
     return min([total] + [(s // e + 1) * e for e in every if e > 0])
 
 
@@ -127,11 +128,11 @@ class _Cohort:
     def __init__(self, loop: Loop, runs: list[Run], states: list, start: int):
         self.L, self.runs, self.start, self.M = loop, runs, start, len(runs)
         self.state = self._stack(states) if loop.vmapped else states[0]
-        self.status, self.rows = ["running"] * self.M, [{} for _ in runs]
-        self.last_step = [start] * self.M
+        self.status, self.rows, self.last_step = ["running"] * self.M, [{} for _ in runs], [start] * self.M
         self.t0, self.compile_s, self.clock = time.perf_counter(), None, (start, time.perf_counter())
         label = runs[0].label if self.M == 1 else f"{loop.desc or ''} {self.M} members vmapped".strip()
         self.console = ConsoleSink(loop.cfg.steps, start, label, enabled=loop.show)
+        self.prof = Profiler(loop.cfg.log.profile_steps, loop.cfg.steps, runs[0].cfg.run_dir)
 
     def _stack(self, states: list) -> Any:
         """Members' states stacked on the host (jnp.stack would compile a program per leaf shape), then
@@ -154,6 +155,7 @@ class _Cohort:
         try:
             self._train()
         except BaseException:
+            self.prof.stop()
             self.status = ["failed" if s == "running" else s for s in self.status]
             self.console.close("failed")
             self._finish([None] * self.M)
@@ -167,9 +169,11 @@ class _Cohort:
         pending = self._extras(0) if s == 0 else None
         events = (cfg.log.every, cfg.log.eval_every, cfg.log.metrics_every, cfg.checkpoint.every)
         while s < total and "running" in self.status:
-            n = _next_event(s, total, events) - s
+            n = min(_next_event(s, total, events), self.prof.boundary(s) or total) - s
+            self.prof.before(s)
             self.state, metrics = L.step_fn(self.state, L.tables, n)
             s += n
+            self.prof.after(s, metrics)
             extras = self._extras(s)
             extras[1].update(metrics)
             if pending is not None:
@@ -183,8 +187,7 @@ class _Cohort:
                 self._checkpoint(s)
                 if stop:
                     self.status = ["interrupted" if st == "running" else st for st in self.status]
-        if pending is not None:
-            self._fetch(pending)
+        self._fetch(pending) if pending is not None else None
         self.status = ["finished" if st == "running" else st for st in self.status]
 
     def _extras(self, s: int) -> tuple:

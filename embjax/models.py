@@ -16,6 +16,16 @@ from .config import Config, resolve_logit_scale
 from .embedding import TokenEmbedding
 
 
+def dtypes(cfg: Config) -> dict:
+    """Flax's dtype (matmuls, activations) and param_dtype (parameters) from model.compute_dtype / param_dtype."""
+    return {"dtype": jnp.dtype(cfg.model.compute_dtype), "param_dtype": jnp.dtype(cfg.model.param_dtype)}
+
+
+def mean_abs(x: jax.Array) -> jax.Array:
+    """Mean |x| in float32, whatever x's dtype."""
+    return jnp.abs(x.astype(jnp.float32)).mean()
+
+
 def sinusoidal_positions(T: int, D: int) -> jax.Array:
     """Vaswani et al. 2017: sin on even features, cos on odd, wavelengths up to 10,000·2π."""
     pos = jnp.arange(T, dtype=jnp.float32)[:, None]
@@ -30,18 +40,18 @@ class EmbeddingLM(nnx.Module):
     """Shared parts: the input table, optional norm after lookup, the tied or untied head."""
 
     def _init_tables(self, cfg: Config, init_std: Any, pretrained, rngs: nnx.Rngs):
-        V, D, e = cfg.data.vocab_size, cfg.model.embed_dim, cfg.embedding
+        V, D, e, dt = cfg.data.vocab_size, cfg.model.embed_dim, cfg.embedding, dtypes(cfg)
         self.embed = TokenEmbedding(V, D, init=e.init, init_std=init_std, scale=e.scale, pretrained=pretrained,
-                                    freeze=e.freeze, rngs=rngs)
+                                    freeze=e.freeze, rngs=rngs, **dt)
         # An untied head is a second table of the same shape, read through `attend`, so tied and untied
         # runs have tables to compare. It is drawn like a freshly initialised input table.
         head_init = "normal" if e.init == "pretrained" else e.init
         self.head = None if cfg.model.tie_embeddings else TokenEmbedding(
-            V, D, init=head_init, init_std=init_std, rngs=rngs)
+            V, D, init=head_init, init_std=init_std, rngs=rngs, **dt)
         if e.norm == "layernorm":  # a norm right after the lookup (e.g. BLOOM's embedding LayerNorm)
-            self.embed_norm = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs)
+            self.embed_norm = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt)
         elif e.norm == "rmsnorm":
-            self.embed_norm = nnx.RMSNorm(D, epsilon=1e-5, rngs=rngs)
+            self.embed_norm = nnx.RMSNorm(D, epsilon=1e-5, rngs=rngs, **dt)
         else:
             self.embed_norm = None
         # μP's readout multiplier 1/m (tied or untied alike), on top of model.logit_scale
@@ -72,7 +82,7 @@ class LinearLM(EmbeddingLM):
     def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs):
         D = cfg.model.embed_dim
         self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
-        self.proj = nnx.Linear(D, D, rngs=rngs)
+        self.proj = nnx.Linear(D, D, rngs=rngs, **dtypes(cfg))
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
         x_BxTxD = self.lookup(tok_BxT)
@@ -86,13 +96,13 @@ class MLPLM(EmbeddingLM):
         D, W, F = cfg.model.embed_dim, cfg.model.window, cfg.model.hidden_dim
         self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
         self.window = W
-        self.fc = nnx.Linear(W * D, F, rngs=rngs)
-        self.out = nnx.Linear(F, D, rngs=rngs)
+        self.fc = nnx.Linear(W * D, F, rngs=rngs, **dtypes(cfg))
+        self.out = nnx.Linear(F, D, rngs=rngs, **dtypes(cfg))
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
         x_BxTxD = self.lookup(tok_BxT)
         if mask_BxT is not None:
-            x_BxTxD = x_BxTxD * mask_BxT[..., None]
+            x_BxTxD = x_BxTxD * mask_BxT[..., None].astype(x_BxTxD.dtype)
         T = x_BxTxD.shape[1]
         pad = jnp.pad(x_BxTxD, ((0, 0), (self.window - 1, 0), (0, 0)))
         # position t sees tokens t, t-1, ..., t-W+1
@@ -107,26 +117,27 @@ class Block(nnx.Module):
     Scores are q·k/√K under SP; under μP q·k/√(K·m) = q·k·√K₀/K (K₀ the head width at the base width),
     which is the same number at m = 1 and 1/K-scaled as the width grows."""
 
-    def __init__(self, D: int, H: int, F: int, *, width_mult: float = 1.0, rngs: nnx.Rngs):
+    def __init__(self, D: int, H: int, F: int, *, width_mult: float = 1.0, rngs: nnx.Rngs, **dt):
         self.H, self.width_mult = H, width_mult
-        self.ln1, self.ln2 = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs), nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs)
-        self.qkv = nnx.Linear(D, 3 * D, rngs=rngs)
-        self.proj = nnx.Linear(D, D, rngs=rngs)
-        self.fc = nnx.Linear(D, F, rngs=rngs)
-        self.out = nnx.Linear(F, D, rngs=rngs)
+        self.ln1, self.ln2 = (nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt) for _ in range(2))
+        self.qkv = nnx.Linear(D, 3 * D, rngs=rngs, **dt)
+        self.proj = nnx.Linear(D, D, rngs=rngs, **dt)
+        self.fc = nnx.Linear(D, F, rngs=rngs, **dt)
+        self.out = nnx.Linear(F, D, rngs=rngs, **dt)
 
     def __call__(self, x_BxTxD: jax.Array, allowed_BxTxT: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(new residual stream, mean |score| over the allowed query-key pairs)."""
+        """(new residual stream, mean |score| over the allowed query-key pairs). Scores and softmax in float32."""
         B, T, D = x_BxTxD.shape
         K = D // self.H
         qkv = self.qkv(self.ln1(x_BxTxD)).reshape(B, T, 3, self.H, K)
         q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK) / math.sqrt(K * self.width_mult)
+        s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK,
+                               preferred_element_type=jnp.float32) / math.sqrt(K * self.width_mult)
         allowed_Bx1xTxT = jnp.broadcast_to(allowed_BxTxT[:, None], s_BxHxTxT.shape)
         score_l1 = jnp.sum(jnp.abs(s_BxHxTxT) * allowed_Bx1xTxT) / jnp.maximum(jnp.sum(allowed_Bx1xTxT), 1)
         s_BxHxTxT = jnp.where(allowed_BxTxT[:, None], s_BxHxTxT, jnp.finfo(s_BxHxTxT.dtype).min)
         p_BxHxTxT = jax.nn.softmax(s_BxHxTxT, axis=-1)
-        y_BxTxHxK = jnp.einsum("bhqs,bshk->bqhk", p_BxHxTxT, v_BxTxHxK)
+        y_BxTxHxK = jnp.einsum("bhqs,bshk->bqhk", p_BxHxTxT.astype(v_BxTxHxK.dtype), v_BxTxHxK)
         x_BxTxD = x_BxTxD + self.proj(y_BxTxHxK.reshape(B, T, D))
         return x_BxTxD + self.out(jax.nn.gelu(self.fc(self.ln2(x_BxTxD)), approximate=False)), score_l1
 
@@ -139,27 +150,28 @@ class TransformerLM(EmbeddingLM):
         D, T = m.embed_dim, cfg.data.seq_len
         self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
         self.positions = m.positions
+        dt = dtypes(cfg)
         if m.positions == "learned":
-            self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (T, D)))
-        self.blocks = nnx.List([Block(D, m.num_heads, m.mlp_ratio * D, width_mult=width_multiplier(cfg), rngs=rngs)
-                                for _ in range(m.num_layers)])
-        self.ln_f = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs)
+            self.pos = nnx.Param((0.02 * jax.random.normal(rngs.params(), (T, D))).astype(dt["param_dtype"]))
+        self.blocks = nnx.List([Block(D, m.num_heads, m.mlp_ratio * D, width_mult=width_multiplier(cfg), rngs=rngs,
+                                      **dt) for _ in range(m.num_layers)])
+        self.ln_f = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt)
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
         """(embedding output, final hidden state, {blockI: mean |x| after block I, attn_logitsI: mean |score|})."""
         B, T = tok_BxT.shape
         x_BxTxD = emb_BxTxD = self.lookup(tok_BxT)
         if self.positions == "learned":
-            x_BxTxD = x_BxTxD + self.pos[...][:T]
+            x_BxTxD = x_BxTxD + self.pos[...][:T].astype(x_BxTxD.dtype)
         elif self.positions == "sinusoidal":
-            x_BxTxD = x_BxTxD + sinusoidal_positions(T, x_BxTxD.shape[-1])
+            x_BxTxD = x_BxTxD + sinusoidal_positions(T, x_BxTxD.shape[-1]).astype(x_BxTxD.dtype)
         allowed_BxTxT = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
         if mask_BxT is not None:  # padding: no query attends to a padded key (its own position stays allowed)
             allowed_BxTxT = allowed_BxTxT & (mask_BxT[:, None, :] | jnp.eye(T, dtype=bool))
         coords = {}
         for i, block in enumerate(self.blocks):
             x_BxTxD, coords[f"attn_logits{i}"] = block(x_BxTxD, allowed_BxTxT)
-            coords[f"block{i}"] = jnp.abs(x_BxTxD).mean()
+            coords[f"block{i}"] = mean_abs(x_BxTxD)
         return emb_BxTxD, self.ln_f(x_BxTxD), coords
 
 

@@ -17,6 +17,7 @@ Shapes and structure are static per compiled program; everything in `hp` and the
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from flax import nnx
 from . import config as C
 from .config import Config
 from .data import Corpus
-from .models import Tables, build_model, path_keys
+from .models import Tables, build_model, mean_abs, path_keys
 
 def hparams(cfg: Config) -> dict[str, float]:
     """The per-member values a train state carries in `hp`, by leaf name (derived from the config's
@@ -104,7 +105,7 @@ def clip_by_global_norm(max_norm: jax.Array) -> optax.GradientTransformation:
     def update(updates, state, params=None):
         g_norm = optax.tree.norm(updates)
         keep = (g_norm < max_norm) | (max_norm <= 0)
-        return jax.tree.map(lambda t: jax.lax.select(keep, t, (t / g_norm.astype(t.dtype)) * max_norm), updates), state
+        return jax.tree.map(lambda t: jax.lax.select(keep, t, ((t / g_norm.astype(t.dtype)) * max_norm).astype(t.dtype)), updates), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -151,10 +152,16 @@ def make_optimizer(cfg: Config, hp: dict, rules: Any) -> optax.GradientTransform
     return optax.chain(*parts)
 
 
+def precision(name: str):
+    """model.matmul_precision as a tracing context ("default": XLA's own choice, no context)."""
+    return contextlib.nullcontext() if name == "default" else jax.default_matmul_precision(name)
+
+
 def _tree_where(pred, a, b):
     # lax.select, not jnp.where: jnp.where's nested jit hides shardings from the SPMD partitioner,
-    # which then all-gathers vocabulary-sharded tables to select between them
-    return jax.tree.map(lambda x, y: jax.lax.select(jnp.broadcast_to(pred, x.shape), x, y), a, b)
+    # which then all-gathers vocabulary-sharded tables to select between them. The result keeps b's dtypes
+    # (bfloat16 parameters stay bfloat16 even where float32 values were mixed into their update).
+    return jax.tree.map(lambda x, y: jax.lax.select(jnp.broadcast_to(pred, x.shape), x.astype(y.dtype), y), a, b)
 
 
 class Program:
@@ -199,8 +206,8 @@ class Program:
         return nnx.merge(self.graphdef, params)
 
     def table(self, params: Any) -> jax.Array:
-        """E (V×d), the input embedding table."""
-        return self.tables.get(params)
+        """E (V×d), the input embedding table, in float32 (whatever model.param_dtype stores)."""
+        return self.tables.get(params).astype(jnp.float32)
 
     def loss(self, params: Any, tok_BxT1: jax.Array) -> jax.Array:
         """Mean next-token cross-entropy (nats) over non-padding targets."""
@@ -212,11 +219,12 @@ class Program:
         inp_BxT, tgt_BxT = tok_BxT1[:, :-1], tok_BxT1[:, 1:]
         mask_BxT = None if self.pad_id is None else inp_BxT != self.pad_id
         model = self.model(params)
-        emb_BxTxD, h_BxTxD, coords = model.features_and_coords(inp_BxT, mask_BxT)
-        logits_BxTxV = model.logits(h_BxTxD)
+        with precision(self.cfg.model.matmul_precision):
+            emb_BxTxD, h_BxTxD, coords = model.features_and_coords(inp_BxT, mask_BxT)
+            logits_BxTxV = model.logits(h_BxTxD)
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), tgt_BxT)
-        sizes = {"coord/embed_out": jnp.abs(emb_BxTxD).mean(), **{f"coord/{k}": v for k, v in coords.items()},
-                 "coord/hidden": jnp.abs(h_BxTxD).mean(), "coord/logits": jnp.abs(logits_BxTxV).mean()}
+        sizes = {"coord/embed_out": mean_abs(emb_BxTxD), **{f"coord/{k}": v for k, v in coords.items()},
+                 "coord/hidden": mean_abs(h_BxTxD), "coord/logits": mean_abs(logits_BxTxV)}
         sizes = jax.tree.map(jax.lax.stop_gradient, sizes)
         if self.pad_id is None:
             return ce_BxT.mean(), sizes

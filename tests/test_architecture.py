@@ -17,7 +17,7 @@ LAYERS = [
     {"rundir", "report"},
     {"step", "sweep"},
     {"models"},
-    {"data", "metrics", "mesh"},
+    {"data", "metrics", "mesh", "profiler"},
     {"config", "embedding", "sinks", "checkpoint", "signals", "scaling"},
 ]
 
