@@ -6,11 +6,14 @@ Cases
   peak     the machine's measured float32 matmul FLOP/s (the MFU denominator)
   sweep    an 8-member σ × seed group vectorised in one process vs 8 separate `experiments.train` processes
   mup      the train spec under SP and under μP, alternating: tokens/s of each and their ratio
+  members  M members of the default model vmapped (--members=1,8,32,128): aggregate tokens/s, bytes per member
+  study    sweeps/d_sigma_tying.yaml end to end (--steps shortens it): wall and compile time, members/minute
   compare  the train spec against the PyTorch reference (--peer-python, --peer), alternating
 Each prints a JSON object per line with --json, else a readable line.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import resource
@@ -23,6 +26,8 @@ from typing import Callable
 
 import numpy as np
 
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs",
+                              "default.yaml")
 # The throughput spec: the same model as the PyTorch reference script that --case=compare runs (--peer).
 SPEC = {
     "data.vocab_size": 8192, "data.seq_len": 128, "data.batch_size": 32, "model.kind": "transformer",
@@ -111,17 +116,100 @@ def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None =
     params = count_params(state["params"])
     tokens = n * per_dispatch * cfg.data.batch_size * cfg.data.seq_len
     flops = train_flops_per_token(cfg, params) * tokens / dt
-    peak = peak_flops()
+    kind = jax.devices()[0].device_kind
+    published = published_peak(kind, cfg.model.compute_dtype, cfg.model.matmul_precision)
+    peak = published or peak_flops()  # a CPU has no published figure: its measured float32 matmul peak
     return {"case": "train", "params": params, "tokens_per_s": tokens / dt, "step_ms": 1e3 * dt / (n * per_dispatch),
             "compile_s": compile_s, "time_to_first_step_s": first_step_s, "model_flops_per_s": flops,
-            "peak_flops_per_s": peak, "mfu": flops / peak, "loss": loss, "backend": jax.default_backend(),
-            "devices": len(jax.devices()), "steps_per_dispatch": per_dispatch}
+            "peak_flops_per_s": peak, "peak_source": "published" if published else "measured matmul",
+            "mfu": flops / peak, "loss": loss, "backend": jax.default_backend(), "device_kind": kind,
+            "compute_dtype": cfg.model.compute_dtype, "devices": len(jax.devices()), "steps_per_dispatch": per_dispatch}
 
 
 def bench_peer(python: str, peer: str, steps: int = 20, **_) -> dict:
     """Run the PyTorch reference script `peer` (it prints a JSON line with tokens_per_s) with another interpreter."""
     out = subprocess.run([python, peer, f"--steps={steps}"], capture_output=True, text=True, check=True)
     return {"case": "peer", **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def bench_members(members: list[int], steps: int = 20, per_dispatch: int = 1, overrides: dict | None = None) -> list[dict]:
+    """M members of the default model (experiments/configs/default.yaml) vmapped as one program, per M: the
+    aggregate tokens/s, the compiled program's bytes per member, and how many members the runner would put
+    in one chunk on this device (all of them unless the device's memory says fewer)."""
+    import jax
+    import jax.numpy as jnp
+    from .config import load_config
+    from .data import make_corpus
+    from .runner import members_that_fit
+    from .step import Program, hparams
+
+    cfg = load_config(DEFAULT_CONFIG, {**(overrides or {}), "steps": 10**6})
+    corpus = make_corpus(cfg)
+    program = Program(cfg, corpus)
+    rows = []
+    for M in members:
+        hp = {k: jnp.full((M,), v, jnp.float32) for k, v in hparams(cfg).items()}
+        state = jax.jit(jax.vmap(program.init))(jnp.arange(M), hp)
+        t0 = time.perf_counter()
+        step = jax.jit(jax.vmap(program.train_steps, in_axes=(0, None, None)), static_argnums=2, donate_argnums=0)
+        compiled = step.lower(state, corpus.tables, per_dispatch).compile()
+        compile_s = time.perf_counter() - t0
+        mem = compiled.memory_analysis()
+        used = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+        state, m = compiled(state, corpus.tables)
+        jax.block_until_ready(m)
+        n = max(1, steps // per_dispatch)
+        t = time.perf_counter()
+        for _ in range(n):
+            state, m = compiled(state, corpus.tables)
+        jax.block_until_ready(m)
+        dt = time.perf_counter() - t
+        tokens = M * n * per_dispatch * cfg.data.batch_size * cfg.data.seq_len
+        rows.append({"case": "members", "members": M, "tokens_per_s": tokens / dt,
+                     "tokens_per_s_per_member": tokens / dt / M, "step_ms": 1e3 * dt / (n * per_dispatch),
+                     "bytes_per_member": used / M, "compile_s": compile_s,
+                     "chunk": members_that_fit(program, M), "backend": jax.default_backend()})
+    return rows
+
+
+def bench_study(steps: int | None = None, sweep: str = "sweeps/d_sigma_tying.yaml") -> dict:
+    """The whole d × σ × tying study end to end (`experiments.sweep`, vmapped groups, W&B off): wall time,
+    the summed compile time of its groups, and members per minute. --steps shortens every member."""
+    import csv
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "experiments.sweep", sweep, f"--out_dir={tmp}", "--vectorize=on",
+               "--progress=false", "--log.wandb=false", "--compile_cache=", *([f"--steps={steps}"] if steps else [])]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        wall = time.perf_counter() - t
+        summaries = [json.load(open(p)) for p in glob.glob(os.path.join(tmp, "*", "*", "summary.json"))]
+        with open(glob.glob(os.path.join(tmp, "*", "summary.csv"))[0]) as f:
+            statuses = [r["status"] for r in csv.DictReader(f)]
+    groups = {(s.get("compile_s"), s.get("wall_time_s")) for s in summaries}  # a vmapped group's members share both
+    return {"case": "study", "sweep": sweep, "members": len(summaries), "steps": steps or "as in the sweep",
+            "finished": statuses.count("finished"), "wall_s": wall,
+            "compile_s": sum(c or 0.0 for c, _ in groups), "members_per_minute": 60 * len(summaries) / wall}
+
+
+# Published dense peak FLOP/s by device kind and dtype (vendor data sheets; SXM parts, no sparsity).
+PUBLISHED_PEAK = {
+    "H200": {"bfloat16": 989e12, "tf32": 494e12, "float32": 67e12},
+    "H100": {"bfloat16": 989e12, "tf32": 494e12, "float32": 67e12},
+    "A100": {"bfloat16": 312e12, "tf32": 156e12, "float32": 19.5e12},
+    "TPU v4": {"bfloat16": 275e12, "tf32": 275e12, "float32": 275e12 / 6},
+    "TPU v5 lite": {"bfloat16": 197e12, "tf32": 197e12, "float32": 197e12 / 6},
+    "TPU v5p": {"bfloat16": 459e12, "tf32": 459e12, "float32": 459e12 / 6},
+}
+
+
+def published_peak(device_kind: str, compute_dtype: str, precision: str) -> float | None:
+    """The dense peak for the dtype a train step's matmuls run in (float32 at default precision runs as TF32
+    on NVIDIA GPUs and as bfloat16 passes on TPUs), or None for a device not in PUBLISHED_PEAK (e.g. a CPU)."""
+    kind = "tf32" if compute_dtype == "float32" and precision == "default" else compute_dtype
+    for name, peaks in PUBLISHED_PEAK.items():
+        if name.lower() in device_kind.lower():
+            return peaks["float32" if kind == "float32" else kind]
+    return None
 
 
 CASES: dict[str, Callable[..., dict]] = {"metrics": bench_metrics, "train": bench_train}
@@ -131,7 +219,9 @@ def main(argv: list[str]) -> int:
     import argparse
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--case", default="train", choices=["metrics", "train", "peak", "sweep", "compare", "mup"])
+    p.add_argument("--case", default="train",
+                   choices=["metrics", "train", "peak", "sweep", "compare", "mup", "members", "study"])
+    p.add_argument("--members", default="1,8,32,128", help="members: comma-separated group sizes M")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--per-dispatch", type=int, default=1, help="train steps per dispatch (lax.scan)")
     p.add_argument("--rounds", type=int, default=3, help="compare: alternating rounds")
@@ -147,6 +237,11 @@ def main(argv: list[str]) -> int:
     elif a.case == "sweep":
         for row in bench_sweep(steps=a.steps if a.steps != 20 else 300):
             _emit(row, a.json)
+    elif a.case == "members":
+        for row in bench_members([int(m) for m in a.members.split(",")], a.steps, a.per_dispatch, overrides):
+            _emit(row, a.json)
+    elif a.case == "study":
+        _emit(bench_study(a.steps if a.steps != 20 else None), a.json)
     elif a.case == "mup":
         for row in bench_mup(a.steps, a.per_dispatch, a.rounds, a.set):
             _emit(row, a.json)

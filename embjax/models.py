@@ -26,6 +26,17 @@ def mean_abs(x: jax.Array) -> jax.Array:
     return jnp.abs(x.astype(jnp.float32)).mean()
 
 
+class Linear(nnx.Linear):
+    """nnx.Linear on the flattened leading axes: (..., I) -> (N, I) @ (I, O) -> (..., O), the same parameters.
+
+    The same numbers as nnx.Linear, but autodiff of a 2-D matmul gives XLA two plain matmuls; from a 3-D
+    dot_general it gets a transposed copy and a slower CPU matmul path (measured on 2 CPU cores, one
+    4,096 x 256 x 1,024 backward: 38.6 ms 3-D, 17.1 ms flattened)."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
 def sinusoidal_positions(T: int, D: int) -> jax.Array:
     """Vaswani et al. 2017: sin on even features, cos on odd, wavelengths up to 10,000·2π."""
     pos = jnp.arange(T, dtype=jnp.float32)[:, None]
@@ -82,7 +93,7 @@ class LinearLM(EmbeddingLM):
     def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs):
         D = cfg.model.embed_dim
         self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
-        self.proj = nnx.Linear(D, D, rngs=rngs, **dtypes(cfg))
+        self.proj = Linear(D, D, rngs=rngs, **dtypes(cfg))
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
         x_BxTxD = self.lookup(tok_BxT)
@@ -96,8 +107,8 @@ class MLPLM(EmbeddingLM):
         D, W, F = cfg.model.embed_dim, cfg.model.window, cfg.model.hidden_dim
         self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
         self.window = W
-        self.fc = nnx.Linear(W * D, F, rngs=rngs, **dtypes(cfg))
-        self.out = nnx.Linear(F, D, rngs=rngs, **dtypes(cfg))
+        self.fc = Linear(W * D, F, rngs=rngs, **dtypes(cfg))
+        self.out = Linear(F, D, rngs=rngs, **dtypes(cfg))
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
         x_BxTxD = self.lookup(tok_BxT)
@@ -120,10 +131,10 @@ class Block(nnx.Module):
     def __init__(self, D: int, H: int, F: int, *, width_mult: float = 1.0, rngs: nnx.Rngs, **dt):
         self.H, self.width_mult = H, width_mult
         self.ln1, self.ln2 = (nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt) for _ in range(2))
-        self.qkv = nnx.Linear(D, 3 * D, rngs=rngs, **dt)
-        self.proj = nnx.Linear(D, D, rngs=rngs, **dt)
-        self.fc = nnx.Linear(D, F, rngs=rngs, **dt)
-        self.out = nnx.Linear(F, D, rngs=rngs, **dt)
+        self.qkv = Linear(D, 3 * D, rngs=rngs, **dt)
+        self.proj = Linear(D, D, rngs=rngs, **dt)
+        self.fc = Linear(D, F, rngs=rngs, **dt)
+        self.out = Linear(F, D, rngs=rngs, **dt)
 
     def __call__(self, x_BxTxD: jax.Array, allowed_BxTxT: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(new residual stream, mean |score| over the allowed query-key pairs). Scores and softmax in float32."""
@@ -133,8 +144,8 @@ class Block(nnx.Module):
         q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK,
                                preferred_element_type=jnp.float32) / math.sqrt(K * self.width_mult)
-        allowed_Bx1xTxT = jnp.broadcast_to(allowed_BxTxT[:, None], s_BxHxTxT.shape)
-        score_l1 = jnp.sum(jnp.abs(s_BxHxTxT) * allowed_Bx1xTxT) / jnp.maximum(jnp.sum(allowed_Bx1xTxT), 1)
+        n_allowed = self.H * jnp.sum(allowed_BxTxT, dtype=jnp.float32)
+        score_l1 = jnp.sum(jnp.where(allowed_BxTxT[:, None], jnp.abs(s_BxHxTxT), 0.0)) / jnp.maximum(n_allowed, 1)
         s_BxHxTxT = jnp.where(allowed_BxTxT[:, None], s_BxHxTxT, jnp.finfo(s_BxHxTxT.dtype).min)
         p_BxHxTxT = jax.nn.softmax(s_BxHxTxT, axis=-1)
         y_BxTxHxK = jnp.einsum("bhqs,bshk->bqhk", p_BxHxTxT.astype(v_BxTxHxK.dtype), v_BxTxHxK)

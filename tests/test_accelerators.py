@@ -1,4 +1,4 @@
-"""Mixed precision, bfloat16 tables, XLA matmul precision and the profiler hook."""
+"""Mixed precision, bfloat16 tables, XLA matmul precision, the profiler hook, members per chunk and the members bench."""
 import glob
 import json
 
@@ -100,3 +100,37 @@ def test_profile_steps_are_checked():
     for bad in ("5", "20:10", "0:31", "a:b"):
         with pytest.raises(ConfigError, match="log.profile_steps"):
             load_config(None, [*TINY, f"--log.profile_steps={bad}"])
+
+
+def test_group_larger_than_the_memory_budget_trains_in_chunks(tmp_path, monkeypatch):
+    """With a budget for two members, a 4-member vmapped group trains as two chunks of two, each member
+    exactly as when it trains alone."""
+    from embjax.runner import member_bytes, train, train_group
+    cfgs = [load_config(None, [*TINY, f"--out_dir={tmp_path}", "--log.wandb=false", f"--name=m{i}", f"--seed={i}",
+                               "--steps=10", "--checkpoint.every=0"]) for i in range(4)]
+    per = member_bytes(Program(cfgs[0], make_corpus(cfgs[0])))
+    assert per > 4 * 64 * 16 * 3  # at least the table, its two Adam moments (float32)
+    monkeypatch.setenv("EMBJAX_MEMORY_BUDGET", str(int(2.5 * per / 0.9)))
+    summaries = train_group(cfgs, vectorize=True, progress=False)
+    assert [s["vectorized_members"] for s in summaries] == [2, 2, 2, 2]
+    assert all(s["status"] == "finished" for s in summaries)
+    monkeypatch.delenv("EMBJAX_MEMORY_BUDGET")
+    from embjax.config import replace
+    alone = train(replace(cfgs[3], name="alone"))
+    assert alone["vectorized_members"] == 1
+    assert summaries[3]["eval/loss"] == pytest.approx(alone["eval/loss"], rel=2e-4)
+    assert summaries[2]["eval/loss"] != pytest.approx(alone["eval/loss"], rel=2e-4)  # members differ
+
+
+def test_members_bench_runs_on_cpu():
+    from tests.conftest import run_cli
+    out = run_cli("experiments.bench", "--case=members", "--members=1,2", "--steps=2", "--json",
+                  "--set=data.seq_len=16", "--set=data.batch_size=8")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["members"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["tokens_per_s"] > 0 and r["bytes_per_member"] > 0 and r["chunk"] == r["members"]
+        assert r["tokens_per_s_per_member"] == pytest.approx(r["tokens_per_s"] / r["members"])
+    # two members need more memory in all than one, and less than two separate programs' worth
+    assert rows[0]["bytes_per_member"] < 2 * rows[1]["bytes_per_member"] < 2 * rows[0]["bytes_per_member"] * 1.01
