@@ -217,6 +217,8 @@ CASES: dict[str, Callable[..., dict]] = {"metrics": bench_metrics, "train": benc
 
 def main(argv: list[str]) -> int:
     import argparse
+    from .hostmem import keep_freed_memory
+    keep_freed_memory()  # as every embjax command does, before JAX starts its threads
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", default="train",

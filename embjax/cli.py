@@ -7,6 +7,10 @@ import sys
 from typing import Callable
 
 from .config import ConfigError, load_config, parse_value
+from .hostmem import keep_freed_memory
+
+# a command-line process: tune malloc before JAX starts its threads (see hostmem)
+keep_freed_memory()
 
 
 def _fail(msg: str) -> int:

@@ -1,6 +1,7 @@
 """Mixed precision, bfloat16 tables, XLA matmul precision, the profiler hook, members per chunk and the members bench."""
 import glob
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -134,3 +135,33 @@ def test_members_bench_runs_on_cpu():
         assert r["tokens_per_s_per_member"] == pytest.approx(r["tokens_per_s"] / r["members"])
     # two members need more memory in all than one, and less than two separate programs' worth
     assert rows[0]["bytes_per_member"] < 2 * rows[1]["bytes_per_member"] < 2 * rows[0]["bytes_per_member"] * 1.01
+
+
+_REUSE = """
+import resource, numpy as np
+np._core.multiarray._set_madvise_hugepage(False)  # count 4 KB pages
+from embjax.hostmem import keep_freed_memory
+print(keep_freed_memory())
+def dispatch():  # a buffer as large as a dispatch's temporaries, allocated, written and freed
+    a = np.ones(16 * 2**20, np.float32)
+    del a
+dispatch()
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+dispatch()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+"""
+
+
+@pytest.mark.parametrize("malloc", ["tuned", "system"])
+def test_freed_host_memory_is_reused_not_faulted_in_again(malloc):
+    """hostmem: the second 64 MB allocation reuses the first one's pages (no page faults); glibc's defaults
+    hand them back to the kernel, and every one of the 16,384 pages is faulted in again."""
+    import subprocess
+    import sys
+    env = dict(os.environ, EMBJAX_MALLOC="system" if malloc == "system" else "")
+    out = subprocess.run([sys.executable, "-c", _REUSE], capture_output=True, text=True, env=env, check=True)
+    applied, faults = out.stdout.split()
+    if malloc == "tuned":
+        assert applied == "True" and int(faults) < 100
+    else:
+        assert applied == "False" and int(faults) >= 16 * 2**20 * 4 // 4096

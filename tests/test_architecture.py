@@ -18,7 +18,7 @@ LAYERS = [
     {"step", "sweep"},
     {"models"},
     {"data", "metrics", "mesh", "profiler"},
-    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling"},
+    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem"},
 ]
 
 
