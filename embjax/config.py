@@ -96,6 +96,14 @@ class EmbeddingConfig:
     norm: Literal["none", "layernorm", "rmsnorm"] = "none"
     pretrained_path: str | None = None  # .npy (V×d) or word2vec text
     freeze: bool = False
+    # the input layer: a V×d table, ALBERT's factorized table, hash embeddings, or adaptive input clusters
+    kind: Literal["table", "factorized", "hashed", "adaptive"] = "table"
+    rank: int = setting(16, range=(1, 2**16))  # factorized: k (V·k + k·d parameters)
+    buckets: int = setting(1024, range=(1, 2**24))  # hashed: B shared rows
+    num_hashes: int = setting(2, range=(1, 16))  # hashed: h hash functions (and importance weights per token)
+    hash_seed: int = setting(0, range=(0, 2**31 - 1))  # hashed: which hash functions (the same in every process)
+    cutoffs: tuple[int, ...] = ()  # adaptive: frequency ranks where the 2nd, 3rd, ... clusters start
+    cutoff_factor: int = setting(4, range=(1, 1024))  # adaptive: cluster c has width d / factor^c
 
 
 @dataclass(frozen=True)
@@ -350,10 +358,29 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"model.pad_id: got {m.pad_id}; allowed: null or an id in [0, {d.vocab_size})")
     if m.parametrization == "mup":
         _validate_mup(cfg)
+    if e.kind != "table":
+        _validate_kind(cfg)
     if cfg.log.profile_steps:
         profile_range(cfg.log.profile_steps, cfg.steps)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"name: got {cfg.name!r}; allowed: a non-empty name without '/'")
+
+
+def _validate_kind(cfg: Config) -> None:
+    e, V = cfg.embedding, cfg.data.vocab_size
+    if e.init == "pretrained":
+        raise ConfigError(f"embedding.init: got 'pretrained' with embedding.kind={e.kind!r}; allowed: pretrained "
+                          "with kind 'table' (a pretrained matrix is a table)")
+    if cfg.model.parametrization == "mup":
+        raise ConfigError(f"model.parametrization: got 'mup' with embedding.kind={e.kind!r}; allowed: 'mup' with "
+                          "kind 'table', or 'sp'")
+    if e.kind == "adaptive" and cfg.model.tie_embeddings:
+        raise ConfigError("model.tie_embeddings: got true with embedding.kind='adaptive'; allowed: false (an adaptive "
+                          "input has no V×d table to share; its tied partner would be an adaptive softmax)")
+    if e.kind == "adaptive" and (not e.cutoffs or list(e.cutoffs) != sorted(set(e.cutoffs)) or e.cutoffs[0] <= 0
+                                 or e.cutoffs[-1] >= V):
+        raise ConfigError(f"embedding.cutoffs: got {list(e.cutoffs)} with embedding.kind='adaptive'; allowed: "
+                          f"increasing frequency ranks in (0, {V}), e.g. [{max(1, V // 20)}, {max(2, V // 4)}]")
 
 
 def _validate_mup(cfg: Config) -> None:

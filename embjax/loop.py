@@ -16,9 +16,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from .mesh import replicated, start_agree_max, to_host
+from .mesh import replicated, stack_members, start_agree_max, to_host
 from .metrics import TrainingGeometry
 from .models import count_params
 from .profiler import Profiler
@@ -36,19 +35,24 @@ def _hit(s: int, every: int, total: int) -> bool:
     return s == total or (every > 0 and s % every == 0)
 
 
-def compile_program(P: Program, vmapped: bool) -> tuple[Any, Any, Any]:
-    """The jitted train chunk (donating its state), embedding stats and eval of a program; on a mesh
-    with explicit in/out shardings (the tables stay split over `model`), vmapped over members if asked."""
+def _member_row(host: dict, i: int | None) -> dict[str, float]:
+    """Member i's scalars (i None: not vmapped); an eval bucket with no target (its NaN) is left out."""
+    row = {k: float(np.asarray(v)[i] if i is not None else v) for k, v in host.items()}
+    return {k: v for k, v in row.items() if v == v or "_bucket_" not in k}
+
+
+def compile_program(P: Program, vmapped: bool) -> tuple[Any, Any, Any, Any]:
+    """The jitted train chunk (donating its state), embedding stats, eval and effective table E of a program;
+    on a mesh with explicit in/out shardings (the tables stay split over `model`), vmapped if asked."""
     if P.state_shardings is not None:
         sh, rep = P.state_shardings, replicated(P.mesh)
         return (jax.jit(P.train_steps, static_argnums=2, donate_argnums=0, in_shardings=(sh, rep),
-                        out_shardings=(sh, rep)),
-                jax.jit(P.emb_stats, in_shardings=(sh,), out_shardings=rep),
-                jax.jit(P.eval_loss, in_shardings=(sh["params"], rep), out_shardings=rep))
-    steps, stats, evals = P.train_steps, P.emb_stats, P.eval_loss
+                        out_shardings=(sh, rep)), jax.jit(P.emb_stats, in_shardings=(sh,), out_shardings=rep),
+                jax.jit(P.evaluate, in_shardings=(sh, rep), out_shardings=rep), jax.jit(P.table, in_shardings=(sh["params"],)))
+    fns = P.train_steps, P.emb_stats, P.evaluate, P.table
     if vmapped:
-        steps, stats, evals = jax.vmap(steps, in_axes=(0, None, None)), jax.vmap(stats), jax.vmap(evals, (0, None))
-    return jax.jit(steps, static_argnums=2, donate_argnums=0), jax.jit(stats), jax.jit(evals)
+        fns = jax.vmap(fns[0], in_axes=(0, None, None)), jax.vmap(fns[1]), jax.vmap(fns[2], (0, None)), jax.vmap(fns[3])
+    return jax.jit(fns[0], static_argnums=2, donate_argnums=0), *map(jax.jit, fns[1:])
 
 
 def outcome(P: Program, status: str, state: Any, start: int, **known: Any) -> Outcome:
@@ -75,7 +79,7 @@ class Loop:
         self.vmapped = vmapped and P.mesh is None
         self._agreeing: Any = None  # the stop decision in flight (multi-process)
         self.init_fn = jax.jit(P.init, out_shardings=P.state_shardings)
-        self.step_fn, self.stats_fn, self.eval_fn = compile_program(P, self.vmapped)
+        self.step_fn, self.stats_fn, self.eval_fn, self.table_fn = compile_program(P, self.vmapped)
         self.geometry = TrainingGeometry(cfg, P.corpus)
         # on a mesh, inputs are placed once, replicated (every process of a multi-process run holds them)
         place = (lambda x: jax.device_put(jax.tree.map(np.asarray, x), replicated(P.mesh))) if P.mesh else jnp.asarray
@@ -127,22 +131,12 @@ class _Cohort:
 
     def __init__(self, loop: Loop, runs: list[Run], states: list, start: int):
         self.L, self.runs, self.start, self.M = loop, runs, start, len(runs)
-        self.state = self._stack(states) if loop.vmapped else states[0]
+        self.state = stack_members(states) if loop.vmapped else states[0]
         self.status, self.rows, self.last_step = ["running"] * self.M, [{} for _ in runs], [start] * self.M
         self.t0, self.compile_s, self.clock = time.perf_counter(), None, (start, time.perf_counter())
         label = runs[0].label if self.M == 1 else f"{loop.desc or ''} {self.M} members vmapped".strip()
         self.console = ConsoleSink(loop.cfg.steps, start, label, enabled=loop.show)
         self.prof = Profiler(loop.cfg.log.profile_steps, loop.cfg.steps, runs[0].cfg.run_dir)
-
-    def _stack(self, states: list) -> Any:
-        """Members' states stacked on the host (jnp.stack would compile a program per leaf shape), then
-        placed: spread over the devices along the members axis when they divide it."""
-        stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
-        n_dev = jax.device_count()
-        if n_dev > 1 and self.M % n_dev == 0:
-            members_mesh = jax.make_mesh((n_dev,), ("members",), axis_types=(AxisType.Auto,))
-            return jax.device_put(stacked, NamedSharding(members_mesh, PartitionSpec("members")))
-        return jax.device_put(stacked)
 
     def _members(self) -> list:
         """Each member's state: one device-to-host transfer, then numpy slices."""
@@ -187,7 +181,8 @@ class _Cohort:
                 self._checkpoint(s)
                 if stop:
                     self.status = ["interrupted" if st == "running" else st for st in self.status]
-        self._fetch(pending) if pending is not None else None
+        if pending is not None:
+            self._fetch(pending)
         self.status = ["finished" if st == "running" else st for st in self.status]
 
     def _extras(self, s: int) -> tuple:
@@ -195,8 +190,8 @@ class _Cohort:
         L, log, total = self.L, self.L.cfg.log, self.L.cfg.steps
         dev = dict(L.stats_fn(self.state))
         if _hit(s, log.eval_every, total):
-            dev["eval/loss"] = L.eval_fn(self.state["params"], L.eval_batches)
-        E = jnp.copy(L.P.table(self.state["params"])) if _hit(s, log.metrics_every, total) else None
+            dev.update(L.eval_fn(self.state, L.eval_batches))
+        E = L.table_fn(self.state["params"]) if _hit(s, log.metrics_every, total) else None  # a new buffer
         return s, dev, E
 
     def _fetch(self, pending: tuple) -> None:
@@ -211,7 +206,7 @@ class _Cohort:
         for i, r in enumerate(self.runs):
             if self.status[i] != "running":
                 continue
-            row = {k: float(np.asarray(v)[i] if self.L.vmapped else v) for k, v in host.items()}
+            row = _member_row(host, i if self.L.vmapped else None)
             diverged_at = int(row.pop("_diverged_at"))
             if s > self.start:
                 row["perf/tokens_per_s"] = rate

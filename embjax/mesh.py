@@ -139,3 +139,13 @@ def to_host(x: jax.Array) -> np.ndarray:
         out[shard.index] = np.asarray(shard.data)
     return out
 
+
+def stack_members(states: list) -> Any:
+    """Members' states stacked on the host (jnp.stack would compile a program per leaf shape), then
+    placed: spread over the devices along a members axis when they divide the member count."""
+    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
+    n_dev = jax.device_count()
+    if n_dev > 1 and len(states) % n_dev == 0:
+        members_mesh = jax.make_mesh((n_dev,), ("members",), axis_types=(AxisType.Auto,))
+        return jax.device_put(stacked, NamedSharding(members_mesh, P("members")))
+    return jax.device_put(stacked)

@@ -296,11 +296,31 @@ def _class_stats(E: np.ndarray, mom: dict[str, Any], labels: np.ndarray, nz: np.
     return out
 
 
+# Frequency buckets of token types, by the corpus's counts: the 1 % most frequent types, the next 9 %,
+# the rest; "unseen" (count 0) overrides them. Eval loss per bucket and norms per bucket share them.
+FREQ_BUCKETS = ("top1", "top1_10", "rest", "unseen")
+
+
+def _bucket_bounds(V: int) -> tuple[int, int]:
+    return max(1, int(round(0.01 * V))), max(1, int(round(0.10 * V)))
+
+
+def frequency_bucket_of(counts: Any) -> np.ndarray:
+    """Each token's bucket index into FREQ_BUCKETS by its count's rank (ties by id); 3 where the count is 0."""
+    counts = np.asarray(counts, np.float64)
+    order = np.argsort(-counts, kind="mergesort")
+    a, b = _bucket_bounds(len(counts))
+    out = np.full(len(counts), 2, np.int32)
+    out[order[:a]], out[order[a:b]] = 0, 1
+    out[counts == 0] = 3
+    return out
+
+
 def _frequency_buckets(norms: np.ndarray, counts: np.ndarray) -> dict[str, float]:
     """Mean row norm of the top 1 % most frequent tokens, the next 9 %, the rest, and unseen ones."""
     V = len(norms)
     order = np.argsort(-counts, kind="mergesort")
-    a, b = max(1, int(round(0.01 * V))), max(1, int(round(0.10 * V)))
+    a, b = _bucket_bounds(V)
     out = {"norm_mean_top1pct": norms[order[:a]].mean()}
     if b > a:  # an empty bucket (tiny V) is left out rather than reported as nan
         out["norm_mean_top1to10pct"] = norms[order[a:b]].mean()

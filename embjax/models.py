@@ -10,10 +10,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from .config import Config, resolve_logit_scale
-from .embedding import TokenEmbedding
+from .embedding import AdaptiveEmbedding, FactorizedEmbedding, HashedEmbedding, TokenEmbedding
 
 
 def dtypes(cfg: Config) -> dict:
@@ -50,10 +51,9 @@ def sinusoidal_positions(T: int, D: int) -> jax.Array:
 class EmbeddingLM(nnx.Module):
     """Shared parts: the input table, optional norm after lookup, the tied or untied head."""
 
-    def _init_tables(self, cfg: Config, init_std: Any, pretrained, rngs: nnx.Rngs):
+    def _init_tables(self, cfg: Config, init_std: Any, pretrained, rngs: nnx.Rngs, order=None):
         V, D, e, dt = cfg.data.vocab_size, cfg.model.embed_dim, cfg.embedding, dtypes(cfg)
-        self.embed = TokenEmbedding(V, D, init=e.init, init_std=init_std, scale=e.scale, pretrained=pretrained,
-                                    freeze=e.freeze, rngs=rngs, **dt)
+        self.embed = make_embedding(cfg, init_std, pretrained, order, rngs=rngs)
         # An untied head is a second table of the same shape, read through `attend`, so tied and untied
         # runs have tables to compare. It is drawn like a freshly initialised input table.
         head_init = "normal" if e.init == "pretrained" else e.init
@@ -90,9 +90,9 @@ class EmbeddingLM(nnx.Module):
 class LinearLM(EmbeddingLM):
     """The textbook toy: lookup -> one linear map -> softmax over the next token (a bilinear bigram model)."""
 
-    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs):
+    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, order=None, rngs: nnx.Rngs):
         D = cfg.model.embed_dim
-        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
+        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs, order)
         self.proj = Linear(D, D, rngs=rngs, **dtypes(cfg))
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
@@ -103,9 +103,9 @@ class LinearLM(EmbeddingLM):
 class MLPLM(EmbeddingLM):
     """Window of the W previous tokens (zeros before the start) -> concat -> GELU MLP -> head."""
 
-    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs):
+    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, order=None, rngs: nnx.Rngs):
         D, W, F = cfg.model.embed_dim, cfg.model.window, cfg.model.hidden_dim
-        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
+        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs, order)
         self.window = W
         self.fc = Linear(W * D, F, rngs=rngs, **dtypes(cfg))
         self.out = Linear(F, D, rngs=rngs, **dtypes(cfg))
@@ -156,10 +156,10 @@ class Block(nnx.Module):
 class TransformerLM(EmbeddingLM):
     """Decoder-only: embed (+ positions) -> pre-LN blocks with causal (and padding) masks -> LN -> head."""
 
-    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs):
+    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, order=None, rngs: nnx.Rngs):
         m = cfg.model
         D, T = m.embed_dim, cfg.data.seq_len
-        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs)
+        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs, order)
         self.positions = m.positions
         dt = dtypes(cfg)
         if m.positions == "learned":
@@ -195,9 +195,23 @@ def width_multiplier(cfg: Config) -> float:
     return m.embed_dim / m.base_width if m.parametrization == "mup" else 1.0
 
 
-def build_model(cfg: Config, *, init_std: Any = None, pretrained=None, rngs: nnx.Rngs) -> EmbeddingLM:
-    """The model `cfg.model.kind` names; `init_std` (σ) may be a traced value."""
-    return MODELS[cfg.model.kind](cfg, init_std=init_std, pretrained=pretrained, rngs=rngs)
+def build_model(cfg: Config, *, init_std: Any = None, pretrained=None, order=None, rngs: nnx.Rngs) -> EmbeddingLM:
+    """The model `cfg.model.kind` names; `init_std` (σ) may be a traced value; `order`: token ids from most
+    to least frequent (the adaptive embedding's clusters)."""
+    return MODELS[cfg.model.kind](cfg, init_std=init_std, pretrained=pretrained, order=order, rngs=rngs)
+
+
+def make_embedding(cfg: Config, init_std: Any, pretrained=None, order=None, *, rngs: nnx.Rngs) -> TokenEmbedding:
+    """The input embedding layer `embedding.kind` names (table, factorized, hashed, adaptive)."""
+    V, D, e = cfg.data.vocab_size, cfg.model.embed_dim, cfg.embedding
+    common = dict(init=e.init, init_std=init_std, scale=e.scale, freeze=e.freeze, rngs=rngs, **dtypes(cfg))
+    if e.kind == "factorized":
+        return FactorizedEmbedding(V, D, rank=e.rank, **common)
+    if e.kind == "hashed":
+        return HashedEmbedding(V, D, buckets=e.buckets, num_hashes=e.num_hashes, hash_seed=e.hash_seed, **common)
+    if e.kind == "adaptive":
+        return AdaptiveEmbedding(V, D, cutoffs=e.cutoffs, factor=e.cutoff_factor, order=order, **common)
+    return TokenEmbedding(V, D, pretrained=pretrained, **common)
 
 
 def path_keys(path: tuple) -> tuple:
@@ -215,23 +229,39 @@ class Tables:
 
     def __init__(self, model: nnx.Module):
         found = [(p, m) for p, m in nnx.iter_modules(model) if isinstance(m, TokenEmbedding)]
-        self.paths = {"/".join(map(str, p)): (*p, "embedding") for p, _ in found}
+        self.layers = {"/".join(map(str, p)): (tuple(p), m) for p, m in found}  # name -> (module path, layer)
         self.frozen = {"/".join(map(str, p)) for p, m in found if m.freeze}  # tables whose updates are zeroed
 
+    def subtree(self, tree: Any, name: str = "embed") -> dict:
+        """The layer `name`'s part of a parameter (or gradient) tree: its arrays by parameter name."""
+        for k in self.layers[name][0]:
+            tree = tree[k]
+        return tree
+
     def get(self, params: Any, name: str = "embed") -> jax.Array:
-        """The V×d table `name` from a parameter tree (E by default)."""
-        for k in self.paths[name]:
-            params = params[k]
-        return params
+        """The effective V×d table `name` from a parameter tree (E by default)."""
+        return self.layers[name][1].table_of(self.subtree(params, name))
+
+    def touched(self, grads: Any, name: str = "embed") -> jax.Array:
+        """(V,) bool: tokens whose own parameters in layer `name` got a nonzero gradient."""
+        return self.layers[name][1].touched_of(self.subtree(grads, name))
 
     def name_of(self, path: tuple) -> str | None:
-        """The table a tree path ends in (params, gradients and optimizer moments alike), or None."""
+        """The layer a tree path's parameter belongs to (params, gradients and optimizer moments alike), or None."""
         keys = path_keys(path)
-        for name, p in self.paths.items():
-            if keys[-len(p):] == p:
+        for name, (p, _) in self.layers.items():
+            if len(keys) > len(p) and keys[-len(p) - 1:-1] == p:
                 return name
         return None
 
 
 def count_params(state: Any) -> int:
     return int(sum(x.size for x in jax.tree.leaves(state)))
+
+
+def embedding_size(cfg: Config) -> dict[str, int]:
+    """The input embedding layer's parameter count and bytes, from the config alone (no arrays made)."""
+    V, D = cfg.data.vocab_size, cfg.model.embed_dim
+    layer = nnx.eval_shape(lambda: make_embedding(cfg, 1.0, np.zeros((V, D), np.float32) if cfg.embedding.init ==
+                                                  "pretrained" else None, rngs=nnx.Rngs(0)))
+    return {"embedding/params": layer.num_params(), "embedding/bytes": layer.num_bytes()}

@@ -27,6 +27,7 @@ from .config import Config, ConfigError
 from .data import Corpus
 from .mesh import is_main_process
 from .metrics import export_projector
+from .models import embedding_size
 from .sinks import CompositeSink, JsonlSink, MemorySink, NullSink, WandbSink, truncate_jsonl
 
 CHECKPOINTS, CONFIG_FILE, WANDB_ID = "checkpoints", "config.yaml", "wandb_id.txt"
@@ -72,6 +73,7 @@ def summarize(cfg: Config, info: dict, o: Outcome) -> dict[str, Any]:
         "skipped_steps": o.skipped, "vectorized_members": o.members, "run_dir": os.path.abspath(cfg.run_dir),
         "mesh": {"data": cfg.mesh.data, "model": cfg.mesh.model}, "process_count": jax.process_count(), **info,
     })
+    out.update(embedding_size(cfg))
     if o.params is not None:
         out["params"] = o.params
     if o.row_updates is not None:

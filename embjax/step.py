@@ -32,6 +32,7 @@ from flax import nnx
 from . import config as C
 from .config import Config
 from .data import Corpus
+from .metrics import FREQ_BUCKETS, frequency_bucket_of
 from .models import Tables, build_model, mean_abs, path_keys
 
 def hparams(cfg: Config) -> dict[str, float]:
@@ -173,7 +174,8 @@ class Program:
 
     def __init__(self, cfg: Config, corpus: Corpus, pretrained: np.ndarray | None = None, mesh=None):
         self.cfg, self.corpus, self.pretrained, self.mesh = C.without_values(cfg), corpus, pretrained, mesh
-        abstract = nnx.eval_shape(lambda: build_model(self.cfg, init_std=1.0, pretrained=pretrained,
+        self.order = np.argsort(-np.asarray(corpus.counts, np.float64), kind="stable")  # ids, most frequent first
+        abstract = nnx.eval_shape(lambda: build_model(self.cfg, init_std=1.0, pretrained=pretrained, order=self.order,
                                                       rngs=nnx.Rngs(0)))
         self.graphdef, _ = nnx.split(abstract)
         self.tables = Tables(abstract)
@@ -186,6 +188,9 @@ class Program:
                 lambda: build_model(base_cfg, init_std=1.0, rngs=nnx.Rngs(0))), nnx.Param))
         self.rules = param_rules(self.cfg, self.tables, params, base)
         self.pad_id = cfg.model.pad_id
+        # each token's frequency bucket (FREQ_BUCKETS: top 1 %, 1-10 %, rest) by the corpus's counts; a token not
+        # yet seen in training (the state's token_counts) counts as unseen when evaluated
+        self.freq_bucket = frequency_bucket_of(corpus.counts)
         o = cfg.optim
         # a blow-up is a loss past this and past twice the run's first loss (so a large-σ start is not one)
         self.divergence_loss = o.divergence_loss if o.divergence_loss is not None else 10 * math.log(cfg.data.vocab_size)
@@ -198,7 +203,7 @@ class Program:
 
     def per_row(self, path: tuple, leaf: Any) -> bool:
         """Leaves with one entry per vocabulary row: the tables, their optimizer moments, row counters."""
-        rows = self.tables.name_of(path) is not None or path_keys(path) == ("row_updates",)
+        rows = self.tables.name_of(path) is not None or path_keys(path) in (("row_updates",), ("token_counts",))
         return rows and tuple(leaf.shape[:1]) == (self.cfg.data.vocab_size,)
 
     # -- pieces ------------------------------------------------------------------------
@@ -213,9 +218,10 @@ class Program:
         """Mean next-token cross-entropy (nats) over non-padding targets."""
         return self.loss_and_sizes(params, tok_BxT1)[0]
 
-    def loss_and_sizes(self, params: Any, tok_BxT1: jax.Array) -> tuple[jax.Array, dict]:
-        """The loss, and the mean |coordinate| of the embedding output, each block's output and attention
-        scores, the final hidden state and the logits (what a μP coordinate check plots against width)."""
+    def forward(self, params: Any, tok_BxT1: jax.Array) -> tuple[jax.Array, jax.Array, dict]:
+        """(logits, per-token cross-entropy, sizes): the sizes are the mean |coordinate| of the embedding
+        output, each block's output and attention scores, the final hidden state and the logits (what a
+        μP coordinate check plots against width)."""
         inp_BxT, tgt_BxT = tok_BxT1[:, :-1], tok_BxT1[:, 1:]
         mask_BxT = None if self.pad_id is None else inp_BxT != self.pad_id
         model = self.model(params)
@@ -225,10 +231,19 @@ class Program:
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), tgt_BxT)
         sizes = {"coord/embed_out": mean_abs(emb_BxTxD), **{f"coord/{k}": v for k, v in coords.items()},
                  "coord/hidden": mean_abs(h_BxTxD), "coord/logits": mean_abs(logits_BxTxV)}
-        sizes = jax.tree.map(jax.lax.stop_gradient, sizes)
+        return logits_BxTxV, ce_BxT, jax.tree.map(jax.lax.stop_gradient, sizes)
+
+    def target_weights(self, tok_BxT1: jax.Array) -> jax.Array:
+        """1 for each target the loss counts, 0 for padding targets."""
+        tgt_BxT = tok_BxT1[:, 1:]
+        return jnp.ones(tgt_BxT.shape, jnp.float32) if self.pad_id is None else (tgt_BxT != self.pad_id).astype(jnp.float32)
+
+    def loss_and_sizes(self, params: Any, tok_BxT1: jax.Array) -> tuple[jax.Array, dict]:
+        """The mean loss over non-padding targets, and the sizes (see forward)."""
+        _, ce_BxT, sizes = self.forward(params, tok_BxT1)
         if self.pad_id is None:
             return ce_BxT.mean(), sizes
-        w_BxT = (tgt_BxT != self.pad_id).astype(jnp.float32)
+        w_BxT = self.target_weights(tok_BxT1)
         return (ce_BxT * w_BxT).sum() / jnp.maximum(w_BxT.sum(), 1.0), sizes
 
     def emb_stats(self, state: dict) -> dict[str, jax.Array]:
@@ -244,7 +259,7 @@ class Program:
         """A fresh train state from an integer seed and value hyperparameters (vmappable over both)."""
         root = jax.random.key(seed)
         k_params, k_data = jax.random.split(root)
-        model = build_model(self.cfg, init_std=hp["init_std"], pretrained=self.pretrained,
+        model = build_model(self.cfg, init_std=hp["init_std"], pretrained=self.pretrained, order=self.order,
                             rngs=nnx.Rngs(params=k_params))
         params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
         hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
@@ -256,6 +271,7 @@ class Program:
             "loss0": jnp.full((), jnp.nan, jnp.float32),
             "norm0": jnp.linalg.norm(self.table(params), axis=-1).mean(),
             "row_updates": jnp.zeros((self.cfg.data.vocab_size,), jnp.int32),
+            "token_counts": jnp.zeros((self.cfg.data.vocab_size,), jnp.int32),  # occurrences in trained batches
         }
 
     # -- train -------------------------------------------------------------------------
@@ -276,7 +292,7 @@ class Program:
         high_loss_steps = jnp.where(finite, jnp.where(high, state["high_loss_steps"] + 1, 0), state["high_loss_steps"])
         blown_up = high_loss_steps >= self.cfg.optim.divergence_patience  # finite, but far past ln V for too long
         apply = finite & live & ~blown_up
-        touched_V = jnp.any(self.table(grads) != 0, axis=-1)  # rows of E with a nonzero gradient
+        touched_V = self.tables.touched(grads)  # tokens whose own parameters got a nonzero gradient
         rows_touched = touched_V.mean()
         stop_here = live & ((~finite & (not self.cfg.optim.skip_nonfinite)) | blown_up)
         new_state = dict(
@@ -288,6 +304,7 @@ class Program:
             skipped=state["skipped"] + (~finite & live).astype(jnp.int32),
             high_loss_steps=high_loss_steps, loss0=loss0,
             row_updates=state["row_updates"] + (touched_V & apply).astype(jnp.int32),
+            token_counts=state["token_counts"].at[tok_BxT1.reshape(-1)].add(apply.astype(jnp.int32)),
         )
         lr = hp["lr"] * schedule_factor(self.cfg)(state["step"])
         return new_state, {"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr,
@@ -315,5 +332,23 @@ class Program:
         return state, jax.tree.map(lambda x: x[-1], ms)
 
     # -- eval --------------------------------------------------------------------------
-    def eval_loss(self, params: Any, batches_NxBxT1: jax.Array) -> jax.Array:
-        return jax.lax.map(lambda b: self.loss(params, b), batches_NxBxT1).mean()
+    def evaluate(self, state: dict, batches_NxBxT1: jax.Array) -> dict[str, jax.Array]:
+        """eval/loss (the mean of the batches' mean losses), eval/acc, and the loss and accuracy of the targets
+        in each frequency bucket (`eval/loss_bucket_top1` ...; NaN for a bucket with no eval target)."""
+        bucket_V = jnp.where(state["token_counts"] == 0, FREQ_BUCKETS.index("unseen"), jnp.asarray(self.freq_bucket))
+
+        def one(tok_BxT1):
+            logits_BxTxV, ce_BxT, _ = self.forward(state["params"], tok_BxT1)
+            tgt_BxT, w_BxT = tok_BxT1[:, 1:], self.target_weights(tok_BxT1)
+            hit_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == tgt_BxT).astype(jnp.float32)
+            in_BxTxK = jax.nn.one_hot(bucket_V[tgt_BxT], len(FREQ_BUCKETS)) * w_BxT[..., None]
+            sums_3xK = jnp.einsum("btk,sbt->sk", in_BxTxK, jnp.stack([ce_BxT, hit_BxT, jnp.ones_like(ce_BxT)]))
+            return (ce_BxT * w_BxT).sum() / jnp.maximum(w_BxT.sum(), 1.0), sums_3xK
+
+        means_N, sums_Nx3xK = jax.lax.map(one, batches_NxBxT1)
+        ce_K, hit_K, n_K = sums_Nx3xK.sum(axis=0)
+        out = {"eval/loss": means_N.mean(), "eval/acc": hit_K.sum() / jnp.maximum(n_K.sum(), 1.0)}
+        for k, name in enumerate(FREQ_BUCKETS):
+            out[f"eval/loss_bucket_{name}"] = ce_K[k] / n_K[k]  # 0/0 = NaN: no target in this bucket
+            out[f"eval/acc_bucket_{name}"] = hit_K[k] / n_K[k]
+        return out

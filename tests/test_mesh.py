@@ -50,7 +50,7 @@ cfg = load_config(None, ["--data.vocab_size=96", "--model.embed_dim=16", "--mode
 program = Program(cfg, make_corpus(cfg), mesh=make_mesh(cfg))
 sh = program.state_shardings  # what the loop uses
 state = jax.jit(program.init, out_shardings=sh)(0, hparams(cfg))
-step, _, _ = compile_program(program, vmapped=False)  # the loop's own jitted chunk
+step, _, _, _ = compile_program(program, vmapped=False)  # the loop's own jitted chunk
 hlo = step.lower(state, program.corpus.tables, 2).compile().as_text()
 GATHER = r"= f32\[([0-9,]+)\]\{[^}]*\} all-gather"
 # positive control: a program that must gather the V-sharded table, read by the same pattern

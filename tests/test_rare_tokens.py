@@ -1,0 +1,231 @@
+"""Rare tokens: eval loss and accuracy per frequency bucket, and the token counts they rest on."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from embjax.config import load_config
+from embjax.data import make_corpus
+from embjax.step import Program, hparams
+from tests.conftest import TINY
+
+
+def _program(*extra):
+    cfg = load_config(None, [*TINY, "--data.vocab_size=300", "--data.zipf_exponent=1.5", *extra])
+    return cfg, Program(cfg, make_corpus(cfg))
+
+
+def test_token_counts_are_the_trained_batches_bincount():
+    cfg, P = _program()
+    state = jax.jit(P.init)(0, hparams(cfg))
+    step = jax.jit(P.train_steps, static_argnums=2)
+    expected = np.zeros(cfg.data.vocab_size, np.int64)
+    for _ in range(3):
+        expected += np.bincount(np.asarray(P.batch(P.corpus.tables, state)).ravel(), minlength=cfg.data.vocab_size)
+        state, _ = step(state, P.corpus.tables, 1)
+    np.testing.assert_array_equal(np.asarray(state["token_counts"]), expected)
+
+
+def _log_softmax64(logits):
+    x = np.asarray(logits, np.float64)
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("pad_id", [None, 5])
+def test_eval_buckets_match_a_float64_reference(pad_id):
+    """Buckets by the corpus counts' rank (top 3 of 300 types = 1 %, next 27, the rest) with unseen tokens
+    (count 0 in the state) taken out of them; each bucket's loss is the mean cross-entropy of its
+    non-padding targets, recomputed here in float64 from the model's logits."""
+    extra = [] if pad_id is None else [f"--model.pad_id={pad_id}"]
+    cfg, P = _program(*extra)
+    state = jax.jit(P.init)(0, hparams(cfg))
+    V = cfg.data.vocab_size
+    rng = np.random.default_rng(0)
+    unseen = rng.random(V) < 0.3
+    state["token_counts"] = jnp.asarray(np.where(unseen, 0, 7), jnp.int32)
+    batches = P.corpus.eval_batches(jax.random.key(3), 2, cfg.data.batch_size)
+    out = jax.device_get(jax.jit(P.evaluate)(state, batches))
+
+    order = np.argsort(-np.asarray(P.corpus.counts, np.float64), kind="stable")
+    bucket = np.full(V, 2)
+    bucket[order[:3]], bucket[order[3:30]] = 0, 1
+    bucket[unseen] = 3
+    model = P.model(state["params"])
+    ce, hit, bk = [], [], []
+    means = []
+    for b in batches:
+        inp, tgt = b[:, :-1], b[:, 1:]
+        mask = None if pad_id is None else jnp.asarray(inp != pad_id)
+        logits = np.asarray(model(jnp.asarray(inp), mask), np.float64)
+        lp = _log_softmax64(logits)
+        c = -np.take_along_axis(lp, tgt[..., None], -1)[..., 0]
+        keep = np.ones_like(c, bool) if pad_id is None else tgt != pad_id
+        means.append(c[keep].mean())
+        ce.append(c[keep]), hit.append((logits.argmax(-1) == tgt)[keep]), bk.append(bucket[tgt][keep])
+    ce, hit, bk = np.concatenate(ce), np.concatenate(hit), np.concatenate(bk)
+    assert out["eval/loss"] == pytest.approx(np.mean(means), rel=1e-5)
+    assert out["eval/acc"] == pytest.approx(hit.mean(), abs=1e-6)
+    for k, name in enumerate(("top1", "top1_10", "rest", "unseen")):
+        assert (bk == k).sum() > 0, name  # every bucket has targets in this case
+        assert out[f"eval/loss_bucket_{name}"] == pytest.approx(ce[bk == k].mean(), rel=1e-5), name
+        assert out[f"eval/acc_bucket_{name}"] == pytest.approx(hit[bk == k].mean(), abs=1e-6), name
+
+
+def test_an_empty_bucket_is_nan():
+    cfg, P = _program()
+    state = jax.jit(P.init)(0, hparams(cfg))
+    state["token_counts"] = jnp.ones_like(state["token_counts"])  # every token seen: no unseen targets
+    out = jax.jit(P.evaluate)(state, P.corpus.eval_batches(jax.random.key(3), 1, cfg.data.batch_size))
+    assert np.isnan(out["eval/loss_bucket_unseen"]) and np.isfinite(out["eval/loss_bucket_rest"])
+
+
+# -- embedding kinds ----------------------------------------------------------------------------------
+from flax import nnx  # noqa: E402
+
+from embjax import AdaptiveEmbedding, FactorizedEmbedding, HashedEmbedding, TokenEmbedding  # noqa: E402
+from embjax.embedding import hash_buckets  # noqa: E402
+
+
+def _fmix_reference(i, j, h, B, seed):
+    """murmur3's 32-bit finaliser in plain Python integers, as hash_buckets documents it."""
+    x = ((i * h + j) ^ ((0x9E3779B9 * (seed + 1)) & 0xFFFFFFFF)) & 0xFFFFFFFF
+    x = ((x ^ (x >> 16)) * 0x85EBCA6B) & 0xFFFFFFFF
+    x = ((x ^ (x >> 13)) * 0xC2B2AE35) & 0xFFFFFFFF
+    return (x ^ (x >> 16)) % B
+
+
+def _layer(kind):
+    V, D = 12, 4
+    order = np.array([3, 0, 7, 1, 11, 2, 5, 4, 10, 6, 9, 8])  # ids from most to least frequent
+    if kind == "factorized":
+        return FactorizedEmbedding(V, D, rank=3, init_std=0.5, rngs=nnx.Rngs(0))
+    if kind == "hashed":
+        return HashedEmbedding(V, D, buckets=5, num_hashes=2, hash_seed=7, init_std=0.5, rngs=nnx.Rngs(0))
+    return AdaptiveEmbedding(V, D, cutoffs=(2, 6), factor=2, order=order, init_std=0.5, rngs=nnx.Rngs(0))
+
+
+def _reference(kind, layer, p, ids):
+    """Forward rows (float64) and the gradient of Σ rows·G for each parameter, by hand."""
+    p = {k: np.asarray(v, np.float64) for k, v in p.items()}
+    G = np.random.default_rng(1).standard_normal((len(ids), layer.embed_dim))
+    grads = {k: np.zeros_like(v) for k, v in p.items()}
+    rows = []
+    for n, i in enumerate(ids):
+        if kind == "factorized":
+            rows.append(p["embedding"][i] @ p["projection"])
+            grads["embedding"][i] += p["projection"] @ G[n]
+            grads["projection"] += np.outer(p["embedding"][i], G[n])
+        elif kind == "hashed":
+            idx = [_fmix_reference(int(i), j, 2, 5, 7) for j in range(2)]
+            rows.append(sum(p["importance"][i, j] * p["embedding"][b] for j, b in enumerate(idx)))
+            for j, b in enumerate(idx):
+                grads["embedding"][b] += p["importance"][i, j] * G[n]
+                grads["importance"][i, j] += p["embedding"][b] @ G[n]
+        else:
+            r = list(layer.order).index(int(i))
+            c = 0 if r < 2 else 1 if r < 6 else 2
+            local = r - (0, 2, 6)[c]
+            rows.append(p[f"table{c}"][local] @ p[f"proj{c}"])
+            grads[f"table{c}"][local] += p[f"proj{c}"] @ G[n]
+            grads[f"proj{c}"] += np.outer(p[f"table{c}"][local], G[n])
+    return np.stack(rows), G, grads
+
+
+@pytest.mark.parametrize("kind", ["factorized", "hashed", "adaptive"])
+def test_kind_forward_and_gradient_match_float64_references(kind):
+    layer = _layer(kind)
+    ids = np.array([0, 3, 5, 5, 11, 8, 2])
+    graphdef, params = nnx.split(layer, nnx.Param)
+    p = {k: v.get_value() for k, v in params.items()}
+    rows_ref, G, grads_ref = _reference(kind, layer, p, ids)
+    np.testing.assert_allclose(np.asarray(layer(jnp.asarray(ids)), np.float64), rows_ref, rtol=1e-5, atol=1e-6)
+    # the effective table holds the same rows, in id order, and in chunks too
+    table = np.asarray(layer.table(), np.float64)
+    np.testing.assert_allclose(table[ids], rows_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([np.asarray(r) for _, r in layer.rows(chunk=5)]), table, rtol=1e-6)
+
+    def f(state):
+        return jnp.sum(nnx.merge(graphdef, state)(jnp.asarray(ids)) * jnp.asarray(G, jnp.float32))
+
+    g = jax.grad(f)(params)
+    for k, ref in grads_ref.items():
+        np.testing.assert_allclose(np.asarray(g[k].get_value(), np.float64), ref, rtol=1e-4, atol=1e-5, err_msg=k)
+    # tied logits are h · Eᵀ of the effective table
+    h = jax.random.normal(jax.random.key(2), (3, 4))
+    np.testing.assert_allclose(np.asarray(layer.attend(h)), np.asarray(h) @ table.T, rtol=1e-4, atol=1e-5)
+
+
+def test_parameter_counts_follow_the_papers_arithmetic():
+    assert TokenEmbedding(50_000, 768, rngs=nnx.Rngs(0)).num_params() == 38_400_000  # the lesson's 38.4 M
+    assert FactorizedEmbedding(50_000, 768, rank=128, rngs=nnx.Rngs(0)).num_params() == 50_000 * 128 + 128 * 768
+    assert HashedEmbedding(1000, 64, buckets=100, num_hashes=3, rngs=nnx.Rngs(0)).num_params() == 100 * 64 + 1000 * 3
+    a = AdaptiveEmbedding(1000, 64, cutoffs=(10, 100), factor=4, rngs=nnx.Rngs(0))
+    assert a.num_params() == 10 * 64 + 64 * 64 + 90 * 16 + 16 * 64 + 900 * 4 + 4 * 64
+    assert a.num_bytes() == 4 * a.num_params()
+
+
+_HASH_IN_ANOTHER_PROCESS = """
+import json, numpy as np
+from embjax.embedding import hash_buckets
+print(json.dumps(np.asarray(hash_buckets(np.arange(5000), 3, 977, seed=11)).tolist()))
+"""
+
+
+def test_hashing_is_identical_across_processes_and_matches_its_definition():
+    import json
+    import subprocess
+    import sys
+    here = np.asarray(hash_buckets(jnp.arange(5000), 3, 977, seed=11))
+    there = np.array(json.loads(subprocess.run([sys.executable, "-c", _HASH_IN_ANOTHER_PROCESS], capture_output=True,
+                                               text=True, check=True).stdout))
+    np.testing.assert_array_equal(here, there)
+    np.testing.assert_array_equal(np.asarray(hash_buckets(np.arange(5000), 3, 977, seed=11, xp=np)), here)
+    ref = np.array([[_fmix_reference(i, j, 3, 977, 11) for j in range(3)] for i in range(0, 5000, 37)])
+    np.testing.assert_array_equal(here[::37], ref)
+    # buckets are used evenly (a χ²-style check: no bucket more than 3x its expected load)
+    load = np.bincount(here.ravel(), minlength=977)
+    assert load.max() < 3 * here.size / 977 and load.min() > 0
+
+
+KIND_ARGS = {"factorized": ["--embedding.kind=factorized", "--embedding.rank=4"],
+             "hashed": ["--embedding.kind=hashed", "--embedding.buckets=24", "--embedding.num_hashes=2"],
+             "adaptive": ["--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]", "--model.tie_embeddings=false"]}
+
+
+@pytest.mark.parametrize("kind", sorted(KIND_ARGS))
+def test_kind_trains_vmapped_checkpoints_and_resumes_exactly(kind, tmp_path):
+    """Each kind under jit with donation: a vmapped 2-member group, and a run stopped at step 10 and resumed
+    from its orbax checkpoint to 20 writing the very rows a straight run writes."""
+    from embjax.config import replace
+    from embjax.runner import train, train_group
+    from embjax.sinks import read_jsonl
+    base = load_config(None, [*TINY, f"--out_dir={tmp_path}", "--log.wandb=false", "--steps=20",
+                              "--log.metrics_every=10", "--optim.schedule=constant", *KIND_ARGS[kind]])  # resumable at 10
+    group = train_group([replace(base, name=f"m{s}", seed=s) for s in (0, 1)], vectorize=True, progress=False)
+    assert [s["status"] for s in group] == ["finished", "finished"] and group[0]["vectorized_members"] == 2
+    assert group[0]["eval/loss"] != group[1]["eval/loss"]
+    straight = train(replace(base, name="straight", seed=1))
+    assert straight["eval/loss"] == pytest.approx(group[1]["eval/loss"], rel=2e-4)
+    train(replace(base, name="resumed", seed=1, steps=10))
+    resumed = train(replace(base, name="resumed", seed=1))
+    assert resumed["status"] == "finished" and resumed["step"] == 20
+    a, b = (read_jsonl(tmp_path / n / "metrics.jsonl") for n in ("straight", "resumed"))
+    assert a == b
+    V, D = 64, 16
+    expect = {"factorized": V * 4 + 4 * D, "hashed": 24 * D + V * 2,
+              "adaptive": 4 * D + D * D + 12 * 4 + 4 * D + 48 * 1 + 1 * D}[kind]
+    assert straight["embedding/params"] == expect and straight["embedding/bytes"] == 4 * expect
+    E = np.load(tmp_path / "straight" / "embeddings.npy")  # exports and geometry read the effective table
+    assert E.shape == (V, D) and straight["emb/norm_mean"] == pytest.approx(np.linalg.norm(E, axis=1).mean(), rel=1e-4)
+
+
+def test_adaptive_with_a_tied_head_is_one_line_exit_2(tmp_path, capsys):
+    from embjax.cli import train_main
+    assert train_main([*TINY, f"--out_dir={tmp_path}", "--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]",
+                       "--model.tie_embeddings=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "model.tie_embeddings: got true with embedding.kind='adaptive'" in err
+    assert not os.path.exists(tmp_path / "default")
