@@ -120,6 +120,8 @@ class OptimConfig:
     warmup_steps: int = setting(50, range=(0, 10**9))
     grad_clip: float = setting(1.0, range=(0.0, 1e9), role=VALUE)  # global norm; 0 turns clipping off
     embed_lr_scale: float = setting(1.0, range=(0.0, 1e6), low_open=True, role=VALUE)  # × lr of the input table alone
+    # the input layer's per-token rows decay at embed_weight_decay × (V·f_token)^(-power): rare rows more (0: uniform)
+    embed_decay_freq_power: float = setting(0.0, range=(0.0, 4.0), role=VALUE)
     skip_nonfinite: bool = False  # skip a non-finite update instead of stopping the run
     # a member whose train loss stays above this (null: 10 · ln V) and above twice its first loss for
     # divergence_patience steps is diverged
@@ -374,9 +376,6 @@ def _validate_kind(cfg: Config) -> None:
     if cfg.model.parametrization == "mup":
         raise ConfigError(f"model.parametrization: got 'mup' with embedding.kind={e.kind!r}; allowed: 'mup' with "
                           "kind 'table', or 'sp'")
-    if e.kind == "adaptive" and cfg.model.tie_embeddings:
-        raise ConfigError("model.tie_embeddings: got true with embedding.kind='adaptive'; allowed: false (an adaptive "
-                          "input has no V×d table to share; its tied partner would be an adaptive softmax)")
     if e.kind == "adaptive" and (not e.cutoffs or list(e.cutoffs) != sorted(set(e.cutoffs)) or e.cutoffs[0] <= 0
                                  or e.cutoffs[-1] >= V):
         raise ConfigError(f"embedding.cutoffs: got {list(e.cutoffs)} with embedding.kind='adaptive'; allowed: "

@@ -195,8 +195,8 @@ class AdaptiveEmbedding(TokenEmbedding):
     """Adaptive input representations (Baevski & Auli 2019): tokens ranked by frequency fall into clusters
     split at `cutoffs`; cluster c has width d / factorᶜ and a projection to d. A row of cluster c is
     T_c[rank − start_c] · P_c. `order` lists token ids from most to least frequent (None: ids already are).
-    There is no V×d parameter, so an adaptive layer is not tied to an output head (an adaptive softmax
-    would be its tied partner; embjax has none).
+    Tied, the head's logits are h · Eᵀ for this effective E: input and output share every parameter, as
+    Baevski & Auli's tied adaptive softmax shares them, but the softmax is a full one (no cluster savings).
     """
 
     def __init__(self, vocab_size: int, embed_dim: int, *, cutoffs: tuple[int, ...], factor: int = 4,

@@ -51,6 +51,7 @@ class Rule:
     lr_mult: float = 1.0
     decay_mult: float = 1.0
     frozen: bool = False
+    per_token: bool = False  # a row per token (the input layer's V-leading arrays): frequency-scaled decay
 
 
 def param_rules(cfg: Config, tables: Tables, params: Any, base_params: Any) -> Any:
@@ -63,7 +64,8 @@ def param_rules(cfg: Config, tables: Tables, params: Any, base_params: Any) -> A
     def rule(path, x, base):
         name = tables.name_of(path)
         if name is not None:
-            return Rule("embed" if name == "embed" else "table", frozen=name in tables.frozen)
+            return Rule("embed" if name == "embed" else "table", frozen=name in tables.frozen,
+                        per_token=name == "embed" and x.shape[:1] == (cfg.data.vocab_size,))
         if x.ndim < 2:
             return Rule("vector")
         grown = [a != b for a, b in zip(x.shape, base.shape)]
@@ -75,14 +77,26 @@ def param_rules(cfg: Config, tables: Tables, params: Any, base_params: Any) -> A
     return jax.tree_util.tree_map_with_path(rule, params, base_params)
 
 
-def decay_by_rule(rules: Any, hp: dict) -> optax.GradientTransformation:
+def token_decay_scale(hp: dict, log_rel_freq: Any) -> jax.Array:
+    """(V,) multipliers on the input layer's per-token decay: (V·fᵢ)^(−embed_decay_freq_power), fᵢ the token's
+    corpus frequency; 1 at the uniform frequency 1/V, larger for rarer tokens (regularise rare rows)."""
+    return jnp.exp(-hp["embed_decay_freq_power"] * jnp.asarray(log_rel_freq, jnp.float32))
+
+
+def decay_by_rule(rules: Any, hp: dict, log_rel_freq: Any = None) -> optax.GradientTransformation:
     """Weight decay per parameter: matrices by weight_decay (× μP's decay_mult), embedding tables by
-    embed_weight_decay, vectors (biases, norm scales) not at all."""
+    embed_weight_decay (the input layer's rows × token_decay_scale when log_rel_freq = log(V·f) is given),
+    vectors (biases, norm scales) not at all."""
+    scale_V = None if log_rel_freq is None else token_decay_scale(hp, log_rel_freq)
+
     def decayed(g, p, r):
         if r.group == "vector":
             return g
         wd = hp["weight_decay"] if r.group == "matrix" else hp["embed_weight_decay"]
-        return g + (wd if r.decay_mult == 1.0 else wd * r.decay_mult) * p
+        wd = wd if r.decay_mult == 1.0 else wd * r.decay_mult
+        if r.per_token and scale_V is not None:
+            wd = wd * scale_V.reshape(-1, *[1] * (p.ndim - 1))
+        return g + wd * p
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(),
                                         lambda u, state, params: (jax.tree.map(decayed, u, params, rules), state))
@@ -127,7 +141,7 @@ def schedule_factor(cfg: Config) -> Callable[[jax.Array], jax.Array]:
     return factor
 
 
-def make_optimizer(cfg: Config, hp: dict, rules: Any) -> optax.GradientTransformation:
+def make_optimizer(cfg: Config, hp: dict, rules: Any, log_rel_freq: Any = None) -> optax.GradientTransformation:
     """The optax chain for cfg.optim with values from `hp` (traced or not): built inside jit per step.
 
     adamw/adafactor decay weights decoupled from the gradient (Loshchilov & Hutter 2019); adam/sgd add
@@ -135,7 +149,7 @@ def make_optimizer(cfg: Config, hp: dict, rules: Any) -> optax.GradientTransform
     multipliers (μP, embed_lr_scale) follow each parameter's Rule.
     """
     o = cfg.optim
-    decay = decay_by_rule(rules, hp)
+    decay = decay_by_rule(rules, hp, log_rel_freq)
     factor = schedule_factor(cfg)
     parts = [clip_by_global_norm(hp["grad_clip"])]
     if o.name == "adamw":
@@ -191,6 +205,8 @@ class Program:
         # each token's frequency bucket (FREQ_BUCKETS: top 1 %, 1-10 %, rest) by the corpus's counts; a token not
         # yet seen in training (the state's token_counts) counts as unseen when evaluated
         self.freq_bucket = frequency_bucket_of(corpus.counts)
+        f = np.asarray(corpus.counts, np.float64) / max(float(np.sum(corpus.counts)), 1e-300)
+        self.log_rel_freq = np.log(np.maximum(cfg.data.vocab_size * f, 1e-3))  # log(V·f), floored at 10⁻³
         o = cfg.optim
         # a blow-up is a loss past this and past twice the run's first loss (so a large-σ start is not one)
         self.divergence_loss = o.divergence_loss if o.divergence_loss is not None else 10 * math.log(cfg.data.vocab_size)
@@ -265,7 +281,7 @@ class Program:
         hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
         return {
             "step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": make_optimizer(self.cfg, hp, self.rules).init(params), "hp": hp,
+            "opt_state": make_optimizer(self.cfg, hp, self.rules, self.log_rel_freq).init(params), "hp": hp,
             "rng": jax.random.key_data(k_data), "diverged_at": jnp.full((), -1, jnp.int32),
             "skipped": jnp.zeros((), jnp.int32), "high_loss_steps": jnp.zeros((), jnp.int32),
             "loss0": jnp.full((), jnp.nan, jnp.float32),
@@ -282,7 +298,7 @@ class Program:
         (loss, sizes), grads = jax.value_and_grad(self.loss_and_sizes, has_aux=True)(params, tok_BxT1)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        tx = make_optimizer(self.cfg, hp, self.rules)
+        tx = make_optimizer(self.cfg, hp, self.rules, self.log_rel_freq)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         live = state["diverged_at"] < 0

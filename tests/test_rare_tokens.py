@@ -192,7 +192,7 @@ def test_hashing_is_identical_across_processes_and_matches_its_definition():
 
 KIND_ARGS = {"factorized": ["--embedding.kind=factorized", "--embedding.rank=4"],
              "hashed": ["--embedding.kind=hashed", "--embedding.buckets=24", "--embedding.num_hashes=2"],
-             "adaptive": ["--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]", "--model.tie_embeddings=false"]}
+             "adaptive": ["--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]"]}
 
 
 @pytest.mark.parametrize("kind", sorted(KIND_ARGS))
@@ -222,10 +222,30 @@ def test_kind_trains_vmapped_checkpoints_and_resumes_exactly(kind, tmp_path):
     assert E.shape == (V, D) and straight["emb/norm_mean"] == pytest.approx(np.linalg.norm(E, axis=1).mean(), rel=1e-4)
 
 
-def test_adaptive_with_a_tied_head_is_one_line_exit_2(tmp_path, capsys):
+def test_bad_cutoffs_are_one_line_exit_2(tmp_path, capsys):
     from embjax.cli import train_main
-    assert train_main([*TINY, f"--out_dir={tmp_path}", "--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]",
-                       "--model.tie_embeddings=true"]) == 2
+    assert train_main([*TINY, f"--out_dir={tmp_path}", "--embedding.kind=adaptive", "--embedding.cutoffs=[16, 4]"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "model.tie_embeddings: got true with embedding.kind='adaptive'" in err
+    assert err.count("\n") == 0 and "embedding.cutoffs: got [16, 4] with embedding.kind='adaptive'" in err
     assert not os.path.exists(tmp_path / "default")
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5])
+def test_frequency_scaled_decay_of_rare_rows(power):
+    """One SGD step: each row of E moves by -lr·(g + wdᵢ·e) with wdᵢ = embed_weight_decay · (V·fᵢ)^(-power),
+    fᵢ the corpus frequency (NumPy float64 reference); other matrices keep the plain weight decay."""
+    cfg, P = _program("--optim.name=sgd", "--optim.momentum=0", "--optim.lr=0.1", "--optim.grad_clip=0",
+                      "--optim.warmup_steps=0", "--optim.schedule=constant", "--optim.weight_decay=0.3",
+                      f"--optim.embed_decay_freq_power={power}", "--model.tie_embeddings=false")
+    state = jax.jit(P.init)(0, hparams(cfg))
+    batch = P.batch(P.corpus.tables, state)
+    g = jax.grad(P.loss)(state["params"], batch)
+    new, _ = jax.jit(P.step)(state, batch)
+    E0, gE, E1 = (np.asarray(t["embed"]["embedding"], np.float64) for t in (state["params"], g, new["params"]))
+    f = np.asarray(P.corpus.counts, np.float64) / np.sum(P.corpus.counts)
+    wd = 0.3 * (cfg.data.vocab_size * f) ** -power
+    np.testing.assert_allclose(E1, E0 - 0.1 * (gE + wd[:, None] * E0), rtol=1e-4, atol=1e-7)
+    H0, gH, H1 = (np.asarray(t["head"]["embedding"], np.float64) for t in (state["params"], g, new["params"]))
+    np.testing.assert_allclose(H1, H0 - 0.1 * (gH + 0.3 * H0), rtol=1e-4, atol=1e-7)  # the head: plain decay
+    if power > 0:  # the rarest token's row decays more than the most frequent one's
+        assert wd[np.argmin(f)] > 0.3 > wd[np.argmax(f)]
