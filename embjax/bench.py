@@ -6,6 +6,7 @@ Cases
   peak     the machine's measured float32 matmul FLOP/s (the MFU denominator)
   sweep    an 8-member σ × seed group vectorised in one process vs 8 separate `experiments.train` processes
   mup      the train spec under SP and under μP, alternating: tokens/s of each and their ratio
+  kinds    the train spec with the table, factorized and hashed input layers, alternating: tokens/s and ratios
   members  M members of the default model vmapped (--members=1,8,32,128): aggregate tokens/s, bytes per member
   study    sweeps/d_sigma_tying.yaml end to end (--steps shortens it): wall and compile time, members/minute
   compare  the train spec against the PyTorch reference (--peer-python, --peer), alternating
@@ -222,7 +223,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", default="train",
-                   choices=["metrics", "train", "peak", "sweep", "compare", "mup", "members", "study"])
+                   choices=["metrics", "train", "peak", "sweep", "compare", "mup", "kinds", "members", "study"])
     p.add_argument("--members", default="1,8,32,128", help="members: comma-separated group sizes M")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--per-dispatch", type=int, default=1, help="train steps per dispatch (lax.scan)")
@@ -244,8 +245,8 @@ def main(argv: list[str]) -> int:
             _emit(row, a.json)
     elif a.case == "study":
         _emit(bench_study(a.steps if a.steps != 20 else None), a.json)
-    elif a.case == "mup":
-        for row in bench_mup(a.steps, a.per_dispatch, a.rounds, a.set):
+    elif a.case in ("mup", "kinds"):
+        for row in (bench_mup if a.case == "mup" else bench_kinds)(a.steps, a.per_dispatch, a.rounds, a.set):
             _emit(row, a.json)
     elif a.case == "compare":
         if not a.peer_python or not a.peer or not os.path.isfile(a.peer):
@@ -267,20 +268,39 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def bench_mup(steps: int, per_dispatch: int, rounds: int, sets: list[str] = ()) -> list[dict]:
-    """The train spec under SP and under μP (d₀ = d / 4, so every μP multiplier is active), alternating in
-    separate processes, so drift on a shared machine hits both sides; the last row has the median ratio."""
-    rows, rates = [], {"sp": [], "mup": []}
+def _alternate(case: str, variants: dict[str, list[str]], steps: int, per_dispatch: int, rounds: int,
+               sets: list[str] = ()) -> list[dict]:
+    """The train spec under each variant (a list of config overrides), alternating in separate processes so
+    drift on a shared machine hits every side; the last row has each variant's median and its ratio to
+    the first variant's."""
+    rows, rates = [], {v: [] for v in variants}
     base = ["--case=train", f"--steps={steps}", f"--per-dispatch={per_dispatch}", *[f"--set={s}" for s in sets]]
     for r in range(rounds):
-        for par in ("sp", "mup"):
-            out = _run_self(base + [f"--set=model.parametrization={par}", "--set=model.base_width=64"])
-            rates[par].append(out["tokens_per_s"])
-            rows.append({"round": r, "parametrization": par, "tokens_per_s": out["tokens_per_s"]})
-    ratio = float(np.median(rates["mup"]) / np.median(rates["sp"]))
-    rows.append({"case": "mup", "sp_median": float(np.median(rates["sp"])), "mup_median": float(np.median(rates["mup"])),
-                 "mup_over_sp": ratio})
-    return rows
+        for v, overrides in variants.items():
+            out = _run_self(base + [f"--set={o}" for o in overrides])
+            rates[v].append(out["tokens_per_s"])
+            rows.append({"round": r, "variant": v, "tokens_per_s": out["tokens_per_s"]})
+    first = next(iter(variants))
+    last = {"case": case, **{f"{v}_median": float(np.median(x)) for v, x in rates.items()}}
+    last.update({f"{v}_over_{first}": float(np.median(x) / np.median(rates[first])) for v, x in rates.items() if v != first})
+    return rows + [last]
+
+
+def bench_mup(steps: int, per_dispatch: int, rounds: int, sets: list[str] = ()) -> list[dict]:
+    """The train spec under SP and under μP (d₀ = d / 4, so every μP multiplier is active)."""
+    return _alternate("mup", {v: [f"model.parametrization={v}", "model.base_width=64"] for v in ("sp", "mup")},
+                      steps, per_dispatch, rounds, sets)
+
+
+# The rare-token layers at the spec (V = 8,192, d = 256, tied): a factorized table of rank 64 (V·k + k·d =
+# 541 k parameters vs the table's 2.1 M) and hash embeddings with 2,048 buckets × 2 hashes (541 k).
+KINDS = {"table": ["embedding.kind=table"], "factorized": ["embedding.kind=factorized", "embedding.rank=64"],
+         "hashed": ["embedding.kind=hashed", "embedding.buckets=2048", "embedding.num_hashes=2"]}
+
+
+def bench_kinds(steps: int, per_dispatch: int, rounds: int, sets: list[str] = ()) -> list[dict]:
+    """Tokens/s of the factorized and hashed input layers against the plain table, side by side."""
+    return _alternate("kinds", KINDS, steps, per_dispatch, rounds, sets)
 
 
 def bench_sweep(steps: int = 300, base: str = "experiments/configs/quickstart.yaml") -> list[dict]:

@@ -273,6 +273,72 @@ def lr_transfer_lines(runs) -> list[str]:
     return lines
 
 
+BUCKETS = ("top1", "top1_10", "rest", "unseen")
+BUCKET_NAMES = {"top1": "top 1 %", "top1_10": "1-10 %", "rest": "rest", "unseen": "unseen"}
+
+
+def _layer_label(cfg: dict) -> str:
+    power = _get(cfg, "optim.embed_decay_freq_power") or 0.0
+    return (f"{_get(cfg, 'embedding.kind') or 'table'} {'tied' if _get(cfg, 'model.tie_embeddings') else 'untied'}"
+            + (f" decay∝f^-{power:g}" if power else ""))
+
+
+def _bucket_groups(runs) -> dict[str, dict[str, list[float]]]:
+    """Final eval loss per frequency bucket, by input layer (kind, tying, frequency-scaled decay), over seeds;
+    empty unless the runs differ in their input layer and report bucket losses."""
+    labels = {_layer_label(r["cfg"]) for r in runs}
+    if len(labels) < 2 or not any("eval/loss_bucket_top1" in r["summary"] for r in runs):
+        return {}
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in sorted(runs, key=lambda r: _layer_label(r["cfg"])):
+        if r["summary"].get("status") != "finished":
+            continue
+        g = out.setdefault(_layer_label(r["cfg"]), {k: [] for k in (*BUCKETS, "all", "params")})
+        for b in BUCKETS:
+            v = r["summary"].get(f"eval/loss_bucket_{b}")
+            if isinstance(v, (int, float)) and np.isfinite(v):
+                g[b].append(float(v))
+        g["all"].append(float(r["summary"].get("eval/loss", np.nan)))
+        g["params"].append(float(r["summary"].get("embedding/params", np.nan)))
+    return out
+
+
+def plot_loss_by_bucket(runs, path) -> bool:
+    """Grouped bars: final eval loss of each frequency bucket's targets, one bar per input layer (mean ± sd)."""
+    import matplotlib.pyplot as plt
+    groups = _bucket_groups(runs)
+    buckets = [b for b in BUCKETS if any(g[b] for g in groups.values())]
+    if not groups or not buckets:
+        return False
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(buckets) * len(groups) / 2), 4.2))
+    width = 0.8 / len(groups)
+    for i, (label, g) in enumerate(groups.items()):
+        x = np.arange(len(buckets)) + (i - (len(groups) - 1) / 2) * width
+        ax.bar(x, [np.mean(g[b]) if g[b] else np.nan for b in buckets], width,
+               yerr=[np.std(g[b]) if len(g[b]) > 1 else 0 for b in buckets], label=label, capsize=2)
+    ax.set_xticks(np.arange(len(buckets)), [BUCKET_NAMES[b] for b in buckets])
+    ax.set(xlabel="target token's frequency bucket", ylabel="eval loss (nats)", title="Eval loss by frequency bucket")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def bucket_lines(runs) -> list[str]:
+    """report.md's table under the bucket plot: mean ± sd over seeds (n seeds) per input layer."""
+    groups = _bucket_groups(runs)
+    if not groups:
+        return []
+    fmt = lambda xs: f"{np.mean(xs):.3f} ± {np.std(xs):.3f}" if xs else "-"
+    lines = ["| input layer | embedding params | " + " | ".join(BUCKET_NAMES[b] for b in BUCKETS) + " | all | n |",
+             "|" + "---|" * (len(BUCKETS) + 4)]
+    for label, g in groups.items():
+        lines.append(f"| {label} | {np.mean(g['params']):,.0f} | " + " | ".join(fmt(g[b]) for b in BUCKETS)
+                     + f" | {fmt(g['all'])} | {len(g['all'])} |")
+    return lines + [""]
+
+
 def make_report(root: str, wandb_group: str | None = None) -> str:
     """Write the plots and report.md into root; returns report.md's path."""
     import matplotlib
@@ -293,6 +359,7 @@ def make_report(root: str, wandb_group: str | None = None) -> str:
          "Eval loss over steps"),
         ("coord_check.png", lambda p: plot_coord_check(runs, p), "Coordinate check"),
         ("lr_transfer.png", lambda p: plot_lr_transfer(runs, p), "Learning-rate transfer"),
+        ("loss_by_bucket.png", lambda p: plot_loss_by_bucket(runs, p), "Eval loss by frequency bucket"),
     ]
     for fname, fn, title in specs:
         if fn(os.path.join(root, fname)):
@@ -313,7 +380,8 @@ def make_report(root: str, wandb_group: str | None = None) -> str:
                      f"{_get(c, 'embedding.init')} | {_get(c, 'embedding.init_std'):g} | {_get(c, 'optim.lr'):g} | "
                      f"{c.get('seed')} | {s.get('status')} | " + " | ".join(vals) + " |")
     lines.append("")
-    extra = {"coord_check.png": coord_slope_lines(runs), "lr_transfer.png": lr_transfer_lines(runs)}
+    extra = {"coord_check.png": coord_slope_lines(runs), "lr_transfer.png": lr_transfer_lines(runs),
+             "loss_by_bucket.png": bucket_lines(runs)}
     for fname, title in plots.items():
         lines += [f"## {title}", "", f"![{title}]({fname})", "", *extra.get(fname, [])]
     path = os.path.join(root, "report.md")

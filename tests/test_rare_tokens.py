@@ -249,3 +249,90 @@ def test_frequency_scaled_decay_of_rare_rows(power):
     np.testing.assert_allclose(H1, H0 - 0.1 * (gH + 0.3 * H0), rtol=1e-4, atol=1e-7)  # the head: plain decay
     if power > 0:  # the rarest token's row decays more than the most frequent one's
         assert wd[np.argmin(f)] > 0.3 > wd[np.argmax(f)]
+
+
+KINDS_ON_A_MESH = r"""
+import json, jax, numpy as np
+from embjax.config import load_config
+from embjax.data import make_corpus
+from embjax.loop import compile_program
+from embjax.mesh import make_mesh
+from embjax.step import Program, hparams
+out = {}
+for kind, extra in (("factorized", ["--embedding.rank=4"]), ("hashed", ["--embedding.buckets=24"])):
+    losses = {}
+    for mesh in ((1, 1), (4, 2)):
+        cfg = load_config(None, ["--data.vocab_size=96", "--model.embed_dim=16", "--model.num_layers=1",
+                                 "--model.num_heads=2", "--data.seq_len=16", "--data.batch_size=8",
+                                 f"--mesh.data={mesh[0]}", f"--mesh.model={mesh[1]}", f"--embedding.kind={kind}", *extra])
+        m = make_mesh(cfg) if mesh != (1, 1) else None
+        P = Program(cfg, make_corpus(cfg), mesh=m)
+        state = jax.jit(P.init, out_shardings=P.state_shardings)(0, hparams(cfg))
+        step = compile_program(P, vmapped=False)[0]
+        state, metrics = step(state, P.corpus.tables, 3)
+        losses[str(mesh)] = float(metrics["train/loss"])
+        if m is not None:
+            out[kind] = {k: str(v.sharding.spec) for k, v in state["params"]["embed"].items()}
+    out[kind + "_losses"] = losses
+print(json.dumps(out))
+"""
+
+
+def test_kinds_on_a_mesh_split_their_per_token_arrays_and_match_one_device():
+    import json
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    p = subprocess.run([sys.executable, "-c", KINDS_ON_A_MESH], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"), timeout=300)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    # V-leading arrays (factorized A: V×k, hashed importance: V×h) split over `model`; shared ones replicated
+    assert out["factorized"] == {"embedding": "P('model', None)", "projection": "P()"}
+    assert out["hashed"] == {"embedding": "P()", "importance": "P('model', None)"}
+    for kind in ("factorized", "hashed"):
+        one, mesh = out[kind + "_losses"]["(1, 1)"], out[kind + "_losses"]["(4, 2)"]
+        assert mesh == pytest.approx(one, rel=1e-4), kind
+
+
+def test_kinds_work_inside_linen():
+    import flax.linen as nn
+    from flax.nnx import bridge
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, ids):
+            emb = bridge.to_linen(HashedEmbedding, 30, 8, buckets=7, num_hashes=2, init_std=0.1)
+            return nn.Dense(3)(emb(ids))
+
+    ids = jnp.array([[1, 2, 3]])
+    variables = Model().init(jax.random.key(0), ids)
+    assert Model().apply(variables, ids).shape == (1, 3, 3)
+    shapes = sorted(np.asarray(v).shape for v in jax.tree.leaves(variables))
+    assert (7, 8) in shapes and (30, 2) in shapes  # the shared buckets and the per-token importance weights
+
+
+def test_rare_token_sweep_report_shows_loss_by_bucket(tmp_path):
+    import yaml
+    from embjax.cli import sweep_main
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"steps": 10, "data": {"vocab_size": 200, "num_classes": 4, "zipf_exponent": 1.5,
+                                                          "seq_len": 16, "batch_size": 8, "eval_batches": 2},
+                                    "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2},
+                                    "embedding": {"buckets": 20, "rank": 4},
+                                    "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False}}))
+    sweep = {"name": "rt", "program": "experiments/train.py", "method": "grid",
+             "parameters": {"config": {"value": str(base)}, "embedding.kind": {"values": ["table", "hashed"]},
+                            "seed": {"values": [0, 1]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
+    assert sweep_main([str(tmp_path / "s.yaml"), f"--out_dir={tmp_path}", "--log.wandb=false"]) == 0
+    report = (tmp_path / "rt" / "report.md").read_text()
+    assert (tmp_path / "rt" / "loss_by_bucket.png").exists()
+    assert "## Eval loss by frequency bucket" in report
+    rows = [l for l in report.splitlines() if l.startswith("| hashed tied") or l.startswith("| table tied")]
+    assert len(rows) == 2 and rows[0].split("|")[2].strip() == f"{20 * 16 + 200 * 2:,}"  # hashed: B·d + V·h
+    import json
+    s = [json.load(open(p)) for p in sorted((tmp_path / "rt").glob("*/summary.json"))]
+    hashed = [x for x in s if x["embedding/params"] == 20 * 16 + 200 * 2]
+    mean_top1 = np.mean([x["eval/loss_bucket_top1"] for x in hashed])
+    assert f"{mean_top1:.3f} ± " in rows[0]  # the table's numbers are the members' summaries
