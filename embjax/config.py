@@ -82,7 +82,7 @@ class ModelConfig:
     base_width: int = setting(64, range=(1, 2**16))  # d₀: at embed_dim = base_width μP computes exactly what SP does
     # matmuls and activations; softmax, cross-entropy, layer-norm statistics and the metrics stay float32
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    # parameters and optimizer state; a bfloat16 table loses every row update below its resolution (docs/precision.md)
+    # parameters (the optimizer state stays float32); a bfloat16 table loses row updates below its resolution
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     # XLA's float32 matmul precision: default (TF32 on NVIDIA GPUs, one bfloat16 pass on TPUs), high, highest
     matmul_precision: Literal["default", "high", "highest"] = "default"
@@ -121,7 +121,7 @@ class OptimConfig:
     grad_clip: float = setting(1.0, range=(0.0, 1e9), role=VALUE)  # global norm; 0 turns clipping off
     embed_lr_scale: float = setting(1.0, range=(0.0, 1e6), low_open=True, role=VALUE)  # × lr of the input table alone
     # the input layer's per-token rows decay at embed_weight_decay × (V·f_token)^(-power): rare rows more (0: uniform)
-    embed_decay_freq_power: float = setting(0.0, range=(0.0, 4.0), role=VALUE)
+    embed_decay_freq_power: float = setting(0.0, range=(0.0, 2.0), role=VALUE)
     skip_nonfinite: bool = False  # skip a non-finite update instead of stopping the run
     # a member whose train loss stays above this (null: 10 · ln V) and above twice its first loss for
     # divergence_patience steps is diverged
@@ -362,6 +362,13 @@ def _validate(cfg: Config) -> None:
         _validate_mup(cfg)
     if e.kind != "table":
         _validate_kind(cfg)
+    o = cfg.optim
+    embed_wd = o.weight_decay if o.embed_weight_decay is None else o.embed_weight_decay
+    if o.embed_decay_freq_power > 0 and (embed_wd == 0 or e.kind == "adaptive"):
+        raise ConfigError(f"optim.embed_decay_freq_power: got {o.embed_decay_freq_power:g} with "
+                          + ("embedding.kind='adaptive' (no per-token rows)" if e.kind == "adaptive" else
+                             "an embedding weight decay of 0") + "; allowed: 0, or a table, factorized or hashed "
+                          "layer with optim.embed_weight_decay (or weight_decay) > 0")
     if cfg.log.profile_steps:
         profile_range(cfg.log.profile_steps, cfg.steps)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):

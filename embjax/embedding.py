@@ -70,6 +70,9 @@ class TokenEmbedding(nnx.Module):
             E_VxD = (std * unit_draw(rngs.params(), init, (vocab_size, embed_dim), dtype)).astype(dtype)
         self.embedding = nnx.Param(E_VxD)
 
+    # the parameters with one row per token (sharded over the vocabulary on a mesh, decayed by frequency)
+    per_token_params: tuple[str, ...] = ("embedding",)
+
     def table_of(self, p: dict) -> jax.Array:
         """The effective V×d table from this layer's parameters `p` (a dict of arrays by name)."""
         return p["embedding"]
@@ -179,6 +182,8 @@ class HashedEmbedding(TokenEmbedding):
         w_VxH = jax.random.normal(rngs.params(), (vocab_size, num_hashes)) / math.sqrt(num_hashes)
         self.importance = nnx.Param(w_VxH.astype(param_dtype))
 
+    per_token_params = ("importance",)
+
     def lookup_of(self, p: dict, ids: jax.Array) -> jax.Array:
         idx = hash_buckets(ids, self.num_hashes, self.buckets, self.hash_seed)  # (..., h)
         rows = jnp.take(p["embedding"], idx, axis=0)  # (..., h, D)
@@ -211,6 +216,8 @@ class AdaptiveEmbedding(TokenEmbedding):
         self.bounds = bounds
         self.widths = tuple(max(1, embed_dim // factor**c) for c in range(len(bounds) - 1))
         order = np.arange(vocab_size) if order is None else np.asarray(order)
+        if sorted(order.tolist()) != list(range(vocab_size)):
+            raise ValueError(f"AdaptiveEmbedding: order must list each of the {vocab_size} token ids once")
         self.order = tuple(int(i) for i in order)  # static: rank -> id
         rank = np.empty(vocab_size, np.int32)
         rank[order] = np.arange(vocab_size, dtype=np.int32)
@@ -221,6 +228,8 @@ class AdaptiveEmbedding(TokenEmbedding):
             setattr(self, f"table{c}", nnx.Param((std * unit_draw(rngs.params(), init, (n, w))).astype(param_dtype)))
             setattr(self, f"proj{c}", nnx.Param((jax.random.normal(rngs.params(), (w, embed_dim)) / math.sqrt(w))
                                                 .astype(param_dtype)))
+
+    per_token_params = ()  # cluster tables are indexed by frequency rank, not by token id
 
     def lookup_of(self, p: dict, ids: jax.Array) -> jax.Array:
         r = jnp.asarray(self.rank, jnp.int32)[ids]

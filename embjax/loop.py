@@ -73,10 +73,10 @@ class Loop:
     """Trains runs that share one program: one run, or a sweep group vmapped or one member at a time."""
 
     def __init__(self, program: Program, *, vmapped: bool, signals: Signals, show: bool = True,
-                 desc: str | None = None):
+                 desc: str | None = None, chunk: int | None = None):
         P, cfg = program, program.cfg
         self.P, self.cfg, self.signals, self.show, self.desc = P, cfg, signals, show, desc
-        self.vmapped = vmapped and P.mesh is None
+        self.vmapped, self.chunk = vmapped and P.mesh is None, chunk or 2**31  # chunk: members vmapped at once
         self._agreeing: Any = None  # the stop decision in flight (multi-process)
         self.init_fn = jax.jit(P.init, out_shardings=P.state_shardings)
         self.step_fn, self.stats_fn, self.eval_fn, self.table_fn = compile_program(P, self.vmapped)
@@ -113,7 +113,8 @@ class Loop:
         try:
             for start in sorted(set(starts)):  # members resumed at different steps train apart (normally: one)
                 idx = [i for i, s in enumerate(starts) if s == start]
-                for g in [idx] if self.vmapped and len(idx) > 1 else [[i] for i in idx]:
+                chunks = [idx[j:j + self.chunk] for j in range(0, len(idx), self.chunk)]  # vmapped: all that fit
+                for g in chunks if self.vmapped else [[i] for i in idx]:
                     if self.stopping():
                         out = [runs[i].finish(outcome(self.P, "interrupted", states[i], start)) for i in g]
                     else:
@@ -149,11 +150,12 @@ class _Cohort:
         try:
             self._train()
         except BaseException:
-            self.prof.stop()
             self.status = ["failed" if s == "running" else s for s in self.status]
             self.console.close("failed")
             self._finish([None] * self.M)
             raise
+        finally:
+            self.prof.stop()  # a trace open past a stop signal or a crash is closed
         self.console.close("done")
         return self._finish(self._members())
 
@@ -215,6 +217,8 @@ class _Cohort:
                 row.update(scalars)
                 r.log_rich(s, rich)
             r.log(s, row)
+            if "eval/loss" in row:  # a bucket left out now must not keep an older value in the summary
+                self.rows[i] = {k: v for k, v in self.rows[i].items() if "_bucket_" not in k}
             self.rows[i].update(row)
             self.last_step[i] = s
             losses.append(row.get("train/loss"))

@@ -5,6 +5,7 @@ Every model maps `tok_BxT` (and an optional validity mask) to next-token logits 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -246,6 +247,11 @@ class Tables:
         """(V,) bool: tokens whose own parameters in layer `name` got a nonzero gradient."""
         return self.layers[name][1].touched_of(self.subtree(grads, name))
 
+    def per_token(self, path: tuple) -> bool:
+        """Whether a tree path's parameter has one row per token (its layer's `per_token_params`)."""
+        name = self.name_of(path)
+        return name is not None and path_keys(path)[-1] in self.layers[name][1].per_token_params
+
     def name_of(self, path: tuple) -> str | None:
         """The layer a tree path's parameter belongs to (params, gradients and optimizer moments alike), or None."""
         keys = path_keys(path)
@@ -261,7 +267,7 @@ def count_params(state: Any) -> int:
 
 def embedding_size(cfg: Config) -> dict[str, int]:
     """The input embedding layer's parameter count and bytes, from the config alone (no arrays made)."""
-    V, D = cfg.data.vocab_size, cfg.model.embed_dim
-    layer = nnx.eval_shape(lambda: make_embedding(cfg, 1.0, np.zeros((V, D), np.float32) if cfg.embedding.init ==
-                                                  "pretrained" else None, rngs=nnx.Rngs(0)))
+    if cfg.embedding.init == "pretrained":  # the same shapes as a drawn table
+        cfg = dataclasses.replace(cfg, embedding=dataclasses.replace(cfg.embedding, init="normal"))
+    layer = nnx.eval_shape(lambda: make_embedding(cfg, 1.0, rngs=nnx.Rngs(0)))
     return {"embedding/params": layer.num_params(), "embedding/bytes": layer.num_bytes()}

@@ -68,11 +68,11 @@ def train_group(cfgs: list[Config], *, overwrite: bool = False, vectorize: bool 
     for r in runs:
         r.open(corpus, wandb_group=group)
     vmapped = vectorize and len(runs) > 1
-    chunk = members_that_fit(program, len(runs)) if vmapped and mesh is None else len(runs)
+    chunk = members_that_fit(program, len(runs)) if vmapped and mesh is None else None
     with _signals(signals) as sig:
-        loop = Loop(program, vmapped=vmapped, signals=sig,
+        loop = Loop(program, vmapped=vmapped, signals=sig, chunk=chunk,
                     show=base.log.progress if progress is None else progress, desc=desc)
-        out = [s for i in range(0, len(runs), chunk) for s in loop.train(runs[i:i + chunk])]
+        out = loop.train(runs)
     if sig.received:
         for s in out:
             s["_signal"] = sig.received
@@ -80,23 +80,26 @@ def train_group(cfgs: list[Config], *, overwrite: bool = False, vectorize: bool 
 
 
 def memory_budget() -> int | None:
-    """Bytes one vmapped group may use: $EMBJAX_MEMORY_BUDGET if set, else the accelerator's memory
-    (memory_stats' bytes_limit); None on a CPU (host memory is not partitioned here)."""
+    """Bytes one vmapped group may use: $EMBJAX_MEMORY_BUDGET if set, else the accelerator's free memory
+    (memory_stats' bytes_limit - bytes_in_use); None on a CPU (host memory is not partitioned here)."""
     import jax
     if os.environ.get("EMBJAX_MEMORY_BUDGET"):
         return int(float(os.environ["EMBJAX_MEMORY_BUDGET"]))
     stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
-    return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0)) if stats and "bytes_limit" in stats else None
 
 
 def member_bytes(program: Program) -> int:
-    """Device bytes one vmapped member of `program` needs in a train chunk: the compiled program's
-    arguments, outputs and temporaries at one member (an over-estimate per member of a larger group)."""
+    """Device bytes one vmapped member of `program` needs in a train chunk: the compiled program's arguments
+    (less the corpus tables, which members share), outputs and temporaries at one member (an over-estimate
+    per member of a larger group). It costs one compile of the one-member program."""
     import jax
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), program.abstract_state)
     step = jax.jit(jax.vmap(program.train_steps, in_axes=(0, None, None)), static_argnums=2, donate_argnums=0)
     m = step.lower(state, program.corpus.tables, 1).compile().memory_analysis()
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
+    shared = sum(np.asarray(x).nbytes for x in jax.tree.leaves(program.corpus.tables))
+    return int(m.argument_size_in_bytes - shared + m.output_size_in_bytes - m.alias_size_in_bytes
+               + m.temp_size_in_bytes)
 
 
 def members_that_fit(program: Program, members: int) -> int:

@@ -65,7 +65,7 @@ def param_rules(cfg: Config, tables: Tables, params: Any, base_params: Any) -> A
         name = tables.name_of(path)
         if name is not None:
             return Rule("embed" if name == "embed" else "table", frozen=name in tables.frozen,
-                        per_token=name == "embed" and x.shape[:1] == (cfg.data.vocab_size,))
+                        per_token=name == "embed" and tables.per_token(path))
         if x.ndim < 2:
             return Rule("vector")
         grown = [a != b for a, b in zip(x.shape, base.shape)]
@@ -79,8 +79,11 @@ def param_rules(cfg: Config, tables: Tables, params: Any, base_params: Any) -> A
 
 def token_decay_scale(hp: dict, log_rel_freq: Any) -> jax.Array:
     """(V,) multipliers on the input layer's per-token decay: (V·fᵢ)^(−embed_decay_freq_power), fᵢ the token's
-    corpus frequency; 1 at the uniform frequency 1/V, larger for rarer tokens (regularise rare rows)."""
-    return jnp.exp(-hp["embed_decay_freq_power"] * jnp.asarray(log_rel_freq, jnp.float32))
+    corpus frequency; 1 at the uniform frequency 1/V, larger for rarer tokens (regularise rare rows). Capped so
+    that lr · decay · scale ≤ 1/2: one step shrinks a row by at most half (an uncapped rare row would flip sign
+    and grow every step)."""
+    scale = jnp.exp(-hp["embed_decay_freq_power"] * jnp.asarray(log_rel_freq, jnp.float32))
+    return jnp.minimum(scale, 0.5 / jnp.maximum(hp["lr"] * hp["embed_weight_decay"], 1e-30))
 
 
 def decay_by_rule(rules: Any, hp: dict, log_rel_freq: Any = None) -> optax.GradientTransformation:
@@ -167,6 +170,10 @@ def make_optimizer(cfg: Config, hp: dict, rules: Any, log_rel_freq: Any = None) 
     return optax.chain(*parts)
 
 
+def _float32(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
+
+
 def precision(name: str):
     """model.matmul_precision as a tracing context ("default": XLA's own choice, no context)."""
     return contextlib.nullcontext() if name == "default" else jax.default_matmul_precision(name)
@@ -219,7 +226,7 @@ class Program:
 
     def per_row(self, path: tuple, leaf: Any) -> bool:
         """Leaves with one entry per vocabulary row: the tables, their optimizer moments, row counters."""
-        rows = self.tables.name_of(path) is not None or path_keys(path) in (("row_updates",), ("token_counts",))
+        rows = self.tables.per_token(path) or path_keys(path) in (("row_updates",), ("token_counts",))
         return rows and tuple(leaf.shape[:1]) == (self.cfg.data.vocab_size,)
 
     # -- pieces ------------------------------------------------------------------------
@@ -281,7 +288,8 @@ class Program:
         hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
         return {
             "step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": make_optimizer(self.cfg, hp, self.rules, self.log_rel_freq).init(params), "hp": hp,
+            # optimizer state in float32 whatever the parameters' dtype (a bfloat16 b2 = 0.999 rounds to 1.0)
+            "opt_state": make_optimizer(self.cfg, hp, self.rules, self.log_rel_freq).init(_float32(params)), "hp": hp,
             "rng": jax.random.key_data(k_data), "diverged_at": jnp.full((), -1, jnp.int32),
             "skipped": jnp.zeros((), jnp.int32), "high_loss_steps": jnp.zeros((), jnp.int32),
             "loss0": jnp.full((), jnp.nan, jnp.float32),
@@ -299,7 +307,7 @@ class Program:
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         tx = make_optimizer(self.cfg, hp, self.rules, self.log_rel_freq)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        updates, opt_state = tx.update(_float32(grads), state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         live = state["diverged_at"] < 0
         loss0 = jnp.where(finite & jnp.isnan(state["loss0"]), loss, state["loss0"])  # the first finite loss

@@ -72,6 +72,28 @@ def test_bfloat16_tables_lose_updates_below_their_resolution(param_dtype):
         assert not entry_moved[np.abs(0.05 * g) < 0.99 * half_step].any()
 
 
+def test_bfloat16_parameters_keep_float32_adam_state():
+    """With bfloat16 parameters Adam's moments stay float32: in bfloat16, b2 = 0.95 or 0.999 rounds (0.999 to
+    1.0), and the second moment would stop decaying. After two steps ν equals the float32 recurrence."""
+    cfg = load_config(None, [*TINY, "--model.param_dtype=bfloat16", "--optim.name=adamw", "--optim.b2=0.999",
+                             "--optim.grad_clip=0"])
+    P = Program(cfg, make_corpus(cfg))
+    state = jax.jit(P.init)(0, hparams(cfg))
+    step = jax.jit(P.step)
+    batches, grads = [], []
+    for _ in range(2):
+        batch = P.batch(P.corpus.tables, state)
+        grads.append(np.asarray(P.tables.get(jax.grad(P.loss)(state["params"], batch)), np.float64))
+        state, _ = step(state, batch)
+    dtypes = {x.dtype for x in jax.tree.leaves(state["opt_state"]) if hasattr(x, "dtype") and x.ndim > 0}
+    assert dtypes == {jnp.dtype(jnp.float32)}
+    assert P.tables.get(state["params"]).dtype == jnp.bfloat16
+    nu = [x for p, x in jax.tree_util.tree_leaves_with_path(state["opt_state"])
+          if "nu" in jax.tree_util.keystr(p) and "embed" in jax.tree_util.keystr(p)][0]
+    ref = 0.999 * (0.001 * grads[0] ** 2) + 0.001 * grads[1] ** 2
+    np.testing.assert_allclose(np.asarray(nu, np.float64), ref, rtol=2e-2, atol=1e-12)
+
+
 def test_matmul_precision_reaches_xla():
     """model.matmul_precision is the precision of every dot in the lowered step (none marked at 'default')."""
     texts = {}

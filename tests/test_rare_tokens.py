@@ -247,8 +247,22 @@ def test_frequency_scaled_decay_of_rare_rows(power):
     np.testing.assert_allclose(E1, E0 - 0.1 * (gE + wd[:, None] * E0), rtol=1e-4, atol=1e-7)
     H0, gH, H1 = (np.asarray(t["head"]["embedding"], np.float64) for t in (state["params"], g, new["params"]))
     np.testing.assert_allclose(H1, H0 - 0.1 * (gH + 0.3 * H0), rtol=1e-4, atol=1e-7)  # the head: plain decay
-    if power > 0:  # the rarest token's row decays more than the most frequent one's
-        assert wd[np.argmin(f)] > 0.3 > wd[np.argmax(f)]
+    if power > 0:  # measured from the step: the rarest token's row decays more than the most frequent one's
+        rare, common = np.argmin(f), np.argmax(f)
+        shrink = lambda i: -np.sum((E1[i] - E0[i] + 0.1 * gE[i]) * E0[i]) / (0.1 * np.sum(E0[i] ** 2))
+        assert shrink(rare) > 0.3 * 1.5 and shrink(common) < 0.3 / 1.5
+
+
+def test_frequency_scaled_decay_is_capped_and_checked():
+    from embjax.config import ConfigError
+    from embjax.step import token_decay_scale
+    hp = {"embed_decay_freq_power": jnp.float32(2.0), "lr": jnp.float32(0.01), "embed_weight_decay": jnp.float32(1.0)}
+    scale = np.asarray(token_decay_scale(hp, np.log(np.array([1e-3, 0.5, 1.0, 4.0]))))
+    np.testing.assert_allclose(scale, [50.0, 4.0, 1.0, 1 / 16], rtol=1e-5)  # 1e6 capped at 0.5 / (lr · wd)
+    for extra in (["--optim.weight_decay=0"], ["--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]",
+                                               "--optim.weight_decay=0.1"]):
+        with pytest.raises(ConfigError, match="optim.embed_decay_freq_power: got 0.5"):
+            load_config(None, [*TINY, "--optim.embed_decay_freq_power=0.5", *extra])
 
 
 KINDS_ON_A_MESH = r"""
@@ -259,7 +273,8 @@ from embjax.loop import compile_program
 from embjax.mesh import make_mesh
 from embjax.step import Program, hparams
 out = {}
-for kind, extra in (("factorized", ["--embedding.rank=4"]), ("hashed", ["--embedding.buckets=24"])):
+for kind, extra in (("factorized", ["--embedding.rank=4"]), ("hashed", ["--embedding.buckets=24"]),
+                    ("adaptive", ["--embedding.cutoffs=[8, 32]"])):
     losses = {}
     for mesh in ((1, 1), (4, 2)):
         cfg = load_config(None, ["--data.vocab_size=96", "--model.embed_dim=16", "--model.num_layers=1",
@@ -290,7 +305,8 @@ def test_kinds_on_a_mesh_split_their_per_token_arrays_and_match_one_device():
     # V-leading arrays (factorized A: V×k, hashed importance: V×h) split over `model`; shared ones replicated
     assert out["factorized"] == {"embedding": "P('model', None)", "projection": "P()"}
     assert out["hashed"] == {"embedding": "P()", "importance": "P('model', None)"}
-    for kind in ("factorized", "hashed"):
+    assert set(out["adaptive"].values()) == {"P()"}  # no V-sized array: every cluster table is replicated
+    for kind in ("factorized", "hashed", "adaptive"):
         one, mesh = out[kind + "_losses"]["(1, 1)"], out[kind + "_losses"]["(4, 2)"]
         assert mesh == pytest.approx(one, rel=1e-4), kind
 
