@@ -304,21 +304,26 @@ def _bucket_groups(runs) -> dict[str, dict[str, list[float]]]:
 
 
 def plot_loss_by_bucket(runs, path) -> bool:
-    """Grouped bars: final eval loss of each frequency bucket's targets, one bar per input layer (mean ± sd)."""
+    """A panel per frequency bucket (each its own scale): final eval loss of that bucket's targets, one bar per
+    input layer (mean ± sd over seeds)."""
     import matplotlib.pyplot as plt
     groups = _bucket_groups(runs)
     buckets = [b for b in BUCKETS if any(g[b] for g in groups.values())]
     if not groups or not buckets:
         return False
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(buckets) * len(groups) / 2), 4.2))
-    width = 0.8 / len(groups)
-    for i, (label, g) in enumerate(groups.items()):
-        x = np.arange(len(buckets)) + (i - (len(groups) - 1) / 2) * width
-        ax.bar(x, [np.mean(g[b]) if g[b] else np.nan for b in buckets], width,
-               yerr=[np.std(g[b]) if len(g[b]) > 1 else 0 for b in buckets], label=label, capsize=2)
-    ax.set_xticks(np.arange(len(buckets)), [BUCKET_NAMES[b] for b in buckets])
-    ax.set(xlabel="target token's frequency bucket", ylabel="eval loss (nats)", title="Eval loss by frequency bucket")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(buckets), figsize=(min(16.0, 3.0 + 2.6 * len(buckets)), 4.2), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, b in zip(axes[0], buckets):
+        labels = [label for label, g in groups.items() if g[b]]
+        means = [np.mean(groups[label][b]) for label in labels]
+        ax.bar(range(len(labels)), means, yerr=[np.std(groups[label][b]) for label in labels], capsize=2,
+               color=[colors[list(groups).index(label) % len(colors)] for label in labels])
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        lo, hi = min(means), max(means)
+        ax.set_ylim(lo - 0.3 * (hi - lo + 0.05), hi + 0.3 * (hi - lo + 0.05))  # the differences, not the bulk
+        ax.set_title(BUCKET_NAMES[b], fontsize=9)
+    axes[0][0].set_ylabel("final eval loss (nats)")
+    fig.suptitle("Eval loss by the target token's frequency bucket")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -330,13 +335,20 @@ def bucket_lines(runs) -> list[str]:
     groups = _bucket_groups(runs)
     if not groups:
         return []
-    fmt = lambda xs: f"{np.mean(xs):.3f} ± {np.std(xs):.3f}" if xs else "-"
+    def fmt(xs: list[float], n: int) -> str:
+        """mean ± sd; a bucket some seeds had no eval target in says how many seeds it averages."""
+        if not xs:
+            return "-"
+        text = f"{np.mean(xs):.3f} ± {np.std(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+        return text if len(xs) == n else f"{text} ({len(xs)} of {n} seeds)"
+
     lines = ["| input layer | embedding params | " + " | ".join(BUCKET_NAMES[b] for b in BUCKETS) + " | all | n |",
              "|" + "---|" * (len(BUCKETS) + 4)]
     for label, g in groups.items():
-        lines.append(f"| {label} | {np.mean(g['params']):,.0f} | " + " | ".join(fmt(g[b]) for b in BUCKETS)
-                     + f" | {fmt(g['all'])} | {len(g['all'])} |")
-    return lines + [""]
+        n = len(g["all"])
+        lines.append(f"| {label} | {np.mean(g['params']):,.0f} | " + " | ".join(fmt(g[b], n) for b in BUCKETS)
+                     + f" | {fmt(g['all'], n)} | {n} |")
+    return lines + ["", "Seeds are the members that differ only in seed; mean ± population sd over them.", ""]
 
 
 def make_report(root: str, wandb_group: str | None = None) -> str:
