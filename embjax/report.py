@@ -45,6 +45,15 @@ def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts else (np.array([]), np.array([]))
 
 
+def _save(fig, path: str) -> bool:
+    """Lay out, write and close a figure; True (the plot was made)."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _sigma_label(cfg: dict) -> str:
     init, std = _get(cfg, "embedding.init"), _get(cfg, "embedding.init_std")
     return f"{init} σ={std:g}" if init != "normal" else f"σ={std:g}"
@@ -81,10 +90,7 @@ def plot_loss_vs_sigma(runs, path) -> bool:
     ax.set_title("Final eval loss against init scale")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def plot_over_steps(runs, key, ylabel, title, path, color_by) -> bool:
@@ -110,10 +116,7 @@ def plot_over_steps(runs, key, ylabel, title, path, color_by) -> bool:
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 _COORD_ORDER = ("embed_out", "block", "attn_logits", "hidden", "logits")
@@ -168,10 +171,7 @@ def plot_coord_check(runs, path, max_steps: int = 5) -> bool:
                 ax.set_ylabel("mean |x|")
     axes[0][0].legend(fontsize=6)
     fig.suptitle("Coordinate check: under μP no activation should grow with width")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def coord_slope_lines(runs, max_steps: int = 5) -> list[str]:
@@ -249,10 +249,7 @@ def plot_lr_transfer(runs, path) -> bool:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("final eval loss (mean over seeds; diverged = initial loss)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def lr_transfer_lines(runs) -> list[str]:
@@ -324,10 +321,7 @@ def plot_loss_by_bucket(runs, path) -> bool:
         ax.set_title(BUCKET_NAMES[b], fontsize=9)
     axes[0][0].set_ylabel("final eval loss (nats)")
     fig.suptitle("Eval loss by the target token's frequency bucket")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def bucket_lines(runs) -> list[str]:
