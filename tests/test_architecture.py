@@ -16,7 +16,7 @@ LAYERS = [
     {"loop"},
     {"rundir", "report"},
     {"step", "sweep"},
-    {"models"},
+    {"models", "evals"},
     {"data", "metrics", "mesh", "profiler"},
     {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem"},
 ]
