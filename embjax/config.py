@@ -143,6 +143,8 @@ class LogConfig:
     # seconds W&B may take to start before the run goes on without it
     init_timeout: float = setting(30.0, range=(1.0, 3600.0), role=IDENTITY)
     progress: bool = setting(True, role=IDENTITY, resumable=True)
+    # a "word word score" file (WordSim-353 / SimLex-999 style): Spearman's ρ of the table's word cosines, every metrics step
+    word_similarity: str | None = setting(None, role=IDENTITY, resumable=True)
     # "A:B": a jax.profiler trace of steps A+1..B in <run>/profile (TensorBoard's profile plugin or Perfetto); "" off
     profile_steps: str = setting("", role=IDENTITY, resumable=True)
 
@@ -369,6 +371,10 @@ def _validate(cfg: Config) -> None:
                           + ("embedding.kind='adaptive' (no per-token rows)" if e.kind == "adaptive" else
                              "an embedding weight decay of 0") + "; allowed: 0, or a table, factorized or hashed "
                           "layer with optim.embed_weight_decay (or weight_decay) > 0")
+    if cfg.log.word_similarity is not None and not (os.path.isfile(cfg.log.word_similarity)
+                                                    and os.path.getsize(cfg.log.word_similarity) > 0):
+        raise ConfigError(f"log.word_similarity: got {cfg.log.word_similarity!r}; allowed: null or an existing, "
+                          "non-empty 'word word score' file")
     if cfg.log.profile_steps:
         profile_range(cfg.log.profile_steps, cfg.steps)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):

@@ -59,6 +59,12 @@ class Corpus:
     def batch(self, tables: dict, key: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
         raise NotImplementedError
 
+    def encode(self, word: str) -> list[int]:
+        """A word's token ids (its subword pieces); here: the id of the token spelled `word`, or none."""
+        if not hasattr(self, "_ids"):
+            self._ids = {t: i for i, t in enumerate(self.tokens)}
+        return [self._ids[word]] if word in self._ids else []
+
     def eval_batches(self, key: jax.Array, n: int, batch_size: int) -> np.ndarray:
         raise NotImplementedError
 
@@ -153,8 +159,10 @@ class TextCorpus(Corpus):
         if tokenizer == "byte":
             ids = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
             strings = [repr(bytes([i]))[2:-1] for i in range(256)]
+            self.encode = lambda word: list(word.encode("utf-8"))
         else:
             tok = _bpe_tokenizer(files, path, vocab_size)
+            self.encode = lambda word: list(tok.encode(word).ids)
             ids = np.asarray(tok.encode(text).ids, np.int32)
             strings = [tok.id_to_token(i) or f"<unused{i}>" for i in range(vocab_size)]
         n_eval = max(seq_len + 1, int(len(ids) * eval_fraction))

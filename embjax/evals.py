@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .metrics import spearman
+from .stats import spearman
 
 _SEP = re.compile(r"[\t,;]|\s+")
 

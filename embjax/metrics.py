@@ -13,6 +13,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .evals import word_similarity
+from .stats import rankdata, spearman  # noqa: F401 (part of this module's API)
+
 CHUNK = 8192  # rows per float64 chunk: 8192 × 1024 × 8 B = 64 MiB
 MAX_PROBES = 2048
 KNN_K = 10
@@ -23,28 +26,6 @@ def _chunks(E: np.ndarray, mu: np.ndarray | None = None, chunk: int = CHUNK) -> 
     for i in range(0, E.shape[0], chunk):
         X = np.asarray(E[i: i + chunk], np.float64)
         yield i, (X - mu if mu is not None else X)
-
-
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (scipy.stats.rankdata's 'average')."""
-    x = np.asarray(x)
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    first = np.r_[True, xs[1:] != xs[:-1]]
-    group = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(xs)]
-    avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
-    ranks = np.empty(len(x), np.float64)
-    ranks[order] = avg[group]
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's ρ: the Pearson correlation of average ranks (nan when either side is constant, as scipy)."""
-    ra, rb = rankdata(a) - (len(a) + 1) / 2.0, rankdata(b) - (len(b) + 1) / 2.0
-    den = np.sqrt((ra @ ra) * (rb @ rb))
-    return float(ra @ rb / den) if den > 0 else float("nan")
 
 
 def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None) -> dict[str, Any]:
@@ -358,9 +339,12 @@ class TrainingGeometry:
         picks = np.unique(np.r_[by_freq[: n_probe_tokens // 2],
                                 by_freq[np.linspace(n_probe_tokens, V - 1, n_probe_tokens // 2).astype(int)]])
         self.probe_tokens = picks[:n_probe_tokens]
+        self.word_pairs = cfg.log.word_similarity  # a pairs file, or None
 
     def __call__(self, E: np.ndarray, step: int) -> tuple[dict[str, float], dict[str, Any]]:
         scalars = embedding_report(E, counts=self.counts, labels=self.labels)
+        if self.word_pairs:
+            scalars.update(word_similarity(E, self.corpus.encode, self.word_pairs))
         centred = embedding_report(E, center=True, prefix="emb_centered/")
         scalars.update({k: v for k, v in centred.items()
                         if k.split("/")[1] in ("cos_mean", "cos_std", "isotropy", "pc1_var_share", "eff_rank",

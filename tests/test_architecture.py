@@ -16,9 +16,10 @@ LAYERS = [
     {"loop"},
     {"rundir", "report"},
     {"step", "sweep"},
-    {"models", "evals"},
+    {"models"},
     {"data", "metrics", "mesh", "profiler"},
-    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem"},
+    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals"},
+    {"stats"},
 ]
 
 

@@ -52,3 +52,32 @@ def test_bad_inputs_say_what_is_wrong(tmp_path):
         word_similarity(E, PIECES, _pairs(tmp_path, "just a header\n"))
     with pytest.raises(ValueError, match=r"'cat' encodes to id 9; allowed: ids in \[0, 6\)"):
         word_similarity(E, lambda w: [9], _pairs(tmp_path, "cat dog 1\n"))
+
+
+def test_log_word_similarity_is_logged_at_every_metrics_step(tmp_path):
+    """A planted run with a pairs file of its own token strings: word_sim/* at the metrics steps, and the last
+    one equals word_similarity of the saved table."""
+    import json
+    from embjax.cli import train_main
+    from embjax.sinks import read_jsonl
+    from tests.conftest import TINY
+    path = _pairs(tmp_path, "t1_c1 t5_c1 9\nt1_c1 t2_c2 1\nt3_c3 t7_c3 8\nt2_c2 t3_c3 2\nt4_c0 nosuchword 5\n")
+    assert train_main([*TINY, f"--out_dir={tmp_path}", "--log.wandb=false", f"--log.word_similarity={path}"]) == 0
+    rows = [r for r in read_jsonl(tmp_path / "default" / "metrics.jsonl") if "word_sim/spearman" in r]
+    assert [r["step"] for r in rows] == [0, 10, 20, 30]
+    assert all(r["word_sim/pairs"] == 4 and r["word_sim/skipped"] == 1 for r in rows)
+    E = np.load(tmp_path / "default" / "embeddings.npy")
+    tokens = [line.split("\t")[1] for line in (tmp_path / "default" / "tokens.tsv").read_text().splitlines()[1:]]
+    want = word_similarity(E, {t: i for i, t in enumerate(tokens)}, path)["word_sim/spearman"]
+    assert rows[-1]["word_sim/spearman"] == pytest.approx(want, abs=1e-6)
+    summary = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert summary["word_sim/spearman"] == pytest.approx(want, abs=1e-6)
+
+
+def test_log_word_similarity_file_must_exist(tmp_path, capsys):
+    from embjax.cli import train_main
+    from tests.conftest import TINY
+    assert train_main([*TINY, f"--out_dir={tmp_path}", f"--log.word_similarity={tmp_path}/none.txt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "log.word_similarity: got" in err
+    assert not (tmp_path / "default").exists()
