@@ -80,10 +80,10 @@ def param_rules(cfg: Config, tables: Tables, params: Any, base_params: Any) -> A
 def token_decay_scale(hp: dict, log_rel_freq: Any) -> jax.Array:
     """(V,) multipliers on the input layer's per-token decay: (V·fᵢ)^(−embed_decay_freq_power), fᵢ the token's
     corpus frequency; 1 at the uniform frequency 1/V, larger for rarer tokens (regularise rare rows). Capped so
-    that lr · decay · scale ≤ 1/2: one step shrinks a row by at most half (an uncapped rare row would flip sign
-    and grow every step)."""
+    that lr · decay · scale ≤ 1/2 (one step shrinks a row by at most half; an uncapped rare row would flip sign
+    and grow every step), but never below 1: at power 0 every multiplier is exactly 1, whatever lr and decay."""
     scale = jnp.exp(-hp["embed_decay_freq_power"] * jnp.asarray(log_rel_freq, jnp.float32))
-    return jnp.minimum(scale, 0.5 / jnp.maximum(hp["lr"] * hp["embed_weight_decay"], 1e-30))
+    return jnp.minimum(scale, jnp.maximum(1.0, 0.5 / jnp.maximum(hp["lr"] * hp["embed_weight_decay"], 1e-30)))
 
 
 def decay_by_rule(rules: Any, hp: dict, log_rel_freq: Any = None) -> optax.GradientTransformation:

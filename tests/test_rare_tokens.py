@@ -259,6 +259,8 @@ def test_frequency_scaled_decay_is_capped_and_checked():
     hp = {"embed_decay_freq_power": jnp.float32(2.0), "lr": jnp.float32(0.01), "embed_weight_decay": jnp.float32(1.0)}
     scale = np.asarray(token_decay_scale(hp, np.log(np.array([1e-3, 0.5, 1.0, 4.0]))))
     np.testing.assert_allclose(scale, [50.0, 4.0, 1.0, 1 / 16], rtol=1e-5)  # 1e6 capped at 0.5 / (lr · wd)
+    big = {"embed_decay_freq_power": jnp.float32(0.0), "lr": jnp.float32(10.0), "embed_weight_decay": jnp.float32(1.0)}
+    np.testing.assert_array_equal(np.asarray(token_decay_scale(big, np.log(np.array([1e-3, 4.0])))), [1.0, 1.0])
     for extra in (["--optim.weight_decay=0"], ["--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]",
                                                "--optim.weight_decay=0.1"]):
         with pytest.raises(ConfigError, match="optim.embed_decay_freq_power: got 0.5"):
