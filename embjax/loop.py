@@ -166,7 +166,7 @@ class _Cohort:
         events = (cfg.log.every, cfg.log.eval_every, cfg.log.metrics_every, cfg.checkpoint.every)
         while s < total and "running" in self.status:
             n = min(_next_event(s, total, events), self.prof.boundary(s) or total) - s
-            self.prof.before(s)
+            self.prof.before(s, self.state)
             self.state, metrics = L.step_fn(self.state, L.tables, n)
             s += n
             self.prof.after(s, metrics)

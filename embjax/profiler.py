@@ -26,8 +26,9 @@ class Profiler:
         """The next step after s where a chunk must end (A, then B), or None."""
         return None if self.span is None else next((b for b in self.span if b > s), None)
 
-    def before(self, s: int) -> None:
+    def before(self, s: int, state: Any) -> None:
         if self.span is not None and s == self.span[0] and not self.active:
+            jax.block_until_ready(state)  # the chunk before A is done: the trace holds steps A+1..B alone
             os.makedirs(self.dir, exist_ok=True)
             jax.profiler.start_trace(self.dir, create_perfetto_trace=True)
             self.active = True
