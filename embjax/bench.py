@@ -141,7 +141,7 @@ def bench_members(members: list[int], steps: int = 20, per_dispatch: int = 1, ov
     import jax.numpy as jnp
     from .config import load_config
     from .data import make_corpus
-    from .runner import members_that_fit
+    from .runner import compiled_bytes, members_that_fit
     from .step import Program, hparams
 
     cfg = load_config(DEFAULT_CONFIG, {**(overrides or {}), "steps": 10**6})
@@ -155,8 +155,7 @@ def bench_members(members: list[int], steps: int = 20, per_dispatch: int = 1, ov
         step = jax.jit(jax.vmap(program.train_steps, in_axes=(0, None, None)), static_argnums=2, donate_argnums=0)
         compiled = step.lower(state, corpus.tables, per_dispatch).compile()
         compile_s = time.perf_counter() - t0
-        mem = compiled.memory_analysis()
-        used = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+        used = compiled_bytes(compiled)  # the corpus tables included, so per member it falls as M grows
         state, m = compiled(state, corpus.tables)
         jax.block_until_ready(m)
         n = max(1, steps // per_dispatch)

@@ -57,8 +57,12 @@ def word_similarity(E: Any, tokenizer: Any, pairs_file: str) -> dict[str, float]
     """Spearman's ρ between cos(vec(w₁), vec(w₂)) and the file's human scores, vec(w) = the mean of the rows
     of w's subword pieces (in float64). A pair is skipped when a word has no pieces or a zero vector;
     a piece id outside [0, V) is an error (the tokenizer does not belong to E)."""
+    return pairs_similarity(E, tokenizer, read_pairs(pairs_file)[0])
+
+
+def pairs_similarity(E: Any, tokenizer: Any, pairs: list[tuple[str, str, float]]) -> dict[str, float]:
+    """word_similarity on pairs already read (read_pairs), e.g. once for a whole run."""
     E = np.asarray(E)
-    pairs, _ = read_pairs(pairs_file)
     encode = _encoder(tokenizer)
     cache: dict[str, np.ndarray | None] = {}
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .evals import word_similarity
+from .evals import pairs_similarity, read_pairs
 from .stats import rankdata, spearman  # noqa: F401 (part of this module's API)
 
 CHUNK = 8192  # rows per float64 chunk: 8192 × 1024 × 8 B = 64 MiB
@@ -339,12 +339,12 @@ class TrainingGeometry:
         picks = np.unique(np.r_[by_freq[: n_probe_tokens // 2],
                                 by_freq[np.linspace(n_probe_tokens, V - 1, n_probe_tokens // 2).astype(int)]])
         self.probe_tokens = picks[:n_probe_tokens]
-        self.word_pairs = cfg.log.word_similarity  # a pairs file, or None
+        self.word_pairs = read_pairs(cfg.log.word_similarity)[0] if cfg.log.word_similarity else None  # read once
 
     def __call__(self, E: np.ndarray, step: int) -> tuple[dict[str, float], dict[str, Any]]:
         scalars = embedding_report(E, counts=self.counts, labels=self.labels)
         if self.word_pairs:
-            scalars.update(word_similarity(E, self.corpus.encode, self.word_pairs))
+            scalars.update(pairs_similarity(E, self.corpus.encode, self.word_pairs))
         centred = embedding_report(E, center=True, prefix="emb_centered/")
         scalars.update({k: v for k, v in centred.items()
                         if k.split("/")[1] in ("cos_mean", "cos_std", "isotropy", "pc1_var_share", "eff_rank",

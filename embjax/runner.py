@@ -96,10 +96,14 @@ def member_bytes(program: Program) -> int:
     import jax
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), program.abstract_state)
     step = jax.jit(jax.vmap(program.train_steps, in_axes=(0, None, None)), static_argnums=2, donate_argnums=0)
-    m = step.lower(state, program.corpus.tables, 1).compile().memory_analysis()
     shared = sum(np.asarray(x).nbytes for x in jax.tree.leaves(program.corpus.tables))
-    return int(m.argument_size_in_bytes - shared + m.output_size_in_bytes - m.alias_size_in_bytes
-               + m.temp_size_in_bytes)
+    return compiled_bytes(step.lower(state, program.corpus.tables, 1).compile()) - shared
+
+
+def compiled_bytes(compiled: Any) -> int:
+    """Device bytes a compiled program uses: arguments + outputs (less what donation aliases) + temporaries."""
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
 
 
 def members_that_fit(program: Program, members: int) -> int:
