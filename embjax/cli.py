@@ -123,6 +123,28 @@ def sweep_main(argv: list[str]) -> int:
 
 
 @guarded
+def prepare_main(argv: list[str]) -> int:
+    known, overrides, positional = split_args(argv, ("config",))
+    if positional:
+        raise ConfigError(f"{positional[0]}: unexpected argument; allowed: --config PATH and --data.key=value")
+    cfg = load_config(known.get("config"), overrides)
+    if cfg.data.kind != "text":
+        raise ConfigError(f"data.kind: got {cfg.data.kind!r}; allowed: 'text' (the planted corpus needs no preparing), "
+                          "e.g. --data.kind=text --data.path=FILES")
+    import time
+    from .prepare import prepare, read_meta
+    t = time.perf_counter()
+    folder = prepare(cfg.data, show=cfg.log.progress)
+    meta = read_meta(folder)
+    s = meta["split"]
+    print(f"{folder}  ({time.perf_counter() - t:.1f} s)\n  {meta['documents']:,} documents, V = {meta['vocab_size']:,} "
+          f"({meta['tokenizer']['kind']}), {meta['dtype']}\n  train: {s['train_tokens']:,} tokens in "
+          f"{s['train_documents']:,} documents; eval: {s['eval_tokens']:,} tokens in {s['eval_documents']:,} "
+          f"documents (split by {s['by']})")
+    return 0
+
+
+@guarded
 def report_main(argv: list[str]) -> int:
     _, _, positional = split_args(argv, ())
     if len(positional) != 1 or not os.path.isdir(positional[0]):

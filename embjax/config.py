@@ -52,8 +52,14 @@ def setting(default: Any, *, range: tuple[float, float] | None = None, low_open:
 @dataclass(frozen=True)
 class DataConfig:
     kind: Literal["planted", "text"] = "planted"
-    path: str | None = None  # text: a file or a folder of *.txt
+    path: str | None = None  # text: a file, a folder (*.txt, *.jsonl, *.parquet) or a glob pattern
     tokenizer: Literal["bpe", "byte"] = "bpe"  # text only; byte-level forces vocab_size 256
+    tokenizer_file: str | None = None  # text: a Hugging Face tokenizer.json; its vocabulary defines V
+    text_field: str = "text"  # the text field of JSON-lines / Parquet records and dataset rows
+    dataset: str | None = None  # text: a Hugging Face dataset (text/json/parquet/csv over data.path, a saved folder, a hub name)
+    split: str = "train"  # the dataset's split
+    # where prepared token files are cached; "" = $EMBJAX_DATA_DIR or ~/.cache/embjax/data
+    cache_dir: str = setting("", role=IDENTITY, resumable=True)
     vocab_size: int = setting(512, range=(2, 2**22))  # V
     num_classes: int = setting(16, range=(1, 2**16))  # K, planted only
     zipf_exponent: float = setting(1.1, range=(0.0, 10.0))  # planted unigram p_i ∝ i^-a
@@ -61,7 +67,7 @@ class DataConfig:
     seq_len: int = setting(64, range=(2, 2**16))  # T (tokens a model sees; a batch holds T + 1)
     batch_size: int = setting(32, range=(1, 2**16))  # B
     eval_batches: int = setting(8, range=(1, 10**4))
-    eval_fraction: float = setting(0.1, range=(0.0, 0.5), low_open=True)  # text: tail of the token stream held out
+    eval_fraction: float = setting(0.1, range=(0.0, 0.5), low_open=True)  # text: fraction of documents held out
 
 
 @dataclass(frozen=True)
@@ -349,9 +355,14 @@ def _validate(cfg: Config) -> None:
     if m.kind == "transformer" and m.embed_dim % m.num_heads:
         raise ConfigError(
             f"model.num_heads: got {m.num_heads} with model.embed_dim={m.embed_dim}; allowed: a divisor of embed_dim")
-    if d.kind == "text" and not d.path:
-        raise ConfigError("data.path: got null with data.kind='text'; allowed: a text file or a folder of .txt files")
-    if d.kind == "text" and d.tokenizer == "byte" and d.vocab_size != 256:
+    if d.kind == "text" and not d.path and not d.dataset:
+        raise ConfigError("data.path: got null with data.kind='text'; allowed: a text, JSON-lines or Parquet file, a "
+                          "folder of them or a glob pattern (or data.dataset)")
+    if d.kind == "planted" and (d.tokenizer_file or d.dataset):
+        key = "data.tokenizer_file" if d.tokenizer_file else "data.dataset"
+        raise ConfigError(f"{key}: got {d.tokenizer_file or d.dataset!r} with data.kind='planted'; allowed: null, "
+                          "or data.kind=text")
+    if d.kind == "text" and d.tokenizer == "byte" and not d.tokenizer_file and d.vocab_size != 256:
         raise ConfigError(f"data.vocab_size: got {d.vocab_size} with data.tokenizer='byte'; allowed: 256")
     if d.kind == "planted" and d.num_classes > d.vocab_size:
         raise ConfigError(
@@ -493,8 +504,28 @@ def read_yaml(path: str) -> dict:
 
 def from_dict(raw: dict) -> Config:
     cfg = _build(Config, raw, "", declarations())
+    d = cfg.data
+    if d.kind == "text" and d.tokenizer_file:  # the tokenizer's vocabulary defines V unless V is given (to pad)
+        n = tokenizer_file_size(d.tokenizer_file)
+        if "vocab_size" not in (raw.get("data") or {}):
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, vocab_size=n))
+        elif d.vocab_size < n:
+            raise ConfigError(f"data.vocab_size: got {d.vocab_size} with data.tokenizer_file={d.tokenizer_file!r} "
+                              f"({n} tokens); allowed: at least {n}, or leave it out to take the tokenizer's size")
     _validate(cfg)
     return cfg
+
+
+def tokenizer_file_size(path: str) -> int:
+    """The vocabulary size (added tokens included) of a Hugging Face tokenizer.json, or a ConfigError."""
+    from tokenizers import Tokenizer
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        raise ConfigError(f"data.tokenizer_file: got {path!r}; allowed: an existing Hugging Face tokenizer.json file")
+    try:
+        return Tokenizer.from_file(path).get_vocab_size(with_added_tokens=True)
+    except Exception as err:  # noqa: BLE001 - the Rust side raises a bare Exception
+        raise ConfigError(f"data.tokenizer_file: got {path!r}, which does not parse as a Hugging Face tokenizer.json "
+                          f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})") from None
 
 
 def load_config(path: str | None = None, overrides: dict[str, Any] | list[str] | None = None) -> Config:

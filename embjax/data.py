@@ -1,4 +1,4 @@
-"""Corpora: the embedded planted-structure corpus and local text files.
+"""Corpora: the embedded planted-structure corpus and prepared (tokenised, memory-mapped) text.
 
 Dimensions: V vocabulary, K latent classes, M tokens per class, B batch, T time.
 A training batch is a pure function of (data key, step): `corpus.batch(tables, key, step)` runs
@@ -6,8 +6,6 @@ inside jit, so resume and vmap over seeds are exact and no batch crosses the hos
 """
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import Config, ConfigError
+from .prepare import prepare, read_meta
 
 
 def _entropy(p: np.ndarray) -> float:
@@ -147,86 +146,67 @@ class PlantedCorpus(Corpus):
 
 
 class TextCorpus(Corpus):
-    """Local text (a file or a folder of .txt), byte-level or a locally trained BPE; the tail is held out."""
+    """A prepared token file (see embjax.prepare), streamed: a training batch is B windows read from the
+    memory map by a host callback, at starts drawn in jit from (key, step) - so the file is never loaded
+    whole, each step reads one batch of windows, and resume and vmapped members stay exact. Eval windows
+    come from the held-out documents; token counts from the prepared metadata."""
 
-    def __init__(self, path: str, tokenizer: str, vocab_size: int, seq_len: int, eval_fraction: float):
-        files = sorted(glob.glob(os.path.join(path, "**", "*.txt"), recursive=True)) if os.path.isdir(path) else [path]
-        if not files or not all(os.path.isfile(f) for f in files):
-            raise ConfigError(f"data.path: got {path!r}; allowed: an existing text file or a folder of .txt files")
-        text = "".join(open(f, encoding="utf-8", errors="replace").read() for f in files)
-        if not text.strip():
-            raise ConfigError(f"data.path: got {path!r}, which holds no text; allowed: a non-empty text file or folder")
-        if tokenizer == "byte":
-            ids = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
+    def __init__(self, folder: str, vocab_size: int, seq_len: int):
+        meta = read_meta(folder)
+        self.folder, self.meta = folder, meta
+        dtype, split = np.dtype(meta["dtype"]), meta["split"]
+        self.train = np.memmap(os.path.join(folder, "train.bin"), dtype, "r") if split["train_tokens"] else np.zeros(0, dtype)
+        held = np.memmap(os.path.join(folder, "eval.bin"), dtype, "r") if split["eval_tokens"] else np.zeros(0, dtype)
+        for name, n in (("training", self.train.size), ("held-out", held.size)):
+            if n < seq_len + 2:
+                raise ConfigError(f"data.seq_len: got {seq_len}, but the corpus's {name} split holds {n} tokens; "
+                                  f"allowed: a corpus with at least {seq_len + 2} tokens on each side, or a shorter seq_len")
+        counts = np.asarray(meta["counts"], np.float64)
+        if counts.size > vocab_size:
+            raise ConfigError(f"data.vocab_size: got {vocab_size}, but {folder} was prepared with {counts.size} tokens; "
+                              "allowed: the vocabulary the corpus was prepared with")
+        counts = np.pad(counts, (0, vocab_size - counts.size))
+        tok = None
+        if os.path.isfile(os.path.join(folder, "tokenizer.json")):
+            from tokenizers import Tokenizer
+            tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+            strings = [tok.id_to_token(i) or f"<unused{i}>" for i in range(vocab_size)]
+            self.encode = lambda word: list(tok.encode(word, add_special_tokens=False).ids)
+        else:
             strings = [repr(bytes([i]))[2:-1] for i in range(256)]
             self.encode = lambda word: list(word.encode("utf-8"))
-        else:
-            tok = _bpe_tokenizer(files, path, vocab_size)
-            self.encode = lambda word: list(tok.encode(word).ids)
-            ids = np.asarray(tok.encode(text).ids, np.int32)
-            strings = [tok.id_to_token(i) or f"<unused{i}>" for i in range(vocab_size)]
-        n_eval = max(seq_len + 1, int(len(ids) * eval_fraction))
-        if len(ids) < n_eval + seq_len + 1:
-            raise ConfigError(f"data.path: got {path!r} with {len(ids)} tokens; allowed: at least "
-                              f"{n_eval + seq_len + 1} tokens for data.seq_len={seq_len}")
-        train, held = ids[:-n_eval], ids[-n_eval:]
-        counts = np.bincount(train, minlength=vocab_size).astype(np.float64)
         p = counts / counts.sum()
         super().__init__(vocab_size=vocab_size, seq_len=seq_len,
                          tokens=[s.replace("\t", "\\t").replace("\n", "\\n").replace(" ", "\u2581") for s in strings],
                          counts=counts, labels=None,
-                         info={"data/unigram_entropy": _entropy(p), "data/train_tokens": float(len(train))},
-                         tables={"train": jnp.asarray(train)})
+                         info={"data/unigram_entropy": _entropy(p), "data/train_tokens": float(self.train.size),
+                               "data/eval_tokens": float(held.size), "data/documents": float(meta["documents"])},
+                         tables={})
         self.held_out = held
 
+    def _windows(self, bits: np.ndarray) -> np.ndarray:
+        """(..., 2) uint32 random bits -> (..., T+1) int32 windows of the training stream."""
+        b = np.asarray(bits).astype(np.uint64)
+        starts = ((b[..., 0] << np.uint64(32)) | b[..., 1]) % np.uint64(self.train.size - self.seq_len - 1)
+        return self.train[starts[..., None] + np.arange(self.seq_len + 1, dtype=np.uint64)].astype(np.int32)
+
     def batch(self, tables, key, step, batch_size):
-        train = tables["train"]
-        starts = jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, train.shape[0] - self.seq_len - 1)
-        return jax.vmap(lambda s: jax.lax.dynamic_slice(train, (s,), (self.seq_len + 1,)))(starts)
+        bits = jax.random.bits(jax.random.fold_in(key, step), (batch_size, 2), jnp.uint32)
+        out = jax.ShapeDtypeStruct((batch_size, self.seq_len + 1), jnp.int32)
+        return jax.pure_callback(self._windows, out, bits, vmap_method="expand_dims")
 
     def eval_batches(self, key, n, batch_size):
         L = self.seq_len + 1
-        n_seq = len(self.held_out) // L
-        seqs = self.held_out[: n_seq * L].reshape(n_seq, L)
+        n_seq = min(len(self.held_out) // L, n * batch_size)
+        seqs = np.asarray(self.held_out[: n_seq * L], np.int32).reshape(n_seq, L)
         reps = -(-(n * batch_size) // n_seq)
         seqs = np.concatenate([seqs] * reps)[: n * batch_size]
         return seqs.reshape(n, batch_size, L)
 
 
-def _bpe_tokenizer(files: list[str], path: str, vocab_size: int):
-    """Train (or load the cached) byte-level BPE tokenizer of `vocab_size` tokens for these files."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    if vocab_size < 257:
-        raise ConfigError(f"data.vocab_size: got {vocab_size} with data.tokenizer='bpe'; allowed: at least 257 "
-                          "(or data.tokenizer=byte with 256)")
-    h = hashlib.sha1()
-    for f in files:
-        st = os.stat(f)
-        h.update(f"{os.path.abspath(f)}:{st.st_size}:{st.st_mtime_ns}".encode())
-    name = f".embjax-bpe-{vocab_size}-{h.hexdigest()[:10]}.json"
-    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    cache = os.path.join(folder, name)
-    if not os.access(folder, os.W_OK):  # cached next to the data where possible, else in the user cache
-        cache = os.path.join(os.path.expanduser("~/.cache/embjax"), name)
-    if os.path.exists(cache):
-        return Tokenizer.from_file(cache)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train(files, trainer)
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    tmp = cache + f".tmp{os.getpid()}"
-    tok.save(tmp)
-    os.replace(tmp, cache)
-    return tok
-
-
-def make_corpus(cfg: Config) -> Corpus:
+def make_corpus(cfg: Config, show: bool = False) -> Corpus:
     d = cfg.data
     if d.kind == "planted":
         # the corpus is fixed by the data settings alone (seed 0), so runs that differ only in seed see one corpus
         return PlantedCorpus(d.vocab_size, d.num_classes, d.zipf_exponent, d.class_sharpness, d.seq_len, seed=0)
-    return TextCorpus(d.path, d.tokenizer, d.vocab_size, d.seq_len, d.eval_fraction)
+    return TextCorpus(prepare(d, show=show), d.vocab_size, d.seq_len)

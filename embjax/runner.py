@@ -28,7 +28,7 @@ from .sweep import group_by_shape, load_sweep, member_configs, member_label, swe
 
 def load_inputs(cfg: Config) -> tuple[Corpus, np.ndarray | None]:
     """Everything read from disk that can be wrong, read before any run directory is touched."""
-    corpus = make_corpus(cfg)
+    corpus = make_corpus(cfg, show=cfg.log.progress)  # a text corpus is prepared here once, then reused
     pretrained = None
     if cfg.embedding.init == "pretrained":
         path = cfg.embedding.pretrained_path

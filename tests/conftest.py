@@ -13,6 +13,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 if "EMBJAX_CACHE_DIR" not in os.environ:
     import tempfile
     os.environ["EMBJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="embjax-xla-")
+# prepared token files (embjax.prepare) go to a fresh folder too, never the user's ~/.cache
+if "EMBJAX_DATA_DIR" not in os.environ:
+    import tempfile
+    os.environ["EMBJAX_DATA_DIR"] = tempfile.mkdtemp(prefix="embjax-data-")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny but complete experiment: every section present, small enough to compile in a few seconds.

@@ -18,6 +18,7 @@ LAYERS = [
     {"step", "sweep"},
     {"models"},
     {"data", "metrics", "mesh", "profiler"},
+    {"prepare"},
     {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals"},
     {"stats"},
 ]

@@ -44,7 +44,7 @@ CASES = [
     (["--embedding.init=kaiming"], "embedding.init", "'xavier'"),
     (["--embedding.scale=big"], "embedding.scale", "sqrt_d"),
     (["--model.num_heads=3"], "model.num_heads", "divisor"),
-    (["--data.kind=text"], "data.path", "text file"),
+    (["--data.kind=text"], "data.path", "JSON-lines"),
     (["--data.kind=text", "--data.path=/nonexistent/x.txt"], "data.path", "existing"),
     (["--embedding.init=pretrained"], "embedding.pretrained_path", ".npy"),
     (["--embedding.init=pretrained", "--embedding.pretrained_path=/nonexistent.npy"], "embedding.pretrained_path",

@@ -90,24 +90,3 @@ def test_jit_and_no_jit_agree():
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
 
-
-def test_text_corpus_with_local_bpe(tmp_path):
-    words = ["embedding", "token", "vector", "matrix", "cosine", "norm", "growth", "scale"]
-    rng = np.random.default_rng(0)
-    (tmp_path / "a.txt").write_text(" ".join(rng.choice(words, 3000)))
-    (tmp_path / "b.txt").write_text(" ".join(rng.choice(words, 1000)))
-    c = load_config(None, {"data.kind": "text", "data.path": str(tmp_path), "data.vocab_size": 300,
-                           "data.seq_len": 16, "data.batch_size": 4})
-    corpus = make_corpus(c)
-    assert any(p.name.startswith(".embjax-bpe-300-") for p in tmp_path.iterdir())  # cached next to the data
-    assert corpus.counts.sum() > 0 and corpus.labels is None
-    batch = np.asarray(corpus.batch(corpus.tables, jax.random.key(0), 3, 4))
-    assert batch.shape == (4, 17) and batch.max() < 300
-    again = np.asarray(corpus.batch(corpus.tables, jax.random.key(0), 3, 4))
-    np.testing.assert_array_equal(batch, again)  # a batch is a pure function of (key, step)
-    assert make_corpus(c).tokens == corpus.tokens  # the cached tokenizer is reused
-    ev = corpus.eval_batches(None, 2, 4)
-    assert ev.shape == (2, 4, 17)
-    byte = make_corpus(load_config(None, {"data.kind": "text", "data.path": str(tmp_path / "a.txt"),
-                                         "data.tokenizer": "byte", "data.vocab_size": 256}))
-    assert byte.vocab_size == 256 and byte.counts[ord("e")] > 0

@@ -1,0 +1,391 @@
+"""Tokenise once, stream always: a text corpus -> a memory-mapped token file and its metadata, cached.
+
+A prepared corpus is a folder `<cache>/<source>-<key>/` holding
+  train.bin, eval.bin  token ids (uint16 when V <= 65,536, else uint32), documents end to end, each
+                       document's text followed by a blank line ("\\n\\n") before it is tokenised
+  tokenizer.json       the tokenizer that made them (Hugging Face format; none for bytes)
+  meta.json            the source and the SHA-1 of its text, the tokenizer, V, dtype, the document count,
+                       the split, token counts, and the train stream's count of every token id
+`<key>` hashes everything that defines the tokens (the source files' paths, sizes and mtimes or the
+dataset's fingerprint, the text field, the tokenizer, V and eval_fraction): a changed source or
+setting is prepared anew, the same one is reused. Memory stays bounded by one batch of documents.
+
+Documents: a record of a JSON-lines file, a row of a Parquet file or dataset, and, in a text file,
+each paragraph (text between blank lines; one over 1 MB is cut at line ends). The split is by
+document: document i is held out when fmix32(i) / 2^32 < eval_fraction (murmur3's finaliser, a
+fixed pseudo-random draw). A corpus too small for that (no held-out or no train document) holds out
+the tail of the token stream instead; meta.json says which rule was used.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .config import ConfigError, DataConfig, tokenizer_file_size
+
+FORMAT = 1
+SEPARATOR = "\n\n"
+MAX_DOC_CHARS = 1 << 20
+BPE_TRAIN_CHARS = 100 << 20  # a local BPE tokenizer learns its merges from the corpus's first 100 MB
+DATASET_BUILDERS = ("text", "json", "parquet", "csv")  # data.dataset names that read local data.path files
+_FOLDER_PATTERNS = ("*.txt", "*.jsonl", "*.parquet")
+
+
+def cache_root(d: DataConfig) -> str:
+    return os.path.expanduser(d.cache_dir or os.environ.get("EMBJAX_DATA_DIR") or "~/.cache/embjax/data")
+
+
+# ---------------------------------------------------------------------------------------
+# Sources: an iterator of document texts
+
+
+def source_files(path: str) -> list[str]:
+    """A file, a folder (its *.txt, *.jsonl and *.parquet files, recursively) or a glob pattern."""
+    if any(c in path for c in "*?["):
+        files = sorted(f for f in glob.glob(os.path.expanduser(path), recursive=True) if os.path.isfile(f))
+    elif os.path.isdir(path):
+        files = sorted(f for p in _FOLDER_PATTERNS for f in glob.glob(os.path.join(path, "**", p), recursive=True))
+    else:
+        files = [path] if os.path.isfile(path) else []
+    if not files:
+        raise ConfigError(f"data.path: got {path!r}; allowed: an existing text, JSON-lines or Parquet file, a folder "
+                          "of them, or a glob pattern that matches files")
+    return files
+
+
+def _paragraphs(path: str) -> Iterator[str]:
+    buf: list[str] = []
+    size = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                if buf:
+                    yield "".join(buf).rstrip("\n")
+                buf, size = [], 0
+                continue
+            buf.append(line)
+            size += len(line)
+            if size >= MAX_DOC_CHARS:
+                yield "".join(buf).rstrip("\n")
+                buf, size = [], 0
+    if buf:
+        yield "".join(buf).rstrip("\n")
+
+
+def _field_error(field: str, where: str, found: Any) -> ConfigError:
+    return ConfigError(f"data.text_field: got {field!r}, but {where} has no such text field (it has: {found}); "
+                       "allowed: the name of a field holding strings")
+
+
+def _json_lines(path: str, field: str) -> Iterator[str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                raise ConfigError(f"data.path: got {path!r}, whose line {n} is not JSON; allowed: JSON lines "
+                                  "(one object per line)") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get(field), str):
+                raise _field_error(field, f"{path} line {n}", ", ".join(rec) if isinstance(rec, dict) else type(rec).__name__)
+            yield rec[field]
+
+
+def _parquet(path: str, field: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds for a file that is not Parquet
+        raise ConfigError(f"data.path: got {path!r}, which does not read as Parquet ({str(err).splitlines()[0]})") from None
+    if field not in pf.schema_arrow.names:
+        raise _field_error(field, path, ", ".join(pf.schema_arrow.names))
+    for batch in pf.iter_batches(batch_size=1024, columns=[field]):
+        yield from (t for t in batch.column(0).to_pylist() if t)
+
+
+def _file_documents(path: str, field: str) -> Iterator[str]:
+    ext = path.lower().rsplit(".", 1)[-1]
+    if ext in ("jsonl", "json"):
+        return _json_lines(path, field)
+    if ext == "parquet":
+        return _parquet(path, field)
+    return _paragraphs(path)
+
+
+def _load_dataset(d: DataConfig):
+    """A Hugging Face dataset: a local builder over data.path (text / json / parquet / csv), a folder written
+    by save_to_disk, or a hub name (online only)."""
+    import datasets
+    datasets.disable_progress_bars()
+    name = d.dataset
+    try:
+        if name in DATASET_BUILDERS:
+            if not d.path:
+                raise ConfigError(f"data.path: got null with data.dataset={name!r}; allowed: the files to load")
+            ds = datasets.load_dataset(name, data_files=source_files(d.path), split=d.split)
+        elif os.path.isdir(os.path.expanduser(name)):
+            ds = datasets.load_from_disk(os.path.expanduser(name))
+            if isinstance(ds, datasets.DatasetDict):
+                if d.split not in ds:
+                    raise ConfigError(f"data.split: got {d.split!r}; allowed: one of {', '.join(ds)}")
+                ds = ds[d.split]
+        else:
+            ds = datasets.load_dataset(name, split=d.split)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the datasets library raises many kinds; the user needs the message
+        raise ConfigError(f"data.dataset: got {name!r}, which did not load ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); allowed: {' | '.join(DATASET_BUILDERS)} "
+                          "with data.path, a save_to_disk folder, or a hub name when online") from None
+    if d.text_field not in ds.column_names:
+        raise _field_error(d.text_field, f"dataset {name!r}", ", ".join(ds.column_names))
+    return ds
+
+
+@dataclass
+class Source:
+    """Where documents come from: a name, a fingerprint (cheap, for the cache key), a size for the progress
+    bar (bytes or rows) and a fresh iterator of documents on every call."""
+    name: str
+    fingerprint: str
+    total: int
+    unit: str
+    documents: Callable[[], Iterator[str]]
+
+
+def open_source(d: DataConfig) -> Source:
+    if d.dataset:
+        ds = _load_dataset(d)
+        field = d.text_field
+
+        def docs() -> Iterator[str]:
+            for batch in ds.iter(batch_size=1000):
+                yield from (t for t in batch[field] if t)
+        name = os.path.basename(os.path.normpath(d.dataset)) or "dataset"
+        return Source(name, f"dataset:{d.dataset}:{d.split}:{field}:{ds._fingerprint}", len(ds), "rows", docs)
+    files = source_files(d.path)
+    stats = [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
+
+    def docs() -> Iterator[str]:
+        for f in files:
+            yield from _file_documents(f, d.text_field)
+    name = os.path.basename(os.path.normpath(d.path.split("*")[0])) or "corpus"
+    return Source(name, json.dumps([stats, d.text_field]), sum(s[1] for s in stats), "B", docs)
+
+
+# ---------------------------------------------------------------------------------------
+# Tokenizers
+
+
+def load_tokenizer_file(path: str):
+    """A Hugging Face tokenizer.json (the config has checked that it parses)."""
+    from tokenizers import Tokenizer
+    tokenizer_file_size(path)
+    return Tokenizer.from_file(path)
+
+
+def _train_bpe(source: Source, vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    if vocab_size < 257:
+        raise ConfigError(f"data.vocab_size: got {vocab_size} with data.tokenizer='bpe'; allowed: at least 257 "
+                          "(or data.tokenizer=byte with 256)")
+
+    def prefix() -> Iterator[str]:
+        seen = 0
+        for doc in source.documents():
+            yield doc + SEPARATOR
+            seen += len(doc)
+            if seen >= BPE_TRAIN_CHARS:
+                return
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(prefix(), trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    return tok
+
+
+def encoder(tok) -> Callable[[list[str]], list[np.ndarray]]:
+    """Texts -> their token ids; `tok` is None for bytes, else a `tokenizers.Tokenizer` (batched, in Rust)."""
+    if tok is None:
+        return lambda texts: [np.frombuffer(t.encode("utf-8"), np.uint8) for t in texts]
+    fast = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    return lambda texts: [np.asarray(e.ids, np.int64) for e in fast(texts, add_special_tokens=False)]
+
+
+# ---------------------------------------------------------------------------------------
+# Preparing
+
+
+def _fmix32(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.uint32)
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(0x85EBCA6B)
+    x ^= x >> np.uint32(13)
+    x *= np.uint32(0xC2B2AE35)
+    x ^= x >> np.uint32(16)
+    return x
+
+
+def held_out(doc_ids: np.ndarray, eval_fraction: float) -> np.ndarray:
+    """Which documents the split holds out (a pure function of the document index)."""
+    return _fmix32(doc_ids) < np.uint32(min(eval_fraction * 2.0**32, 2.0**32 - 1))
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 65_536 else np.uint32)
+
+
+def _tokenizer_spec(d: DataConfig) -> dict:
+    if d.tokenizer_file:
+        st = os.stat(d.tokenizer_file)
+        return {"kind": "file", "file": os.path.abspath(d.tokenizer_file), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"kind": d.tokenizer}
+
+
+def prepared_dir(d: DataConfig, source: Source) -> str:
+    spec = {"format": FORMAT, "source": source.fingerprint, "tokenizer": _tokenizer_spec(d), "vocab_size": d.vocab_size,
+            "eval_fraction": d.eval_fraction}
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(cache_root(d), f"{source.name}-{key}")
+
+
+class _Writer:
+    """Appends documents' ids to train.bin / eval.bin and counts the train stream's tokens."""
+
+    def __init__(self, folder: str, vocab_size: int, eval_fraction: float):
+        self.dtype, self.V, self.frac = token_dtype(vocab_size), vocab_size, eval_fraction
+        self.files = {s: open(os.path.join(folder, f"{s}.bin"), "wb") for s in ("train", "eval")}
+        self.tokens = {"train": 0, "eval": 0}
+        self.documents = {"train": 0, "eval": 0}
+        self.counts = np.zeros(vocab_size, np.int64)
+        self.next_doc = 0
+
+    def add(self, ids: list[np.ndarray]) -> None:
+        doc = np.arange(self.next_doc, self.next_doc + len(ids))
+        self.next_doc += len(ids)
+        out = held_out(doc, self.frac)
+        for split, pick in (("train", ~out), ("eval", out)):
+            chosen = [x for x, p in zip(ids, pick) if p]
+            if not chosen:
+                continue
+            flat = np.concatenate(chosen)
+            if flat.size and int(flat.max()) >= self.V:
+                raise ConfigError(f"data.vocab_size: got {self.V}, but the tokenizer produced token id {int(flat.max())}; "
+                                  f"allowed: a vocabulary size above every id (at least {int(flat.max()) + 1})")
+            self.files[split].write(flat.astype(self.dtype).tobytes())
+            self.tokens[split] += flat.size
+            self.documents[split] += len(chosen)
+            if split == "train":
+                self.counts += np.bincount(flat, minlength=self.V)
+
+    def close(self) -> str:
+        for f in self.files.values():
+            f.close()
+        if self.documents["train"] and self.documents["eval"]:
+            return "document"
+        return "tail"
+
+
+def _hold_out_tail(folder: str, w: _Writer) -> None:
+    """Every document landed on one side: hold out the last eval_fraction of the token stream instead."""
+    paths = {s: os.path.join(folder, f"{s}.bin") for s in ("train", "eval")}
+    if not w.documents["train"]:  # all were held out: they are the stream
+        os.replace(paths["eval"], paths["train"])
+        w.tokens["train"], w.tokens["eval"] = w.tokens["eval"], 0
+        w.counts = np.bincount(np.fromfile(paths["train"], w.dtype), minlength=w.V).astype(np.int64)
+    n = w.tokens["train"]
+    n_eval = int(n * w.frac)
+    tail = np.fromfile(paths["train"], w.dtype, offset=(n - n_eval) * w.dtype.itemsize)
+    tail.tofile(paths["eval"])
+    with open(paths["train"], "r+b") as f:
+        f.truncate((n - n_eval) * w.dtype.itemsize)
+    w.counts -= np.bincount(tail, minlength=w.V)
+    w.tokens["train"], w.tokens["eval"] = n - n_eval, n_eval
+
+
+def _batches(docs: Iterator[str], chars: int = 4 << 20) -> Iterator[list[str]]:
+    buf, size = [], 0
+    for doc in docs:
+        buf.append(doc + SEPARATOR)
+        size += len(doc)
+        if size >= chars:
+            yield buf
+            buf, size = [], 0
+    if buf:
+        yield buf
+
+
+def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> dict:
+    from tqdm import tqdm
+    w, sha = _Writer(tmp, d.vocab_size, d.eval_fraction), hashlib.sha1()
+    encode = encoder(tok)
+    with tqdm(total=source.total, unit=source.unit, unit_scale=True, desc=f"prepare {source.name}",
+              disable=not show, file=sys.stderr, dynamic_ncols=True) as bar:
+        for texts in _batches(source.documents()):
+            for t in texts:
+                sha.update(t.encode("utf-8"))
+            w.add(encode(texts))
+            bar.update(len(texts) if source.unit == "rows" else sum(len(t.encode("utf-8")) for t in texts))
+        bar.n = bar.total  # paragraphs are counted without the blank lines between them
+        bar.refresh()
+    split = w.close()
+    if w.tokens["train"] + w.tokens["eval"] == 0:
+        raise ConfigError(f"data.path: got {d.path or d.dataset!r}, which holds no text; allowed: a non-empty corpus")
+    if split == "tail":
+        _hold_out_tail(tmp, w)
+    rule = ("document i held out when fmix32(i) / 2^32 < eval_fraction" if split == "document" else
+            "too few documents to split: the last eval_fraction of the token stream is held out")
+    return {"format": FORMAT, "source": {"name": source.name, "path": d.path, "dataset": d.dataset, "split": d.split,
+                                         "text_field": d.text_field, "sha1": sha.hexdigest(), "fingerprint": source.fingerprint},
+            "tokenizer": _tokenizer_spec(d), "vocab_size": d.vocab_size, "dtype": w.dtype.name,
+            "separator": SEPARATOR, "documents": w.next_doc,
+            "split": {"by": split, "rule": rule, "eval_fraction": d.eval_fraction,
+                      "train_documents": w.documents["train"], "eval_documents": w.documents["eval"],
+                      "train_tokens": w.tokens["train"], "eval_tokens": w.tokens["eval"]},
+            "counts": w.counts.tolist()}
+
+
+def prepare(d: DataConfig, show: bool = True) -> str:
+    """The prepared folder for this data config: reused when it exists, else written (atomically)."""
+    source = open_source(d)
+    final = prepared_dir(d, source)
+    if os.path.isfile(os.path.join(final, "meta.json")):
+        return final
+    shutil.rmtree(final, ignore_errors=True)  # a folder without meta.json is a leftover, never a prepared corpus
+    os.makedirs(cache_root(d), exist_ok=True)
+    tmp = f"{final}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        if d.tokenizer_file:
+            tok = load_tokenizer_file(d.tokenizer_file)
+        else:
+            tok = None if d.tokenizer == "byte" else _train_bpe(source, d.vocab_size)
+        if tok is not None:
+            tok.save(os.path.join(tmp, "tokenizer.json"))
+        meta = _tokenize_into(tmp, d, source, tok, show)
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(meta, f)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process prepared the same corpus first: use theirs
+            if not os.path.isfile(os.path.join(final, "meta.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def read_meta(folder: str) -> dict:
+    with open(os.path.join(folder, "meta.json")) as f:
+        return json.load(f)
