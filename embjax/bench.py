@@ -10,6 +10,9 @@ Cases
   members  M members of the default model vmapped (--members=1,8,32,128): aggregate tokens/s, bytes per member
   study    sweeps/d_sigma_tying.yaml end to end (--steps shortens it): wall and compile time, members/minute
   compare  the train spec against the PyTorch reference (--peer-python, --peer), alternating
+  prepare  experiments.prepare on a generated text corpus (--size-mb, default 1,024): wall time, peak memory
+  text     the default run (--base=default) or the spec on a prepared, memory-mapped text corpus vs the planted
+           corpus, alternating: tokens/s of each and their ratio
 Each prints a JSON object per line with --json, else a readable line.
 """
 from __future__ import annotations
@@ -90,14 +93,17 @@ def train_flops_per_token(cfg, n_params: int) -> float:
     return 6.0 * n_matmul + 12.0 * m.num_layers * T * D
 
 
-def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None = None, **_) -> dict:
+def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None = None, base: str = "spec", **_) -> dict:
     import jax
     from .config import load_config
     from .data import make_corpus
     from .models import count_params
     from .step import Program, hparams
 
-    cfg = load_config(None, {**SPEC, **(overrides or {}), "steps": 10**6})
+    if base == "default":  # experiments/configs/default.yaml: what `experiments.train` runs with no arguments
+        cfg = load_config(DEFAULT_CONFIG, {**(overrides or {}), "steps": 10**6})
+    else:
+        cfg = load_config(None, {**SPEC, **(overrides or {}), "steps": 10**6})
     corpus = make_corpus(cfg)
     program = Program(cfg, corpus)
     t0 = time.perf_counter()
@@ -120,7 +126,7 @@ def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None =
     kind = jax.devices()[0].device_kind
     published = published_peak(kind, cfg.model.compute_dtype, cfg.model.matmul_precision)
     peak = published or peak_flops()  # a CPU has no published figure: its measured float32 matmul peak
-    return {"case": "train", "params": params, "tokens_per_s": tokens / dt, "step_ms": 1e3 * dt / (n * per_dispatch),
+    return {"case": "train", "base": base, "V": cfg.data.vocab_size, "data": cfg.data.kind, "params": params, "tokens_per_s": tokens / dt, "step_ms": 1e3 * dt / (n * per_dispatch),
             "compile_s": compile_s, "time_to_first_step_s": first_step_s, "model_flops_per_s": flops,
             "peak_flops_per_s": peak, "peak_source": "published" if published else "measured matmul",
             "mfu": flops / peak, "loss": loss, "backend": jax.default_backend(), "device_kind": kind,
@@ -218,11 +224,15 @@ CASES: dict[str, Callable[..., dict]] = {"metrics": bench_metrics, "train": benc
 def main(argv: list[str]) -> int:
     import argparse
     from .hostmem import keep_freed_memory
-    keep_freed_memory()  # as every embjax command does, before JAX starts its threads
+    keep_freed_memory()  # as the train and sweep commands do, before JAX starts its threads
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", default="train",
-                   choices=["metrics", "train", "peak", "sweep", "compare", "mup", "kinds", "members", "study"])
+                   choices=["metrics", "train", "peak", "sweep", "compare", "mup", "kinds", "members", "study",
+                            "prepare", "text"])
+    p.add_argument("--base", default="spec", choices=["spec", "default"],
+                   help="train/text: the throughput spec or experiments/configs/default.yaml")
+    p.add_argument("--size-mb", type=int, default=1024, help="prepare: the generated corpus's size")
     p.add_argument("--members", default="1,8,32,128", help="members: comma-separated group sizes M")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--per-dispatch", type=int, default=1, help="train steps per dispatch (lax.scan)")
@@ -244,6 +254,11 @@ def main(argv: list[str]) -> int:
             _emit(row, a.json)
     elif a.case == "study":
         _emit(bench_study(a.steps if a.steps != 20 else None), a.json)
+    elif a.case == "prepare":
+        _emit(bench_prepare(a.size_mb, a.set), a.json)
+    elif a.case == "text":
+        for row in bench_text(a.steps, a.per_dispatch, a.rounds, a.base, a.set):
+            _emit(row, a.json)
     elif a.case in ("mup", "kinds"):
         for row in (bench_mup if a.case == "mup" else bench_kinds)(a.steps, a.per_dispatch, a.rounds, a.set):
             _emit(row, a.json)
@@ -263,20 +278,21 @@ def main(argv: list[str]) -> int:
                "torch_median": float(np.median(torch_rates)),
                "ratio": float(np.median(jax_rates) / np.median(torch_rates))}, a.json)
     else:
-        _emit(CASES[a.case](steps=a.steps, per_dispatch=a.per_dispatch, overrides=overrides), a.json)
+        _emit(CASES[a.case](steps=a.steps, per_dispatch=a.per_dispatch, overrides=overrides, base=a.base), a.json)
     return 0
 
 
 def _alternate(case: str, variants: dict[str, list[str]], steps: int, per_dispatch: int, rounds: int,
-               sets: list[str] = ()) -> list[dict]:
+               sets: list[str] = (), base: str = "spec") -> list[dict]:
     """The train spec under each variant (a list of config overrides), alternating in separate processes so
     drift on a shared machine hits every side; the last row has each variant's median and its ratio to
     the first variant's."""
     rows, rates = [], {v: [] for v in variants}
-    base = ["--case=train", f"--steps={steps}", f"--per-dispatch={per_dispatch}", *[f"--set={s}" for s in sets]]
+    common = ["--case=train", f"--base={base}", f"--steps={steps}", f"--per-dispatch={per_dispatch}",
+              *[f"--set={s}" for s in sets]]
     for r in range(rounds):
         for v, overrides in variants.items():
-            out = _run_self(base + [f"--set={o}" for o in overrides])
+            out = _run_self(common + [f"--set={o}" for o in overrides])
             rates[v].append(out["tokens_per_s"])
             rows.append({"round": r, "variant": v, "tokens_per_s": out["tokens_per_s"]})
     first = next(iter(variants))
@@ -335,6 +351,69 @@ def bench_sweep(steps: int = 300, base: str = "experiments/configs/quickstart.ya
                  "ratio_vectorized_to_processes": times["on"] / times["processes"],
                  "ratio_in_turn_to_processes": times["off"] / times["processes"]})
     return rows
+
+
+def generated_text(path: str, size_bytes: int, seed: int = 0, vocab: int = 30_000, paragraphs: int = 20_000) -> int:
+    """Write about `size_bytes` of generated English-like text to `path`: Zipf-distributed made-up words in
+    paragraphs of 20-200 words, the paragraphs repeated in a fresh shuffled order until the size is reached
+    (a corpus bigger than memory is typically many documents with a long tail of word types)."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("etaoinshrdlcumwfgypbvkjxqz"))
+    lp = 1.0 / np.arange(1, 27)
+    lp /= lp.sum()
+    words = np.array(["".join(rng.choice(letters, rng.integers(1, 11), p=lp)) for _ in range(vocab)])
+    wp = 1.0 / np.arange(1, vocab + 1)
+    wp /= wp.sum()
+    paras = []
+    for _ in range(paragraphs):
+        w = words[rng.choice(vocab, rng.integers(20, 201), p=wp)]
+        paras.append((" ".join(w).capitalize() + ".").encode())
+    written = 0
+    with open(path, "wb") as f:
+        while written < size_bytes:
+            for i in rng.permutation(paragraphs):
+                f.write(paras[i] + b"\n\n")
+                written += len(paras[i]) + 2
+                if written >= size_bytes:
+                    break
+    return written
+
+
+def bench_prepare(size_mb: int = 1024, sets: list[str] = ()) -> dict:
+    """`experiments.prepare` (a fresh process: its peak RSS is its own) on a generated corpus of `size_mb` MB with
+    the spec's BPE vocabulary (8,192): wall time, MB/s and peak memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "corpus.txt")
+        t = time.perf_counter()
+        size = generated_text(path, size_mb << 20)
+        gen_s = time.perf_counter() - t
+        cmd = [sys.executable, "-m", "experiments.prepare", "--data.kind=text", f"--data.path={path}",
+               "--data.vocab_size=8192", f"--data.cache_dir={tmp}/cache", "--log.progress=false",
+               *[f"--{s}" for s in sets]]
+        t = time.perf_counter()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        meta = json.load(open(glob.glob(os.path.join(tmp, "cache", "*", "meta.json"))[0]))
+    return {"case": "prepare", "bytes": size, "generate_s": gen_s, "prepare_s": wall, "mb_per_s": size / 2**20 / wall,
+            "peak_rss_mib": peak_mib, "documents": meta["documents"], "tokens": meta["split"]["train_tokens"]
+            + meta["split"]["eval_tokens"], "vocab_size": meta["vocab_size"], "dtype": meta["dtype"],
+            "printed": out.stdout.strip().splitlines()[0]}
+
+
+def bench_text(steps: int, per_dispatch: int, rounds: int, base: str = "default", sets: list[str] = ()) -> list[dict]:
+    """A run on a prepared text corpus (generated, 64 MB, the run's V in BPE tokens) vs the planted corpus, side by
+    side in separate processes: what streaming windows from the memory map costs per step."""
+    from .config import load_config
+    from .prepare import prepare
+    V = 512 if base == "default" else SPEC["data.vocab_size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "corpus.txt")
+        generated_text(path, 64 << 20)
+        text = ["data.kind=text", f"data.path={path}", f"data.vocab_size={V}", f"data.cache_dir={tmp}/cache"]
+        prepare(load_config(None, {"data.kind": "text", "data.path": path, "data.vocab_size": V,
+                                   "data.cache_dir": f"{tmp}/cache"}).data, show=False)
+        return _alternate("text", {"planted": [], "text": text}, steps, per_dispatch, rounds, sets, base)
 
 
 def _run_self(args: list[str]) -> dict:

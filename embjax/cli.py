@@ -9,9 +9,6 @@ from typing import Callable
 from .config import ConfigError, load_config, parse_value
 from .hostmem import keep_freed_memory
 
-# a command-line process: tune malloc before JAX starts its threads (see hostmem)
-keep_freed_memory()
-
 
 def _fail(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
@@ -63,6 +60,7 @@ def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
 
 @guarded
 def train_main(argv: list[str]) -> int:
+    keep_freed_memory()  # a training process: tune malloc before JAX starts its threads (see hostmem)
     known, overrides, positional = split_args(argv, ("config", "overwrite"))
     from .mesh import maybe_initialize_distributed
     maybe_initialize_distributed()  # before any device use, when a cluster environment is present
@@ -99,6 +97,7 @@ def train_main(argv: list[str]) -> int:
 
 @guarded
 def sweep_main(argv: list[str]) -> int:
+    keep_freed_memory()
     known, overrides, positional = split_args(argv, ("out_dir", "vectorize", "progress"))
     if len(positional) != 1:
         raise ConfigError(f"got {len(positional)} sweep files; allowed: exactly one, "

@@ -7,7 +7,9 @@ page faults (~0.9 GB zeroed by the kernel). With one arena, no mmap for large bl
 freed buffers are reused. Measured on 2 cores, the spec at one step per dispatch, 10 steps dispatched
 back to back in one process: 946 ms -> 813 ms per step; page faults 2.72 M -> 0.83 M (with trimming
 past 1 GB instead of never: 1,378 ms, worse than glibc's defaults).
-The cost: the process keeps its peak heap instead of returning it, as PyTorch's caching allocator does.
+The cost: the process keeps its peak heap instead of returning it, as PyTorch's caching allocator does,
+and multi-threaded host work contends for the one arena (the Rust tokenizer runs 3.5x slower), so
+text preparation runs in a process of its own (see `applied` and embjax.prepare).
 """
 from __future__ import annotations
 
@@ -37,3 +39,8 @@ def keep_freed_memory() -> bool:
     # M_TRIM_THRESHOLD = -1: never trim (a finite threshold trims between pipelined dispatches: slower still)
     _applied = all(mallopt(opt, value) == 1 for opt, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
     return _applied
+
+
+def applied() -> bool:
+    """Whether this process runs with the tuning above (then heavy multi-threaded host work belongs elsewhere)."""
+    return bool(_applied)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .config import ConfigError, DataConfig, tokenizer_file_size
+from .hostmem import applied
 
 FORMAT = 1
 SEPARATOR = "\n\n"
@@ -356,11 +357,25 @@ def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> 
 
 
 def prepare(d: DataConfig, show: bool = True) -> str:
-    """The prepared folder for this data config: reused when it exists, else written (atomically)."""
+    """The prepared folder for this data config: reused when it exists, else written (atomically). In a
+    training process (malloc tuned by embjax.hostmem) the tokenising runs in a fresh child process."""
     source = open_source(d)
     final = prepared_dir(d, source)
     if os.path.isfile(os.path.join(final, "meta.json")):
         return final
+    if applied():
+        import multiprocessing
+        pool = multiprocessing.get_context("spawn").Pool(1)
+        try:
+            return pool.apply(_prepare, (d, None, final, show))  # the child opens the source itself
+        finally:
+            pool.close()
+            pool.join()
+    return _prepare(d, source, final, show)
+
+
+def _prepare(d: DataConfig, source: Source | None, final: str, show: bool) -> str:
+    source = source or open_source(d)
     shutil.rmtree(final, ignore_errors=True)  # a folder without meta.json is a leftover, never a prepared corpus
     os.makedirs(cache_root(d), exist_ok=True)
     tmp = f"{final}.tmp{os.getpid()}"

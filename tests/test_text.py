@@ -77,6 +77,13 @@ def test_batches_are_windows_of_the_file_and_a_pure_function_of_key_and_step(tmp
     both = np.asarray(jax.jit(jax.vmap(lambda k: corpus.batch({}, k, 5, 4)))(keys))
     for m in range(3):
         np.testing.assert_array_equal(both[m], np.asarray(corpus.batch({}, keys[m], 5, 4)))
+    reads = []
+    corpus._windows = lambda bits, read=corpus._windows: reads.append(np.shape(bits)) or read(bits)
+
+    def steps(key):  # five train steps' batches in one compiled scan, as the loop dispatches them
+        return jax.lax.scan(lambda c, s: (c, corpus.batch({}, key, s, 4)), 0, np.arange(5))[1]
+    np.asarray(jax.jit(steps)(jax.random.key(1)))
+    assert reads == [(4, 2)] * 5  # one batch of B windows read per step, nothing more
     ev = corpus.eval_batches(None, 2, 4)
     held = np.fromfile(os.path.join(corpus.folder, "eval.bin"), np.uint16)
     np.testing.assert_array_equal(ev.reshape(-1, 17)[0], held[:17])
