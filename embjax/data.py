@@ -170,7 +170,7 @@ class TextCorpus(Corpus):
         if os.path.isfile(os.path.join(folder, "tokenizer.json")):
             from tokenizers import Tokenizer
             tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-            strings = [tok.id_to_token(i) or f"<unused{i}>" for i in range(vocab_size)]
+            strings = _token_strings(tok, vocab_size)
             self.encode = lambda word: list(tok.encode(word, add_special_tokens=False).ids)
         else:
             strings = [repr(bytes([i]))[2:-1] for i in range(256)]
@@ -202,6 +202,18 @@ class TextCorpus(Corpus):
         reps = -(-(n * batch_size) // n_seq)
         seqs = np.concatenate([seqs] * reps)[: n * batch_size]
         return seqs.reshape(n, batch_size, L)
+
+
+def _token_strings(tok, vocab_size: int) -> list[str]:
+    """Readable, unique strings per id: the decoded text of each token (byte-level BPE's "Ġself" is " self"), its
+    vocabulary entry where decoding is empty or not unique (special tokens, partial UTF-8), "<unusedI>" past it."""
+    raw = [tok.id_to_token(i) for i in range(vocab_size)]
+    text = [tok.decode([i], skip_special_tokens=False) if r is not None else None for i, r in enumerate(raw)]
+    seen: dict[str, int] = {}
+    for t in text:
+        if t:
+            seen[t] = seen.get(t, 0) + 1
+    return [t if t and seen[t] == 1 else (r if r is not None else f"<unused{i}>") for i, (t, r) in enumerate(zip(text, raw))]
 
 
 def make_corpus(cfg: Config, show: bool = False) -> Corpus:
