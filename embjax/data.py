@@ -170,14 +170,14 @@ class TextCorpus(Corpus):
         if os.path.isfile(os.path.join(folder, "tokenizer.json")):
             from tokenizers import Tokenizer
             tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-            strings = _token_strings(tok, vocab_size)
+            strings = [_printable(t) for t in _token_strings(tok, vocab_size)]
             self.encode = lambda word: list(tok.encode(word, add_special_tokens=False).ids)
         else:
             strings = [repr(bytes([i]))[2:-1] for i in range(256)]
             self.encode = lambda word: list(word.encode("utf-8"))
         p = counts / counts.sum()
         super().__init__(vocab_size=vocab_size, seq_len=seq_len,
-                         tokens=[s.replace("\t", "\\t").replace("\n", "\\n").replace(" ", "\u2581") for s in strings],
+                         tokens=strings,
                          counts=counts, labels=None,
                          info={"data/unigram_entropy": _entropy(p), "data/train_tokens": float(self.train.size),
                                "data/eval_tokens": float(held.size), "data/documents": float(meta["documents"])},
@@ -202,6 +202,12 @@ class TextCorpus(Corpus):
         reps = -(-(n * batch_size) // n_seq)
         seqs = np.concatenate([seqs] * reps)[: n * batch_size]
         return seqs.reshape(n, batch_size, L)
+
+
+def _printable(s: str) -> str:
+    """A token as one TSV field: space as ▁, control and line-breaking characters escaped (\\n, \\t, \\x0c, ...)."""
+    out = s.replace("\\", "\\\\").replace(" ", "\u2581")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in out)
 
 
 def _token_strings(tok, vocab_size: int) -> list[str]:
