@@ -144,6 +144,59 @@ def prepare_main(argv: list[str]) -> int:
 
 
 @guarded
+def findings_main(argv: list[str]) -> int:
+    keep_freed_memory()
+    argv = [a if a != "--quick" else "--quick=true" for a in argv]
+    known, overrides, positional = split_args(argv, ("out_dir", "quick", "progress"))
+    import time
+    from .config import parse_overrides
+    from .findings import BY_NAME, FINDINGS, load, log_to_wandb, write_markdown
+    unknown = [n for n in positional if n not in BY_NAME]
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown finding; allowed: {', '.join(BY_NAME)}")
+    chosen = [BY_NAME[n] for n in positional] or FINDINGS
+    quick = _as_bool("quick", known.get("quick", "false"))
+    progress = _as_bool("progress", known.get("progress", "true"))
+    root = os.path.join(known.get("out_dir", "runs"), "findings")
+    t0, dirs = time.perf_counter(), {}
+    for f in chosen:
+        if f.sweep not in dirs:
+            dirs[f.sweep] = _findings_sweep(f.sweep, f.quick if quick else None, root, parse_overrides(overrides), progress)
+    results = [(f, dirs[f.sweep], load(dirs[f.sweep])) for f in chosen]
+    import platform
+    header = [f"Made by `python -m experiments.findings{' --quick' if quick else ''}` on "
+              f"{time.strftime('%Y-%m-%d')}: {os.cpu_count()} CPU cores ({platform.machine()}), "
+              f"{time.perf_counter() - t0:.0f} s for the sweeps (finished members are not rerun). Verdicts are computed "
+              "by `embjax/findings.py` from what the runs wrote; none is written by hand."]
+    path = write_markdown(root, results, header)
+    log_to_wandb(root, results)
+    print(open(path).read().split("\n## ")[0])
+    print(f"findings: {path}")
+    return 0
+
+
+def _findings_sweep(name: str, quick: dict | None, root: str, overrides: dict, progress: bool) -> str:
+    """Run sweeps/findings/<name>.yaml (under --quick: shortened, as `<name>_quick`); returns its directory."""
+    import yaml
+    from .runner import run_sweep
+    path = os.path.join("sweeps", "findings", f"{name}.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: not found; allowed: run from the repository root (sweeps/findings/ holds the sweeps)")
+    if quick is not None:
+        sweep = yaml.safe_load(open(path))
+        sweep["name"] = name = f"{name}_quick"
+        for key, values in quick.get("parameters", {}).items():
+            sweep["parameters"][key] = {"values": values}
+        os.makedirs(root, exist_ok=True)
+        path = os.path.join(root, f".{name}.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(sweep, f, sort_keys=False)
+        overrides = {**({"steps": quick["steps"]} if "steps" in quick else {}), **overrides}
+    run_sweep(path, out_dir=root, overrides=overrides, progress=progress)
+    return os.path.join(root, name)
+
+
+@guarded
 def report_main(argv: list[str]) -> int:
     _, _, positional = split_args(argv, ())
     if len(positional) != 1 or not os.path.isdir(positional[0]):

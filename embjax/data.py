@@ -115,12 +115,19 @@ class PlantedCorpus(Corpus):
             tokens=[f"t{i}_c{cls[i]}" for i in range(V)],
             counts=p.copy(), labels=cls,
             info={"data/unigram_entropy": _entropy(p), "data/entropy_rate": h_class + h_emit,
-                  "data/class_entropy_rate": h_class},
+                  "data/class_entropy_rate": h_class, "data/logit_rank": float(self.logit_rank(A, p, q, cls))},
             tables={"class_cdf": jnp.asarray(np.cumsum(pi), jnp.float32)[None],
                     "trans_cdf": jnp.asarray(np.cumsum(A, axis=1), jnp.float32),
                     "emit_cdf": jnp.asarray(np.cumsum(emit, axis=1), jnp.float32)},
         )
         self.num_classes = K
+
+    @staticmethod
+    def logit_rank(A: np.ndarray, p: np.ndarray, q: np.ndarray, cls: np.ndarray) -> int:
+        """The rank of the true next-token log-probability matrix L[i, j] = log A[c(i), c(j)] + log(p_j / q_c(j)):
+        its rows depend on i only through c(i), so it is the rank of the K×V matrix of distinct rows (Yang et
+        al. 2018: a softmax over d-dimensional logits cannot express a rank much above d)."""
+        return int(np.linalg.matrix_rank(np.log(A)[:, cls] + np.log(p / q[cls])[None, :]))
 
     def sample(self, tables: dict, key: jax.Array, batch_size: int) -> jax.Array:
         """(B, T+1) int32 tokens; the first class is drawn from the stationary law."""

@@ -65,7 +65,8 @@ def outcome(P: Program, status: str, state: Any, start: int, **known: Any) -> Ou
     o.step, o.skipped = diverged_at if status == "diverged" and diverged_at >= 0 else step, skipped
     if status in ("finished", "diverged"):
         o.params, o.state = count_params(state["params"]), state
-        o.E, o.row_updates = to_host(P.table(state["params"])), to_host(state["row_updates"])
+        o.E, o.E_out, o.row_updates = (to_host(P.table(state["params"])), to_host(P.output_table(state["params"])),
+                                       to_host(state["row_updates"]))
     return o
 
 

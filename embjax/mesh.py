@@ -127,6 +127,8 @@ _AGREE: tuple | None = None
 def to_host(x: jax.Array) -> np.ndarray:
     """A (possibly sharded) array on the host, assembled shard by shard (no device-side gather);
     across processes, the shards other hosts hold are fetched with process_allgather."""
+    if x is None:
+        return None
     if not isinstance(x, jax.Array):
         return np.asarray(x)
     if jax.process_count() > 1 and not x.is_fully_addressable:

@@ -220,6 +220,7 @@ def embedding_report(E: Any, *, counts: Any = None, labels: Any = None, probe_id
         counts = np.asarray(counts, np.float64)
         out["norm_logfreq_spearman"] = spearman(norms, np.log1p(counts))
         out.update(_frequency_buckets(norms, counts))
+        out.update(_frequency_cosines(E, counts, mu))
     if labels is not None:
         out.update(_class_stats(E, mom, labels, nz, probe_ids, mu))
     return {prefix + k: float(v) for k, v in out.items()}
@@ -250,7 +251,24 @@ def _spectrum(mom: dict[str, Any], V: int, out: dict[str, float]) -> np.ndarray:
     mean_row = mom["sum_e"] / V
     cev = np.linalg.eigvalsh(mom["gram"] / V - np.outer(mean_row, mean_row))
     out["pc1_var_share"] = float(cev[-1] / cev.sum()) if cev.sum() > 0 else 0.0
+    out["isoscore"] = isoscore_from_variances(cev)
     return evecs
+
+
+def isoscore_from_variances(variances: Any) -> float:
+    """IsoScore (Rudman et al. 2022) from the variances along the principal components (the eigenvalues of
+    the rows' covariance): 1 when every direction carries the same variance, 0 when one direction carries
+    it all; unchanged by a shift of every row (unlike mean cosine) and by a global scale.
+    Steps 3-6 of the paper's algorithm: Σ̂ = √n Σ/‖Σ‖, δ = ‖Σ̂ − 1‖/√(2(n − √n)), φ = (n − δ²(n − √n))²/n²,
+    ι = (nφ − 1)/(n − 1), n the dimension."""
+    lam = np.clip(np.asarray(variances, np.float64), 0.0, None)
+    n = lam.size
+    if n < 2 or not np.any(lam > 0):
+        return 0.0
+    sig = np.sqrt(n) * lam / np.linalg.norm(lam)
+    delta2 = np.sum((sig - 1.0) ** 2) / (2.0 * (n - np.sqrt(n)))
+    phi = (n - delta2 * (n - np.sqrt(n))) ** 2 / n**2
+    return float((n * phi - 1.0) / (n - 1.0))
 
 
 def _class_stats(E: np.ndarray, mom: dict[str, Any], labels: np.ndarray, nz: np.ndarray, probe_ids: Any,
@@ -311,6 +329,28 @@ def _frequency_buckets(norms: np.ndarray, counts: np.ndarray) -> dict[str, float
     out["unseen_tokens"] = float(unseen.sum())
     if unseen.any():
         out["norm_mean_unseen"] = norms[unseen].mean()
+    return out
+
+
+def _frequency_cosines(E: np.ndarray, counts: np.ndarray, mu: np.ndarray | None) -> dict[str, float]:
+    """Mean cosine over pairs i ≠ j inside the 10 % most frequent types (cos_mean_top10pct) and inside the
+    rest (cos_mean_rest): do rare rows drift together more than frequent ones? Zero rows left out."""
+    V = len(counts)
+    _, b = _bucket_bounds(V)
+    frequent = np.zeros(V, bool)
+    frequent[np.argsort(-counts, kind="mergesort")[:b]] = True
+    sums, ns = {True: np.zeros(E.shape[1]), False: np.zeros(E.shape[1])}, {True: 0, False: 0}
+    for i, X in _chunks(E, mu):
+        nrm = np.sqrt(np.einsum("ij,ij->i", X, X))
+        nz = nrm > 0
+        for side in (True, False):
+            pick = nz & (frequent[i: i + len(X)] == side)
+            sums[side] += (X[pick] / nrm[pick, None]).sum(0)
+            ns[side] += int(pick.sum())
+    out = {}
+    for side, key in ((True, "cos_mean_top10pct"), (False, "cos_mean_rest")):
+        if ns[side] > 1:
+            out[key] = (sums[side] @ sums[side] - ns[side]) / (ns[side] * (ns[side] - 1))
     return out
 
 

@@ -47,6 +47,7 @@ class Outcome:
     params: int | None = None
     state: Any = None  # the final state (on the devices), when it is good: the last checkpoint
     E: np.ndarray | None = None  # the final input table on the host
+    E_out: np.ndarray | None = None  # the final untied output table (None when tied)
     row_updates: np.ndarray | None = None
 
 
@@ -220,9 +221,11 @@ class RunDir:
         return summary
 
     def _write_outputs(self, o: Outcome) -> None:
-        """embeddings.npy (float32 V×d), row_updates.npy, tokens.tsv (id, token, count[, class]), projector files."""
+        """embeddings.npy (float32 V×d; untied: output_embeddings.npy too), row_updates.npy, tokens.tsv (id, token, count[, class]), projector files."""
         corpus = self.corpus
         np.save(os.path.join(self.path, "embeddings.npy"), np.asarray(o.E, np.float32))
+        if o.E_out is not None:
+            np.save(os.path.join(self.path, "output_embeddings.npy"), np.asarray(o.E_out, np.float32))
         if o.row_updates is not None:
             np.save(os.path.join(self.path, "row_updates.npy"), np.asarray(o.row_updates))
         with open(os.path.join(self.path, "tokens.tsv"), "w", encoding="utf-8") as f:

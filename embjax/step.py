@@ -237,6 +237,10 @@ class Program:
         """E (V×d), the input embedding table, in float32 (whatever model.param_dtype stores)."""
         return self.tables.get(params).astype(jnp.float32)
 
+    def output_table(self, params: Any) -> jax.Array | None:
+        """The untied output table (V×d) in float32, or None when the output is tied to E."""
+        return self.tables.get(params, "head").astype(jnp.float32) if "head" in self.tables.layers else None
+
     def loss(self, params: Any, tok_BxT1: jax.Array) -> jax.Array:
         """Mean next-token cross-entropy (nats) over non-padding targets."""
         return self.loss_and_sizes(params, tok_BxT1)[0]
@@ -331,8 +335,11 @@ class Program:
             token_counts=state["token_counts"].at[tok_BxT1.reshape(-1)].add(apply.astype(jnp.int32)),
         )
         lr = hp["lr"] * schedule_factor(self.cfg)(state["step"])
+        parts = {"train/grad_norm_embed": optax.tree.norm(self.tables.subtree(grads))}  # the input layer's gradient
+        if "blocks" in grads:  # and the first block's (Takase et al.'s small-σ effect enters through its LN)
+            parts["train/grad_norm_block0"] = optax.tree.norm(grads["blocks"][0])
         return new_state, {"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr,
-                           "emb/grad_row_frac": rows_touched, **sizes}
+                           "emb/grad_row_frac": rows_touched, **parts, **sizes}
 
     def batch(self, tables: dict, state: dict) -> jax.Array:
         key = jax.random.wrap_key_data(state["rng"])
