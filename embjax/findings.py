@@ -574,7 +574,8 @@ FINDINGS = [
             "Planted corpus (V = 512), 2-layer transformer, d ∈ {32, 128}, d₀ = 32, AdamW, lr ∈ 2^-11 … 2^-5 (×2 "
             "grid), 200 steps, SP/μP × seeds {0, 1, 2}; final eval loss, a diverged member counted at ln V.",
             "Each check below, on the per-seed values' mean ± 2 standard errors.", "lr_transfer",
-            analyse_lr_transfer, _report_plot("plot_lr_transfer"), quick={"steps": 60}),
+            analyse_lr_transfer, _report_plot("plot_lr_transfer"),
+            quick={"steps": 50, "parameters": {"optim.lr": [0.0009765625, 0.001953125, 0.00390625, 0.0078125, 0.015625]}}),
 ]
 BY_NAME = {f.name: f for f in FINDINGS}
 

@@ -165,3 +165,29 @@ def test_per_layer_gradient_norms_and_the_untied_output_table(tmp_path):
     assert out.shape == inp.shape == (64, 16) and not np.allclose(out, inp)
     assert train_main(args[:-1] + ["--model.tie_embeddings=true", "--name=tied"]) == 0
     assert not os.path.exists(tmp_path / "tied" / "output_embeddings.npy")
+
+
+def test_verdicts_and_plots_reach_an_offline_wandb_report_run(tmp_path):
+    import glob
+    from embjax.findings import log_to_wandb
+    from embjax.sinks import read_wandb_records
+    root = str(tmp_path / "tying")
+    _tying_sweep(root, 0.6, 0.01)
+    for cfg_path in glob.glob(f"{root}/*/config.yaml"):  # runs made with W&B on (offline), as by default
+        cfg = yaml.safe_load(open(cfg_path))
+        yaml.safe_dump({**cfg, "log": {"wandb": True, "mode": "offline"}}, open(cfg_path, "w"))
+    results = [(BY_NAME[n], root, load(root)) for n in ("tying_anisotropy", "tied_vs_untied")]
+    write_markdown(str(tmp_path), results, [])
+    log_to_wandb(str(tmp_path), results)
+    files = glob.glob(f"{root}/wandb/offline-run-*/*.wandb")
+    assert len(files) == 1
+    records = list(read_wandb_records(files[0]))
+    run = [r.run for r in records if r.WhichOneof("record_type") == "run"][0]
+    assert run.run_group == "tying" and run.display_name == "tying-findings"
+    summary = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "summary"
+               for i in r.summary.update}
+    assert summary["finding/tying_anisotropy"] == REPRODUCED
+    assert summary["finding/tied_vs_untied"] == evaluate(BY_NAME["tied_vs_untied"], results[1][2])[0]
+    images = {i.nested_key[0]: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "history"
+              for i in r.history.item if list(i.nested_key[1:]) == ["_type"]}
+    assert images == {"findings/tying_anisotropy": "image-file"}  # the plot (tied vs untied has none)
