@@ -511,18 +511,20 @@ def from_dict(raw: dict) -> Config:
             cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, vocab_size=n))
         elif d.vocab_size < n:
             raise ConfigError(f"data.vocab_size: got {d.vocab_size} with data.tokenizer_file={d.tokenizer_file!r} "
-                              f"({n} tokens); allowed: at least {n}, or leave it out to take the tokenizer's size")
+                              f"({n} ids); allowed: at least {n} (e.g. --data.vocab_size={n}), or no data.vocab_size in "
+                              "the config and overrides to take the tokenizer's size")
     _validate(cfg)
     return cfg
 
 
 def tokenizer_file_size(path: str) -> int:
-    """The vocabulary size (added tokens included) of a Hugging Face tokenizer.json, or a ConfigError."""
+    """The table size a Hugging Face tokenizer.json needs: its largest id (added tokens included) + 1 (ids may
+    have gaps, so this is not always the number of entries), or a ConfigError."""
     from tokenizers import Tokenizer
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise ConfigError(f"data.tokenizer_file: got {path!r}; allowed: an existing Hugging Face tokenizer.json file")
     try:
-        return Tokenizer.from_file(path).get_vocab_size(with_added_tokens=True)
+        return max(Tokenizer.from_file(path).get_vocab(with_added_tokens=True).values(), default=-1) + 1
     except Exception as err:  # noqa: BLE001 - the Rust side raises a bare Exception
         raise ConfigError(f"data.tokenizer_file: got {path!r}, which does not parse as a Hugging Face tokenizer.json "
                           f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})") from None

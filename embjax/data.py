@@ -2,7 +2,8 @@
 
 Dimensions: V vocabulary, K latent classes, M tokens per class, B batch, T time.
 A training batch is a pure function of (data key, step): `corpus.batch(tables, key, step)` runs
-inside jit, so resume and vmap over seeds are exact and no batch crosses the host boundary.
+inside jit, so resume and vmap over seeds are exact. The planted corpus samples on the device; a
+prepared text corpus has the host read the windows at the starts drawn in jit (a callback).
 """
 from __future__ import annotations
 
@@ -127,7 +128,11 @@ class PlantedCorpus(Corpus):
         """The rank of the true next-token log-probability matrix L[i, j] = log A[c(i), c(j)] + log(p_j / q_c(j)):
         its rows depend on i only through c(i), so it is the rank of the K×V matrix of distinct rows (Yang et
         al. 2018: a softmax over d-dimensional logits cannot express a rank much above d)."""
-        return int(np.linalg.matrix_rank(np.log(A)[:, cls] + np.log(p / q[cls])[None, :]))
+        w = np.log(p / q[cls])
+        # column j is log A[:, c(j)] + w_j·1, so a class's columns span {log A[:, c] + w·1 : its tokens' w}: two
+        # of its tokens give that span, and the rank comes from a K×2K matrix (never K×V)
+        cols = [np.log(A)[:, c] + w[j] for c in range(A.shape[0]) for j in np.flatnonzero(cls == c)[:2]]
+        return int(np.linalg.matrix_rank(np.stack(cols, axis=1)))
 
     def sample(self, tables: dict, key: jax.Array, batch_size: int) -> jax.Array:
         """(B, T+1) int32 tokens; the first class is drawn from the stationary law."""
@@ -180,7 +185,7 @@ class TextCorpus(Corpus):
             strings = [_printable(t) for t in _token_strings(tok, vocab_size)]
             self.encode = lambda word: list(tok.encode(word, add_special_tokens=False).ids)
         else:
-            strings = [repr(bytes([i]))[2:-1] for i in range(256)]
+            strings = [repr(bytes([i]))[2:-1].replace(" ", "\u2581") for i in range(256)]
             self.encode = lambda word: list(word.encode("utf-8"))
         p = counts / counts.sum()
         super().__init__(vocab_size=vocab_size, seq_len=seq_len,
@@ -194,7 +199,7 @@ class TextCorpus(Corpus):
     def _windows(self, bits: np.ndarray) -> np.ndarray:
         """(..., 2) uint32 random bits -> (..., T+1) int32 windows of the training stream."""
         b = np.asarray(bits).astype(np.uint64)
-        starts = ((b[..., 0] << np.uint64(32)) | b[..., 1]) % np.uint64(self.train.size - self.seq_len - 1)
+        starts = ((b[..., 0] << np.uint64(32)) | b[..., 1]) % np.uint64(self.train.size - self.seq_len)  # every window
         return self.train[starts[..., None] + np.arange(self.seq_len + 1, dtype=np.uint64)].astype(np.int32)
 
     def batch(self, tables, key, step, batch_size):

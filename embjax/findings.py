@@ -181,9 +181,13 @@ Table = tuple[list[str], list[list[str]]]
 
 def analyse_tying(runs: list[dict]) -> tuple[list[Check], Table]:
     side = lambda tie, s: select(runs, model__tie_embeddings=tie, embedding__init_std=s)
-    centred = lambda r: (final(r, "emb_centered/cos_mean") or 0.0) / max(final(r, "emb/cos_mean") or 1e-12, 1e-12)
-    rare_minus_frequent = lambda r: (None if final(r, "emb/cos_mean_rest") is None else
-                                     final(r, "emb/cos_mean_rest") - final(r, "emb/cos_mean_top10pct"))
+    def centred(r: dict) -> float | None:  # only where there is a cone to remove (raw mean cosine > 0.05)
+        c, raw = final(r, "emb_centered/cos_mean"), final(r, "emb/cos_mean")
+        return None if c is None or raw is None or raw <= 0.05 else c / raw
+
+    def rare_minus_frequent(r: dict) -> float | None:
+        rest, top = final(r, "emb/cos_mean_rest"), final(r, "emb/cos_mean_top10pct")
+        return None if rest is None or top is None else rest - top
     sigmas = _values(runs, "embedding.init_std")
     checks = [
         Check("At σ = 0.02 the tied table's mean cosine exceeds the untied input table's by more than 0.2",
@@ -222,7 +226,7 @@ def analyse_tied_untied(runs: list[dict]) -> tuple[list[Check], Table]:
         E, X = _table(a, "embeddings.npy"), _table(b, name)
         return None if E is None or X is None else linear_cka(E, X)
     checks = [
-        Check("At small data (600 steps) the tied model's eval loss is no worse than the untied one's",
+        Check("At small data (a few hundred steps) the tied model's eval loss is no worse than the untied one's",
               "per seed, tied − untied final eval/loss; band in (−∞, 0.02] nats", paired(tied, untied, _diff("eval/loss")),
               hi=0.02),
         Check("The tied table is closer (linear CKA) to the untied output table than to the untied input table",
@@ -326,6 +330,8 @@ def analyse_small_sigma(runs: list[dict]) -> tuple[list[Check], Table]:
 
 def analyse_bottleneck(runs: list[dict]) -> tuple[list[Check], Table]:
     ds = [d for d in _values(runs, "model.embed_dim")]
+    if not ds:
+        return [], (["d"], [])
     ranks = [v for r in runs if (v := r["summary"].get("data/logit_rank")) is not None]
     rank = int(ranks[0]) if ranks else max(ds)
     excess = lambda r: (None if final(r, "eval/loss") is None or r["summary"].get("data/entropy_rate") is None
@@ -335,9 +341,11 @@ def analyse_bottleneck(runs: list[dict]) -> tuple[list[Check], Table]:
     d_hi = ds[-1]
     at = {d: select(runs, model__embed_dim=d) for d in ds}
     below = paired(at[d_lo], at[d_r], lambda a, b: None if excess(a) is None or excess(b) is None else excess(a) - excess(b))
-    seeds = sorted(set(at[d_lo]) & set(at[d_r]) & set(at[d_hi]))
-    above_ratio = [(excess(at[d_r][s]) - excess(at[d_hi][s])) / (excess(at[d_lo][s]) - excess(at[d_r][s]))
-                   for s in seeds if excess(at[d_lo][s]) - excess(at[d_r][s]) > 0]
+    above_ratio = []
+    for s in sorted(set(at[d_lo]) & set(at[d_r]) & set(at[d_hi])):
+        lo, r, hi = (excess(at[d][s]) for d in (d_lo, d_r, d_hi))
+        if None not in (lo, r, hi) and lo - r > 0:
+            above_ratio.append((r - hi) / (lo - r))
     checks = [
         Check(f"The excess of eval loss over the entropy rate falls steeply as d rises to the logit rank r = {rank} "
               f"(d = {d_lo} → {d_r})", "per seed, excess(d ≤ r/4) − excess(d ≥ r); band in [0.1, ∞) nats", below, lo=0.1),
@@ -601,6 +609,10 @@ def _protocol_facts(runs: list[dict]) -> str:
             f"steps {', '.join(map(str, steps))}, seeds {seeds}")
 
 
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
 def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], header: list[str]) -> str:
     """findings.md (and one PNG per finding with a plot) in root; results: (finding, its sweep dir, its runs)."""
     import matplotlib
@@ -616,9 +628,8 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
                  f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band lies "
                  "inside its interval, not reproduced when it lies outside, inconclusive when it straddles an edge.",
                  "", "| check | criterion | mean [mean ± 2 s.e.] | verdict |", "|---|---|---|---|"]
-        body += [f"| {c.claim} | {c.criterion} | {c.summary()} | {c.verdict} |" for c in checks]
-        body += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        body += ["| " + " | ".join(r) + " |" for r in rows]
+        body += [_row([c.claim, c.criterion, c.summary(), c.verdict]) for c in checks]
+        body += ["", _row(cols), "|" + "---|" * len(cols)] + [_row(r) for r in rows]
         if f.plot is not None and runs and f.plot(runs, os.path.join(root, f"{f.name}.png")):
             body += ["", f"![{f.title}]({f.name}.png)"]
     path = os.path.join(root, "findings.md")

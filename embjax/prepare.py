@@ -12,8 +12,8 @@ setting is prepared anew, the same one is reused. Memory stays bounded by one ba
 
 Documents: a record of a JSON-lines file, a row of a Parquet file or dataset, and, in a text file,
 each paragraph (text between blank lines; one over 1 MB is cut at line ends). The split is by
-document: document i is held out when fmix32(i) / 2^32 < eval_fraction (murmur3's finaliser, a
-fixed pseudo-random draw). A corpus too small for that (no held-out or no train document) holds out
+document: document i is held out when fmix32(i + 0x9E3779B9) / 2^32 < eval_fraction (murmur3's
+finaliser, a fixed pseudo-random draw; the offset because fmix32(0) = 0). A corpus too small for that (no held-out or no train document) holds out
 the tail of the token stream instead; meta.json says which rule was used.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -109,6 +110,9 @@ def _parquet(path: str, field: str) -> Iterator[str]:
         raise ConfigError(f"data.path: got {path!r}, which does not read as Parquet ({str(err).splitlines()[0]})") from None
     if field not in pf.schema_arrow.names:
         raise _field_error(field, path, ", ".join(pf.schema_arrow.names))
+    kind = pf.schema_arrow.field(field).type
+    if not str(kind) in ("string", "large_string", "string_view"):
+        raise _field_error(field, path, f"{field} holds {kind}, not text")
     for batch in pf.iter_batches(batch_size=1024, columns=[field]):
         yield from (t for t in batch.column(0).to_pylist() if t)
 
@@ -149,6 +153,9 @@ def _load_dataset(d: DataConfig):
                           "with data.path, a save_to_disk folder, or a hub name when online") from None
     if d.text_field not in ds.column_names:
         raise _field_error(d.text_field, f"dataset {name!r}", ", ".join(ds.column_names))
+    kind = getattr(ds.features[d.text_field], "dtype", None)
+    if kind not in ("string", "large_string"):
+        raise _field_error(d.text_field, f"dataset {name!r}", f"{d.text_field} holds {ds.features[d.text_field]}, not text")
     return ds
 
 
@@ -188,10 +195,14 @@ def open_source(d: DataConfig) -> Source:
 
 
 def load_tokenizer_file(path: str):
-    """A Hugging Face tokenizer.json (the config has checked that it parses)."""
+    """A Hugging Face tokenizer.json (the config has checked that it parses), with any truncation or padding it
+    was saved with turned off: a document is tokenised whole, and no pad id enters the stream."""
     from tokenizers import Tokenizer
     tokenizer_file_size(path)
-    return Tokenizer.from_file(path)
+    tok = Tokenizer.from_file(path)
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
 
 
 def _train_bpe(source: Source, vocab_size: int):
@@ -239,7 +250,7 @@ def _fmix32(x: np.ndarray) -> np.ndarray:
 
 def held_out(doc_ids: np.ndarray, eval_fraction: float) -> np.ndarray:
     """Which documents the split holds out (a pure function of the document index)."""
-    return _fmix32(doc_ids) < np.uint32(min(eval_fraction * 2.0**32, 2.0**32 - 1))
+    return _fmix32(doc_ids.astype(np.uint32) + np.uint32(0x9E3779B9)) < np.uint32(min(eval_fraction * 2.0**32, 2.0**32 - 1))
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -344,7 +355,7 @@ def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> 
         raise ConfigError(f"data.path: got {d.path or d.dataset!r}, which holds no text; allowed: a non-empty corpus")
     if split == "tail":
         _hold_out_tail(tmp, w)
-    rule = ("document i held out when fmix32(i) / 2^32 < eval_fraction" if split == "document" else
+    rule = ("document i held out when fmix32(i + 0x9E3779B9) / 2^32 < eval_fraction" if split == "document" else
             "too few documents to split: the last eval_fraction of the token stream is held out")
     return {"format": FORMAT, "source": {"name": source.name, "path": d.path, "dataset": d.dataset, "split": d.split,
                                          "text_field": d.text_field, "sha1": sha.hexdigest(), "fingerprint": source.fingerprint},
@@ -363,24 +374,24 @@ def prepare(d: DataConfig, show: bool = True) -> str:
     final = prepared_dir(d, source)
     if os.path.isfile(os.path.join(final, "meta.json")):
         return final
-    if applied():
-        import multiprocessing
-        pool = multiprocessing.get_context("spawn").Pool(1)
-        try:
-            return pool.apply(_prepare, (d, None, final, show))  # the child opens the source itself
-        finally:
-            pool.close()
-            pool.join()
-    return _prepare(d, source, final, show)
+    if not applied():
+        return _prepare(d, source, final, show)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    ex = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:  # a child that dies (killed, out of memory) raises BrokenProcessPool here instead of hanging
+        return ex.submit(_prepare, d, None, final, show).result()  # the child opens the source itself
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)
 
 
 def _prepare(d: DataConfig, source: Source | None, final: str, show: bool) -> str:
+    """Tokenise into a fresh temporary folder beside `final`, then rename it into place. Concurrent prepares
+    of one corpus (processes of a multi-host run, parallel agents) each write their own folder and the first
+    rename wins; an interrupted one leaves a `*.tmp*` folder that is never read (delete it at will)."""
     source = source or open_source(d)
-    shutil.rmtree(final, ignore_errors=True)  # a folder without meta.json is a leftover, never a prepared corpus
     os.makedirs(cache_root(d), exist_ok=True)
-    tmp = f"{final}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    tmp = tempfile.mkdtemp(dir=cache_root(d), prefix=os.path.basename(final) + ".tmp")
     try:
         if d.tokenizer_file:
             tok = load_tokenizer_file(d.tokenizer_file)
@@ -391,6 +402,8 @@ def _prepare(d: DataConfig, source: Source | None, final: str, show: bool) -> st
         meta = _tokenize_into(tmp, d, source, tok, show)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f)
+        if os.path.isdir(final) and not os.path.isfile(os.path.join(final, "meta.json")):
+            os.replace(final, tempfile.mkdtemp(dir=cache_root(d), prefix=os.path.basename(final) + ".stale"))
         try:
             os.replace(tmp, final)
         except OSError:  # another process prepared the same corpus first: use theirs

@@ -45,7 +45,7 @@ def test_prepare_splits_by_document_and_counts_the_training_stream(tmp_path):
     cfg = _cfg(tmp_path, path=str(tmp_path / "c"), tokenizer="byte", vocab_size=256, eval_fraction=0.2)
     folder = prepare(cfg.data, show=False)
     meta = read_meta(folder)
-    held = [i for i in range(200) if _fmix32(i) < 0.2 * 2**32]
+    held = [i for i in range(200) if _fmix32((i + 0x9E3779B9) & 0xFFFFFFFF) < 0.2 * 2**32]
     assert meta["documents"] == 200 and meta["split"]["by"] == "document" and meta["dtype"] == "uint16"
     assert meta["split"]["eval_documents"] == len(held) and 20 < len(held) < 60
     train = np.fromfile(os.path.join(folder, "train.bin"), np.uint16)
@@ -148,6 +148,15 @@ def test_a_pretrained_tokenizer_file_defines_v_and_pads_to_uint32(tmp_path):
     assert int(np.asarray(padded.batch({}, jax.random.key(0), 0, 4)).max()) < len(vocab)
     with pytest.raises(ConfigError, match=f"at least {len(vocab)}"):
         _cfg(tmp_path, path=str(tmp_path / "a.txt"), tokenizer_file=str(tmp_path / "tokenizer.json"), vocab_size=10)
+    # saved truncation and padding are turned off: every document is tokenised whole, no pad id in the stream
+    tok.enable_truncation(max_length=3)
+    tok.enable_padding(pad_id=0, length=8)
+    tok.save(str(tmp_path / "truncating.json"))
+    whole = make_corpus(_cfg(tmp_path, path=str(tmp_path / "a.txt"), tokenizer_file=str(tmp_path / "truncating.json")))
+    assert read_meta(whole.folder)["split"] == read_meta(corpus.folder)["split"]
+    # ids with a gap: V is the largest id + 1, not the number of entries
+    Tokenizer(WordLevel({"[UNK]": 0, "a": 1, "b": 7}, unk_token="[UNK]")).save(str(tmp_path / "gap.json"))
+    assert _cfg(tmp_path, path=str(tmp_path / "a.txt"), tokenizer_file=str(tmp_path / "gap.json")).data.vocab_size == 8
 
 
 def test_too_few_documents_hold_out_the_tail(tmp_path):
@@ -168,6 +177,7 @@ BAD = [
     ("empty", lambda p: [f"--data.path={p}/empty.txt", "--data.tokenizer=byte", "--data.vocab_size=256"], "no text"),
     ("no field", lambda p: [f"--data.path={p}/c.jsonl", "--data.text_field=text"], "data.text_field"),
     ("parquet field", lambda p: [f"--data.path={p}/c.parquet", "--data.text_field=text"], "data.text_field"),
+    ("not text", lambda p: [f"--data.path={p}/c.parquet", "--data.text_field=n"], "not text"),
     ("not json", lambda p: [f"--data.path={p}/bad.jsonl"], "not JSON"),
     ("tokenizer", lambda p: [f"--data.path={p}/a.txt", f"--data.tokenizer_file={p}/tok.json"], "does not parse"),
     ("id beyond V", lambda p: [f"--data.path={p}/a.txt", f"--data.tokenizer_file={p}/ok.json",
@@ -185,7 +195,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(name, args, says, tmp_
     (tmp_path / "a.txt").write_text("cosine norm\n\nrow")
     (tmp_path / "c.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
     (tmp_path / "bad.jsonl").write_text("{not json\n")
-    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "c.parquet")
+    pq.write_table(pa.table({"body": ["x"], "n": [3]}), tmp_path / "c.parquet")
     (tmp_path / "tok.json").write_text('{"model": 3}')
     Tokenizer(WordLevel({"[UNK]": 0, "a": 1, "b": 2, "c": 3, "d": 4}, unk_token="[UNK]")).save(str(tmp_path / "ok.json"))
     cache = tmp_path / "cache"
