@@ -164,10 +164,14 @@ def findings_main(argv: list[str]) -> int:
             dirs[f.sweep] = _findings_sweep(f.sweep, f.quick if quick else None, root, parse_overrides(overrides), progress)
     results = [(f, dirs[f.sweep], load(dirs[f.sweep])) for f in chosen]
     import platform
-    header = [f"Made by `python -m experiments.findings{' --quick' if quick else ''}` on "
-              f"{time.strftime('%Y-%m-%d')}: {os.cpu_count()} CPU cores ({platform.machine()}), "
-              f"{time.perf_counter() - t0:.0f} s for the sweeps (finished members are not rerun). Verdicts are computed "
-              "by `embjax/findings.py` from what the runs wrote; none is written by hand."]
+    from .findings import training_seconds
+    runs = {d: load(d) for d in dirs.values()}
+    train_s = sum(training_seconds(r) for r in runs.values())
+    header = [f"Made by `python -m experiments.findings{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "
+              f"{os.cpu_count()} CPU cores ({platform.machine()}): {sum(map(len, runs.values()))} runs in "
+              f"{len(runs)} sweeps, {train_s:.0f} s ({train_s / 60:.1f} min) of training as the runs recorded it "
+              f"(this invocation: {time.perf_counter() - t0:.0f} s; finished members are not rerun). Verdicts are "
+              "computed by `embjax/findings.py` from what the runs wrote; none is written by hand."]
     path = write_markdown(root, results, header)
     log_to_wandb(root, results)
     print(open(path).read().split("\n## ")[0])

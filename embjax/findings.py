@@ -422,6 +422,8 @@ def analyse_lr_transfer(runs: list[dict]) -> tuple[list[Check], Table]:
 
 
 def _lines(ax, series: dict[str, dict[float, list[float]]], logx: bool = True, logy: bool = False, **style) -> None:
+    from matplotlib.ticker import NullLocator
+    ticks = sorted({x for pts in series.values() for x in pts})
     for label, pts in series.items():
         xs = sorted(x for x in pts if pts[x])
         m = [np.mean(pts[x]) for x in xs]
@@ -429,6 +431,8 @@ def _lines(ax, series: dict[str, dict[float, list[float]]], logx: bool = True, l
         ax.errorbar(xs, m, yerr=sd, marker="o", capsize=3, label=label, **style.get(label, {}))
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])  # the swept values themselves, no crowded minor labels
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -476,7 +480,8 @@ def plot_bottleneck(runs: list[dict], path: str) -> bool:
     excess = lambda r: (final(r, "eval/loss") - r["summary"]["data/entropy_rate"]
                         if final(r, "eval/loss") is not None and "data/entropy_rate" in r["summary"] else None)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    _lines(ax, _collect(runs, "model.embed_dim", lambda r: "linear LM", excess), logy=True)
+    _lines(ax, _collect(runs, "model.embed_dim", lambda r: "linear LM", excess))  # linear y: the excess can dip below 0
+    ax.axhline(0.0, color="black", linewidth=0.6)
     if ranks:
         ax.axvline(ranks[0], color="gray", linestyle=":", label=f"logit rank r = {int(ranks[0])}")
         ax.legend(fontsize=8)
@@ -611,6 +616,13 @@ def _protocol_facts(runs: list[dict]) -> str:
 
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def training_seconds(runs: list[dict]) -> float:
+    """The wall time the runs recorded: members trained together (one vmapped group) share their group's
+    wall_time_s and compile_s, so each distinct pair counts once."""
+    groups = {(r["summary"].get("compile_s"), r["summary"].get("wall_time_s")) for r in runs}
+    return float(sum(w for _, w in groups if isinstance(w, (int, float))))
 
 
 def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], header: list[str]) -> str:
