@@ -446,6 +446,14 @@ def _collect(runs: list[dict], x_key: str, label: Callable[[dict], str | None], 
     return out
 
 
+def _save(fig, path: str) -> bool:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_tying(runs: list[dict], path: str) -> bool:
     import matplotlib.pyplot as plt
     tie = lambda r: "tied" if _get(r["cfg"], "model.tie_embeddings") else "untied"
@@ -455,10 +463,7 @@ def plot_tying(runs: list[dict], path: str) -> bool:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     _lines(ax, series, **{k: {"linestyle": "--"} for k in series if "centred" in k})
     ax.set(xlabel="init σ", ylabel="final mean cos(eᵢ, eⱼ)", title="Tying and anisotropy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def plot_small_sigma(runs: list[dict], path: str) -> bool:
@@ -468,10 +473,7 @@ def plot_small_sigma(runs: list[dict], path: str) -> bool:
     for ax, key, title in zip(axes, ("train/grad_norm_block0", "train/grad_norm_embed"), ("first block", "embedding")):
         _lines(ax, _collect(runs, "embedding.init_std", scale, lambda r: _early(r, key)), logy=True)
         ax.set(xlabel="init σ", ylabel="‖gradient‖, steps 1–5", title=f"Pre-LN: {title}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def plot_bottleneck(runs: list[dict], path: str) -> bool:
@@ -486,10 +488,7 @@ def plot_bottleneck(runs: list[dict], path: str) -> bool:
         ax.axvline(ranks[0], color="gray", linestyle=":", label=f"logit rank r = {int(ranks[0])}")
         ax.legend(fontsize=8)
     ax.set(xlabel="embedding width d", ylabel="eval loss − entropy rate (nats)", title="The softmax bottleneck")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def plot_frequency(runs: list[dict], path: str) -> bool:
@@ -507,10 +506,7 @@ def plot_frequency(runs: list[dict], path: str) -> bool:
     ax.set_xticks(np.arange(3) + 0.4 - width / 2, ["top 1 %", "1–10 %", "rest"])
     ax.set(ylabel="final eval loss on targets in the bucket", title="Frequency buckets")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _report_plot(name: str) -> Callable[[list[dict], str], bool]:
