@@ -68,6 +68,11 @@ class Corpus:
     def eval_batches(self, key: jax.Array, n: int, batch_size: int) -> np.ndarray:
         raise NotImplementedError
 
+    def identity(self) -> dict | None:
+        """What pins the token stream beyond the config (a resumed run must see the same): None when the
+        config alone fixes it (the planted corpus)."""
+        return None
+
 
 class PlantedCorpus(Corpus):
     """V tokens in K classes (token i is in class i mod K), Zipf unigram p_i ∝ (i+1)^-a.
@@ -195,6 +200,11 @@ class TextCorpus(Corpus):
                                "data/eval_tokens": float(held.size), "data/documents": float(meta["documents"])},
                          tables={})
         self.held_out = held
+
+    def identity(self) -> dict:
+        s = self.meta["split"]
+        return {"prepared": os.path.basename(self.folder), "source_sha1": self.meta["source"]["sha1"],
+                "train_tokens": s["train_tokens"], "eval_tokens": s["eval_tokens"]}
 
     def _windows(self, bits: np.ndarray) -> np.ndarray:
         """(..., 2) uint32 random bits -> (..., T+1) int32 windows of the training stream."""

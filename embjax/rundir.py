@@ -142,8 +142,16 @@ class RunDir:
         self.summary: dict | None = None
 
     def open(self, corpus: Corpus, wandb_group: str | None = None) -> None:
-        """Create the directory, write config.yaml, start the checkpointer and (process 0) the W&B run."""
+        """Create the directory, write config.yaml (and corpus.json for a corpus the config does not pin),
+        start the checkpointer and (process 0) the W&B run. A resumed run must see the same corpus."""
         cfg, self.corpus = self.cfg, corpus
+        ident, ident_path = corpus.identity(), os.path.join(self.path, "corpus.json")
+        if self.resume and ident is not None and os.path.exists(ident_path):
+            stored = json.load(open(ident_path))
+            if stored != ident:
+                raise ConfigError(f"{'data.dataset' if cfg.data.dataset else 'data.path'}: run {self.path!r} was trained on {stored['prepared']} (text SHA-1 "
+                                  f"{stored['source_sha1'][:12]}), but the source now gives {ident['prepared']} "
+                                  f"({ident['source_sha1'][:12]}); allowed: the same source, or --overwrite=true")
         os.makedirs(self.path, exist_ok=True)
         # every process takes part in orbax's (multi-process) saves and restores
         self.ckpt = Checkpointer(os.path.join(self.path, CHECKPOINTS), keep=cfg.checkpoint.keep)
@@ -153,6 +161,9 @@ class RunDir:
         with open(tmp, "w") as f:
             f.write(C.dump_yaml(cfg))
         os.replace(tmp, os.path.join(self.path, CONFIG_FILE))
+        if ident is not None:
+            with open(ident_path, "w") as f:
+                json.dump(ident, f)
         if cfg.log.wandb:
             id_path = os.path.join(self.path, WANDB_ID)
             run_id = open(id_path).read().strip() if os.path.exists(id_path) else None

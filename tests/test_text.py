@@ -221,3 +221,8 @@ def test_a_run_trains_on_a_prepared_corpus_from_the_cli(tmp_path):
     counts = read_meta(folder)["counts"]
     rows = [line.split("\t") for line in open(run / "tokens.tsv").read().splitlines()[1:]]
     assert [float(r[2]) for r in rows] == [float(c) for c in counts] + [0.0] * (300 - len(counts))
+    assert json.load(open(run / "corpus.json"))["prepared"] == os.path.basename(folder)
+    assert train_main(args + ["--steps=35"]) == 0  # the same corpus: extended
+    (tmp_path / "a.txt").write_text("\n\n".join(_paragraphs(400, seed=4)))  # the source changes under the run
+    assert train_main(args + ["--steps=40", "--log.progress=false"]) == 2
+    assert json.load(open(run / "summary.json"))["step"] == 35  # refused before anything was written
