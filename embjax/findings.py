@@ -529,7 +529,7 @@ FINDINGS = [
             "Planted corpus (V = 512, K = 16), 2-layer pre-LN transformer d = 32, AdamW lr 3e-3, 600 steps; "
             "σ ∈ {0.02, 0.2, 1} × tied/untied × seeds {0, 1, 2}.",
             "Each check below, on the per-seed values' mean ± 2 standard errors.", "tying",
-            analyse_tying, plot_tying, quick={"steps": 150}),
+            analyse_tying, plot_tying, quick={"steps": 100}),
     Finding("frequency_rows", "Frequency shapes rows",
             "Rows of rarely seen tokens stay near their init; row norm rises with frequency and tying changes that "
             "correlation; weight decay on the embedding hurts rare tokens more than frequent ones.",
@@ -539,7 +539,7 @@ FINDINGS = [
             "embedding decay ∈ {0, 0.5} (no other decay), 600 steps; tied/untied × seeds {0, 1, 2}; eval loss by the "
             "target's frequency bucket (top 1 %, 1–10 %, rest).",
             "Each check below, on the per-seed values' mean ± 2 standard errors.", "frequency",
-            analyse_frequency, plot_frequency, quick={"steps": 150}),
+            analyse_frequency, plot_frequency, quick={"steps": 100}),
     Finding("small_sigma_preln", "Small σ and pre-LN gradients",
             "With pre-LN, the early gradient norm of the first block grows as the embedding init σ shrinks (about "
             "∝ 1/σ); scaling the embedding by √d (or σ ≈ 1) removes the effect.",
@@ -567,7 +567,7 @@ FINDINGS = [
             "The σ = 0.02 members of the tying sweep (finding 1): tied vs untied × seeds {0, 1, 2}; linear CKA "
             "(Kornblith et al. 2019) between final tables, rows aligned by token id.",
             "Each check below, on the per-seed values' mean ± 2 standard errors.", "tying",
-            analyse_tied_untied, None, quick={"steps": 150}),
+            analyse_tied_untied, None, quick={"steps": 100}),
     Finding("mup_coord_check", "μP coordinate check",
             "Under μP every activation's typical size is independent of width during training; under standard "
             "parametrisation with Adam the output logits grow with width.",
@@ -584,7 +584,7 @@ FINDINGS = [
             "grid), 200 steps, SP/μP × seeds {0, 1, 2}; final eval loss, a diverged member counted at ln V.",
             "Each check below, on the per-seed values' mean ± 2 standard errors.", "lr_transfer",
             analyse_lr_transfer, _report_plot("plot_lr_transfer"),
-            quick={"steps": 50, "parameters": {"optim.lr": [0.0009765625, 0.001953125, 0.00390625, 0.0078125, 0.015625]}}),
+            quick={"steps": 40, "parameters": {"optim.lr": [0.001953125, 0.00390625, 0.0078125, 0.015625]}}),
 ]
 BY_NAME = {f.name: f for f in FINDINGS}
 
