@@ -162,10 +162,10 @@ def findings_main(argv: list[str]) -> int:
     for f in chosen:
         if f.sweep not in dirs:
             dirs[f.sweep] = _findings_sweep(f.sweep, f.quick if quick else None, root, parse_overrides(overrides), progress)
-    results = [(f, dirs[f.sweep], load(dirs[f.sweep])) for f in chosen]
     import platform
     from .findings import training_seconds
-    runs = {d: load(d) for d in dirs.values()}
+    runs = {d: load(d) for d in dirs.values()}  # each sweep read once, shared by the findings that use it
+    results = [(f, dirs[f.sweep], runs[dirs[f.sweep]]) for f in chosen]
     train_s = sum(training_seconds(r) for r in runs.values())
     header = [f"Made by `python -m experiments.findings{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "
               f"{os.cpu_count()} CPU cores ({platform.machine()}): {sum(map(len, runs.values()))} runs in "

@@ -183,7 +183,6 @@ class TextCorpus(Corpus):
             raise ConfigError(f"data.vocab_size: got {vocab_size}, but {folder} was prepared with {counts.size} tokens; "
                               "allowed: the vocabulary the corpus was prepared with")
         counts = np.pad(counts, (0, vocab_size - counts.size))
-        tok = None
         if os.path.isfile(os.path.join(folder, "tokenizer.json")):
             from tokenizers import Tokenizer
             tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))

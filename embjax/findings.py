@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .report import _get, _load_runs
+from .report import _coord_points as report_coord_points
+from .report import _get, _load_runs, plot_coord_check, plot_lr_transfer
 from .scaling import coord_slopes, loglog_slope, lr_transfer
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
@@ -363,15 +364,10 @@ def analyse_bottleneck(runs: list[dict]) -> tuple[list[Check], Table]:
 
 
 def _coord_points(runs: list[dict], par: str) -> dict[int, list[tuple[int, int, str, float]]]:
-    """{seed: [(width, step, activation, mean |x|)]} for one parametrisation."""
-    out: dict[int, list] = defaultdict(list)
-    for r in runs:
-        if _get(r["cfg"], "model.parametrization") != par or r["summary"].get("status") != "finished":
-            continue
-        for row in r["rows"]:
-            out[int(_get(r["cfg"], "seed") or 0)] += [(int(_get(r["cfg"], "model.embed_dim")), row["step"], k[6:], float(v))
-                                                      for k, v in row.items() if k.startswith("coord/")]
-    return out
+    """{seed: [(width, step, activation, mean |x|)]} of one parametrisation's finished runs (report's points, by seed)."""
+    done = [r for r in runs if r["summary"].get("status") == "finished"]
+    return {seed: pts for seed in sorted({int(_get(r["cfg"], "seed") or 0) for r in done})
+            if (pts := report_coord_points([r for r in done if int(_get(r["cfg"], "seed") or 0) == seed]).get(par))}
 
 
 def analyse_coord_check(runs: list[dict]) -> tuple[list[Check], Table]:
@@ -509,13 +505,6 @@ def plot_frequency(runs: list[dict], path: str) -> bool:
     return _save(fig, path)
 
 
-def _report_plot(name: str) -> Callable[[list[dict], str], bool]:
-    def fn(runs: list[dict], path: str) -> bool:
-        from . import report
-        return getattr(report, name)(runs, path)
-    return fn
-
-
 # ---------------------------------------------------------------------------------------
 # The findings. Claims, sources and pass criteria are fixed here, before any run.
 
@@ -576,14 +565,14 @@ FINDINGS = [
             "SP/μP × seeds {0, 1, 2}; mean |x| of the embedding output, each block, attention logits and output logits "
             "at every step; log–log slopes against width.",
             "Each check below, on the per-seed values' mean ± 2 standard errors.", "coord_check",
-            analyse_coord_check, _report_plot("plot_coord_check"), quick={"parameters": {"model.embed_dim": [32, 128]}}),
+            analyse_coord_check, plot_coord_check, quick={"parameters": {"model.embed_dim": [32, 128]}}),
     Finding("mup_lr_transfer", "Learning-rate transfer",
             "Under μP the best learning rate found at a small width is the best at a larger width; under SP it moves.",
             "Yang et al. 2021, Tensor Programs V, Fig. 1 and §5.",
             "Planted corpus (V = 512), 2-layer transformer, d ∈ {32, 128}, d₀ = 32, AdamW, lr ∈ 2^-11 … 2^-5 (×2 "
             "grid), 200 steps, SP/μP × seeds {0, 1, 2}; final eval loss, a diverged member counted at ln V.",
             "Each check below, on the per-seed values' mean ± 2 standard errors.", "lr_transfer",
-            analyse_lr_transfer, _report_plot("plot_lr_transfer"),
+            analyse_lr_transfer, plot_lr_transfer,
             quick={"steps": 40, "parameters": {"optim.lr": [0.001953125, 0.00390625, 0.0078125, 0.015625]}}),
 ]
 BY_NAME = {f.name: f for f in FINDINGS}

@@ -28,8 +28,10 @@ def _chunks(E: np.ndarray, mu: np.ndarray | None = None, chunk: int = CHUNK) -> 
         yield i, (X - mu if mu is not None else X)
 
 
-def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None) -> dict[str, Any]:
-    """One pass: row norms, Σ eᵢ, EᵀE, Σ ûᵢ, ÛᵀÛ, Σ ûᵢ² per coordinate, per-class Σ ûᵢ."""
+def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None,
+             frequent: np.ndarray | None = None) -> dict[str, Any]:
+    """One pass: row norms, Σ eᵢ, EᵀE, Σ ûᵢ, ÛᵀÛ, Σ ûᵢ² per coordinate, per-class Σ ûᵢ, and (given a (V,) bool
+    `frequent`) Σ ûᵢ and the count of nonzero rows inside the frequent group and inside the rest."""
     V, D = E.shape
     norms = np.empty(V, np.float64)
     sum_e = np.zeros(D)
@@ -38,6 +40,7 @@ def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None) ->
     gram_u = np.zeros((D, D))
     classes = None if labels is None else np.unique(labels)
     class_sum = None if labels is None else np.zeros((len(classes), D))
+    group_sum, group_n = np.zeros((2, D)), np.zeros(2, np.int64)  # [frequent, rest]
     for i, X in _chunks(E, mu):
         nrm = np.sqrt(np.einsum("ij,ij->i", X, X))
         norms[i: i + len(X)] = nrm
@@ -47,6 +50,10 @@ def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None) ->
         U = X[nz] / nrm[nz, None]
         sum_u += U.sum(0)
         gram_u += U.T @ U
+        if frequent is not None:
+            f = frequent[i: i + len(X)][nz]
+            group_sum += np.stack([U[f].sum(0), U[~f].sum(0)])
+            group_n += [int(f.sum()), int((~f).sum())]
         if labels is not None:
             idx = np.searchsorted(classes, labels[i: i + len(X)][nz])
             if len(classes) <= 1024:  # a one-hot matmul beats np.add.at by far
@@ -54,7 +61,7 @@ def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None) ->
             else:
                 np.add.at(class_sum, idx, U)
     return dict(norms=norms, sum_e=sum_e, gram=gram, sum_u=sum_u, gram_u=gram_u, classes=classes,
-                class_sum=class_sum)
+                class_sum=class_sum, group_sum=group_sum, group_n=group_n)
 
 
 def _isotropy(E: np.ndarray, mu: np.ndarray | None, vecs: np.ndarray) -> float:
@@ -205,7 +212,8 @@ def embedding_report(E: Any, *, counts: Any = None, labels: Any = None, probe_id
     V, D = E.shape
     labels = None if labels is None else np.asarray(labels)
     mu = sum(X.sum(0) for _, X in _chunks(E)) / V if center else None
-    mom = _moments(E, mu, labels)
+    counts = None if counts is None else np.asarray(counts, np.float64)
+    mom = _moments(E, mu, labels, None if counts is None else _frequent(counts))
     norms = mom["norms"]
     nz = norms > 0
     n = int(nz.sum())
@@ -217,10 +225,9 @@ def embedding_report(E: Any, *, counts: Any = None, labels: Any = None, probe_id
     evecs = _spectrum(mom, V, out)
     out["isotropy"] = _isotropy(E, mu, evecs)
     if counts is not None:
-        counts = np.asarray(counts, np.float64)
         out["norm_logfreq_spearman"] = spearman(norms, np.log1p(counts))
         out.update(_frequency_buckets(norms, counts))
-        out.update(_frequency_cosines(E, counts, mu))
+        out.update(_frequency_cosines(mom))
     if labels is not None:
         out.update(_class_stats(E, mom, labels, nz, probe_ids, mu))
     return {prefix + k: float(v) for k, v in out.items()}
@@ -332,25 +339,20 @@ def _frequency_buckets(norms: np.ndarray, counts: np.ndarray) -> dict[str, float
     return out
 
 
-def _frequency_cosines(E: np.ndarray, counts: np.ndarray, mu: np.ndarray | None) -> dict[str, float]:
+def _frequent(counts: np.ndarray) -> np.ndarray:
+    """(V,) bool: the 10 % most frequent types (by count's rank, ties by id)."""
+    frequent = np.zeros(len(counts), bool)
+    frequent[np.argsort(-counts, kind="mergesort")[:_bucket_bounds(len(counts))[1]]] = True
+    return frequent
+
+
+def _frequency_cosines(mom: dict[str, Any]) -> dict[str, float]:
     """Mean cosine over pairs i ≠ j inside the 10 % most frequent types (cos_mean_top10pct) and inside the
     rest (cos_mean_rest): do rare rows drift together more than frequent ones? Zero rows left out."""
-    V = len(counts)
-    _, b = _bucket_bounds(V)
-    frequent = np.zeros(V, bool)
-    frequent[np.argsort(-counts, kind="mergesort")[:b]] = True
-    sums, ns = {True: np.zeros(E.shape[1]), False: np.zeros(E.shape[1])}, {True: 0, False: 0}
-    for i, X in _chunks(E, mu):
-        nrm = np.sqrt(np.einsum("ij,ij->i", X, X))
-        nz = nrm > 0
-        for side in (True, False):
-            pick = nz & (frequent[i: i + len(X)] == side)
-            sums[side] += (X[pick] / nrm[pick, None]).sum(0)
-            ns[side] += int(pick.sum())
     out = {}
-    for side, key in ((True, "cos_mean_top10pct"), (False, "cos_mean_rest")):
-        if ns[side] > 1:
-            out[key] = (sums[side] @ sums[side] - ns[side]) / (ns[side] * (ns[side] - 1))
+    for s, n, key in zip(mom["group_sum"], mom["group_n"], ("cos_mean_top10pct", "cos_mean_rest")):
+        if n > 1:
+            out[key] = (s @ s - n) / (n * (n - 1))
     return out
 
 

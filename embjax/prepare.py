@@ -344,10 +344,11 @@ def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> 
     with tqdm(total=source.total, unit=source.unit, unit_scale=True, desc=f"prepare {source.name}",
               disable=not show, file=sys.stderr, dynamic_ncols=True) as bar:
         for texts in _batches(source.documents()):
-            for t in texts:
-                sha.update(t.encode("utf-8"))
+            raw = [t.encode("utf-8") for t in texts]
+            for b in raw:
+                sha.update(b)
             w.add(encode(texts))
-            bar.update(len(texts) if source.unit == "rows" else sum(len(t.encode("utf-8")) for t in texts))
+            bar.update(len(texts) if source.unit == "rows" else sum(map(len, raw)))
         bar.n = bar.total  # paragraphs are counted without the blank lines between them
         bar.refresh()
     split = w.close()
