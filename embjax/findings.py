@@ -25,7 +25,8 @@ import numpy as np
 
 from .report import _coord_points as report_coord_points
 from .report import _get, _load_runs, plot_coord_check, plot_lr_transfer
-from .scaling import coord_slopes, loglog_slope, lr_transfer
+from .report import _lr_analysis as report_lr_analysis
+from .scaling import coord_slopes, loglog_slope
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 
@@ -390,12 +391,11 @@ def analyse_coord_check(runs: list[dict]) -> tuple[list[Check], Table]:
 
 
 def analyse_lr_transfer(runs: list[dict]) -> tuple[list[Check], Table]:
-    out, moves = {}, {}
-    for par in ("sp", "mup"):
-        pts = [(int(_get(r["cfg"], "model.embed_dim")), float(_get(r["cfg"], "optim.lr")), int(_get(r["cfg"], "seed") or 0),
-                final(r, "eval/loss")) for r in runs if _get(r["cfg"], "model.parametrization") == par]
-        vocab = max([int(_get(r["cfg"], "data.vocab_size") or 2) for r in runs] or [2])
-        out[par] = res = lr_transfer(pts, initial=math.log(vocab))
+    # the report's analysis (the plot beside this finding): losses clipped at the initial loss, diverged = initial
+    panels = report_lr_analysis(runs)
+    out = {par: panels[name] for par, name in (("sp", "SP"), ("mup", "μP")) if name in panels}
+    moves: dict[str, list[float]] = {"sp": [], "mup": []}
+    for par, res in out.items():
         ws = sorted(res["widths"])
         # per seed: log2(best lr at the smallest width / at the largest): grid steps the optimum moved down
         moves[par] = [math.log2(a / b) for a, b in zip(res["widths"][ws[0]]["best_lr_seeds"],
@@ -570,7 +570,8 @@ FINDINGS = [
             "Under μP the best learning rate found at a small width is the best at a larger width; under SP it moves.",
             "Yang et al. 2021, Tensor Programs V, Fig. 1 and §5.",
             "Planted corpus (V = 512), 2-layer transformer, d ∈ {32, 128}, d₀ = 32, AdamW, lr ∈ 2^-11 … 2^-5 (×2 "
-            "grid), 200 steps, SP/μP × seeds {0, 1, 2}; final eval loss, a diverged member counted at ln V.",
+            "grid), 200 steps, SP/μP × seeds {0, 1, 2}; final eval loss clipped at the initial loss (the mean step-0 "
+            "eval loss), a diverged member counted there (Wortsman et al. 2023), as in the report's plot.",
             "Each check below, on the per-seed values' mean ± 2 standard errors.", "lr_transfer",
             analyse_lr_transfer, plot_lr_transfer,
             quick={"steps": 40, "parameters": {"optim.lr": [0.001953125, 0.00390625, 0.0078125, 0.015625]}}),
