@@ -212,3 +212,20 @@ def report_main(argv: list[str]) -> int:
         raise ConfigError(str(err)) from None
     print(path)
     return 0
+
+
+@guarded
+def view_main(argv: list[str]) -> int:
+    """`python -m experiments.view RUN_OR_SWEEP_DIR [--members=NAME,PATTERN,...] [--out=PATH]`."""
+    known, extra, positional = split_args(argv, ("members", "out"))
+    if extra or len(positional) != 1 or not os.path.isdir(positional[0]):
+        raise ConfigError(f"got {[*positional, *extra]!r}; allowed: one run or sweep directory, "
+                          "--members=NAME,PATTERN,... and --out=PATH")
+    from .viewer import write_page
+    members = [m for m in known["members"].split(",") if m] if known.get("members") else None
+    try:
+        path = write_page(positional[0], members=members, out=known.get("out"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    print(path)
+    return 0

@@ -153,6 +153,9 @@ class LogConfig:
     word_similarity: str | None = setting(None, role=IDENTITY, resumable=True)
     # "A:B": a jax.profiler trace of steps A+1..B in <run>/profile (TensorBoard's profile plugin or Perfetto); "" off
     profile_steps: str = setting("", role=IDENTITY, resumable=True)
+    # float16 copies of the embedding rows for the viewer (embedding_space.html); null = about 50 frames per run
+    # (the multiple of log.every nearest steps/50), 0 = none
+    snapshot_every: int | None = setting(None, range=(0, 10**9), resumable=True)
 
 
 @dataclass(frozen=True)

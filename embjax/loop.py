@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .mesh import replicated, stack_members, start_agree_max, to_host
-from .metrics import TrainingGeometry
 from .models import count_params
+from .observe import Fetched, Observer, compile_program, hit, member_row
 from .profiler import Profiler
 from .rundir import Outcome, Run
 from .signals import Signals
@@ -29,30 +29,6 @@ from .step import Program, hparams
 
 def _next_event(s: int, total: int, every: tuple[int, ...]) -> int:  # the next step something happens at
     return min([total] + [(s // e + 1) * e for e in every if e > 0])
-
-
-def _hit(s: int, every: int, total: int) -> bool:
-    return s == total or (every > 0 and s % every == 0)
-
-
-def _member_row(host: dict, i: int | None) -> dict[str, float]:
-    """Member i's scalars (i None: not vmapped); an eval bucket with no target (its NaN) is left out."""
-    row = {k: float(np.asarray(v)[i] if i is not None else v) for k, v in host.items()}
-    return {k: v for k, v in row.items() if v == v or "_bucket_" not in k}
-
-
-def compile_program(P: Program, vmapped: bool) -> tuple[Any, Any, Any, Any]:
-    """The jitted train chunk (donating its state), embedding stats, eval and effective table E of a program;
-    on a mesh with explicit in/out shardings (the tables stay split over `model`), vmapped if asked."""
-    if P.state_shardings is not None:
-        sh, rep = P.state_shardings, replicated(P.mesh)
-        return (jax.jit(P.train_steps, static_argnums=2, donate_argnums=0, in_shardings=(sh, rep),
-                        out_shardings=(sh, rep)), jax.jit(P.emb_stats, in_shardings=(sh,), out_shardings=rep),
-                jax.jit(P.evaluate, in_shardings=(sh, rep), out_shardings=rep), jax.jit(P.table, in_shardings=(sh["params"],)))
-    fns = P.train_steps, P.emb_stats, P.evaluate, P.table
-    if vmapped:
-        fns = jax.vmap(fns[0], in_axes=(0, None, None)), jax.vmap(fns[1]), jax.vmap(fns[2], (0, None)), jax.vmap(fns[3])
-    return jax.jit(fns[0], static_argnums=2, donate_argnums=0), *map(jax.jit, fns[1:])
 
 
 def outcome(P: Program, status: str, state: Any, start: int, **known: Any) -> Outcome:
@@ -80,13 +56,12 @@ class Loop:
         self.vmapped, self.chunk = vmapped and P.mesh is None, chunk or 2**31  # chunk: members vmapped at once
         self._agreeing: Any = None  # the stop decision in flight (multi-process)
         self.init_fn = jax.jit(P.init, out_shardings=P.state_shardings)
-        self.step_fn, self.stats_fn, self.eval_fn, self.table_fn = compile_program(P, self.vmapped)
-        self.geometry = TrainingGeometry(cfg, P.corpus)
+        fns = compile_program(P, self.vmapped)
+        self.step_fn = fns[0]
         # on a mesh, inputs are placed once, replicated (every process of a multi-process run holds them)
         place = (lambda x: jax.device_put(jax.tree.map(np.asarray, x), replicated(P.mesh))) if P.mesh else jnp.asarray
         self.tables = P.corpus.tables if P.mesh is None else place(P.corpus.tables)
-        self.eval_batches = place(P.corpus.eval_batches(jax.random.key(1_000_003), cfg.data.eval_batches,
-                                                        cfg.data.batch_size))
+        self.obs = Observer(P, fns, self.vmapped, place)
 
     def stopping(self) -> int:
         """The signal to stop on (0: none), the same on every process. One process: the signal now. Several:
@@ -163,45 +138,34 @@ class _Cohort:
     def _train(self) -> None:
         L, cfg = self.L, self.L.cfg
         total, s = cfg.steps, self.start
-        pending = self._extras(0) if s == 0 else None
-        events = (cfg.log.every, cfg.log.eval_every, cfg.log.metrics_every, cfg.checkpoint.every)
+        pending = L.obs.dispatch(self.state, 0) if s == 0 else None
+        events = (*L.obs.events(), cfg.checkpoint.every)
         while s < total and "running" in self.status:
             n = min(_next_event(s, total, events), self.prof.boundary(s) or total) - s
             self.prof.before(s, self.state)
             self.state, metrics = L.step_fn(self.state, L.tables, n)
             s += n
             self.prof.after(s, metrics)
-            extras = self._extras(s)
+            extras = L.obs.dispatch(self.state, s)
             extras[1].update(metrics)
             if pending is not None:
-                self._fetch(pending)
+                self._fetch(L.obs.fetch(pending))
                 self.compile_s = self.compile_s or time.perf_counter() - self.t0
             pending = extras
             stop = L.stopping()
-            if _hit(s, cfg.checkpoint.every, total) or stop:
-                self._fetch(pending)  # every row up to s is logged before checkpoint s exists
+            if hit(s, cfg.checkpoint.every, total) or stop:
+                self._fetch(L.obs.fetch(pending))  # every row (and snapshot) up to s is logged before checkpoint s exists
                 pending = None
                 self._checkpoint(s)
                 if stop:
                     self.status = ["interrupted" if st == "running" else st for st in self.status]
         if pending is not None:
-            self._fetch(pending)
+            self._fetch(L.obs.fetch(pending))
         self.status = ["finished" if st == "running" else st for st in self.status]
 
-    def _extras(self, s: int) -> tuple:
-        """Dispatch (not fetch) what step s logs besides the train metrics: stats, eval loss, a copy of E."""
-        L, log, total = self.L, self.L.cfg.log, self.L.cfg.steps
-        dev = dict(L.stats_fn(self.state))
-        if _hit(s, log.eval_every, total):
-            dev.update(L.eval_fn(self.state, L.eval_batches))
-        E = L.table_fn(self.state["params"]) if _hit(s, log.metrics_every, total) else None  # a new buffer
-        return s, dev, E
-
-    def _fetch(self, pending: tuple) -> None:
-        """Bring one chunk's metrics to the host and log them per member."""
-        s, dev, E = pending
-        host = jax.device_get(dev)
-        E = None if E is None else to_host(E)  # a collective in a multi-process run: every process takes part
+    def _fetch(self, f: Fetched) -> None:
+        """Log one chunk's fetched metrics (and snapshot) per member."""
+        s, host, E, snap = f.step, f.host, f.E, f.snapshot
         now = time.perf_counter()
         rate = (s - self.clock[0]) * self.L.cfg.data.batch_size * self.L.cfg.data.seq_len / max(now - self.clock[1], 1e-9)
         self.clock = (s, now)
@@ -209,14 +173,17 @@ class _Cohort:
         for i, r in enumerate(self.runs):
             if self.status[i] != "running":
                 continue
-            row = _member_row(host, i if self.L.vmapped else None)
+            at = i if self.L.vmapped else None
+            row = member_row(host, at)
             diverged_at = int(row.pop("_diverged_at"))
             if s > self.start:
                 row["perf/tokens_per_s"] = rate
             if E is not None:  # every process measures (only process 0 logs), so all fail or none
-                scalars, rich = self.L.geometry(E[i] if self.L.vmapped else E, s)
+                scalars, rich = self.L.obs.geometry(E if at is None else E[i], s)
                 row.update(scalars)
                 r.log_rich(s, rich)
+            if snap is not None:
+                r.snapshot(s, self.L.obs.rows, *(x if at is None else x[i] for x in snap))
             r.log(s, row)
             if "eval/loss" in row:  # a bucket left out now must not keep an older value in the summary
                 self.rows[i] = {k: v for k, v in self.rows[i].items() if "_bucket_" not in k}

@@ -1,10 +1,10 @@
 """One run's home: the directory `<out_dir>/<name>/` and everything in it, behind the interface the loop uses.
 
 A `Run` is what the device loop talks to: `restore` a checkpoint, `begin` logging at a step, `log`
-rows and rich objects, `checkpoint` a state (everything logged so far is durable first), and
+rows and rich objects, keep embedding `snapshot`s, `checkpoint` a state (everything logged so far is durable first), and
 `finish` with an `Outcome`. `RunDir` keeps all of it on disk: the refuse/resume/overwrite decision,
 config.yaml, the W&B run (and its id, so a resume continues it), metrics.jsonl and summary.json,
-orbax checkpoints, and the final exports. In a multi-process run every process takes part in the
+snapshots/, orbax checkpoints, the final exports and the embedding-space page. In a multi-process run every process takes part in the
 checkpoints; only process 0 writes files or talks to W&B. `MemoryRun` keeps it all in memory.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from . import config as C
+from . import snapshots
 from .checkpoint import Checkpointer
 from .config import Config, ConfigError
 from .data import Corpus
@@ -29,6 +30,7 @@ from .mesh import is_main_process
 from .metrics import export_projector
 from .models import embedding_size
 from .sinks import CompositeSink, JsonlSink, MemorySink, NullSink, WandbSink, truncate_jsonl
+from .viewer import write_page
 
 CHECKPOINTS, CONFIG_FILE, WANDB_ID = "checkpoints", "config.yaml", "wandb_id.txt"
 
@@ -59,6 +61,7 @@ class Run(Protocol):
     def begin(self, step: int) -> None: ...
     def log(self, step: int, row: dict[str, float]) -> None: ...
     def log_rich(self, step: int | None, items: dict[str, Any]) -> None: ...
+    def snapshot(self, step: int, rows: np.ndarray, E: np.ndarray, updates: np.ndarray) -> None: ...
     def checkpoint(self, step: int, state: Any) -> None: ...
     def finish(self, outcome: Outcome) -> dict[str, Any]: ...
 
@@ -164,6 +167,7 @@ class RunDir:
         if ident is not None:
             with open(ident_path, "w") as f:
                 json.dump(ident, f)
+        self._write_tokens()  # now, so the viewer can name the tokens of a run that never finishes
         if cfg.log.wandb:
             id_path = os.path.join(self.path, WANDB_ID)
             run_id = open(id_path).read().strip() if os.path.exists(id_path) else None
@@ -194,6 +198,7 @@ class RunDir:
         if not self.writer:
             return
         truncate_jsonl(os.path.join(self.path, "metrics.jsonl"), step if step > 0 else -1)
+        snapshots.truncate(self.path, step if step > 0 else -1)
         self.jsonl = JsonlSink(self.path)
         self.sink = CompositeSink([self.jsonl, self.wandb])
 
@@ -203,8 +208,12 @@ class RunDir:
     def log_rich(self, step: int | None, items: dict[str, Any]) -> None:
         self.sink.log_rich(step, items)
 
+    def snapshot(self, step: int, rows: np.ndarray, E: np.ndarray, updates: np.ndarray) -> None:
+        if self.writer:
+            snapshots.write_frame(self.path, step, rows, E, updates)
+
     def checkpoint(self, step: int, state: Any) -> None:
-        """Every row up to `step` is on disk before checkpoint `step` exists."""
+        """Every row (and snapshot) up to `step` is on disk before checkpoint `step` exists."""
         if self.jsonl is not None:
             self.jsonl.flush()
         self.ckpt.save(step, state, C.to_dict(self.cfg))
@@ -220,6 +229,8 @@ class RunDir:
                 self.ckpt.save(o.step, o.state, C.to_dict(self.cfg), force=True)
             if o.E is not None and self.writer:
                 self._write_outputs(o)
+            if self.writer and snapshots.frame_steps(self.path):
+                self._write_page(o.step)
         finally:
             try:
                 if self.ckpt is not None:
@@ -233,18 +244,33 @@ class RunDir:
 
     def _write_outputs(self, o: Outcome) -> None:
         """embeddings.npy (float32 V×d; untied: output_embeddings.npy too), row_updates.npy, tokens.tsv (id, token, count[, class]), projector files."""
-        corpus = self.corpus
         np.save(os.path.join(self.path, "embeddings.npy"), np.asarray(o.E, np.float32))
         if o.E_out is not None:
             np.save(os.path.join(self.path, "output_embeddings.npy"), np.asarray(o.E_out, np.float32))
         if o.row_updates is not None:
             np.save(os.path.join(self.path, "row_updates.npy"), np.asarray(o.row_updates))
+        export_projector(self.path, o.E, self.corpus, self.sink)
+
+    def _write_tokens(self) -> None:
+        """tokens.tsv: id, token, count[, class]."""
+        corpus = self.corpus
         with open(os.path.join(self.path, "tokens.tsv"), "w", encoding="utf-8") as f:
             f.write("id\ttoken\tcount" + ("\tclass" if corpus.labels is not None else "") + "\n")
             for i, tok in enumerate(corpus.tokens):
                 extra = f"\t{int(corpus.labels[i])}" if corpus.labels is not None else ""
                 f.write(f"{i}\t{tok}\t{corpus.counts[i]:.6g}{extra}\n")
-        export_projector(self.path, o.E, corpus, self.sink)
+
+    def _write_page(self, step: int) -> None:
+        """embedding_space.html from the snapshots, logged to the W&B run; a failure here costs the page only."""
+        if self.jsonl is not None:
+            self.jsonl.flush()
+        try:
+            path = write_page(self.path)
+        except Exception as err:  # noqa: BLE001 - the run's results are already safe; say what was lost
+            print(f"warning: {self.path}: embedding_space.html not written ({type(err).__name__}: {err})",
+                  file=sys.stderr)
+            return
+        self.sink.log_rich(step, {"embedding_space": {"kind": "html", "path": path}})
 
 
 class MemoryRun:
@@ -255,6 +281,7 @@ class MemoryRun:
         self.cfg, self.label, self.info = cfg, label or cfg.name, corpus_info or {}
         self.sink = MemorySink()
         self.checkpoints: dict[int, Any] = {}
+        self.snapshots: dict[int, tuple] = {}  # step -> (rows, float16 E rows, updates)
         self.outcome: Outcome | None = None
 
     def restore(self, abstract_state: Any, shardings: Any) -> tuple[int, Any] | None:
@@ -265,6 +292,7 @@ class MemoryRun:
 
     def begin(self, step: int) -> None:
         self.sink.rows = [(s, r) for s, r in self.sink.rows if s <= (step if step > 0 else -1)]
+        self.snapshots = {s: f for s, f in self.snapshots.items() if s <= (step if step > 0 else -1)}
         self.outcome = None  # a new session of this run: it will finish again
 
     def log(self, step: int, row: dict[str, float]) -> None:
@@ -272,6 +300,9 @@ class MemoryRun:
 
     def log_rich(self, step: int | None, items: dict[str, Any]) -> None:
         self.sink.log_rich(step, items)
+
+    def snapshot(self, step: int, rows: np.ndarray, E: np.ndarray, updates: np.ndarray) -> None:
+        self.snapshots[step] = (rows, E, updates)
 
     def checkpoint(self, step: int, state: Any) -> None:
         self.checkpoints[step] = jax.device_get(state)

@@ -196,6 +196,8 @@ class WandbSink(NullSink):
                 out[key] = wandb.Table(columns=obj["columns"], data=obj["data"])
             elif kind == "image":
                 out[key] = wandb.Image(obj["path"])
+            elif kind == "html":  # a self-contained page (its own styles): logged as it is
+                out[key] = wandb.Html(obj["path"], inject=False)
         if out:
             self.run.log(out, step=step)
 

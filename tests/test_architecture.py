@@ -14,12 +14,12 @@ LAYERS = [
     {"cli", "bench"},
     {"runner", "findings"},
     {"loop"},
-    {"rundir", "report"},
-    {"step", "sweep"},
+    {"rundir", "report", "observe"},
+    {"step", "sweep", "viewer"},
     {"models"},
     {"data", "metrics", "mesh", "profiler"},
     {"prepare"},
-    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals"},
+    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals", "snapshots"},
     {"stats"},
 ]
 

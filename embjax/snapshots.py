@@ -1,0 +1,103 @@
+"""Embedding snapshots for the viewer: which rows, how often, and their files.
+
+Every `log.snapshot_every` steps a run keeps a float16 copy of rows of its input table (the effective
+V×d table for every `embedding.kind`), so `experiments.view` can show the embedding space move:
+
+    <run>/snapshots/rows.npy          int32 ids of the rows kept, ascending (the same in every frame)
+    <run>/snapshots/<step:09d>.npz    E: float16 (rows, d), the rows at that step;
+                                      updates: int32 (rows,), steps in which each row got a nonzero gradient so far
+
+The rows are all of them when V ≤ 4,096, else the 1,024 most frequent plus a sample of 3,072 of the
+others drawn with a fixed seed, so every member of a sweep on one corpus keeps the same rows. Each
+frame is written to a temporary file and renamed, so a killed run leaves whole frames only, and a
+resumed run drops the frames after the step it resumes from (it writes them again, identically).
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+FOLDER = "snapshots"
+MAX_ROWS, TOP_ROWS = 4096, 1024
+FRAMES = 50  # the default cadence aims at about this many frames per run
+
+
+def snapshot_every(steps: int, log_every: int, given: int | None) -> int:
+    """Steps between snapshots (0: none): as given, else the multiple of log.every nearest steps/50 (at
+    least log.every), so the snapshots fall on chunk boundaries the loop has anyway."""
+    if given is not None:
+        return given
+    return max(log_every, round(steps / FRAMES / log_every) * log_every)
+
+
+def snapshot_rows(counts: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The ids kept: every row when V ≤ MAX_ROWS, else the TOP_ROWS most frequent (ties to the lower id)
+    plus a seeded sample of the others."""
+    V = len(counts)
+    if V <= MAX_ROWS:
+        return np.arange(V, dtype=np.int32)
+    order = np.argsort(-np.asarray(counts, np.float64), kind="stable")
+    rest = np.sort(order[TOP_ROWS:])
+    sample = np.random.default_rng(seed).choice(rest, MAX_ROWS - TOP_ROWS, replace=False)
+    return np.sort(np.concatenate([order[:TOP_ROWS], sample])).astype(np.int32)
+
+
+def _frame_path(run_dir: str, step: int) -> str:
+    return os.path.join(run_dir, FOLDER, f"{step:09d}.npz")
+
+
+def _atomic(path: str, write) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def write_frame(run_dir: str, step: int, rows: np.ndarray, E: np.ndarray, updates: np.ndarray) -> None:
+    """One frame (and rows.npy, which every frame of a run shares)."""
+    folder = os.path.join(run_dir, FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    rows_path = os.path.join(folder, "rows.npy")
+    if not os.path.exists(rows_path):
+        _atomic(rows_path, lambda f: np.save(f, np.asarray(rows, np.int32)))
+    _atomic(_frame_path(run_dir, step), lambda f: np.savez(f, E=np.asarray(E, np.float16),
+                                                            updates=np.asarray(updates, np.int32)))
+
+
+def frame_steps(run_dir: str) -> list[int]:
+    names = glob.glob(os.path.join(run_dir, FOLDER, "[0-9]" * 9 + ".npz"))
+    return sorted(int(os.path.basename(n)[:9]) for n in names)
+
+
+def truncate(run_dir: str, last_step: int) -> None:
+    """Drop the frames after last_step (and temporary files a killed writer left)."""
+    for s in frame_steps(run_dir):
+        if s > last_step:
+            os.remove(_frame_path(run_dir, s))
+    for tmp in glob.glob(os.path.join(run_dir, FOLDER, "*.tmp-*")):
+        os.remove(tmp)
+
+
+@dataclass
+class Snapshots:
+    rows: np.ndarray  # (N,) int32 ids
+    steps: np.ndarray  # (F,) int
+    E: np.ndarray  # (F, N, d) float16
+    updates: np.ndarray  # (F, N) int32
+
+
+def read(run_dir: str) -> Snapshots | None:
+    """All frames of a run, oldest first (None: it has none)."""
+    steps = frame_steps(run_dir)
+    if not steps:
+        return None
+    rows = np.load(os.path.join(run_dir, FOLDER, "rows.npy"))
+    E, updates = [], []
+    for s in steps:
+        with np.load(_frame_path(run_dir, s)) as z:
+            E.append(z["E"])
+            updates.append(z["updates"])
+    return Snapshots(rows, np.asarray(steps), np.stack(E), np.stack(updates))

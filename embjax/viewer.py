@@ -1,0 +1,233 @@
+"""The embedding space over training as one self-contained, offline HTML page (`embedding_space.html`).
+
+`write_page(dir)` reads a run's snapshots (`embjax.snapshots`), tokens.tsv, config.yaml and
+metrics.jsonl, or those of a sweep's members, and writes a page that needs no server and no network:
+Plotly's own JavaScript bundle is inlined, the data travels as base64 typed arrays, and a short
+script (`viewer.js`) drives the frames. What the page computes here, in NumPy:
+
+- the projection: PCA of the final frame (centred on its mean), applied to every frame, so the axes
+  never flip or jump; the first three components (the 3-D view uses the third);
+- each row's norm and its 5 nearest neighbours by cosine among the rows kept, at every frame;
+- colours by planted class, frequency bucket (the top 1 %, the next 9 %, the rest, unseen) or
+  whether the row has received a gradient yet; marker size grows with log frequency;
+- the curves beside it (train/eval loss, norm growth, mean cosine) from metrics.jsonl.
+"""
+from __future__ import annotations
+
+import base64
+import fnmatch
+import html
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from . import snapshots
+from .config import read_yaml
+from .metrics import frequency_bucket_of
+from .sinks import read_jsonl
+
+PAGE = "embedding_space.html"
+MAX_MEMBERS = 16  # a sweep page shows at most this many members side by side
+NEIGHBOURS = 5
+CURVES = ("train/loss", "eval/loss", "emb/norm_growth", "emb/cos_mean")
+_SYMBOLS = {"embedding.init_std": "σ", "model.embed_dim": "d", "model.tie_embeddings": "tied", "optim.lr": "lr"}
+
+
+def _b64(a: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode()
+
+
+def _is_run(path: str) -> bool:
+    return os.path.exists(os.path.join(path, "config.yaml"))
+
+
+def run_dirs(path: str, members: list[str] | None = None) -> list[str]:
+    """The runs a page shows: the run itself, or the sweep's members that have snapshots (those whose names
+    match one of `members`, as names or glob patterns), at most MAX_MEMBERS."""
+    if _is_run(path):
+        found = [path] if snapshots.frame_steps(path) else []
+        if not found:
+            raise ValueError(f"{path}: no embedding snapshots (snapshots/); allowed: a run trained with "
+                             "log.snapshot_every > 0 (the default)")
+        return found
+    names = sorted(n for n in os.listdir(path) if _is_run(os.path.join(path, n))) if os.path.isdir(path) else []
+    with_frames = [n for n in names if snapshots.frame_steps(os.path.join(path, n))]
+    chosen = [n for n in with_frames if members is None or any(fnmatch.fnmatchcase(n, m) for m in members)]
+    if not chosen:
+        raise ValueError(f"{path}: no run directory with embedding snapshots"
+                         + (f" among the members {members}" if members else "")
+                         + f"; allowed: a run or a sweep directory ({len(names)} run(s) here, "
+                         f"{len(with_frames)} with snapshots: {', '.join(with_frames[:8]) or 'none'})")
+    return [os.path.join(path, n) for n in chosen[:MAX_MEMBERS]]
+
+
+def read_tokens(run_dir: str) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """tokens.tsv: token strings, counts and (planted) classes, indexed by id."""
+    tokens, counts, labels = [], [], []
+    with open(os.path.join(run_dir, "tokens.tsv"), encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            cols = line.rstrip("\n").split("\t")
+            tokens.append(cols[1])
+            counts.append(float(cols[2]))
+            if "class" in header:
+                labels.append(int(cols[3]))
+    return tokens, np.asarray(counts), np.asarray(labels) if labels else None
+
+
+def projection(final: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, d×k basis): PCA of the final frame's rows, each component's sign fixed so that its largest
+    coordinate is positive; zero columns where d < k."""
+    X = np.nan_to_num(final.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    mu = X.mean(0)
+    _, _, Vt = np.linalg.svd(X - mu, full_matrices=False)
+    W = np.zeros((X.shape[1], k))
+    W[:, :min(k, Vt.shape[0])] = Vt[:k].T
+    proj = (X - mu) @ W
+    signs = np.sign(proj[np.abs(proj).argmax(0), np.arange(k)])
+    return mu, W * np.where(signs == 0, 1.0, signs)
+
+
+def neighbours(E: np.ndarray, k: int = NEIGHBOURS, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest other rows by cosine (highest first; zero rows have cosine 0 with all) and those
+    cosines: (N, k) indices and (N, k) float32."""
+    X = np.nan_to_num(E.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    n = np.linalg.norm(X, axis=1, keepdims=True)
+    U = np.divide(X, n, out=np.zeros_like(X), where=n > 0)
+    N, k = len(U), min(k, len(U) - 1)
+    idx, cos = np.zeros((N, k), np.int64), np.zeros((N, k), np.float32)
+    for a in range(0, N, chunk):
+        G = U[a:a + chunk] @ U.T
+        G[np.arange(len(G)), np.arange(a, a + len(G))] = -np.inf  # not itself
+        part = np.argpartition(-G, k - 1, axis=1)[:, :k] if k < N - 1 else np.argsort(-G, axis=1)[:, :k]
+        vals = np.take_along_axis(G, part, 1)
+        order = np.lexsort((part, -vals), axis=1)  # by cosine, ties to the lower id
+        idx[a:a + len(G)], cos[a:a + len(G)] = np.take_along_axis(part, order, 1), np.take_along_axis(vals, order, 1)
+    return idx, cos
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _labels(cfgs: list[dict]) -> list[str]:
+    """Each member named by the config keys that differ between the members shown (a run: its name)."""
+    flat = [_flat(c) for c in cfgs]
+    keys = [k for k in flat[0] if k not in ("name", "out_dir") and len({json.dumps(f.get(k)) for f in flat}) > 1]
+    if len(cfgs) == 1 or not keys:
+        return [c.get("name", "run") for c in cfgs]
+    return [" ".join(f"{_SYMBOLS.get(k, k.rpartition('.')[2])}={f.get(k)}" for k in keys) for f in flat]
+
+
+def _curves(run_dir: str) -> dict[str, list]:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    rows = read_jsonl(path) if os.path.exists(path) else []
+    out: dict[str, list] = {}
+    for key in CURVES:
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
+        out[key] = [[s for s, _ in pts], [v for _, v in pts]]
+    return out
+
+
+def _range(a: np.ndarray) -> list[float]:
+    a = a[np.isfinite(a)]
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (-1.0, 1.0)
+    pad = 0.05 * (hi - lo) or 1.0
+    return [lo - pad, hi + pad]
+
+
+def _sizes(counts: np.ndarray) -> np.ndarray:
+    """Marker sizes 3…12 px, linear in log frequency between the rarest seen token and the most frequent."""
+    pos = counts[counts > 0]
+    if pos.size == 0 or pos.min() == pos.max():
+        return np.full(len(counts), 6.0)
+    lo, hi = np.log(pos.min()), np.log(pos.max())
+    return np.where(counts > 0, 3.0 + 9.0 * (np.log(np.maximum(counts, pos.min())) - lo) / (hi - lo), 3.0)
+
+
+def member_data(run_dir: str, label: str) -> dict[str, Any]:
+    """One member's frames, projected, with norms, neighbours and colours, ready for the page."""
+    snap = snapshots.read(run_dir)
+    tokens, counts, classes = read_tokens(run_dir)
+    cfg = read_yaml(os.path.join(run_dir, "config.yaml"))
+    rows, E = snap.rows, snap.E.astype(np.float32)
+    F, N, _ = E.shape
+    mu, W = projection(E[-1])
+    coords = ((E - mu.astype(np.float32)) @ W.astype(np.float32)).astype(np.float32)  # (F, N, 3)
+    nn = [neighbours(E[f]) for f in range(F)]
+    integer = bool(np.all(counts == np.round(counts)))
+    V = len(tokens)
+    return {
+        "name": os.path.basename(os.path.normpath(run_dir)), "label": label, "N": N, "F": F, "V": V,
+        "steps": snap.steps.tolist(), "total": int(cfg.get("steps", snap.steps[-1])),
+        "ids": rows.tolist(), "tokens": [html.escape(tokens[i]) for i in rows],
+        "counts": [float(counts[i]) for i in rows], "count_name": "count" if integer else "p",
+        "classes": None if classes is None else classes[rows].tolist(),
+        "bucket": frequency_bucket_of(counts)[rows].tolist(),
+        "size": _sizes(counts)[rows].round(2).tolist(),
+        "coords": _b64(coords, "f4"), "norms": _b64(np.linalg.norm(E, axis=2), "f4"),
+        "nn": _b64(np.stack([i for i, _ in nn]), "u2" if N < 2**16 else "u4"), "nn_wide": N >= 2**16,
+        "nncos": _b64(np.round(np.stack([c for _, c in nn]) * 10000), "i2"),
+        "updated": _b64(snap.updates > 0, "u1"),
+        "ranges": [_range(coords[..., j]) for j in range(3)],
+        "rows_note": (f"all {V:,} rows" if N == V else
+                      f"{N:,} of {V:,} rows ({snapshots.TOP_ROWS:,} most frequent + {N - snapshots.TOP_ROWS:,} "
+                      "sampled with a fixed seed); neighbours among these"),
+        "curves": _curves(run_dir),
+    }
+
+
+def page_data(dirs: list[str]) -> dict[str, Any]:
+    cfgs = [read_yaml(os.path.join(d, "config.yaml")) for d in dirs]
+    members = [member_data(d, label) for d, label in zip(dirs, _labels(cfgs))]
+    steps = sorted({s for m in members for s in m["steps"]})
+    title = members[0]["name"] if len(members) == 1 else os.path.basename(os.path.dirname(os.path.abspath(dirs[0])))
+    return {"title": title, "steps": steps, "members": members}
+
+
+def render(data: dict[str, Any]) -> str:
+    """The page: Plotly's bundle, the data as JSON and viewer.js, inlined."""
+    from plotly.offline import get_plotlyjs
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "viewer.js"), encoding="utf-8") as f:
+        script = f.read()
+    blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    title = html.escape(f"embedding space: {data['title']}")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
+            f"<h1>{title}</h1>{_CONTROLS}<div id=\"main\"><div id=\"members\"></div><div id=\"curves\"></div></div>"
+            f'<p id="notes"></p><script id="embjax-data" type="application/json">{blob}</script>'
+            f"<script>{script}</script></body></html>\n")
+
+
+def write_page(path: str, members: list[str] | None = None, out: str | None = None) -> str:
+    """Write the page for a run or a sweep directory (see run_dirs); returns its path."""
+    dirs = run_dirs(path, members)
+    out = out or os.path.join(path, PAGE)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(render(page_data(dirs)))
+    os.replace(tmp, out)
+    return out
+
+
+_CONTROLS = """<div id="controls">
+<button id="first" title="first frame (Home)">|&#x25C0;</button><button id="back" title="step back (&larr;)">&#x25C0;&#x25C0;</button>
+<button id="play" title="play / pause (space)">&#x25B6;</button><button id="forward" title="step forward (&rarr;)">&#x25B6;&#x25B6;</button>
+<label>speed <select id="speed"><option value="0.25">0.25&times;</option><option value="1" selected>1&times;</option><option value="4">4&times;</option></select></label>
+<input id="slider" type="range" min="0" max="0" value="0" step="1">
+<span id="step-label"></span>
+<label>colour <select id="colour"></select></label>
+<label><input id="three" type="checkbox"> 3-D</label>
+</div><div id="legend"></div>"""
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:12px;color:#222}h1{font-size:18px;margin:4px 0}
+#controls{display:flex;gap:8px;align-items:center;flex-wrap:wrap;position:sticky;top:0;background:#fff;z-index:5;padding:4px 0}
+#controls button{font-size:15px;min-width:40px}#slider{flex:1;min-width:200px}#step-label{font-variant-numeric:tabular-nums;min-width:210px}
+#legend span{margin-right:14px;font-size:13px}#legend i{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:4px}
+#members{display:flex;flex-wrap:wrap;gap:6px}#main.single{display:flex;gap:8px;align-items:flex-start}.member{border:1px solid #ddd}#notes{font-size:12px;color:#666}"""
