@@ -390,20 +390,36 @@ def make_report(root: str, wandb_group: str | None = None) -> str:
              "loss_by_bucket.png": bucket_lines(runs)}
     for fname, title in plots.items():
         lines += [f"## {title}", "", f"![{title}]({fname})", "", *extra.get(fname, [])]
+    page = _space_page(root)
+    if page:
+        lines += ["## The embedding space over training", "",
+                  f"[{os.path.basename(page)}]({os.path.basename(page)}): the members side by side, frame by frame "
+                  "(open it in a browser; it works offline).", ""]
     path = os.path.join(root, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
     if wandb_group:
-        _log_plots_to_wandb(root, wandb_group, plots, runs[0]["cfg"])
+        _log_plots_to_wandb(root, wandb_group, plots, runs[0]["cfg"], page)
     return path
 
 
-def _log_plots_to_wandb(root, group, plots, cfg) -> None:
+def _space_page(root: str) -> str | None:
+    """embedding_space.html for the run or sweep (None when no run has snapshots)."""
+    from .viewer import write_page
+    try:
+        return write_page(root)
+    except ValueError:
+        return None
+
+
+def _log_plots_to_wandb(root, group, plots, cfg, page=None) -> None:
     from .sinks import WandbSink
     log = cfg.get("log", {})
     sink = WandbSink(root, {"report_for": group}, project=log.get("project", "embjax"), name=f"{group}-report",
                      mode=log.get("mode", "offline"), entity=log.get("entity"), group=group, tags=("report",),
                      init_timeout=float(log.get("init_timeout", 30)))
-    sink.log_rich(0, {f"report/{os.path.splitext(f)[0]}": {"kind": "image", "path": os.path.join(root, f)}
-                      for f in plots})
+    items = {f"report/{os.path.splitext(f)[0]}": {"kind": "image", "path": os.path.join(root, f)} for f in plots}
+    if page:
+        items["report/embedding_space"] = {"kind": "html", "path": page}
+    sink.log_rich(0, items)
     sink.close("finished")

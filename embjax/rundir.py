@@ -270,7 +270,7 @@ class RunDir:
             print(f"warning: {self.path}: embedding_space.html not written ({type(err).__name__}: {err})",
                   file=sys.stderr)
             return
-        self.sink.log_rich(step, {"embedding_space": {"kind": "html", "path": path}})
+        self.sink.log_rich(None, {"embedding_space": {"kind": "html", "path": path}})  # at W&B's current step
 
 
 class MemoryRun:

@@ -91,20 +91,27 @@ def projection(final: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
 
 
 def neighbours(E: np.ndarray, k: int = NEIGHBOURS, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's k nearest other rows by cosine (highest first; zero rows have cosine 0 with all) and those
-    cosines: (N, k) indices and (N, k) float32."""
+    """Each row's k nearest other rows by cosine, highest first, ties to the lower id (a zero row has cosine 0
+    with every row), and those cosines: (N, k) indices and (N, k) float32."""
     X = np.nan_to_num(E.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     n = np.linalg.norm(X, axis=1, keepdims=True)
     U = np.divide(X, n, out=np.zeros_like(X), where=n > 0)
-    N, k = len(U), min(k, len(U) - 1)
+    N = len(U)
+    k = min(k, N - 1)
+    m = min(N - 1, k + 16)  # candidates: a partial sort keeps the m largest, then an exact sort of those
     idx, cos = np.zeros((N, k), np.int64), np.zeros((N, k), np.float32)
     for a in range(0, N, chunk):
         G = U[a:a + chunk] @ U.T
         G[np.arange(len(G)), np.arange(a, a + len(G))] = -np.inf  # not itself
-        part = np.argpartition(-G, k - 1, axis=1)[:, :k] if k < N - 1 else np.argsort(-G, axis=1)[:, :k]
+        part = np.argpartition(-G, m - 1, axis=1)[:, :m]
         vals = np.take_along_axis(G, part, 1)
-        order = np.lexsort((part, -vals), axis=1)  # by cosine, ties to the lower id
-        idx[a:a + len(G)], cos[a:a + len(G)] = np.take_along_axis(part, order, 1), np.take_along_axis(vals, order, 1)
+        order = np.lexsort((part, -vals), axis=1)
+        part, vals = np.take_along_axis(part, order, 1), np.take_along_axis(vals, order, 1)
+        if m < N - 1:  # a tie at the k-th value may reach past the candidates: sort those rows fully
+            for r in np.flatnonzero(vals[:, k - 1] <= vals[:, m - 1]):
+                part[r, :k] = np.argsort(-G[r], kind="stable")[:k]
+                vals[r, :k] = G[r, part[r, :k]]
+        idx[a:a + len(G)], cos[a:a + len(G)] = part[:, :k], vals[:, :k]
     return idx, cos
 
 

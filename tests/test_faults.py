@@ -28,8 +28,18 @@ def reference(tmp_path_factory):
     return (out / "default" / "metrics.jsonl").read_text()
 
 
+def _frames(run_dir):
+    """Every embedding snapshot's bytes by step."""
+    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(f"{run_dir}/snapshots/*"))}
+
+
+@pytest.fixture(scope="module")
+def reference_frames(reference, tmp_path_factory):
+    return _frames(glob.glob(f"{tmp_path_factory.getbasetemp()}/ref*/default")[0])
+
+
 @pytest.mark.parametrize("kill_after", [3, 27, 44])
-def test_kill9_then_resume_is_identical(tmp_path, reference, kill_after):
+def test_kill9_then_resume_is_identical(tmp_path, reference, reference_frames, kill_after):
     p = start(tmp_path)
     wait_for_row(tmp_path / "default" / "metrics.jsonl", kill_after, p)
     p.send_signal(signal.SIGKILL)
@@ -40,6 +50,8 @@ def test_kill9_then_resume_is_identical(tmp_path, reference, kill_after):
         assert "resuming" in r.stderr
     assert (tmp_path / "default" / "metrics.jsonl").read_text() == reference
     assert json.loads((tmp_path / "default" / "summary.json").read_text())["status"] == "finished"
+    # the snapshots too: every frame (float16 rows and update counts) byte for byte, none missing or extra
+    assert len(reference_frames) == 14 and _frames(tmp_path / "default") == reference_frames
 
 
 def test_sigterm_checkpoints_and_exits_interrupted(tmp_path, reference):
