@@ -13,6 +13,9 @@ Cases
   prepare  experiments.prepare on a generated text corpus (--size-mb, default 1,024): wall time, peak memory
   text     the default run (--base=default) or the spec on a prepared, memory-mapped text corpus vs the planted
            corpus, alternating: tokens/s of each and their ratio
+  viewer   the embedding-space page of a V=8,192 run with 50 frames (bytes, build time, load event and first
+           frame drawn in headless Chromium), and what snapshots + pages cost: the default run and the quickstart
+           sweep with and without them (log.snapshot_every=0), alternating: wall-time medians and ratios
 Each prints a JSON object per line with --json, else a readable line.
 """
 from __future__ import annotations
@@ -229,7 +232,7 @@ def main(argv: list[str]) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", default="train",
                    choices=["metrics", "train", "peak", "sweep", "compare", "mup", "kinds", "members", "study",
-                            "prepare", "text"])
+                            "prepare", "text", "viewer"])
     p.add_argument("--base", default="spec", choices=["spec", "default"],
                    help="train/text: the throughput spec or experiments/configs/default.yaml")
     p.add_argument("--size-mb", type=int, default=1024, help="prepare: the generated corpus's size")
@@ -258,6 +261,9 @@ def main(argv: list[str]) -> int:
         _emit(bench_prepare(a.size_mb, a.set), a.json)
     elif a.case == "text":
         for row in bench_text(a.steps, a.per_dispatch, a.rounds, a.base, a.set):
+            _emit(row, a.json)
+    elif a.case == "viewer":
+        for row in bench_viewer(a.rounds):
             _emit(row, a.json)
     elif a.case in ("mup", "kinds"):
         for row in (bench_mup if a.case == "mup" else bench_kinds)(a.steps, a.per_dispatch, a.rounds, a.set):
@@ -420,3 +426,66 @@ def _run_self(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, "-m", "experiments.bench", "--json", *args], capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def browser_load_ms(page: str, rounds: int) -> list[tuple[float, float]]:
+    """(load event, first frame drawn) in ms from navigation, each in a fresh headless Chromium (Debian's
+    chromium + chromedriver through Selenium)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+    out = []
+    for _ in range(rounds):
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = "/usr/bin/chromium"
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1000"):
+            opts.add_argument(arg)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        try:
+            driver.get(f"file://{os.path.abspath(page)}")
+            WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.embjaxViewer && window.embjaxViewer.ready"))
+            out.append(tuple(driver.execute_script(
+                "return [performance.getEntriesByType('navigation')[0].loadEventStart, window.embjaxViewer.ready]")))
+        finally:
+            driver.quit()
+    return out
+
+
+def _timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", *cmd], check=True, capture_output=True, text=True)
+    return time.perf_counter() - t
+
+
+def bench_viewer(rounds: int = 3) -> list[dict]:
+    """The V = 8,192 × 50-frame page, then snapshots + pages against none, alternating in separate processes."""
+    from .viewer import write_page
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        _timed(["experiments.train", f"--out_dir={tmp}", "--name=v8192", "--data.vocab_size=8192", "--steps=100",
+                "--log.every=2", "--log.snapshot_every=2", "--log.wandb=false", "--log.progress=false",
+                "--checkpoint.every=0"])
+        run = os.path.join(tmp, "v8192")
+        t = time.perf_counter()
+        page = write_page(run)
+        build = time.perf_counter() - t
+        loads = browser_load_ms(page, rounds)
+        rows.append({"case": "viewer_page", "V": 8192, "rows_shown": 4096,
+                     "frames": len(glob.glob(f"{run}/snapshots/*.npz")), "page_mb": os.path.getsize(page) / 1e6,
+                     "snapshots_mb": sum(os.path.getsize(f) for f in glob.glob(f"{run}/snapshots/*")) / 1e6,
+                     "build_s": build, "load_ms": [x[0] for x in loads], "first_frame_ms": [x[1] for x in loads],
+                     "load_ms_median": float(np.median([x[0] for x in loads])),
+                     "first_frame_ms_median": float(np.median([x[1] for x in loads]))})
+        sides = {"default run": ["experiments.train", "--log.progress=false"],
+                 "quickstart sweep": ["experiments.sweep", "sweeps/quickstart.yaml", "--log.progress=false"]}
+        for name, cmd in sides.items():
+            walls: dict[str, list[float]] = {"with": [], "without": []}
+            for r in range(rounds):
+                for side, extra in (("with", []), ("without", ["--log.snapshot_every=0"])):
+                    out = os.path.join(tmp, f"{name[:3]}-{side}-{r}")
+                    walls[side].append(_timed(cmd + [f"--out_dir={out}", *extra]))
+                    rows.append({"round": r, "job": name, "side": side, "wall_s": walls[side][-1]})
+            w, wo = float(np.median(walls["with"])), float(np.median(walls["without"]))
+            rows.append({"case": "viewer_cost", "job": name, "with_median_s": w, "without_median_s": wo,
+                         "extra_fraction": w / wo - 1})
+    return rows

@@ -2,9 +2,9 @@
 
 One loop serves a single run and a group of sweep members that share one compiled program (they
 differ only in values: σ, lr, decays, clip, seed), either vmapped over a leading members axis or
-one after another. A chunk is one `lax.scan` of steps ending where something is logged, evaluated
-or saved; its metrics are fetched only after the next chunk is dispatched, so the host never stalls
-the device. The loop talks to each run only through the `rundir.Run` interface (restore, begin,
+one after another. A chunk is one `lax.scan` of steps ending where something is logged, evaluated,
+snapshotted or saved; its metrics and snapshots (`observe.Observer`) are fetched only after the next
+chunk is dispatched, so the host never stalls the device. The loop talks to each run only through the `rundir.Run` interface (restore, begin,
 log, checkpoint, finish): files, W&B and summaries are the run's business. In a multi-process run
 every process runs this same loop; the processes agree at each chunk boundary on whether to stop.
 """

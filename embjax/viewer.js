@@ -72,8 +72,8 @@
     const l = { title: { text: m.label + "  (step " + m.steps[f] + ")", font: { size: small ? 12 : 15 } },
       width: small ? 380 : 760, height: small ? 360 : 600, margin: { l: 50, r: 10, t: 36, b: 40 },
       uirevision: "keep", showlegend: false, hovermode: "closest", hoverlabel: { align: "left" } };
-    const ax = [0, 1, 2].map((j) => ({ range: m.ranges[j], title: { text: "PC" + (j + 1) + " of the final frame" },
-      zeroline: false }));
+    const ax = [0, 1, 2].map((j) => ({ range: m.ranges[j], zeroline: false,
+      title: { text: "PC" + (j + 1) + (S.three ? "" : " of the final frame") } }));
     if (S.three) l.scene = { xaxis: ax[0], yaxis: ax[1], zaxis: ax[2], aspectmode: "cube" };
     else { l.xaxis = ax[0]; l.yaxis = ax[1]; }
     return l;
@@ -192,6 +192,6 @@
   legend();
   drawCurves();
   label();
-  drawMembers();
-  window.embjaxViewer = { state: S, data: D, go: go };
+  window.embjaxViewer = { state: S, data: D, go: go, ready: null };
+  drawMembers().then(() => { window.embjaxViewer.ready = performance.now(); }); // ms from navigation: first frame drawn
 })();

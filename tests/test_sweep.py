@@ -157,3 +157,8 @@ def test_rerun_skips_finished_and_groups_by_sweep_in_wandb(tmp_path, capsys):
         assert len(files) == 1
         runs = [r.run for r in read_wandb_records(files[0]) if r.WhichOneof("record_type") == "run"]
         assert runs and runs[0].run_group == "t" and runs[0].display_name == os.path.basename(member)
+    # the sweep's report run carries the members' embedding-space page next to the plots
+    report = sorted(glob.glob(str(tmp_path / "t" / "wandb" / "offline-run-*" / "*.wandb")))[-1]
+    kinds = {i.nested_key[0]: json.loads(i.value_json) for r in read_wandb_records(report)
+             if r.WhichOneof("record_type") == "history" for i in r.history.item if list(i.nested_key[1:]) == ["_type"]}
+    assert kinds["report/embedding_space"] == "html-file" and kinds["report/norm_growth"] == "image-file"

@@ -248,6 +248,10 @@ def test_browser_controls_play_and_step_exactly_one_frame(browser, run):
     assert browser.execute_script("return document.getElementById('slider').value") == "1"
     browser.find_element("css selector", "#colour option[value='updated']").click()
     assert "never updated" in browser.find_element("id", "legend").text
+    click("three")  # the optional 3-D view (software WebGL in headless Chromium)
+    _wait(browser, lambda: browser.execute_script("return document.getElementById('member-0').data[0].type") == "scatter3d")
+    click("forward")
+    assert _frame(browser) == (3, 10)
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
