@@ -24,6 +24,7 @@ import glob
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -272,20 +273,27 @@ def main(argv: list[str]) -> int:
         if not a.peer_python or not a.peer or not os.path.isfile(a.peer):
             p.error(f"--case=compare needs --peer-python=PATH (a Python with torch==2.13.0) and --peer=SCRIPT "
                     f"(the PyTorch reference); got {a.peer_python!r} and {a.peer!r}")
-        jax_rates, torch_rates = [], []
-        for r in range(a.rounds):  # alternate, so drift on a shared machine hits both sides
-            j = _run_self(["--case=train", f"--steps={a.steps}", f"--per-dispatch={a.per_dispatch}"])
-            t = bench_peer(a.peer_python, a.peer, a.steps)
-            jax_rates.append(j["tokens_per_s"])
-            torch_rates.append(t["tokens_per_s"])
-            _emit({"round": r, "embjax_tokens_per_s": j["tokens_per_s"], "torch_tokens_per_s": t["tokens_per_s"],
-                   "mfu": j["mfu"]}, a.json)
-        _emit({"case": "compare", "embjax_median": float(np.median(jax_rates)),
-               "torch_median": float(np.median(torch_rates)),
-               "ratio": float(np.median(jax_rates) / np.median(torch_rates))}, a.json)
+        for row in bench_compare(a.peer_python, a.peer, a.steps, a.per_dispatch, a.rounds):
+            _emit(row, a.json)
     else:
         _emit(CASES[a.case](steps=a.steps, per_dispatch=a.per_dispatch, overrides=overrides, base=a.base), a.json)
     return 0
+
+
+def bench_compare(peer_python: str, peer: str, steps: int, per_dispatch: int, rounds: int) -> list[dict]:
+    """The train spec in embjax and in the PyTorch reference, alternating rounds so drift on a shared machine
+    hits both sides; the last row has the medians and their ratio."""
+    rows, jax_rates, torch_rates = [], [], []
+    for r in range(rounds):
+        j = _run_self(["--case=train", f"--steps={steps}", f"--per-dispatch={per_dispatch}"])
+        t = bench_peer(peer_python, peer, steps)
+        jax_rates.append(j["tokens_per_s"])
+        torch_rates.append(t["tokens_per_s"])
+        rows.append({"round": r, "embjax_tokens_per_s": j["tokens_per_s"], "torch_tokens_per_s": t["tokens_per_s"],
+                     "mfu": j["mfu"]})
+    return rows + [{"case": "compare", "embjax_median": float(np.median(jax_rates)),
+                    "torch_median": float(np.median(torch_rates)),
+                    "ratio": float(np.median(jax_rates) / np.median(torch_rates))}]
 
 
 def _alternate(case: str, variants: dict[str, list[str]], steps: int, per_dispatch: int, rounds: int,
@@ -437,10 +445,10 @@ def browser_load_ms(page: str, rounds: int) -> list[tuple[float, float]]:
     out = []
     for _ in range(rounds):
         opts = webdriver.ChromeOptions()
-        opts.binary_location = "/usr/bin/chromium"
+        opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
         for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1000"):
             opts.add_argument(arg)
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
         try:
             driver.get(f"file://{os.path.abspath(page)}")
             WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.embjaxViewer && window.embjaxViewer.ready"))

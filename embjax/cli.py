@@ -225,7 +225,10 @@ def view_main(argv: list[str]) -> int:
     members = [m for m in known["members"].split(",") if m] if known.get("members") else None
     try:
         path = write_page(positional[0], members=members, out=known.get("out"))
-    except ValueError as err:
+    except ValueError as err:  # no snapshots, --members with a run, or a file in the run that does not parse
         raise ConfigError(str(err)) from None
+    except OSError as err:
+        raise ConfigError(f"{err.filename or known.get('out')}: {err.strerror}; allowed: readable run files and "
+                          "an --out path in an existing, writable folder") from None
     print(path)
     return 0

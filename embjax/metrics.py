@@ -410,7 +410,8 @@ class TrainingGeometry:
         return scalars, rich
 
 
-def export_projector(run_dir: str, E: np.ndarray, corpus, sink=None, max_table_rows: int = 10_000) -> None:
+def export_projector(run_dir: str, E: np.ndarray, corpus, sink=None, max_table_rows: int = 10_000,
+                     step: int | None = None) -> None:
     """TensorBoard-projector files (vectors.tsv, metadata.tsv), word2vec text, and a W&B table
     (W&B keeps 10,000 table rows: the most frequent tokens plus a seeded random sample)."""
     from .embedding import save_word2vec
@@ -436,4 +437,4 @@ def export_projector(run_dir: str, E: np.ndarray, corpus, sink=None, max_table_r
     cols = ["token", "frequency"] + (["class"] if has_cls else []) + [f"d{j}" for j in range(E.shape[1])]
     data = [[corpus.tokens[i], float(corpus.counts[i])] + ([int(corpus.labels[i])] if has_cls else [])
             + [float(x) for x in E[i]] for i in rows]
-    sink.log_rich(None, {name: {"kind": "table", "columns": cols, "data": data}})
+    sink.log_rich(step, {name: {"kind": "table", "columns": cols, "data": data}})

@@ -406,10 +406,10 @@ def make_report(root: str, wandb_group: str | None = None) -> str:
 def _space_page(root: str) -> str | None:
     """embedding_space.html for the run or sweep (None when no run has snapshots)."""
     import sys
-    from .viewer import write_page
+    from .viewer import NoSnapshots, write_page
     try:
         return write_page(root)
-    except ValueError:  # no run here has snapshots
+    except NoSnapshots:
         return None
     except Exception as err:  # noqa: BLE001 - the report stands without the page; say what was lost
         print(f"warning: {root}: embedding_space.html not written ({type(err).__name__}: {err})", file=sys.stderr)

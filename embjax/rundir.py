@@ -143,6 +143,7 @@ class RunDir:
         self.jsonl: JsonlSink | None = None
         self.sink: Any = NullSink()
         self.summary: dict | None = None
+        self.last_logged: int | None = None
 
     def open(self, corpus: Corpus, wandb_group: str | None = None) -> None:
         """Create the directory, write config.yaml (and corpus.json for a corpus the config does not pin),
@@ -204,6 +205,7 @@ class RunDir:
 
     def log(self, step: int, row: dict[str, float]) -> None:
         self.sink.log(step, row)
+        self.last_logged = step  # the final exports join this step's row in W&B (no extra history step)
 
     def log_rich(self, step: int | None, items: dict[str, Any]) -> None:
         self.sink.log_rich(step, items)
@@ -229,12 +231,13 @@ class RunDir:
                 self.ckpt.save(o.step, o.state, C.to_dict(self.cfg), force=True)
             if o.E is not None and self.writer:
                 self._write_outputs(o)
-            if self.writer and snapshots.frame_steps(self.path):
-                self._write_page(o.step)
         finally:
             try:
                 if self.ckpt is not None:
                     self.ckpt.close()  # waits for the async saves
+                # the page last (a stopped run gets it when it resumes and ends), so it never delays a stop
+                if o.status in ("finished", "diverged") and self.writer and snapshots.frame_steps(self.path):
+                    self._write_page()
             finally:
                 self.sink.summary(summary)
                 self.sink.close(o.status)
@@ -249,7 +252,7 @@ class RunDir:
             np.save(os.path.join(self.path, "output_embeddings.npy"), np.asarray(o.E_out, np.float32))
         if o.row_updates is not None:
             np.save(os.path.join(self.path, "row_updates.npy"), np.asarray(o.row_updates))
-        export_projector(self.path, o.E, self.corpus, self.sink)
+        export_projector(self.path, o.E, self.corpus, self.sink, step=self.last_logged)
 
     def _write_tokens(self) -> None:
         """tokens.tsv: id, token, count[, class]."""
@@ -258,9 +261,9 @@ class RunDir:
             f.write("id\ttoken\tcount" + ("\tclass" if corpus.labels is not None else "") + "\n")
             for i, tok in enumerate(corpus.tokens):
                 extra = f"\t{int(corpus.labels[i])}" if corpus.labels is not None else ""
-                f.write(f"{i}\t{tok}\t{corpus.counts[i]:.6g}{extra}\n")
+                f.write(f"{i}\t{tok}\t{corpus.counts[i]:.10g}{extra}\n")
 
-    def _write_page(self, step: int) -> None:
+    def _write_page(self) -> None:
         """embedding_space.html from the snapshots, logged to the W&B run; a failure here costs the page only."""
         if self.jsonl is not None:
             self.jsonl.flush()
@@ -270,7 +273,7 @@ class RunDir:
             print(f"warning: {self.path}: embedding_space.html not written ({type(err).__name__}: {err})",
                   file=sys.stderr)
             return
-        self.sink.log_rich(None, {"embedding_space": {"kind": "html", "path": path}})  # at W&B's current step
+        self.sink.log_rich(self.last_logged, {"embedding_space": {"kind": "html", "path": path}})
 
 
 class MemoryRun:

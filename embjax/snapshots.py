@@ -53,6 +53,8 @@ def _atomic(path: str, write) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
         write(f)
+        f.flush()
+        os.fsync(f.fileno())  # durable before the checkpoint that follows it
     os.replace(tmp, path)
 
 

@@ -27,16 +27,17 @@
     [["bucket", "frequency bucket"], ["updated", "never updated"]]);
   const S = { frame: 0, playing: false, timer: null, speed: 1, colour: modes[0][0], three: false };
 
-  function frameOf(m, step) { // the member's newest frame at or before step
-    let f = 0;
+  function frameOf(m, step) { // the member's newest frame at or before step (-1: none yet)
+    let f = -1;
     while (f + 1 < m.F && m.steps[f + 1] <= step) f++;
     return f;
   }
   function fmt(x) { return Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(3) : x.toExponential(2); }
+  function fmtCount(m, c) { return m.count_name === "count" ? Math.round(c).toLocaleString("en-US") : fmt(c); }
   function hover(m, f) {
     const out = new Array(m.N), K = m.nnIdx.length / (m.F * m.N);
     for (let i = 0; i < m.N; i++) {
-      let s = "<b>" + m.tokens[i] + "</b>  id " + m.ids[i] + ", " + m.count_name + " " + fmt(m.counts[i]) +
+      let s = "<b>" + m.tokens[i] + "</b>  id " + m.ids[i] + ", " + m.count_name + " " + fmtCount(m, m.counts[i]) +
         "<br>norm " + fmt(m.norm[f * m.N + i]) + "<br>nearest:";
       for (let k = 0; k < K; k++) {
         const o = (f * m.N + i) * K + k;
@@ -56,6 +57,7 @@
     return out;
   }
   function trace(m, f) {
+    if (f < 0) return { x: [], y: [], z: S.three ? [] : undefined, mode: "markers", type: S.three ? "scatter3d" : "scatter" };
     const x = new Float32Array(m.N), y = new Float32Array(m.N), z = new Float32Array(m.N);
     for (let i = 0; i < m.N; i++) {
       const o = (f * m.N + i) * 3;
@@ -69,7 +71,8 @@
   }
   function layout(m, f) {
     const small = D.members.length > 1;
-    const l = { title: { text: m.label + "  (step " + m.steps[f] + ")", font: { size: small ? 12 : 15 } },
+    const when = f < 0 ? "no frame yet" : "step " + m.steps[f];
+    const l = { title: { text: m.label + "  (" + when + ")", font: { size: small ? 12 : 15 } },
       width: small ? 380 : 760, height: small ? 360 : 600, margin: { l: 50, r: 10, t: 36, b: 40 },
       uirevision: "keep", showlegend: false, hovermode: "closest", hoverlabel: { align: "left" } };
     const ax = [0, 1, 2].map((j) => ({ range: m.ranges[j], zeroline: false,
@@ -186,7 +189,11 @@
       ArrowRight: () => $("forward").onclick(), Home: () => $("first").onclick() };
     if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
   });
-  $("notes").textContent = "Projection: PCA of each member's final frame, the same axes at every frame. Rows: " +
+  const hidden = D.members.filter((m) => m.hidden > 0).map((m) => m.label + ": " + m.hidden);
+  $("notes").textContent = (D.eligible > D.members.length ? "Showing " + D.members.length + " of " + D.eligible +
+    " members (python -m experiments.view DIR --members=... chooses). " : "") +
+    (hidden.length ? "Rows not finite in some frame (float16 overflow or divergence), hidden there: " + hidden.join(", ") + ". " : "") +
+    "Projection: PCA of each member's final frame, the same axes at every frame. Rows: " +
     D.members[0].rows_note + ". Hover a point for its token, count, norm and nearest neighbours by cosine at this frame; " +
     "click a curve to jump to that step; keys: space, arrows, Home.";
   legend();

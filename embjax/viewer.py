@@ -19,6 +19,7 @@ import fnmatch
 import html
 import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,6 @@ import numpy as np
 from . import snapshots
 from .config import read_yaml
 from .metrics import frequency_bucket_of
-from .sinks import read_jsonl
 
 PAGE = "embedding_space.html"
 MAX_MEMBERS = 16  # a sweep page shows at most this many members side by side
@@ -43,24 +43,30 @@ def _is_run(path: str) -> bool:
     return os.path.exists(os.path.join(path, "config.yaml"))
 
 
-def run_dirs(path: str, members: list[str] | None = None) -> list[str]:
+class NoSnapshots(ValueError):
+    """The directory has no run with snapshots to show."""
+
+
+def run_dirs(path: str, members: list[str] | None = None) -> tuple[list[str], int]:
     """The runs a page shows: the run itself, or the sweep's members that have snapshots (those whose names
-    match one of `members`, as names or glob patterns), at most MAX_MEMBERS."""
+    match one of `members`, as names or glob patterns), at most MAX_MEMBERS; and how many were eligible."""
     if _is_run(path):
-        found = [path] if snapshots.frame_steps(path) else []
-        if not found:
-            raise ValueError(f"{path}: no embedding snapshots (snapshots/); allowed: a run trained with "
-                             "log.snapshot_every > 0 (the default)")
-        return found
+        if members:
+            raise ValueError(f"--members: got {members!r} for the run directory {path!r}; allowed: --members with "
+                             "a sweep directory")
+        if not snapshots.frame_steps(path):
+            raise NoSnapshots(f"{path}: no embedding snapshots (snapshots/); allowed: a run trained with "
+                              "log.snapshot_every > 0 (the default)")
+        return [path], 1
     names = sorted(n for n in os.listdir(path) if _is_run(os.path.join(path, n))) if os.path.isdir(path) else []
     with_frames = [n for n in names if snapshots.frame_steps(os.path.join(path, n))]
     chosen = [n for n in with_frames if members is None or any(fnmatch.fnmatchcase(n, m) for m in members)]
     if not chosen:
-        raise ValueError(f"{path}: no run directory with embedding snapshots"
+        raise NoSnapshots(f"{path}: no run directory with embedding snapshots"
                          + (f" among the members {members}" if members else "")
                          + f"; allowed: a run or a sweep directory ({len(names)} run(s) here, "
                          f"{len(with_frames)} with snapshots: {', '.join(with_frames[:8]) or 'none'})")
-    return [os.path.join(path, n) for n in chosen[:MAX_MEMBERS]]
+    return [os.path.join(path, n) for n in chosen[:MAX_MEMBERS]], len(chosen)
 
 
 def read_tokens(run_dir: str) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -78,9 +84,12 @@ def read_tokens(run_dir: str) -> tuple[list[str], np.ndarray, np.ndarray | None]
 
 
 def projection(final: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, d×k basis): PCA of the final frame's rows, each component's sign fixed so that its largest
+    """(mean, d×k basis): PCA of the final frame's finite rows, each component's sign fixed so that its largest
     coordinate is positive; zero columns where d < k."""
-    X = np.nan_to_num(final.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    X = final.astype(np.float64)
+    X = X[np.isfinite(X).all(1)]
+    if len(X) == 0:
+        X = np.zeros((1, final.shape[1]))
     mu = X.mean(0)
     _, _, Vt = np.linalg.svd(X - mu, full_matrices=False)
     W = np.zeros((X.shape[1], k))
@@ -132,8 +141,16 @@ def _labels(cfgs: list[dict]) -> list[str]:
 
 
 def _curves(run_dir: str) -> dict[str, list]:
+    """The curves' points from metrics.jsonl (a torn last line, as a kill leaves it, is skipped)."""
+    rows = []
     path = os.path.join(run_dir, "metrics.jsonl")
-    rows = read_jsonl(path) if os.path.exists(path) else []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
     out: dict[str, list] = {}
     for key in CURVES:
         pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
@@ -164,15 +181,17 @@ def member_data(run_dir: str, label: str) -> dict[str, Any]:
     cfg = read_yaml(os.path.join(run_dir, "config.yaml"))
     rows, E = snap.rows, snap.E.astype(np.float32)
     F, N, _ = E.shape
-    mu, W = projection(E[-1])
+    finite = np.isfinite(E).all(2)  # float16 overflow (|x| > 65,504) or a diverged run: such rows are hidden
+    mu, W = projection(E[max([f for f in range(F) if finite[f].any()], default=F - 1)])
     coords = ((E - mu.astype(np.float32)) @ W.astype(np.float32)).astype(np.float32)  # (F, N, 3)
     nn = [neighbours(E[f]) for f in range(F)]
     integer = bool(np.all(counts == np.round(counts)))
     V = len(tokens)
     return {
-        "name": os.path.basename(os.path.normpath(run_dir)), "label": label, "N": N, "F": F, "V": V,
+        "name": os.path.basename(os.path.normpath(run_dir)), "label": html.escape(label, quote=False), "N": N,
+        "F": F, "V": V, "hidden": int((~finite).any(0).sum()),
         "steps": snap.steps.tolist(), "total": int(cfg.get("steps", snap.steps[-1])),
-        "ids": rows.tolist(), "tokens": [html.escape(tokens[i]) for i in rows],
+        "ids": rows.tolist(), "tokens": [html.escape(tokens[i], quote=False) for i in rows],  # Plotly reads tags
         "counts": [float(counts[i]) for i in rows], "count_name": "count" if integer else "p",
         "classes": None if classes is None else classes[rows].tolist(),
         "bucket": frequency_bucket_of(counts)[rows].tolist(),
@@ -189,12 +208,12 @@ def member_data(run_dir: str, label: str) -> dict[str, Any]:
     }
 
 
-def page_data(dirs: list[str]) -> dict[str, Any]:
+def page_data(dirs: list[str], eligible: int | None = None) -> dict[str, Any]:
     cfgs = [read_yaml(os.path.join(d, "config.yaml")) for d in dirs]
     members = [member_data(d, label) for d, label in zip(dirs, _labels(cfgs))]
     steps = sorted({s for m in members for s in m["steps"]})
     title = members[0]["name"] if len(members) == 1 else os.path.basename(os.path.dirname(os.path.abspath(dirs[0])))
-    return {"title": title, "steps": steps, "members": members}
+    return {"title": title, "steps": steps, "members": members, "eligible": eligible or len(members)}
 
 
 def render(data: dict[str, Any]) -> str:
@@ -203,7 +222,7 @@ def render(data: dict[str, Any]) -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "viewer.js"), encoding="utf-8") as f:
         script = f.read()
-    blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")  # no tag ends it
     title = html.escape(f"embedding space: {data['title']}")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
@@ -214,11 +233,14 @@ def render(data: dict[str, Any]) -> str:
 
 def write_page(path: str, members: list[str] | None = None, out: str | None = None) -> str:
     """Write the page for a run or a sweep directory (see run_dirs); returns its path."""
-    dirs = run_dirs(path, members)
+    dirs, eligible = run_dirs(path, members)
+    if eligible > len(dirs):
+        print(f"{path}: the page shows {len(dirs)} of {eligible} members (choose with --members)", file=sys.stderr)
+    page = render(page_data(dirs, eligible))  # built before any file is opened: a failure leaves nothing behind
     out = out or os.path.join(path, PAGE)
     tmp = f"{out}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render(page_data(dirs)))
+        f.write(page)
     os.replace(tmp, out)
     return out
 

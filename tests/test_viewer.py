@@ -139,9 +139,20 @@ def test_neighbours_ties_zero_rows_and_signs():
     assert ((-A - (-A).mean(0)) @ W2)[np.abs(proj).argmax(0), range(3)].min() > 0
 
 
+def test_neighbour_ties_past_the_candidates_go_to_the_lower_id():
+    rng = np.random.default_rng(3)
+    E = rng.normal(size=(40, 6)).astype(np.float32)
+    E[4:35] = np.eye(6, dtype=np.float32)[0]  # 31 equal unit rows: cosines exactly 1, in any summation order
+    idx, cos = neighbours(E, k=5)
+    assert idx[4].tolist() == [5, 6, 7, 8, 9] and idx[20].tolist() == [4, 5, 6, 7, 8]
+    assert np.allclose(cos[20], 1, atol=1e-6)
+
+
 def test_sweep_page_and_the_view_command(sweep, tmp_path, capsys):
     members = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(str(sweep / "*" / "config.yaml")))
     assert len(members) == 3 and (sweep / "embedding_space.html").exists()
+    for n in members:  # vmapped or in turn, each member's frames are its own table
+        assert np.array_equal(snapshots.read(str(sweep / n)).E[-1], np.load(sweep / n / "embeddings.npy").astype(np.float16))
     assert "embedding_space.html" in (sweep / "report.md").read_text()
     data = page_data([str(sweep / n) for n in members])
     assert [m["label"] for m in data["members"]] == ["σ=0.02", "σ=0.2", "σ=1.0"]
@@ -152,6 +163,10 @@ def test_sweep_page_and_the_view_command(sweep, tmp_path, capsys):
     r = run_cli("experiments.view", str(tmp_path))  # no run here
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no run directory with embedding snapshots" in r.stderr
     assert view_main([str(sweep / members[0]), "--bogus=1"]) == 2
+    assert view_main([str(sweep / members[0]), "--members=x"]) == 2  # --members is for a sweep
+    assert view_main([str(sweep / members[0]), f"--out={tmp_path}/missing/x.html"]) == 2
+    assert "allowed" in capsys.readouterr().err
+    assert not glob.glob(f"{sweep}/{members[0]}/*.tmp-*")
 
 
 def test_snapshot_every_zero_writes_no_snapshots_or_page(tmp_path):
@@ -224,7 +239,7 @@ def test_browser_controls_play_and_step_exactly_one_frame(browser, run):
     click = lambda i: browser.find_element("id", i).click()
     assert _frame(browser) == (1, 0)
     member = browser.find_element("id", "member-0")
-    before = member.screenshot_as_png
+    before, xs = member.screenshot_as_png, browser.execute_script("return Array.from(document.getElementById('member-0').data[0].x)")
     click("speed")
     browser.find_element("css selector", "#speed option[value='4']").click()
     click("play")
@@ -234,7 +249,9 @@ def test_browser_controls_play_and_step_exactly_one_frame(browser, run):
     paused = _frame(browser)
     time.sleep(0.6)
     assert _frame(browser) == paused  # paused stays put
-    assert member.screenshot_as_png != before  # the points moved
+    assert member.screenshot_as_png != before  # the picture changed
+    moved = browser.execute_script("return Array.from(document.getElementById('member-0').data[0].x)")
+    assert len(moved) == 64 and np.abs(np.array(moved) - np.array(xs)).max() > 1e-3  # and the points moved
     click("first")
     _wait(browser, lambda: _frame(browser) == (1, 0))
     click("forward")
@@ -290,3 +307,25 @@ def test_browser_sweep_page_shows_every_member_under_shared_controls(browser, sw
         "return Array.from(document.querySelectorAll('.member'), d => d.layout.title.text)")))
     assert len(browser.find_elements("id", "play")) == 1  # one set of controls for all
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_browser_tokens_are_shown_as_written(browser, run, tmp_path):
+    """Token strings with quotes, tags, ampersands and a closing script tag reach the hover text literally, and a
+    torn last line in metrics.jsonl (as a kill leaves it) does not stop the page."""
+    copy = tmp_path / "r"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("wandb", "checkpoints"))
+    lines = (copy / "tokens.tsv").read_text().splitlines()
+    odd = ['say "hi"', "<b>bold</b>", "a&amp;b", "</script><script>alert(1)</script>"]
+    for i, tok in enumerate(odd):
+        cols = lines[1 + i].split("\t")
+        lines[1 + i] = "\t".join([cols[0], tok, *cols[2:]])
+    (copy / "tokens.tsv").write_text("\n".join(lines) + "\n")
+    with open(copy / "metrics.jsonl", "a") as f:
+        f.write('{"step": 35, "train/lo')
+    assert view_main([str(copy)]) == 0
+    _open(browser, copy / "embedding_space.html")
+    for i, tok in enumerate(odd):
+        browser.execute_script(f"Plotly.Fx.hover('member-0', [{{curveNumber: 0, pointNumber: {i}}}])")
+        _wait(browser, lambda: browser.execute_script(
+            "const h = document.querySelector('#member-0 .hovertext'); return h ? h.textContent : ''").startswith(tok))
+    assert browser.execute_script("return document.querySelectorAll('script').length") == 3  # none injected
