@@ -72,8 +72,9 @@
   function layout(m, f) {
     const small = D.members.length > 1;
     const when = f < 0 ? "no frame yet" : "step " + m.steps[f];
-    const l = { title: { text: m.label + "  (" + when + ")", font: { size: small ? 12 : 15 } },
-      width: small ? 380 : 760, height: small ? 360 : 600, margin: { l: 50, r: 10, t: 36, b: 40 },
+    const l = { title: { text: m.label + (small ? "<br>" : "  ") + "(" + when + ")", font: { size: small ? 12 : 15 },
+      x: small ? 0.01 : 0.5, xanchor: small ? "left" : "center" }, // left of the toolbar in a small plot
+      width: small ? 380 : 760, height: small ? 370 : 600, margin: { l: 50, r: 10, t: small ? 46 : 36, b: 40 },
       uirevision: "keep", showlegend: false, hovermode: "closest", hoverlabel: { align: "left" } };
     const ax = [0, 1, 2].map((j) => ({ range: m.ranges[j], zeroline: false,
       title: { text: "PC" + (j + 1) + (S.three ? "" : " of the final frame") } }));
@@ -91,7 +92,8 @@
     const step = D.steps[S.frame];
     return Promise.all(D.members.map((m, k) => {
       const f = frameOf(m, step);
-      return Plotly.react("member-" + k, [trace(m, f)], layout(m, f), { displaylogo: false, responsive: false });
+      return Plotly.react("member-" + k, [trace(m, f)], layout(m, f), { displaylogo: false, responsive: false,
+        modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"] });
     }));
   }
   function cursor() {
@@ -119,8 +121,8 @@
     });
     const single = D.members.length === 1; // one run: the curves stand in a column beside it
     const l = { grid: single ? { rows: 3, columns: 1, pattern: "independent" } : { rows: 1, columns: 3, pattern: "independent" },
-      height: single ? 600 : 260, width: single ? 460 : undefined, margin: { l: 55, r: 10, t: 30, b: 40 },
-      shapes: cursor(), showlegend: !single, legend: { orientation: "h", y: -0.25 } };
+      height: single ? 600 : 320, width: single ? 460 : undefined, margin: { l: 55, r: 10, t: 30, b: single ? 40 : 100 },
+      shapes: cursor(), showlegend: !single, legend: { orientation: "h", y: -0.3, yanchor: "top" } };
     panels.forEach(([, title], j) => {
       const ax = j ? String(j + 1) : "";
       l["xaxis" + ax] = { title: { text: single && j < 2 ? "" : "step" }, matches: j ? "x" : undefined };
