@@ -1,11 +1,12 @@
 """One run's home: the directory `<out_dir>/<name>/` and everything in it, behind the interface the loop uses.
 
 A `Run` is what the device loop talks to: `restore` a checkpoint, `begin` logging at a step, `log`
-rows and rich objects, keep embedding `snapshot`s, `checkpoint` a state (everything logged so far is durable first), and
-`finish` with an `Outcome`. `RunDir` keeps all of it on disk: the refuse/resume/overwrite decision,
-config.yaml, the W&B run (and its id, so a resume continues it), metrics.jsonl and summary.json,
-snapshots/, orbax checkpoints, the final exports and the embedding-space page. In a multi-process run every process takes part in the
-checkpoints; only process 0 writes files or talks to W&B. `MemoryRun` keeps it all in memory.
+rows and rich objects, keep embedding `snapshot`s, `checkpoint` a state (everything logged so far is
+durable first), and `finish` with an `Outcome`. `RunDir` keeps all of it on disk: the
+refuse/resume/overwrite decision, config.yaml, the W&B run (and its id, so a resume continues it),
+metrics.jsonl and summary.json, snapshots/, orbax checkpoints, the final exports and the
+embedding-space page. In a multi-process run every process takes part in the checkpoints; only
+process 0 writes files or talks to W&B. `MemoryRun` keeps it all in memory.
 """
 from __future__ import annotations
 
@@ -246,7 +247,7 @@ class RunDir:
         return summary
 
     def _write_outputs(self, o: Outcome) -> None:
-        """embeddings.npy (float32 V×d; untied: output_embeddings.npy too), row_updates.npy, tokens.tsv (id, token, count[, class]), projector files."""
+        """embeddings.npy (float32 V×d; untied: output_embeddings.npy too), row_updates.npy, projector files."""
         np.save(os.path.join(self.path, "embeddings.npy"), np.asarray(o.E, np.float32))
         if o.E_out is not None:
             np.save(os.path.join(self.path, "output_embeddings.npy"), np.asarray(o.E_out, np.float32))
