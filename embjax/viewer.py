@@ -183,7 +183,8 @@ def member_data(run_dir: str, label: str) -> dict[str, Any]:
     F, N, _ = E.shape
     finite = np.isfinite(E).all(2)  # float16 overflow (|x| > 65,504) or a diverged run: such rows are hidden
     mu, W = projection(E[max([f for f in range(F) if finite[f].any()], default=F - 1)])
-    coords = ((E - mu.astype(np.float32)) @ W.astype(np.float32)).astype(np.float32)  # (F, N, 3)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows project to NaN: hidden on the page
+        coords = ((E - mu.astype(np.float32)) @ W.astype(np.float32)).astype(np.float32)  # (F, N, 3)
     nn = [neighbours(E[f]) for f in range(F)]
     integer = bool(np.all(counts == np.round(counts)))
     V = len(tokens)

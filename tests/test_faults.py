@@ -112,6 +112,13 @@ def test_divergence_is_an_outcome(tmp_path):
     assert rows[-1]["step"] <= s["step"] + 10  # stopped within a chunk of it
     import numpy as np
     assert np.isfinite(np.load(tmp_path / "default" / "embeddings.npy")).all()  # frozen before the bad update
+    # the embedding-space page is written for a diverged run too, and says which rows it had to hide
+    from embjax.viewer import page_data
+    from embjax import snapshots
+    frames = snapshots.read(str(tmp_path / "default"))
+    hidden = int((~np.isfinite(frames.E.astype(np.float32)).all(2)).any(0).sum())
+    assert (tmp_path / "default" / "embedding_space.html").exists()
+    assert page_data([str(tmp_path / "default")])["members"][0]["hidden"] == hidden
 
 
 def test_skip_nonfinite_updates(tmp_path):
