@@ -28,6 +28,13 @@ def test_4x2_mesh_matches_single_device_and_resumes_on_another_shape(tmp_path):
         assert b[step] == pytest.approx(a[step], rel=1e-3), step
     s = json.load(open(tmp_path / "mesh" / "summary.json"))
     assert s["mesh"] == {"data": 4, "model": 2} and len(s["devices"]) == 8
+    # snapshots gathered from the table split over `model` are the one-device run's frames
+    import numpy as np
+    from embjax import snapshots
+    fm, f1 = snapshots.read(str(tmp_path / "mesh")), snapshots.read(str(tmp_path / "one"))
+    assert fm.steps.tolist() == f1.steps.tolist() == [0, 5, 10, 15, 20]
+    assert np.allclose(fm.E.astype(np.float32), f1.E.astype(np.float32), rtol=1e-2, atol=1e-3)
+    assert np.array_equal(fm.E[-1], np.load(tmp_path / "mesh" / "embeddings.npy").astype(np.float16))
     # the sharded checkpoint restores onto a 2 × 4 mesh and training goes on
     r = run_cli("experiments.train", *ARGS[:-2], "--steps=30", "--log.wandb=false", f"--out_dir={tmp_path}",
                 "--name=mesh", "--mesh.data=2", "--mesh.model=4", env=EIGHT)

@@ -80,8 +80,14 @@ def test_two_processes_equal_one_and_checkpoints_cross_over(tmp_path):
     assert_same_losses(ref, two, [0, 5, 10, 15, 20])
     who = writers(tmp_path / "two")
     assert {f for f, w in who.items() if w == "p1" and not f.startswith("checkpoints")} == set(), who
-    for f in ("config.yaml", "metrics.jsonl", "summary.json", "embeddings.npy", "tokens.tsv"):
+    for f in ("config.yaml", "metrics.jsonl", "summary.json", "embeddings.npy", "tokens.tsv", "snapshots/rows.npy",
+              "snapshots/000000020.npz", "embedding_space.html"):
         assert who[f] == "p0", f
+    import numpy as np
+    from embjax import snapshots
+    f2, f1 = snapshots.read(str(tmp_path / "two")), snapshots.read(str(tmp_path / "copy" / "ref"))  # ref at step 20
+    assert f2.steps.tolist() == f1.steps.tolist() == [0, 5, 10, 15, 20]
+    assert np.allclose(f2.E.astype(np.float32), f1.E.astype(np.float32), rtol=1e-2, atol=1e-3)
     assert any(w == "p1" for f, w in who.items() if f.startswith("checkpoints")), "process 1 wrote no shard"
     s = json.load(open(tmp_path / "two" / "summary.json"))
     assert s["process_count"] == 2 and len(s["devices"]) == 4 and s["status"] == "finished"
