@@ -13,6 +13,7 @@ import yaml
 
 from embjax import snapshots
 from embjax.cli import sweep_main, train_main, view_main
+from embjax.metrics import nearest_neighbors
 from embjax.viewer import neighbours, page_data, projection
 from tests.conftest import TINY, run_cli
 
@@ -121,6 +122,8 @@ def test_page_numbers_match_numpy_references(run):
         ref = -np.sort(-G, axis=1)[:, :5]
         assert np.allclose(cos[f], ref, atol=1.5e-4)
         assert np.allclose(np.take_along_axis(G, nn[f].astype(int), 1), ref, atol=1e-3)
+        exact_ids, _ = nearest_neighbors(snap.E[f].astype(np.float32), np.arange(N), k=5)  # the metrics' definition
+        assert np.array_equal(nn[f], exact_ids)
     assert m["tokens"][:2] == ["t0_c0", "t1_c1"] and m["classes"][:2] == [0, 1]
     assert _decode(m["updated"], "u1", (F, N))[0].sum() == 0
 
@@ -155,7 +158,7 @@ def test_sweep_page_and_the_view_command(sweep, tmp_path, capsys):
         assert np.array_equal(snapshots.read(str(sweep / n)).E[-1], np.load(sweep / n / "embeddings.npy").astype(np.float16))
     assert "embedding_space.html" in (sweep / "report.md").read_text()
     data = page_data([str(sweep / n) for n in members])
-    assert [m["label"] for m in data["members"]] == ["σ=0.02", "σ=0.2", "σ=1.0"]
+    assert [m["label"] for m in data["members"]] == ["σ=0.02", "σ=0.2", "σ=1"]  # as the sweep's progress bars
     out = tmp_path / "two.html"
     assert view_main([str(sweep), f"--members={members[0]},*init_std1", f"--out={out}"]) == 0
     blob = out.read_text().split('<script id="embjax-data" type="application/json">')[1].split("</script>")[0]
@@ -189,28 +192,14 @@ def test_page_reaches_the_offline_wandb_run(run):
 
 # ---- in a real browser: Debian's chromium + chromedriver through Selenium ----
 
-def _chromium():
-    for b, d in (("/usr/bin/chromium", "/usr/bin/chromedriver"), (shutil.which("chromium") or "", shutil.which("chromedriver") or "")):
-        if b and d and os.path.exists(b) and os.path.exists(d):
-            return b, d
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    found = _chromium()
-    if found is None:
+    from embjax.bench import chromium_paths, headless_chromium
+    if chromium_paths() is None:
         if os.environ.get("EMBJAX_REQUIRE_BROWSER"):
             pytest.fail("chromium and chromedriver are required here (apt-get install chromium chromium-driver)")
         pytest.skip("no chromium/chromedriver (apt-get install chromium chromium-driver; .ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = found[0]
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1000"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(found[1]), options=opts)
+    driver = headless_chromium(console_log=True)
     yield driver
     driver.quit()
 
