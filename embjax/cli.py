@@ -1,6 +1,7 @@
 """Command-line front ends shared by experiments/*: parse, call the library, map errors to exit codes."""
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import sys
@@ -47,6 +48,7 @@ def _as_bool(flag: str, text: str | None) -> bool:
 
 def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], int]:
     """Bad input -> one line and exit 2, never a traceback."""
+    @functools.wraps(main)
     def run(argv: list[str] | None = None) -> int:
         try:
             return main(sys.argv[1:] if argv is None else argv)
@@ -232,3 +234,4 @@ def view_main(argv: list[str]) -> int:
                           "an --out path in an existing, writable folder") from None
     print(path)
     return 0
+

@@ -19,6 +19,17 @@ if "EMBJAX_DATA_DIR" not in os.environ:
     os.environ["EMBJAX_DATA_DIR"] = tempfile.mkdtemp(prefix="embjax-data-")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# this process (and each xdist worker) uses that cache too: a program compiled by one test, a subprocess
+# or another worker is read back, not compiled again, wherever its HLO is the same
+from embjax.config import enable_compile_cache  # noqa: E402
+
+enable_compile_cache("auto")
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most 4 (each worker and its subprocesses import JAX and compile)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
 # A tiny but complete experiment: every section present, small enough to compile in a few seconds.
 TINY = [
     "--data.vocab_size=64", "--data.num_classes=4", "--data.seq_len=16", "--data.batch_size=8",

@@ -16,6 +16,7 @@ from embjax.step import Program, hparams
 from tests.conftest import TINY
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_trains_like_float32(tmp_path):
     """The default model and corpus (fewer steps): bfloat16 matmuls end within 0.05 nats of float32's eval loss."""
     losses = {}
@@ -38,6 +39,7 @@ def _program(*extra):
     return cfg, Program(cfg, make_corpus(cfg))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("param_dtype", ["float32", "bfloat16"])
 def test_bfloat16_tables_lose_updates_below_their_resolution(param_dtype):
     """One SGD step on E: each entry becomes round(E + u) in the parameter dtype, u = -lr·g (NumPy reference).
@@ -48,7 +50,7 @@ def test_bfloat16_tables_lose_updates_below_their_resolution(param_dtype):
     params = state["params"]
     assert P.tables.get(params).dtype == jnp.dtype(param_dtype)
     batch = P.batch(P.corpus.tables, state)
-    g = np.asarray(P.tables.get(jax.grad(P.loss)(params, batch)), np.float32)
+    g = np.asarray(P.tables.get(jax.jit(jax.grad(P.loss))(params, batch)), np.float32)
     E0 = np.asarray(P.tables.get(params)).astype(np.float32)
     new, _ = jax.jit(P.step)(state, batch)
     E1 = np.asarray(P.tables.get(new["params"]))
@@ -72,6 +74,7 @@ def test_bfloat16_tables_lose_updates_below_their_resolution(param_dtype):
         assert not entry_moved[np.abs(0.05 * g) < 0.99 * half_step].any()
 
 
+@pytest.mark.slow
 def test_bfloat16_parameters_keep_float32_adam_state():
     """With bfloat16 parameters Adam's moments stay float32: in bfloat16, b2 = 0.95 or 0.999 rounds (0.999 to
     1.0), and the second moment would stop decaying. After two steps ν equals the float32 recurrence."""
@@ -83,7 +86,7 @@ def test_bfloat16_parameters_keep_float32_adam_state():
     batches, grads = [], []
     for _ in range(2):
         batch = P.batch(P.corpus.tables, state)
-        grads.append(np.asarray(P.tables.get(jax.grad(P.loss)(state["params"], batch)), np.float64))
+        grads.append(np.asarray(P.tables.get(jax.jit(jax.grad(P.loss))(state["params"], batch)), np.float64))
         state, _ = step(state, batch)
     dtypes = {x.dtype for x in jax.tree.leaves(state["opt_state"]) if hasattr(x, "dtype") and x.ndim > 0}
     assert dtypes == {jnp.dtype(jnp.float32)}
@@ -105,6 +108,7 @@ def test_matmul_precision_reaches_xla():
     assert texts["highest"].count("HIGHEST") >= 10  # forward and backward matmuls of the block and the head
 
 
+@pytest.mark.slow
 def test_profile_steps_write_a_trace(tmp_path):
     assert train_main(TINY + [f"--out_dir={tmp_path}", "--log.wandb=false", "--name=p", "--log.profile_steps=10:20"]) == 0
     xplane = glob.glob(str(tmp_path / "p" / "profile" / "plugins" / "profile" / "*" / "*.xplane.pb"))
@@ -125,6 +129,7 @@ def test_profile_steps_are_checked():
             load_config(None, [*TINY, f"--log.profile_steps={bad}"])
 
 
+@pytest.mark.slow
 def test_group_larger_than_the_memory_budget_trains_in_chunks(tmp_path, monkeypatch):
     """With a budget for two members, a 4-member vmapped group trains as two chunks of two, each member
     exactly as when it trains alone."""
@@ -145,6 +150,7 @@ def test_group_larger_than_the_memory_budget_trains_in_chunks(tmp_path, monkeypa
     assert summaries[2]["eval/loss"] != pytest.approx(alone["eval/loss"], rel=2e-4)  # members differ
 
 
+@pytest.mark.slow
 def test_members_bench_runs_on_cpu():
     from tests.conftest import run_cli
     out = run_cli("experiments.bench", "--case=members", "--members=1,2", "--steps=2", "--json",

@@ -11,6 +11,7 @@ from tests.conftest import ROOT, TINY
 
 # Top to bottom, as drawn in the README's "Architecture"; a module may import only from layers below its own.
 LAYERS = [
+    {"commands"},
     {"cli", "bench"},
     {"runner", "findings"},
     {"loop"},
@@ -57,6 +58,7 @@ def test_no_function_over_60_lines_and_a_short_loop():
     assert len(open(os.path.join(ROOT, "embjax", "loop.py")).read().splitlines()) <= 250
 
 
+@pytest.mark.slow
 def test_a_memory_run_trains_without_touching_disk_like_a_run_directory(tmp_path, monkeypatch):
     """The loop through the Run interface alone: a MemoryRun's rows equal a RunDir run's metrics.jsonl,
     nothing is written, and a second loop over the same MemoryRun resumes from its in-memory checkpoint."""

@@ -38,6 +38,7 @@ def reference_frames(reference, tmp_path_factory):
     return _frames(glob.glob(f"{tmp_path_factory.getbasetemp()}/ref*/default")[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [3, 27, 44])
 def test_kill9_then_resume_is_identical(tmp_path, reference, reference_frames, kill_after):
     p = start(tmp_path)
@@ -54,6 +55,7 @@ def test_kill9_then_resume_is_identical(tmp_path, reference, reference_frames, k
     assert len(reference_frames) == 14 and _frames(tmp_path / "default") == reference_frames
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_interrupted(tmp_path, reference):
     p = start(tmp_path)
     wait_for_row(tmp_path / "default" / "metrics.jsonl", 22, p)
@@ -77,6 +79,7 @@ def _garble(step_dir):
                 fh.write(b"\x00garbage")
 
 
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_falls_back(tmp_path, capsys):
     args = ARGS + [f"--out_dir={tmp_path}", "--steps=30", "--checkpoint.keep=3"]
     assert train_main(args) == 0
@@ -102,6 +105,7 @@ def test_no_restorable_checkpoint_is_refused(tmp_path, capsys):
     assert "no checkpoint" in err and "can be restored" in err
 
 
+@pytest.mark.slow
 def test_divergence_is_an_outcome(tmp_path):
     bad = ["--optim.name=sgd", "--optim.grad_clip=0", "--optim.lr=1e3", "--embedding.init_std=50",
            "--optim.warmup_steps=0"]
@@ -121,6 +125,7 @@ def test_divergence_is_an_outcome(tmp_path):
     assert page_data([str(tmp_path / "default")])["members"][0]["hidden"] == hidden
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_updates(tmp_path):
     bad = ["--model.logit_scale=1e38", "--optim.skip_nonfinite=true", "--steps=10"]
     assert train_main(ARGS + [f"--out_dir={tmp_path}", *bad]) == 0
@@ -128,6 +133,7 @@ def test_skip_nonfinite_updates(tmp_path):
     assert s["status"] == "finished" and s["skipped_steps"] == 10
 
 
+@pytest.mark.slow
 def test_unreachable_wandb_server_does_not_hang(tmp_path):
     env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40}
     t = time.time()

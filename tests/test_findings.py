@@ -146,6 +146,7 @@ def test_linear_cka_against_the_hsic_formula_and_its_invariances():
     assert linear_cka(X, 3 * X @ Q + 1) == pytest.approx(1.0, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_per_layer_gradient_norms_and_the_untied_output_table(tmp_path):
     cfg = load_config(None, {"data.vocab_size": 64, "data.num_classes": 4, "data.seq_len": 8, "data.batch_size": 4,
                              "model.embed_dim": 16, "model.num_layers": 2, "model.num_heads": 2,
@@ -154,12 +155,12 @@ def test_per_layer_gradient_norms_and_the_untied_output_table(tmp_path):
     state = jax.jit(P.init)(0, hparams(cfg))
     batch = P.corpus.sample(P.corpus.tables, jax.random.key(3), 4)
     _, m = jax.jit(P.step)(state, batch)
-    grads = jax.grad(P.loss)(state["params"], batch)
+    grads = jax.jit(jax.grad(P.loss))(state["params"], batch)
     norm = lambda t: math.sqrt(sum(float(np.sum(np.asarray(x, np.float64) ** 2)) for x in jax.tree.leaves(t)))
     assert float(m["train/grad_norm_embed"]) == pytest.approx(norm(grads["embed"]), rel=1e-4)
     assert float(m["train/grad_norm_block0"]) == pytest.approx(norm(grads["blocks"][0]), rel=1e-4)
     args = [a for a in TINY if not a.startswith("--steps")] + ["--steps=5", f"--out_dir={tmp_path}", "--log.wandb=false",
-                                                               "--model.tie_embeddings=false"]
+                                                               "--model.kind=linear", "--model.tie_embeddings=false"]
     assert train_main(args) == 0
     out, inp = np.load(tmp_path / "default" / "output_embeddings.npy"), np.load(tmp_path / "default" / "embeddings.npy")
     assert out.shape == inp.shape == (64, 16) and not np.allclose(out, inp)

@@ -17,6 +17,7 @@ def losses(path):
     return {r["step"]: r["train/loss"] for r in map(json.loads, open(path)) if "train/loss" in r}
 
 
+@pytest.mark.slow
 def test_4x2_mesh_matches_single_device_and_resumes_on_another_shape(tmp_path):
     assert train_main(ARGS + [f"--out_dir={tmp_path}", "--name=one"]) == 0  # one device, this process
     mesh = run_cli("experiments.train", *ARGS, f"--out_dir={tmp_path}", "--name=mesh", "--mesh.data=4",
@@ -76,6 +77,7 @@ print(json.dumps({"spec": str(E.sharding.spec), "head_spec": str(H.sharding.spec
 """
 
 
+@pytest.mark.slow
 def test_table_is_split_over_model_axis_and_never_gathered():
     p = subprocess.run([sys.executable, "-c", SHARDING_PROBE], cwd=ROOT, capture_output=True, text=True,
                        env=dict(os.environ, **EIGHT), timeout=300)
@@ -99,6 +101,7 @@ def test_mesh_that_does_not_fit_the_devices_is_refused(tmp_path):
     assert not os.path.exists(tmp_path / "default")
 
 
+@pytest.mark.slow
 def test_sweep_group_on_a_mesh_runs_every_member(tmp_path):
     import yaml
     base = {"steps": 10, "data": {"vocab_size": 64, "num_classes": 4, "seq_len": 16, "batch_size": 8,

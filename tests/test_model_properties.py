@@ -20,6 +20,7 @@ def cfg_of(**kw):
     return load_config(None, base)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["transformer", "mlp", "linear"])
 def test_causal_future_tokens_do_not_change_past_logits(kind):
     model = build_model(cfg_of(**{"model.kind": kind}), rngs=nnx.Rngs(0))
@@ -66,6 +67,7 @@ def test_schedules_by_hand():
     assert float(const(77)) == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "adafactor"])
 def test_every_optimizer_lowers_the_loss(name):
     lr = {"sgd": 0.5, "adafactor": 0.05}.get(name, 0.01)

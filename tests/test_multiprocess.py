@@ -64,6 +64,7 @@ def writers(run_dir):
     return out
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_and_checkpoints_cross_over(tmp_path):
     out = [f"--out_dir={tmp_path}"]
     # the reference: one process, 4 devices, 20 steps, then extended to 30
@@ -101,6 +102,7 @@ def test_two_processes_equal_one_and_checkpoints_cross_over(tmp_path):
     assert_same_losses(ref, rows(tmp_path / "copy" / "ref" / "metrics.jsonl"), [25, 30])
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_processes_interrupts_both_at_one_step_with_a_resumable_checkpoint(tmp_path):
     out = [f"--out_dir={tmp_path}", "--steps=400", "--checkpoint.every=1000"]
     procs = start_pair(*out)

@@ -34,6 +34,7 @@ def run(cfg, P, n):
     return state, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tie,kind", [(True, "transformer"), (False, "transformer"), (False, "linear")])
 def test_mup_at_the_base_width_is_sp_step_for_step(tie, kind):
     kw = {"model.embed_dim": 8, "model.tie_embeddings": tie, "optim.weight_decay": 0.1, "optim.lr": 0.01,
@@ -45,6 +46,7 @@ def test_mup_at_the_base_width_is_sp_step_for_step(tie, kind):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_per_parameter_learning_rates_and_multipliers_by_hand():
     """One Adam step from fresh moments moves each weight by lr·g/(|g| + ε) ≈ lr·sign(g): so the largest
     move of a parameter is its learning rate. At d₀ = 8 and d = 32 (m = 4), with embed_lr_scale = 0.5."""
@@ -81,6 +83,7 @@ def test_per_parameter_learning_rates_and_multipliers_by_hand():
     np.testing.assert_allclose(heads["mup"], heads["sp"] / m, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_weight_decay_per_step_is_lr_times_decay_at_every_width():
     """With a zero gradient Adam's update is 0, so one AdamW step shrinks each decayed weight by lr·λ·w:
     μP's hidden matrices get lr/m and λ·m, so lr·λ (the per-step decay) is the same at every width."""
@@ -99,6 +102,7 @@ def test_weight_decay_per_step_is_lr_times_decay_at_every_width():
         assert float(jnp.abs(upd["blocks"][0]["ln1"]["scale"]).max()) == 0.0  # vectors never decay
 
 
+@pytest.mark.slow
 def test_coordinate_check_tells_sp_from_mup():
     """Train widths 32 and 128 for 4 steps at Adam lr 1e-2: under SP the logits grow with width, under μP not."""
     ratio = {}
@@ -116,6 +120,7 @@ def test_coordinate_check_tells_sp_from_mup():
     assert ratio["sp"] > 1.5 and ratio["mup"] < 1.2 and ratio["sp"] > 2 * ratio["mup"], ratio
 
 
+@pytest.mark.slow
 def test_finite_blow_up_ends_diverged_and_a_healthy_run_does_not(tiny, tmp_path):
     assert train_main(tiny + ["--name=hot", "--optim.lr=1000", "--optim.grad_clip=0", "--steps=60"]) == 0
     s = json.load(open(tmp_path / "hot" / "summary.json"))
@@ -132,6 +137,7 @@ def test_finite_blow_up_ends_diverged_and_a_healthy_run_does_not(tiny, tmp_path)
     assert json.load(open(tmp_path / "wide" / "summary.json"))["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_pretrained_tables_train_in_sp_and_mup(tmp_path):
     E = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32) * 0.1
     np.save(tmp_path / "e.npy", E)

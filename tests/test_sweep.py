@@ -29,6 +29,7 @@ def write(tmp_path, params, method="grid", base=None, **extra):
     return str(path)
 
 
+@pytest.mark.slow
 def test_shipped_sweeps_are_valid_w_and_b_sweeps():
     from sweeps.config import SweepConfig
     for path in glob.glob("sweeps/*.yaml"):
@@ -100,6 +101,7 @@ def test_bad_sweep_files_exit_2(tmp_path, capsys, params, extra, needle):
     assert not os.path.exists(tmp_path / "out" / "t")
 
 
+@pytest.mark.slow
 def test_vectorized_group_matches_members_run_in_turn(tmp_path, capsys):
     params = {"embedding.init_std": {"values": [0.02, 0.5]}, "optim.lr": {"values": [0.003, 0.03]},
               "seed": {"values": [0, 1]}}
@@ -131,6 +133,7 @@ def test_vectorized_group_matches_members_run_in_turn(tmp_path, capsys):
         assert (tmp_path / "on" / "t" / f).exists(), f
 
 
+@pytest.mark.slow
 def test_diverging_member_is_frozen_others_go_on(tmp_path):
     params = {"optim.lr": {"values": [0.003, 1000.0]}, "optim.name": {"value": "sgd"},
               "optim.grad_clip": {"value": 0.0}, "embedding.init_std": {"value": 1.0}}
@@ -143,6 +146,7 @@ def test_diverging_member_is_frozen_others_go_on(tmp_path):
     assert not planted.exists()
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_and_groups_by_sweep_in_wandb(tmp_path, capsys):
     params = {"embedding.init_std": {"values": [0.02, 0.2]}, "model.tie_embeddings": {"values": [True, False]}}
     path = write(tmp_path, params)

@@ -103,6 +103,7 @@ def test_prepared_once_then_reused_and_a_changed_source_is_prepared_anew(tmp_pat
     assert second != first and read_meta(second)["source"]["sha1"] != read_meta(first)["source"]["sha1"]
 
 
+@pytest.mark.slow
 def test_json_lines_parquet_and_datasets_give_the_same_tokens(tmp_path):
     import datasets
     import pyarrow as pa
@@ -125,6 +126,7 @@ def test_json_lines_parquet_and_datasets_give_the_same_tokens(tmp_path):
     assert len(set(streams.values())) == 1  # the same documents -> the same text hash and token stream
 
 
+@pytest.mark.slow
 def test_a_pretrained_tokenizer_file_defines_v_and_pads_to_uint32(tmp_path):
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
@@ -208,6 +210,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(name, args, says, tmp_
     assert not os.path.exists(tmp_path / "o" / "default") and glob.glob(f"{cache}/*") == []
 
 
+@pytest.mark.slow
 def test_a_run_trains_on_a_prepared_corpus_from_the_cli(tmp_path):
     (tmp_path / "a.txt").write_text("\n\n".join(_paragraphs(400, seed=3)))
     args = [a for a in TINY if not a.startswith("--data.vocab_size")] + [

@@ -38,6 +38,7 @@ def test_run_directory_contents(tiny, tmp_path, capsys):
     assert tokens[0].split("\t") == ["id", "token", "count", "class"] and len(tokens) == 65
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(tiny, tmp_path):
     assert train_main(tiny + ["--name=a"]) == 0
     assert train_main(tiny + ["--name=b"]) == 0
@@ -48,6 +49,7 @@ def test_same_seed_same_metrics(tiny, tmp_path):
     assert (tmp_path / "c" / "metrics.jsonl").read_text() != a
 
 
+@pytest.mark.slow
 def test_default_model_learns_below_unigram_entropy(tmp_path):
     """The default experiment's model and corpus (fewer steps): eval loss beats the unigram floor."""
     args = ["--config=experiments/configs/default.yaml", f"--out_dir={tmp_path}", "--log.wandb=false",
@@ -59,6 +61,7 @@ def test_default_model_learns_below_unigram_entropy(tmp_path):
     assert s["eval/loss"] > s["data/entropy_rate"] - 0.05  # nobody beats the entropy rate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_small_models_learn(tiny, tmp_path, kind):
     assert train_main(tiny + [f"--name={kind}", f"--model.kind={kind}", "--steps=60", "--optim.lr=0.03"]) == 0

@@ -151,6 +151,7 @@ def test_neighbour_ties_past_the_candidates_go_to_the_lower_id():
     assert np.allclose(cos[20], 1, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sweep_page_and_the_view_command(sweep, tmp_path, capsys):
     members = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(str(sweep / "*" / "config.yaml")))
     assert len(members) == 3 and (sweep / "embedding_space.html").exists()
@@ -223,6 +224,7 @@ def _wait(driver, cond, timeout=10):
     WebDriverWait(driver, timeout).until(lambda d: cond())
 
 
+@pytest.mark.slow
 def test_browser_controls_play_and_step_exactly_one_frame(browser, run):
     _open(browser, run / "embedding_space.html")
     click = lambda i: browser.find_element("id", i).click()
@@ -261,6 +263,7 @@ def test_browser_controls_play_and_step_exactly_one_frame(browser, run):
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
+@pytest.mark.slow
 def test_browser_hover_shows_the_token_and_its_neighbours(browser, run):
     from selenium.webdriver.common.action_chains import ActionChains
     _open(browser, run / "embedding_space.html")
@@ -284,6 +287,7 @@ def test_browser_hover_shows_the_token_and_its_neighbours(browser, run):
     assert f"id {i}," in text and "norm" in text and text.count("(") >= 5  # five neighbours with cosines
 
 
+@pytest.mark.slow
 def test_browser_sweep_page_shows_every_member_under_shared_controls(browser, sweep):
     _open(browser, sweep / "embedding_space.html")
     names = browser.execute_script("return Array.from(document.querySelectorAll('.member'), d => d.dataset.name)")
@@ -298,6 +302,7 @@ def test_browser_sweep_page_shows_every_member_under_shared_controls(browser, sw
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
+@pytest.mark.slow
 def test_browser_tokens_are_shown_as_written(browser, run, tmp_path):
     """Token strings with quotes, tags, ampersands and a closing script tag reach the hover text literally, and a
     torn last line in metrics.jsonl (as a kill leaves it) does not stop the page."""
