@@ -7,6 +7,13 @@ import time
 
 import pytest
 
+# XLA compiles the suite's hundreds of small programs with LLVM's optimisation off (the HLO passes, and so
+# what every program computes, are unchanged; only its machine code is less tuned): compiling is most of
+# the suite's time. EMBJAX_TEST_XLA_OPT=default runs it as users' runs compile. Processes a test starts
+# with XLA_FLAGS of its own (the device-count meshes) compile as users' do.
+USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # for a test process that runs a long training as users compile it
+if os.environ.get("EMBJAX_TEST_XLA_OPT", "0") != "default" and "optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # one compilation cache for the whole session (fresh per CI run): runs of one shape compile once
