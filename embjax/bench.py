@@ -226,9 +226,18 @@ CASES: dict[str, Callable[..., dict]] = {"metrics": bench_metrics, "train": benc
 
 
 def main(argv: list[str]) -> int:
-    import argparse
+    from .config import parse_overrides
     from .hostmem import keep_freed_memory
     keep_freed_memory()  # as the train and sweep commands do, before JAX starts its threads
+    p = _parser()
+    a = p.parse_args(argv)
+    for row in _case_rows(a, parse_overrides(a.set), p):
+        _emit(row, a.json)
+    return 0
+
+
+def _parser():
+    import argparse
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", default="train",
@@ -245,39 +254,33 @@ def main(argv: list[str]) -> int:
     p.add_argument("--peer", default=None, help="compare: the PyTorch reference script (torch_lm.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: a config override")
     p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
-    from .config import parse_overrides
-    overrides = parse_overrides(a.set)
+    return p
+
+
+def _case_rows(a, overrides: dict, p) -> list[dict]:
+    """The rows of the case the arguments name (p: the parser, for its usage error)."""
     if a.case == "peak":
-        _emit({"case": "peak", "flops_per_s": peak_flops()}, a.json)
-    elif a.case == "sweep":
-        for row in bench_sweep(steps=a.steps if a.steps != 20 else 300):
-            _emit(row, a.json)
-    elif a.case == "members":
-        for row in bench_members([int(m) for m in a.members.split(",")], a.steps, a.per_dispatch, overrides):
-            _emit(row, a.json)
-    elif a.case == "study":
-        _emit(bench_study(a.steps if a.steps != 20 else None), a.json)
-    elif a.case == "prepare":
-        _emit(bench_prepare(a.size_mb, a.set), a.json)
-    elif a.case == "text":
-        for row in bench_text(a.steps, a.per_dispatch, a.rounds, a.base, a.set):
-            _emit(row, a.json)
-    elif a.case == "viewer":
-        for row in bench_viewer(a.rounds):
-            _emit(row, a.json)
-    elif a.case in ("mup", "kinds"):
-        for row in (bench_mup if a.case == "mup" else bench_kinds)(a.steps, a.per_dispatch, a.rounds, a.set):
-            _emit(row, a.json)
-    elif a.case == "compare":
+        return [{"case": "peak", "flops_per_s": peak_flops()}]
+    if a.case == "sweep":
+        return bench_sweep(steps=a.steps if a.steps != 20 else 300)
+    if a.case == "members":
+        return bench_members([int(m) for m in a.members.split(",")], a.steps, a.per_dispatch, overrides)
+    if a.case == "study":
+        return [bench_study(a.steps if a.steps != 20 else None)]
+    if a.case == "prepare":
+        return [bench_prepare(a.size_mb, a.set)]
+    if a.case == "text":
+        return bench_text(a.steps, a.per_dispatch, a.rounds, a.base, a.set)
+    if a.case == "viewer":
+        return bench_viewer(a.rounds)
+    if a.case in ("mup", "kinds"):
+        return (bench_mup if a.case == "mup" else bench_kinds)(a.steps, a.per_dispatch, a.rounds, a.set)
+    if a.case == "compare":
         if not a.peer_python or not a.peer or not os.path.isfile(a.peer):
             p.error(f"--case=compare needs --peer-python=PATH (a Python with torch==2.13.0) and --peer=SCRIPT "
                     f"(the PyTorch reference); got {a.peer_python!r} and {a.peer!r}")
-        for row in bench_compare(a.peer_python, a.peer, a.steps, a.per_dispatch, a.rounds):
-            _emit(row, a.json)
-    else:
-        _emit(CASES[a.case](steps=a.steps, per_dispatch=a.per_dispatch, overrides=overrides, base=a.base), a.json)
-    return 0
+        return bench_compare(a.peer_python, a.peer, a.steps, a.per_dispatch, a.rounds)
+    return [CASES[a.case](steps=a.steps, per_dispatch=a.per_dispatch, overrides=overrides, base=a.base)]
 
 
 def bench_compare(peer_python: str, peer: str, steps: int, per_dispatch: int, rounds: int) -> list[dict]:
@@ -336,35 +339,39 @@ def bench_sweep(steps: int = 300, base: str = "experiments/configs/quickstart.ya
     """8 members (σ ∈ {0.02, 0.2} × seed ∈ {0..3}) as one vectorised sweep process, as one process running
     them in turn, and as 8 separate `experiments.train` processes (what `wandb agent` does). W&B off and the
     persistent compilation cache off on every side, so each side pays the compiles it would on a fresh machine."""
-    import yaml
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        sweep = {"name": "bench", "program": "experiments/train.py", "method": "grid",
-                 "parameters": {"config": {"value": base}, "embedding.init_std": {"values": [0.02, 0.2]},
-                                "seed": {"values": [0, 1, 2, 3]}}}
-        path = os.path.join(tmp, "bench.yaml")
-        with open(path, "w") as f:
-            yaml.safe_dump(sweep, f)
-        common = [f"--steps={steps}", "--log.wandb=false", "--compile_cache=", "--log.progress=false"]
-        times = {}
-        for mode in ("on", "off"):
-            t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "experiments.sweep", path, f"--out_dir={tmp}/{mode}",
-                            f"--vectorize={mode}", "--progress=false", *common], check=True, capture_output=True)
-            times[mode] = time.perf_counter() - t
+        times = _sweep_sides(tmp, steps, base)
+    return [{"case": "sweep", "members": 8, "steps": steps, "base": base,
+             "vectorized_s": times["on"], "in_turn_one_process_s": times["off"],
+             "separate_processes_s": times["processes"],
+             "ratio_vectorized_to_processes": times["on"] / times["processes"],
+             "ratio_in_turn_to_processes": times["off"] / times["processes"]}]
+
+
+def _sweep_sides(tmp: str, steps: int, base: str) -> dict[str, float]:
+    """bench_sweep's three sides' wall times (s) in the folder tmp."""
+    import yaml
+    sweep = {"name": "bench", "program": "experiments/train.py", "method": "grid",
+             "parameters": {"config": {"value": base}, "embedding.init_std": {"values": [0.02, 0.2]},
+                            "seed": {"values": [0, 1, 2, 3]}}}
+    path = os.path.join(tmp, "bench.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(sweep, f)
+    common = [f"--steps={steps}", "--log.wandb=false", "--compile_cache=", "--log.progress=false"]
+    times = {}
+    for mode in ("on", "off"):
         t = time.perf_counter()
-        for std in (0.02, 0.2):
-            for seed in range(4):
-                subprocess.run([sys.executable, "-m", "experiments.train", f"--config={base}",
-                                f"--embedding.init_std={std}", f"--seed={seed}", f"--out_dir={tmp}/procs",
-                                f"--name=s{std}-{seed}", *common], check=True, capture_output=True)
-        times["processes"] = time.perf_counter() - t
-    rows.append({"case": "sweep", "members": 8, "steps": steps, "base": base,
-                 "vectorized_s": times["on"], "in_turn_one_process_s": times["off"],
-                 "separate_processes_s": times["processes"],
-                 "ratio_vectorized_to_processes": times["on"] / times["processes"],
-                 "ratio_in_turn_to_processes": times["off"] / times["processes"]})
-    return rows
+        subprocess.run([sys.executable, "-m", "experiments.sweep", path, f"--out_dir={tmp}/{mode}",
+                        f"--vectorize={mode}", "--progress=false", *common], check=True, capture_output=True)
+        times[mode] = time.perf_counter() - t
+    t = time.perf_counter()
+    for std in (0.02, 0.2):
+        for seed in range(4):
+            subprocess.run([sys.executable, "-m", "experiments.train", f"--config={base}",
+                            f"--embedding.init_std={std}", f"--seed={seed}", f"--out_dir={tmp}/procs",
+                            f"--name=s{std}-{seed}", *common], check=True, capture_output=True)
+    times["processes"] = time.perf_counter() - t
+    return times
 
 
 def generated_text(path: str, size_bytes: int, seed: int = 0, vocab: int = 30_000, paragraphs: int = 20_000) -> int:
@@ -499,16 +506,23 @@ def bench_viewer(rounds: int = 3) -> list[dict]:
                      "build_s": build, "load_ms": [x[0] for x in loads], "first_frame_ms": [x[1] for x in loads],
                      "load_ms_median": float(np.median([x[0] for x in loads])),
                      "first_frame_ms_median": float(np.median([x[1] for x in loads]))})
-        sides = {"default run": ["experiments.train", "--log.progress=false"],
-                 "quickstart sweep": ["experiments.sweep", "sweeps/quickstart.yaml", "--log.progress=false"]}
-        for name, cmd in sides.items():
-            walls: dict[str, list[float]] = {"with": [], "without": []}
-            for r in range(rounds):
-                for side, extra in (("with", []), ("without", ["--log.snapshot_every=0"])):
-                    out = os.path.join(tmp, f"{name[:3]}-{side}-{r}")
-                    walls[side].append(_timed(cmd + [f"--out_dir={out}", *extra]))
-                    rows.append({"round": r, "job": name, "side": side, "wall_s": walls[side][-1]})
-            w, wo = float(np.median(walls["with"])), float(np.median(walls["without"]))
-            rows.append({"case": "viewer_cost", "job": name, "with_median_s": w, "without_median_s": wo,
-                         "extra_fraction": w / wo - 1})
+        rows += _viewer_cost(tmp, rounds)
+    return rows
+
+
+def _viewer_cost(tmp: str, rounds: int) -> list[dict]:
+    """The default run and the quickstart sweep with snapshots + pages and without, alternating rounds."""
+    rows = []
+    sides = {"default run": ["experiments.train", "--log.progress=false"],
+             "quickstart sweep": ["experiments.sweep", "sweeps/quickstart.yaml", "--log.progress=false"]}
+    for name, cmd in sides.items():
+        walls: dict[str, list[float]] = {"with": [], "without": []}
+        for r in range(rounds):
+            for side, extra in (("with", []), ("without", ["--log.snapshot_every=0"])):
+                out = os.path.join(tmp, f"{name[:3]}-{side}-{r}")
+                walls[side].append(_timed(cmd + [f"--out_dir={out}", *extra]))
+                rows.append({"round": r, "job": name, "side": side, "wall_s": walls[side][-1]})
+        w, wo = float(np.median(walls["with"])), float(np.median(walls["without"]))
+        rows.append({"case": "viewer_cost", "job": name, "with_median_s": w, "without_median_s": wo,
+                     "extra_fraction": w / wo - 1})
     return rows

@@ -181,30 +181,36 @@ Table = tuple[list[str], list[list[str]]]
 # 1 and 5: tying (one sweep)
 
 
+def _centred(r: dict) -> float | None:  # only where there is a cone to remove (raw mean cosine > 0.05)
+    c, raw = final(r, "emb_centered/cos_mean"), final(r, "emb/cos_mean")
+    return None if c is None or raw is None or raw <= 0.05 else c / raw
+
+
+def _rare_minus_frequent(r: dict) -> float | None:
+    rest, top = final(r, "emb/cos_mean_rest"), final(r, "emb/cos_mean_top10pct")
+    return None if rest is None or top is None else rest - top
+
+
 def analyse_tying(runs: list[dict]) -> tuple[list[Check], Table]:
     side = lambda tie, s: select(runs, model__tie_embeddings=tie, embedding__init_std=s)
-    def centred(r: dict) -> float | None:  # only where there is a cone to remove (raw mean cosine > 0.05)
-        c, raw = final(r, "emb_centered/cos_mean"), final(r, "emb/cos_mean")
-        return None if c is None or raw is None or raw <= 0.05 else c / raw
-
-    def rare_minus_frequent(r: dict) -> float | None:
-        rest, top = final(r, "emb/cos_mean_rest"), final(r, "emb/cos_mean_top10pct")
-        return None if rest is None or top is None else rest - top
-    sigmas = _values(runs, "embedding.init_std")
     checks = [
         Check("At σ = 0.02 the tied table's mean cosine exceeds the untied input table's by more than 0.2",
               "per seed, tied − untied final emb/cos_mean; mean band in [0.2, ∞)",
               paired(side(True, 0.02), side(False, 0.02), _diff("emb/cos_mean")), lo=0.2),
         Check("Removing the mean row removes most of it: the tied table's centred mean cosine is under a quarter "
               "of its raw mean cosine (σ = 0.02)", "per seed, emb_centered/cos_mean ÷ emb/cos_mean; band in (−∞, 0.25]",
-              per_seed(side(True, 0.02), centred), hi=0.25),
+              per_seed(side(True, 0.02), _centred), hi=0.25),
         Check("Rare-token rows drift together more than frequent ones (tied, σ = 0.02)",
               "per seed, mean cosine inside the rarest 90 % − inside the top 10 %; band in [0, ∞)",
-              per_seed(side(True, 0.02), rare_minus_frequent), lo=0.0),
+              per_seed(side(True, 0.02), _rare_minus_frequent), lo=0.0),
         Check("It depends on σ: at σ = 1 the tied − untied gap is under 0.05",
               "per seed, tied − untied final emb/cos_mean at σ = 1; band in (−∞, 0.05]",
               paired(side(True, 1.0), side(False, 1.0), _diff("emb/cos_mean")), hi=0.05),
     ]
+    return checks, _tying_table(side, _values(runs, "embedding.init_std"))
+
+
+def _tying_table(side: Any, sigmas: list) -> Table:
     rows = []
     for s in sigmas:
         for tie in (True, False):
@@ -213,8 +219,8 @@ def analyse_tying(runs: list[dict]) -> tuple[list[Check], Table]:
                 mean_sd([final(r, k) for r in g]) for k in
                 ("emb/cos_mean", "emb_centered/cos_mean", "emb/isoscore", "emb/cos_mean_top10pct", "emb/cos_mean_rest",
                  "eval/loss")])
-    return checks, (["σ", "output", "seeds", "mean cos", "centred mean cos", "IsoScore", "cos top 10 %",
-                     "cos rest", "eval loss"], rows)
+    return (["σ", "output", "seeds", "mean cos", "centred mean cos", "IsoScore", "cos top 10 %",
+             "cos rest", "eval loss"], rows)
 
 
 def analyse_tied_untied(runs: list[dict]) -> tuple[list[Check], Table]:
@@ -247,44 +253,53 @@ def analyse_tied_untied(runs: list[dict]) -> tuple[list[Check], Table]:
 # 2: frequency
 
 
+def _growth_ratio(r: dict) -> float | None:
+    keys = ("emb/norm_mean_rest", "emb/norm_mean_top1pct")
+    f, s = [final(r, k) for k in keys], [first(r, k) for k in keys]
+    return None if None in f + s else (f[0] / s[0]) / (f[1] / s[1])
+
+
+def _rare_harm(a: dict, b: dict) -> float | None:  # a with decay, b without
+    d = {k: (final(a, f"eval/loss_bucket_{k}"), final(b, f"eval/loss_bucket_{k}")) for k in ("rest", "top1")}
+    return None if None in sum(d.values(), ()) else (d["rest"][0] - d["rest"][1]) - (d["top1"][0] - d["top1"][1])
+
+
+def _spearman(r: dict) -> float | None:
+    return final(r, "emb/norm_logfreq_spearman")
+
+
 def analyse_frequency(runs: list[dict]) -> tuple[list[Check], Table]:
     side = lambda tie, wd: select(runs, model__tie_embeddings=tie, optim__embed_weight_decay=wd)
     wds = _values(runs, "optim.embed_weight_decay")
     wd_hi = wds[-1] if wds else 0.0
-
-    def growth_ratio(r: dict) -> float | None:
-        keys = ("emb/norm_mean_rest", "emb/norm_mean_top1pct")
-        f, s = [final(r, k) for k in keys], [first(r, k) for k in keys]
-        return None if None in f + s else (f[0] / s[0]) / (f[1] / s[1])
-
-    def rare_harm(a: dict, b: dict) -> float | None:  # a with decay, b without
-        d = {k: (final(a, f"eval/loss_bucket_{k}"), final(b, f"eval/loss_bucket_{k}")) for k in ("rest", "top1")}
-        return None if None in sum(d.values(), ()) else (d["rest"][0] - d["rest"][1]) - (d["top1"][0] - d["top1"][1])
-    spearman = lambda r: final(r, "emb/norm_logfreq_spearman")
     checks = [
         Check("Rows of rarely seen tokens stay nearer their init: the rarest 90 %'s mean norm grows by less than "
               "half the factor of the top 1 %'s (untied, no decay)",
               "per seed, growth(rest) ÷ growth(top 1 %), growth = final ÷ step-0 mean norm; band in (−∞, 0.5]",
-              per_seed(side(False, 0.0), growth_ratio), hi=0.5),
+              per_seed(side(False, 0.0), _growth_ratio), hi=0.5),
         Check("Row norm rises with token frequency in an untied input table",
               "per seed, Spearman(‖eᵢ‖, log(1 + countᵢ)) (untied, no decay); band in [0, ∞)",
-              per_seed(side(False, 0.0), spearman), lo=0.0),
+              per_seed(side(False, 0.0), _spearman), lo=0.0),
         Check("Tying lowers the norm–log-frequency correlation",
               "per seed, tied − untied Spearman (no decay); band in (−∞, 0]",
-              paired(side(True, 0.0), side(False, 0.0), lambda a, b: spearman(a) - spearman(b)), hi=0.0),
+              paired(side(True, 0.0), side(False, 0.0), lambda a, b: _spearman(a) - _spearman(b)), hi=0.0),
         Check(f"Weight decay on the embedding ({wd_hi:g}) hurts rare tokens more than frequent ones (untied)",
               "per seed, the decay's eval-loss change on targets in the rarest 90 % minus on the top 1 %; band in [0, ∞)",
-              paired(side(False, wd_hi), side(False, 0.0), rare_harm), lo=0.0),
+              paired(side(False, wd_hi), side(False, 0.0), _rare_harm), lo=0.0),
     ]
+    return checks, _frequency_table(side, wds)
+
+
+def _frequency_table(side: Any, wds: list) -> Table:
     rows = []
     for tie in (True, False):
         for wd in wds:
             g = list(side(tie, wd).values())
-            rows.append(["tied" if tie else "untied", f"{wd:g}", str(len(g)), mean_sd([spearman(r) for r in g]),
-                         mean_sd([growth_ratio(r) for r in g])]
+            rows.append(["tied" if tie else "untied", f"{wd:g}", str(len(g)), mean_sd([_spearman(r) for r in g]),
+                         mean_sd([_growth_ratio(r) for r in g])]
                         + [mean_sd([final(r, f"eval/loss_bucket_{k}") for r in g]) for k in ("top1", "top1_10", "rest")])
-    return checks, (["output", "embedding decay", "seeds", "Spearman(norm, log freq)", "growth rest ÷ top 1 %",
-                     "eval loss top 1 %", "1–10 %", "rest"], rows)
+    return (["output", "embedding decay", "seeds", "Spearman(norm, log freq)", "growth rest ÷ top 1 %",
+             "eval loss top 1 %", "1–10 %", "rest"], rows)
 
 
 # ---------------------------------------------------------------------------------------

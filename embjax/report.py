@@ -352,6 +352,27 @@ def make_report(root: str, wandb_group: str | None = None) -> str:
     runs = _load_runs(root)
     if not runs:
         raise ValueError(f"{root}: no run directories (config.yaml) found")
+    plots = _plots(root, runs)
+    lines = [f"# Report: {os.path.basename(os.path.abspath(root))}", ""] + _summary_lines(runs)
+    extra = {"coord_check.png": coord_slope_lines(runs), "lr_transfer.png": lr_transfer_lines(runs),
+             "loss_by_bucket.png": bucket_lines(runs)}
+    for fname, title in plots.items():
+        lines += [f"## {title}", "", f"![{title}]({fname})", "", *extra.get(fname, [])]
+    page = _space_page(root)
+    if page:
+        lines += ["## The embedding space over training", "",
+                  f"[{os.path.basename(page)}]({os.path.basename(page)}): the members side by side, frame by frame "
+                  "(open it in a browser; it works offline).", ""]
+    path = os.path.join(root, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    if wandb_group:
+        _log_plots_to_wandb(root, wandb_group, plots, runs[0]["cfg"], page)
+    return path
+
+
+def _plots(root: str, runs: list[dict]) -> dict[str, str]:
+    """Every plot the runs allow, written into root: {file name: title}."""
     plots = {}
     tie = lambda c: "tied" if _get(c, "model.tie_embeddings") else "untied"
     specs = [
@@ -370,7 +391,12 @@ def make_report(root: str, wandb_group: str | None = None) -> str:
     for fname, fn, title in specs:
         if fn(os.path.join(root, fname)):
             plots[fname] = title
-    lines = [f"# Report: {os.path.basename(os.path.abspath(root))}", ""]
+    return plots
+
+
+def _summary_lines(runs: list[dict]) -> list[str]:
+    """The corpus's entropies and a table row per run."""
+    lines = []
     s0 = runs[0]["summary"]
     if "data/unigram_entropy" in s0:
         lines += [f"Corpus: unigram entropy {s0['data/unigram_entropy']:.4f} nats"
@@ -386,21 +412,7 @@ def make_report(root: str, wandb_group: str | None = None) -> str:
                      f"{_get(c, 'embedding.init')} | {_get(c, 'embedding.init_std'):g} | {_get(c, 'optim.lr'):g} | "
                      f"{c.get('seed')} | {s.get('status')} | " + " | ".join(vals) + " |")
     lines.append("")
-    extra = {"coord_check.png": coord_slope_lines(runs), "lr_transfer.png": lr_transfer_lines(runs),
-             "loss_by_bucket.png": bucket_lines(runs)}
-    for fname, title in plots.items():
-        lines += [f"## {title}", "", f"![{title}]({fname})", "", *extra.get(fname, [])]
-    page = _space_page(root)
-    if page:
-        lines += ["## The embedding space over training", "",
-                  f"[{os.path.basename(page)}]({os.path.basename(page)}): the members side by side, frame by frame "
-                  "(open it in a browser; it works offline).", ""]
-    path = os.path.join(root, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    if wandb_group:
-        _log_plots_to_wandb(root, wandb_group, plots, runs[0]["cfg"], page)
-    return path
+    return lines
 
 
 def _space_page(root: str) -> str | None:
