@@ -1,4 +1,5 @@
 """embjax: a JAX/Flax research suite for studying token embeddings."""
+
 from .embedding import AdaptiveEmbedding, FactorizedEmbedding, HashedEmbedding, TokenEmbedding, cosine
 
 __all__ = ["TokenEmbedding", "FactorizedEmbedding", "HashedEmbedding", "AdaptiveEmbedding", "cosine"]

@@ -18,6 +18,7 @@ Cases
            sweep with and without them (log.snapshot_every=0), alternating: wall-time medians and ratios
 Each prints a JSON object per line with --json, else a readable line.
 """
+
 from __future__ import annotations
 
 import glob
@@ -30,19 +31,34 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs",
-                              "default.yaml")
+DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs", "default.yaml"
+)
 # The throughput spec: the same model as the PyTorch reference script that --case=compare runs (--peer).
 SPEC = {
-    "data.vocab_size": 8192, "data.seq_len": 128, "data.batch_size": 32, "model.kind": "transformer",
-    "model.embed_dim": 256, "model.num_layers": 4, "model.num_heads": 4, "model.mlp_ratio": 4,
-    "model.positions": "learned", "model.tie_embeddings": True, "optim.name": "adamw", "optim.lr": 3e-4,
-    "optim.b1": 0.9, "optim.b2": 0.95, "optim.weight_decay": 0.1, "optim.embed_weight_decay": 0.1,
-    "optim.grad_clip": 1.0, "optim.warmup_steps": 0, "optim.schedule": "constant",
+    "data.vocab_size": 8192,
+    "data.seq_len": 128,
+    "data.batch_size": 32,
+    "model.kind": "transformer",
+    "model.embed_dim": 256,
+    "model.num_layers": 4,
+    "model.num_heads": 4,
+    "model.mlp_ratio": 4,
+    "model.positions": "learned",
+    "model.tie_embeddings": True,
+    "optim.name": "adamw",
+    "optim.lr": 3e-4,
+    "optim.b1": 0.9,
+    "optim.b2": 0.95,
+    "optim.weight_decay": 0.1,
+    "optim.embed_weight_decay": 0.1,
+    "optim.grad_clip": 1.0,
+    "optim.warmup_steps": 0,
+    "optim.schedule": "constant",
 }
 
 
@@ -55,6 +71,7 @@ def _emit(obj: dict, as_json: bool) -> None:
 
 def bench_metrics(V: int = 262_144, D: int = 1024, **_) -> dict:
     from .metrics import embedding_report
+
     rng = np.random.default_rng(0)
     E = rng.standard_normal((V, D), dtype=np.float32) * 0.02
     E += 0.01 * rng.standard_normal(D).astype(np.float32)  # a common direction, as trained tables have
@@ -67,9 +84,17 @@ def bench_metrics(V: int = 262_144, D: int = 1024, **_) -> dict:
     dt = time.perf_counter() - t
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"case": "metrics", "V": V, "d": D, "seconds": dt, "peak_extra_mib": peak / 2**20,
-            "matrix_mib": E.nbytes / 2**20, "maxrss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,
-            "keys": len(report), "isotropy": report["emb/isotropy"]}
+    return {
+        "case": "metrics",
+        "V": V,
+        "d": D,
+        "seconds": dt,
+        "peak_extra_mib": peak / 2**20,
+        "matrix_mib": E.nbytes / 2**20,
+        "maxrss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,
+        "keys": len(report),
+        "isotropy": report["emb/isotropy"],
+    }
 
 
 def peak_flops(n: int = 2048, reps: int = 20) -> float:
@@ -77,6 +102,7 @@ def peak_flops(n: int = 2048, reps: int = 20) -> float:
     least disturbed by other work on a shared machine)."""
     import jax
     import jax.numpy as jnp
+
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
@@ -99,6 +125,7 @@ def train_flops_per_token(cfg, n_params: int) -> float:
 
 def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None = None, base: str = "spec", **_) -> dict:
     import jax
+
     from .config import load_config
     from .data import make_corpus
     from .models import count_params
@@ -130,11 +157,27 @@ def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None =
     kind = jax.devices()[0].device_kind
     published = published_peak(kind, cfg.model.compute_dtype, cfg.model.matmul_precision)
     peak = published or peak_flops()  # a CPU has no published figure: its measured float32 matmul peak
-    return {"case": "train", "base": base, "V": cfg.data.vocab_size, "data": cfg.data.kind, "params": params, "tokens_per_s": tokens / dt, "step_ms": 1e3 * dt / (n * per_dispatch),
-            "compile_s": compile_s, "time_to_first_step_s": first_step_s, "model_flops_per_s": flops,
-            "peak_flops_per_s": peak, "peak_source": "published" if published else "measured matmul",
-            "mfu": flops / peak, "loss": loss, "backend": jax.default_backend(), "device_kind": kind,
-            "compute_dtype": cfg.model.compute_dtype, "devices": len(jax.devices()), "steps_per_dispatch": per_dispatch}
+    return {
+        "case": "train",
+        "base": base,
+        "V": cfg.data.vocab_size,
+        "data": cfg.data.kind,
+        "params": params,
+        "tokens_per_s": tokens / dt,
+        "step_ms": 1e3 * dt / (n * per_dispatch),
+        "compile_s": compile_s,
+        "time_to_first_step_s": first_step_s,
+        "model_flops_per_s": flops,
+        "peak_flops_per_s": peak,
+        "peak_source": "published" if published else "measured matmul",
+        "mfu": flops / peak,
+        "loss": loss,
+        "backend": jax.default_backend(),
+        "device_kind": kind,
+        "compute_dtype": cfg.model.compute_dtype,
+        "devices": len(jax.devices()),
+        "steps_per_dispatch": per_dispatch,
+    }
 
 
 def bench_peer(python: str, peer: str, steps: int = 20, **_) -> dict:
@@ -143,12 +186,15 @@ def bench_peer(python: str, peer: str, steps: int = 20, **_) -> dict:
     return {"case": "peer", **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
-def bench_members(members: list[int], steps: int = 20, per_dispatch: int = 1, overrides: dict | None = None) -> list[dict]:
+def bench_members(
+    members: list[int], steps: int = 20, per_dispatch: int = 1, overrides: dict | None = None
+) -> list[dict]:
     """M members of the default model (experiments/configs/default.yaml) vmapped as one program, per M: the
     aggregate tokens/s, the compiled program's bytes per member, and how many members the runner would put
     in one chunk on this device (all of them unless the device's memory says fewer)."""
     import jax
     import jax.numpy as jnp
+
     from .config import load_config
     from .data import make_corpus
     from .runner import compiled_bytes, members_that_fit
@@ -175,10 +221,19 @@ def bench_members(members: list[int], steps: int = 20, per_dispatch: int = 1, ov
         jax.block_until_ready(m)
         dt = time.perf_counter() - t
         tokens = M * n * per_dispatch * cfg.data.batch_size * cfg.data.seq_len
-        rows.append({"case": "members", "members": M, "tokens_per_s": tokens / dt,
-                     "tokens_per_s_per_member": tokens / dt / M, "step_ms": 1e3 * dt / (n * per_dispatch),
-                     "bytes_per_member": used / M, "compile_s": compile_s,
-                     "chunk": members_that_fit(program, M), "backend": jax.default_backend()})
+        rows.append(
+            {
+                "case": "members",
+                "members": M,
+                "tokens_per_s": tokens / dt,
+                "tokens_per_s_per_member": tokens / dt / M,
+                "step_ms": 1e3 * dt / (n * per_dispatch),
+                "bytes_per_member": used / M,
+                "compile_s": compile_s,
+                "chunk": members_that_fit(program, M),
+                "backend": jax.default_backend(),
+            }
+        )
     return rows
 
 
@@ -186,9 +241,20 @@ def bench_study(steps: int | None = None, sweep: str = "sweeps/d_sigma_tying.yam
     """The whole d × σ × tying study end to end (`experiments.sweep`, vmapped groups, W&B off): wall time,
     the summed compile time of its groups, and members per minute. --steps shortens every member."""
     import csv
+
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "experiments.sweep", sweep, f"--out_dir={tmp}", "--vectorize=on",
-               "--progress=false", "--log.wandb=false", "--compile_cache=", *([f"--steps={steps}"] if steps else [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            sweep,
+            f"--out_dir={tmp}",
+            "--vectorize=on",
+            "--progress=false",
+            "--log.wandb=false",
+            "--compile_cache=",
+            *([f"--steps={steps}"] if steps else []),
+        ]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         wall = time.perf_counter() - t
@@ -196,9 +262,16 @@ def bench_study(steps: int | None = None, sweep: str = "sweeps/d_sigma_tying.yam
         with open(glob.glob(os.path.join(tmp, "*", "summary.csv"))[0]) as f:
             statuses = [r["status"] for r in csv.DictReader(f)]
     groups = {(s.get("compile_s"), s.get("wall_time_s")) for s in summaries}  # a vmapped group's members share both
-    return {"case": "study", "sweep": sweep, "members": len(summaries), "steps": steps or "as in the sweep",
-            "finished": statuses.count("finished"), "wall_s": wall,
-            "compile_s": sum(c or 0.0 for c, _ in groups), "members_per_minute": 60 * len(summaries) / wall}
+    return {
+        "case": "study",
+        "sweep": sweep,
+        "members": len(summaries),
+        "steps": steps or "as in the sweep",
+        "finished": statuses.count("finished"),
+        "wall_s": wall,
+        "compile_s": sum(c or 0.0 for c, _ in groups),
+        "members_per_minute": 60 * len(summaries) / wall,
+    }
 
 
 # Published dense peak FLOP/s by device kind and dtype (vendor data sheets; SXM parts, no sparsity).
@@ -228,6 +301,7 @@ CASES: dict[str, Callable[..., dict]] = {"metrics": bench_metrics, "train": benc
 def main(argv: list[str]) -> int:
     from .config import parse_overrides
     from .hostmem import keep_freed_memory
+
     keep_freed_memory()  # as the train and sweep commands do, before JAX starts its threads
     p = _parser()
     a = p.parse_args(argv)
@@ -238,13 +312,34 @@ def main(argv: list[str]) -> int:
 
 def _parser():
     import argparse
-    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--case", default="train",
-                   choices=["metrics", "train", "peak", "sweep", "compare", "mup", "kinds", "members", "study",
-                            "prepare", "text", "viewer"])
-    p.add_argument("--base", default="spec", choices=["spec", "default"],
-                   help="train/text: the throughput spec or experiments/configs/default.yaml")
+
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--case",
+        default="train",
+        choices=[
+            "metrics",
+            "train",
+            "peak",
+            "sweep",
+            "compare",
+            "mup",
+            "kinds",
+            "members",
+            "study",
+            "prepare",
+            "text",
+            "viewer",
+        ],
+    )
+    p.add_argument(
+        "--base",
+        default="spec",
+        choices=["spec", "default"],
+        help="train/text: the throughput spec or experiments/configs/default.yaml",
+    )
     p.add_argument("--size-mb", type=int, default=1024, help="prepare: the generated corpus's size")
     p.add_argument("--members", default="1,8,32,128", help="members: comma-separated group sizes M")
     p.add_argument("--steps", type=int, default=20)
@@ -277,8 +372,10 @@ def _case_rows(a, overrides: dict, p) -> list[dict]:
         return (bench_mup if a.case == "mup" else bench_kinds)(a.steps, a.per_dispatch, a.rounds, a.set)
     if a.case == "compare":
         if not a.peer_python or not a.peer or not os.path.isfile(a.peer):
-            p.error(f"--case=compare needs --peer-python=PATH (a Python with torch==2.13.0) and --peer=SCRIPT "
-                    f"(the PyTorch reference); got {a.peer_python!r} and {a.peer!r}")
+            p.error(
+                f"--case=compare needs --peer-python=PATH (a Python with torch==2.13.0) and --peer=SCRIPT "
+                f"(the PyTorch reference); got {a.peer_python!r} and {a.peer!r}"
+            )
         return bench_compare(a.peer_python, a.peer, a.steps, a.per_dispatch, a.rounds)
     return [CASES[a.case](steps=a.steps, per_dispatch=a.per_dispatch, overrides=overrides, base=a.base)]
 
@@ -292,21 +389,44 @@ def bench_compare(peer_python: str, peer: str, steps: int, per_dispatch: int, ro
         t = bench_peer(peer_python, peer, steps)
         jax_rates.append(j["tokens_per_s"])
         torch_rates.append(t["tokens_per_s"])
-        rows.append({"round": r, "embjax_tokens_per_s": j["tokens_per_s"], "torch_tokens_per_s": t["tokens_per_s"],
-                     "mfu": j["mfu"]})
-    return rows + [{"case": "compare", "embjax_median": float(np.median(jax_rates)),
-                    "torch_median": float(np.median(torch_rates)),
-                    "ratio": float(np.median(jax_rates) / np.median(torch_rates))}]
+        rows.append(
+            {
+                "round": r,
+                "embjax_tokens_per_s": j["tokens_per_s"],
+                "torch_tokens_per_s": t["tokens_per_s"],
+                "mfu": j["mfu"],
+            }
+        )
+    return rows + [
+        {
+            "case": "compare",
+            "embjax_median": float(np.median(jax_rates)),
+            "torch_median": float(np.median(torch_rates)),
+            "ratio": float(np.median(jax_rates) / np.median(torch_rates)),
+        }
+    ]
 
 
-def _alternate(case: str, variants: dict[str, list[str]], steps: int, per_dispatch: int, rounds: int,
-               sets: list[str] = (), base: str = "spec") -> list[dict]:
+def _alternate(
+    case: str,
+    variants: dict[str, list[str]],
+    steps: int,
+    per_dispatch: int,
+    rounds: int,
+    sets: list[str] = (),
+    base: str = "spec",
+) -> list[dict]:
     """The train spec under each variant (a list of config overrides), alternating in separate processes so
     drift on a shared machine hits every side; the last row has each variant's median and its ratio to
     the first variant's."""
     rows, rates = [], {v: [] for v in variants}
-    common = ["--case=train", f"--base={base}", f"--steps={steps}", f"--per-dispatch={per_dispatch}",
-              *[f"--set={s}" for s in sets]]
+    common = [
+        "--case=train",
+        f"--base={base}",
+        f"--steps={steps}",
+        f"--per-dispatch={per_dispatch}",
+        *[f"--set={s}" for s in sets],
+    ]
     for r in range(rounds):
         for v, overrides in variants.items():
             out = _run_self(common + [f"--set={o}" for o in overrides])
@@ -314,20 +434,31 @@ def _alternate(case: str, variants: dict[str, list[str]], steps: int, per_dispat
             rows.append({"round": r, "variant": v, "tokens_per_s": out["tokens_per_s"]})
     first = next(iter(variants))
     last = {"case": case, **{f"{v}_median": float(np.median(x)) for v, x in rates.items()}}
-    last.update({f"{v}_over_{first}": float(np.median(x) / np.median(rates[first])) for v, x in rates.items() if v != first})
+    last.update(
+        {f"{v}_over_{first}": float(np.median(x) / np.median(rates[first])) for v, x in rates.items() if v != first}
+    )
     return rows + [last]
 
 
 def bench_mup(steps: int, per_dispatch: int, rounds: int, sets: list[str] = ()) -> list[dict]:
     """The train spec under SP and under μP (d₀ = d / 4, so every μP multiplier is active)."""
-    return _alternate("mup", {v: [f"model.parametrization={v}", "model.base_width=64"] for v in ("sp", "mup")},
-                      steps, per_dispatch, rounds, sets)
+    return _alternate(
+        "mup",
+        {v: [f"model.parametrization={v}", "model.base_width=64"] for v in ("sp", "mup")},
+        steps,
+        per_dispatch,
+        rounds,
+        sets,
+    )
 
 
 # The rare-token layers at the spec (V = 8,192, d = 256, tied): a factorized table of rank 64 (V·k + k·d =
 # 541 k parameters vs the table's 2.1 M) and hash embeddings with 2,048 buckets × 2 hashes (541 k).
-KINDS = {"table": ["embedding.kind=table"], "factorized": ["embedding.kind=factorized", "embedding.rank=64"],
-         "hashed": ["embedding.kind=hashed", "embedding.buckets=2048", "embedding.num_hashes=2"]}
+KINDS = {
+    "table": ["embedding.kind=table"],
+    "factorized": ["embedding.kind=factorized", "embedding.rank=64"],
+    "hashed": ["embedding.kind=hashed", "embedding.buckets=2048", "embedding.num_hashes=2"],
+}
 
 
 def bench_kinds(steps: int, per_dispatch: int, rounds: int, sets: list[str] = ()) -> list[dict]:
@@ -341,19 +472,35 @@ def bench_sweep(steps: int = 300, base: str = "experiments/configs/quickstart.ya
     persistent compilation cache off on every side, so each side pays the compiles it would on a fresh machine."""
     with tempfile.TemporaryDirectory() as tmp:
         times = _sweep_sides(tmp, steps, base)
-    return [{"case": "sweep", "members": 8, "steps": steps, "base": base,
-             "vectorized_s": times["on"], "in_turn_one_process_s": times["off"],
-             "separate_processes_s": times["processes"],
-             "ratio_vectorized_to_processes": times["on"] / times["processes"],
-             "ratio_in_turn_to_processes": times["off"] / times["processes"]}]
+    return [
+        {
+            "case": "sweep",
+            "members": 8,
+            "steps": steps,
+            "base": base,
+            "vectorized_s": times["on"],
+            "in_turn_one_process_s": times["off"],
+            "separate_processes_s": times["processes"],
+            "ratio_vectorized_to_processes": times["on"] / times["processes"],
+            "ratio_in_turn_to_processes": times["off"] / times["processes"],
+        }
+    ]
 
 
 def _sweep_sides(tmp: str, steps: int, base: str) -> dict[str, float]:
     """bench_sweep's three sides' wall times (s) in the folder tmp."""
     import yaml
-    sweep = {"name": "bench", "program": "experiments/train.py", "method": "grid",
-             "parameters": {"config": {"value": base}, "embedding.init_std": {"values": [0.02, 0.2]},
-                            "seed": {"values": [0, 1, 2, 3]}}}
+
+    sweep = {
+        "name": "bench",
+        "program": "experiments/train.py",
+        "method": "grid",
+        "parameters": {
+            "config": {"value": base},
+            "embedding.init_std": {"values": [0.02, 0.2]},
+            "seed": {"values": [0, 1, 2, 3]},
+        },
+    }
     path = os.path.join(tmp, "bench.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(sweep, f)
@@ -361,15 +508,39 @@ def _sweep_sides(tmp: str, steps: int, base: str) -> dict[str, float]:
     times = {}
     for mode in ("on", "off"):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "experiments.sweep", path, f"--out_dir={tmp}/{mode}",
-                        f"--vectorize={mode}", "--progress=false", *common], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "experiments.sweep",
+                path,
+                f"--out_dir={tmp}/{mode}",
+                f"--vectorize={mode}",
+                "--progress=false",
+                *common,
+            ],
+            check=True,
+            capture_output=True,
+        )
         times[mode] = time.perf_counter() - t
     t = time.perf_counter()
     for std in (0.02, 0.2):
         for seed in range(4):
-            subprocess.run([sys.executable, "-m", "experiments.train", f"--config={base}",
-                            f"--embedding.init_std={std}", f"--seed={seed}", f"--out_dir={tmp}/procs",
-                            f"--name=s{std}-{seed}", *common], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "experiments.train",
+                    f"--config={base}",
+                    f"--embedding.init_std={std}",
+                    f"--seed={seed}",
+                    f"--out_dir={tmp}/procs",
+                    f"--name=s{std}-{seed}",
+                    *common,
+                ],
+                check=True,
+                capture_output=True,
+            )
     times["processes"] = time.perf_counter() - t
     return times
 
@@ -408,18 +579,35 @@ def bench_prepare(size_mb: int = 1024, sets: list[str] = ()) -> dict:
         t = time.perf_counter()
         size = generated_text(path, size_mb << 20)
         gen_s = time.perf_counter() - t
-        cmd = [sys.executable, "-m", "experiments.prepare", "--data.kind=text", f"--data.path={path}",
-               "--data.vocab_size=8192", f"--data.cache_dir={tmp}/cache", "--log.progress=false",
-               *[f"--{s}" for s in sets]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "experiments.prepare",
+            "--data.kind=text",
+            f"--data.path={path}",
+            "--data.vocab_size=8192",
+            f"--data.cache_dir={tmp}/cache",
+            "--log.progress=false",
+            *[f"--{s}" for s in sets],
+        ]
         t = time.perf_counter()
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - t
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         meta = json.load(open(glob.glob(os.path.join(tmp, "cache", "*", "meta.json"))[0]))
-    return {"case": "prepare", "bytes": size, "generate_s": gen_s, "prepare_s": wall, "mb_per_s": size / 2**20 / wall,
-            "peak_rss_mib": peak_mib, "documents": meta["documents"], "tokens": meta["split"]["train_tokens"]
-            + meta["split"]["eval_tokens"], "vocab_size": meta["vocab_size"], "dtype": meta["dtype"],
-            "printed": out.stdout.strip().splitlines()[0]}
+    return {
+        "case": "prepare",
+        "bytes": size,
+        "generate_s": gen_s,
+        "prepare_s": wall,
+        "mb_per_s": size / 2**20 / wall,
+        "peak_rss_mib": peak_mib,
+        "documents": meta["documents"],
+        "tokens": meta["split"]["train_tokens"] + meta["split"]["eval_tokens"],
+        "vocab_size": meta["vocab_size"],
+        "dtype": meta["dtype"],
+        "printed": out.stdout.strip().splitlines()[0],
+    }
 
 
 def bench_text(steps: int, per_dispatch: int, rounds: int, base: str = "default", sets: list[str] = ()) -> list[dict]:
@@ -427,19 +615,25 @@ def bench_text(steps: int, per_dispatch: int, rounds: int, base: str = "default"
     side in separate processes: what streaming windows from the memory map costs per step."""
     from .config import load_config
     from .prepare import prepare
+
     V = 512 if base == "default" else SPEC["data.vocab_size"]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "corpus.txt")
         generated_text(path, 64 << 20)
         text = ["data.kind=text", f"data.path={path}", f"data.vocab_size={V}", f"data.cache_dir={tmp}/cache"]
-        prepare(load_config(None, {"data.kind": "text", "data.path": path, "data.vocab_size": V,
-                                   "data.cache_dir": f"{tmp}/cache"}).data, show=False)
+        prepare(
+            load_config(
+                None, {"data.kind": "text", "data.path": path, "data.vocab_size": V, "data.cache_dir": f"{tmp}/cache"}
+            ).data,
+            show=False,
+        )
         return _alternate("text", {"planted": [], "text": text}, steps, per_dispatch, rounds, sets, base)
 
 
 def _run_self(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-m", "experiments.bench", "--json", *args], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.bench", "--json", *args], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -453,6 +647,7 @@ def headless_chromium(console_log: bool = False):
     """A Selenium driver for headless Chromium at 1300×1000 (console_log: keep the page's console messages)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
     found = chromium_paths()
     if found is None:
         raise RuntimeError("no chromium/chromedriver on the PATH; allowed: apt-get install chromium chromium-driver")
@@ -468,14 +663,23 @@ def headless_chromium(console_log: bool = False):
 def browser_load_ms(page: str, rounds: int) -> list[tuple[float, float]]:
     """(load event, first frame drawn) in ms from navigation, each in a fresh headless Chromium."""
     from selenium.webdriver.support.ui import WebDriverWait
+
     out = []
     for _ in range(rounds):
         driver = headless_chromium()
         try:
             driver.get(f"file://{os.path.abspath(page)}")
-            WebDriverWait(driver, 60).until(lambda d: d.execute_script("return window.embjaxViewer && window.embjaxViewer.ready"))
-            out.append(tuple(driver.execute_script(
-                "return [performance.getEntriesByType('navigation')[0].loadEventStart, window.embjaxViewer.ready]")))
+            WebDriverWait(driver, 60).until(
+                lambda d: d.execute_script("return window.embjaxViewer && window.embjaxViewer.ready")
+            )
+            out.append(
+                tuple(
+                    driver.execute_script(
+                        "return [performance.getEntriesByType('navigation')[0].loadEventStart, "
+                        "window.embjaxViewer.ready]"
+                    )
+                )
+            )
         finally:
             driver.quit()
     return out
@@ -490,22 +694,43 @@ def _timed(cmd: list[str]) -> float:
 def bench_viewer(rounds: int = 3) -> list[dict]:
     """The V = 8,192 × 50-frame page, then snapshots + pages against none, alternating in separate processes."""
     from .viewer import write_page
+
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        _timed(["experiments.train", f"--out_dir={tmp}", "--name=v8192", "--data.vocab_size=8192", "--steps=100",
-                "--log.every=2", "--log.snapshot_every=2", "--log.wandb=false", "--log.progress=false",
-                "--checkpoint.every=0"])
+        _timed(
+            [
+                "experiments.train",
+                f"--out_dir={tmp}",
+                "--name=v8192",
+                "--data.vocab_size=8192",
+                "--steps=100",
+                "--log.every=2",
+                "--log.snapshot_every=2",
+                "--log.wandb=false",
+                "--log.progress=false",
+                "--checkpoint.every=0",
+            ]
+        )
         run = os.path.join(tmp, "v8192")
         t = time.perf_counter()
         page = write_page(run)
         build = time.perf_counter() - t
         loads = browser_load_ms(page, rounds)
-        rows.append({"case": "viewer_page", "V": 8192, "rows_shown": 4096,
-                     "frames": len(glob.glob(f"{run}/snapshots/*.npz")), "page_mb": os.path.getsize(page) / 1e6,
-                     "snapshots_mb": sum(os.path.getsize(f) for f in glob.glob(f"{run}/snapshots/*")) / 1e6,
-                     "build_s": build, "load_ms": [x[0] for x in loads], "first_frame_ms": [x[1] for x in loads],
-                     "load_ms_median": float(np.median([x[0] for x in loads])),
-                     "first_frame_ms_median": float(np.median([x[1] for x in loads]))})
+        rows.append(
+            {
+                "case": "viewer_page",
+                "V": 8192,
+                "rows_shown": 4096,
+                "frames": len(glob.glob(f"{run}/snapshots/*.npz")),
+                "page_mb": os.path.getsize(page) / 1e6,
+                "snapshots_mb": sum(os.path.getsize(f) for f in glob.glob(f"{run}/snapshots/*")) / 1e6,
+                "build_s": build,
+                "load_ms": [x[0] for x in loads],
+                "first_frame_ms": [x[1] for x in loads],
+                "load_ms_median": float(np.median([x[0] for x in loads])),
+                "first_frame_ms_median": float(np.median([x[1] for x in loads])),
+            }
+        )
         rows += _viewer_cost(tmp, rounds)
     return rows
 
@@ -513,8 +738,10 @@ def bench_viewer(rounds: int = 3) -> list[dict]:
 def _viewer_cost(tmp: str, rounds: int) -> list[dict]:
     """The default run and the quickstart sweep with snapshots + pages and without, alternating rounds."""
     rows = []
-    sides = {"default run": ["experiments.train", "--log.progress=false"],
-             "quickstart sweep": ["experiments.sweep", "sweeps/quickstart.yaml", "--log.progress=false"]}
+    sides = {
+        "default run": ["experiments.train", "--log.progress=false"],
+        "quickstart sweep": ["experiments.sweep", "sweeps/quickstart.yaml", "--log.progress=false"],
+    }
     for name, cmd in sides.items():
         walls: dict[str, list[float]] = {"with": [], "without": []}
         for r in range(rounds):
@@ -523,6 +750,13 @@ def _viewer_cost(tmp: str, rounds: int) -> list[dict]:
                 walls[side].append(_timed(cmd + [f"--out_dir={out}", *extra]))
                 rows.append({"round": r, "job": name, "side": side, "wall_s": walls[side][-1]})
         w, wo = float(np.median(walls["with"])), float(np.median(walls["without"]))
-        rows.append({"case": "viewer_cost", "job": name, "with_median_s": w, "without_median_s": wo,
-                     "extra_fraction": w / wo - 1})
+        rows.append(
+            {
+                "case": "viewer_cost",
+                "job": name,
+                "with_median_s": w,
+                "without_median_s": wo,
+                "extra_fraction": w / wo - 1,
+            }
+        )
     return rows

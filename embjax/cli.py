@@ -1,11 +1,12 @@
 """Command-line front ends shared by experiments/*: parse, call the library, map errors to exit codes."""
+
 from __future__ import annotations
 
 import functools
 import glob
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from .config import ConfigError, load_config, parse_value
 from .hostmem import keep_freed_memory
@@ -48,6 +49,7 @@ def _as_bool(flag: str, text: str | None) -> bool:
 
 def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], int]:
     """Bad input -> one line and exit 2, never a traceback."""
+
     @functools.wraps(main)
     def run(argv: list[str] | None = None) -> int:
         try:
@@ -57,6 +59,7 @@ def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+
     return run
 
 
@@ -65,6 +68,7 @@ def train_main(argv: list[str]) -> int:
     keep_freed_memory()  # a training process: tune malloc before JAX starts its threads (see hostmem)
     known, overrides, positional = split_args(argv, ("config", "overwrite"))
     from .mesh import maybe_initialize_distributed
+
     maybe_initialize_distributed()  # before any device use, when a cluster environment is present
     if positional:
         raise ConfigError(f"{positional[0]}: unexpected argument; allowed: --config PATH and --section.key=value")
@@ -76,15 +80,24 @@ def train_main(argv: list[str]) -> int:
     cfg = load_config(known.get("config"), overrides)
     from .checkpoint import CheckpointError
     from .runner import train
+
     try:
         summary = train(cfg, overwrite=_as_bool("overwrite", known.get("overwrite")))
     except CheckpointError as err:
         return _fail(str(err))
     run_dir = summary["run_dir"]
-    print(f"\n{summary['status']} at step {summary['step']}/{cfg.steps} in {summary['wall_time_s']:.1f} s "
-          f"({summary['tokens_per_s']:,.0f} tokens/s)")
-    for key in ("train/loss", "eval/loss", "data/unigram_entropy", "data/entropy_rate", "emb/norm_growth",
-                "emb/cos_mean"):
+    print(
+        f"\n{summary['status']} at step {summary['step']}/{cfg.steps} in {summary['wall_time_s']:.1f} s "
+        f"({summary['tokens_per_s']:,.0f} tokens/s)"
+    )
+    for key in (
+        "train/loss",
+        "eval/loss",
+        "data/unigram_entropy",
+        "data/entropy_rate",
+        "emb/norm_growth",
+        "emb/cos_mean",
+    ):
         if isinstance(summary.get(key), float):
             print(f"  {key:22s} {summary[key]:.4f}")
     print(f"run directory: {run_dir}")
@@ -102,13 +115,21 @@ def sweep_main(argv: list[str]) -> int:
     keep_freed_memory()
     known, overrides, positional = split_args(argv, ("out_dir", "vectorize", "progress"))
     if len(positional) != 1:
-        raise ConfigError(f"got {len(positional)} sweep files; allowed: exactly one, "
-                          "e.g. python -m experiments.sweep sweeps/quickstart.yaml")
+        raise ConfigError(
+            f"got {len(positional)} sweep files; allowed: exactly one, "
+            "e.g. python -m experiments.sweep sweeps/quickstart.yaml"
+        )
     from .config import parse_overrides
     from .runner import run_sweep
+
     progress = _as_bool("progress", known["progress"]) if "progress" in known else True
-    summaries = run_sweep(positional[0], out_dir=known.get("out_dir"), overrides=parse_overrides(overrides),
-                          vectorize=known.get("vectorize", "auto"), progress=progress)
+    summaries = run_sweep(
+        positional[0],
+        out_dir=known.get("out_dir"),
+        overrides=parse_overrides(overrides),
+        vectorize=known.get("vectorize", "auto"),
+        progress=progress,
+    )
     counts: dict[str, int] = {}
     for s in summaries:
         counts[s.get("status", "?")] = counts.get(s.get("status", "?"), 0) + 1
@@ -130,18 +151,24 @@ def prepare_main(argv: list[str]) -> int:
         raise ConfigError(f"{positional[0]}: unexpected argument; allowed: --config PATH and --data.key=value")
     cfg = load_config(known.get("config"), overrides)
     if cfg.data.kind != "text":
-        raise ConfigError(f"data.kind: got {cfg.data.kind!r}; allowed: 'text' (the planted corpus needs no preparing), "
-                          "e.g. --data.kind=text --data.path=FILES")
+        raise ConfigError(
+            f"data.kind: got {cfg.data.kind!r}; allowed: 'text' (the planted corpus needs no preparing), "
+            "e.g. --data.kind=text --data.path=FILES"
+        )
     import time
+
     from .prepare import prepare, read_meta
+
     t = time.perf_counter()
     folder = prepare(cfg.data, show=cfg.log.progress)
     meta = read_meta(folder)
     s = meta["split"]
-    print(f"{folder}  ({time.perf_counter() - t:.1f} s)\n  {meta['documents']:,} documents, V = {meta['vocab_size']:,} "
-          f"({meta['tokenizer']['kind']}), {meta['dtype']}\n  train: {s['train_tokens']:,} tokens in "
-          f"{s['train_documents']:,} documents; eval: {s['eval_tokens']:,} tokens in {s['eval_documents']:,} "
-          f"documents (split by {s['by']})")
+    print(
+        f"{folder}  ({time.perf_counter() - t:.1f} s)\n  {meta['documents']:,} documents, V = {meta['vocab_size']:,} "
+        f"({meta['tokenizer']['kind']}), {meta['dtype']}\n  train: {s['train_tokens']:,} tokens in "
+        f"{s['train_documents']:,} documents; eval: {s['eval_tokens']:,} tokens in {s['eval_documents']:,} "
+        f"documents (split by {s['by']})"
+    )
     return 0
 
 
@@ -151,8 +178,10 @@ def findings_main(argv: list[str]) -> int:
     argv = [a if a != "--quick" else "--quick=true" for a in argv]
     known, overrides, positional = split_args(argv, ("out_dir", "quick", "progress"))
     import time
+
     from .config import parse_overrides
     from .findings import BY_NAME, FINDINGS, load, log_to_wandb, write_markdown
+
     unknown = [n for n in positional if n not in BY_NAME]
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown finding; allowed: {', '.join(BY_NAME)}")
@@ -163,17 +192,23 @@ def findings_main(argv: list[str]) -> int:
     t0, dirs = time.perf_counter(), {}
     for f in chosen:
         if f.sweep not in dirs:
-            dirs[f.sweep] = _findings_sweep(f.sweep, f.quick if quick else None, root, parse_overrides(overrides), progress)
+            dirs[f.sweep] = _findings_sweep(
+                f.sweep, f.quick if quick else None, root, parse_overrides(overrides), progress
+            )
     import platform
+
     from .findings import training_seconds
+
     runs = {d: load(d) for d in dirs.values()}  # each sweep read once, shared by the findings that use it
     results = [(f, dirs[f.sweep], runs[dirs[f.sweep]]) for f in chosen]
     train_s = sum(training_seconds(r) for r in runs.values())
-    header = [f"Made by `python -m experiments.findings{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "
-              f"{os.cpu_count()} CPU cores ({platform.machine()}): {sum(map(len, runs.values()))} runs in "
-              f"{len(runs)} sweeps, {train_s:.0f} s ({train_s / 60:.1f} min) of training as the runs recorded it "
-              f"(this invocation: {time.perf_counter() - t0:.0f} s; finished members are not rerun). Verdicts are "
-              "computed by `embjax/findings.py` from what the runs wrote; none is written by hand."]
+    header = [
+        f"Made by `python -m experiments.findings{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "
+        f"{os.cpu_count()} CPU cores ({platform.machine()}): {sum(map(len, runs.values()))} runs in "
+        f"{len(runs)} sweeps, {train_s:.0f} s ({train_s / 60:.1f} min) of training as the runs recorded it "
+        f"(this invocation: {time.perf_counter() - t0:.0f} s; finished members are not rerun). Verdicts are "
+        "computed by `embjax/findings.py` from what the runs wrote; none is written by hand."
+    ]
     path = write_markdown(root, results, header)
     log_to_wandb(root, results)
     print(open(path).read().split("\n## ")[0])
@@ -184,10 +219,14 @@ def findings_main(argv: list[str]) -> int:
 def _findings_sweep(name: str, quick: dict | None, root: str, overrides: dict, progress: bool) -> str:
     """Run sweeps/findings/<name>.yaml (under --quick: shortened, as `<name>_quick`); returns its directory."""
     import yaml
+
     from .runner import run_sweep
+
     path = os.path.join("sweeps", "findings", f"{name}.yaml")
     if not os.path.isfile(path):
-        raise ConfigError(f"{path}: not found; allowed: run from the repository root (sweeps/findings/ holds the sweeps)")
+        raise ConfigError(
+            f"{path}: not found; allowed: run from the repository root (sweeps/findings/ holds the sweeps)"
+        )
     if quick is not None:
         sweep = yaml.safe_load(open(path))
         sweep["name"] = name = f"{name}_quick"
@@ -208,6 +247,7 @@ def report_main(argv: list[str]) -> int:
     if len(positional) != 1 or not os.path.isdir(positional[0]):
         raise ConfigError(f"got {positional!r}; allowed: one run or sweep directory")
     from .report import make_report
+
     try:
         path = make_report(positional[0])
     except ValueError as err:
@@ -221,17 +261,21 @@ def view_main(argv: list[str]) -> int:
     """`python -m experiments.view RUN_OR_SWEEP_DIR [--members=NAME,PATTERN,...] [--out=PATH]`."""
     known, extra, positional = split_args(argv, ("members", "out"))
     if extra or len(positional) != 1 or not os.path.isdir(positional[0]):
-        raise ConfigError(f"got {[*positional, *extra]!r}; allowed: one run or sweep directory, "
-                          "--members=NAME,PATTERN,... and --out=PATH")
+        raise ConfigError(
+            f"got {[*positional, *extra]!r}; allowed: one run or sweep directory, "
+            "--members=NAME,PATTERN,... and --out=PATH"
+        )
     from .viewer import write_page
+
     members = [m for m in known["members"].split(",") if m] if known.get("members") else None
     try:
         path = write_page(positional[0], members=members, out=known.get("out"))
     except ValueError as err:  # no snapshots, --members with a run, or a file in the run that does not parse
         raise ConfigError(str(err)) from None
     except OSError as err:
-        raise ConfigError(f"{err.filename or known.get('out')}: {err.strerror}; allowed: readable run files and "
-                          "an --out path in an existing, writable folder") from None
+        raise ConfigError(
+            f"{err.filename or known.get('out')}: {err.strerror}; allowed: readable run files and "
+            "an --out path in an existing, writable folder"
+        ) from None
     print(path)
     return 0
-

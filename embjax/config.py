@@ -4,6 +4,7 @@ Every key, its type and its allowed range is declared here once; `load_config` r
 unknown key, a wrong type or an out-of-range value with a `ConfigError` whose one-line
 message names the key, what was given and what is allowed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-Scale = Union[float, Literal["sqrt_d"]]
-LogitScale = Union[float, Literal["inv_sqrt_d"]]
+Scale = float | Literal["sqrt_d"]
+LogitScale = float | Literal["inv_sqrt_d"]
 
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -35,8 +36,15 @@ class ConfigError(ValueError):
 SHAPE, VALUE, IDENTITY = "shape", "value", "identity"
 
 
-def setting(default: Any, *, range: tuple[float, float] | None = None, low_open: bool = False, role: str = SHAPE,
-            resumable: bool = False, falls_back_to: str | None = None) -> Any:
+def setting(
+    default: Any,
+    *,
+    range: tuple[float, float] | None = None,
+    low_open: bool = False,
+    role: str = SHAPE,
+    resumable: bool = False,
+    falls_back_to: str | None = None,
+) -> Any:
     """A config field and its one declaration.
 
     role: SHAPE (changes the compiled program: a new program per distinct value), VALUE (enters the
@@ -44,8 +52,12 @@ def setting(default: Any, *, range: tuple[float, float] | None = None, low_open:
     turn) or IDENTITY (names or places a run; computes nothing). resumable: a resume may change it.
     falls_back_to: a None default takes that key's value (values only).
     """
-    meta = {"range": None if range is None else (range[0], range[1], not low_open), "role": role,
-            "resumable": resumable, "falls_back_to": falls_back_to}
+    meta = {
+        "range": None if range is None else (range[0], range[1], not low_open),
+        "role": role,
+        "resumable": resumable,
+        "falls_back_to": falls_back_to,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -56,7 +68,9 @@ class DataConfig:
     tokenizer: Literal["bpe", "byte"] = "bpe"  # text only; byte-level forces vocab_size 256
     tokenizer_file: str | None = None  # text: a Hugging Face tokenizer.json; its vocabulary defines V
     text_field: str = "text"  # the text field of JSON-lines / Parquet records and dataset rows
-    dataset: str | None = None  # text: a Hugging Face dataset (text/json/parquet/csv over data.path, a saved folder, a hub name)
+    dataset: str | None = (
+        None  # text: a Hugging Face dataset (text/json/parquet/csv over data.path, a saved folder, a hub name)
+    )
     split: str = "train"  # the dataset's split
     # where prepared token files are cached; "" = $EMBJAX_DATA_DIR or ~/.cache/embjax/data
     cache_dir: str = setting("", role=IDENTITY, resumable=True)
@@ -149,7 +163,8 @@ class LogConfig:
     # seconds W&B may take to start before the run goes on without it
     init_timeout: float = setting(30.0, range=(1.0, 3600.0), role=IDENTITY)
     progress: bool = setting(True, role=IDENTITY, resumable=True)
-    # a "word word score" file (WordSim-353 / SimLex-999 style): Spearman's ρ of the table's word cosines, every metrics step
+    # a "word word score" file (WordSim-353 / SimLex-999 style): Spearman's ρ of the table's word cosines,
+    # every metrics step
     word_similarity: str | None = setting(None, role=IDENTITY, resumable=True)
     # "A:B": a jax.profiler trace of steps A+1..B in <run>/profile (TensorBoard's profile plugin or Perfetto); "" off
     profile_steps: str = setting("", role=IDENTITY, resumable=True)
@@ -215,8 +230,11 @@ def declarations(cls: type | None = None, prefix: str = "") -> dict[str, dict[st
 
 def keys_with(role: str | None = None, resumable: bool | None = None) -> tuple[str, ...]:
     """The dotted keys declared with a role (and/or resumable), in declaration order."""
-    return tuple(k for k, d in declarations().items()
-                 if (role is None or d["role"] == role) and (resumable is None or d["resumable"] == resumable))
+    return tuple(
+        k
+        for k, d in declarations().items()
+        if (role is None or d["role"] == role) and (resumable is None or d["resumable"] == resumable)
+    )
 
 
 def get(cfg: Any, key: str) -> Any:
@@ -357,21 +375,29 @@ def _validate(cfg: Config) -> None:
     m, d, e = cfg.model, cfg.data, cfg.embedding
     if m.kind == "transformer" and m.embed_dim % m.num_heads:
         raise ConfigError(
-            f"model.num_heads: got {m.num_heads} with model.embed_dim={m.embed_dim}; allowed: a divisor of embed_dim")
+            f"model.num_heads: got {m.num_heads} with model.embed_dim={m.embed_dim}; allowed: a divisor of embed_dim"
+        )
     if d.kind == "text" and not d.path and not d.dataset:
-        raise ConfigError("data.path: got null with data.kind='text'; allowed: a text, JSON-lines or Parquet file, a "
-                          "folder of them or a glob pattern (or data.dataset)")
+        raise ConfigError(
+            "data.path: got null with data.kind='text'; allowed: a text, JSON-lines or Parquet file, a "
+            "folder of them or a glob pattern (or data.dataset)"
+        )
     if d.kind == "planted" and (d.tokenizer_file or d.dataset):
         key = "data.tokenizer_file" if d.tokenizer_file else "data.dataset"
-        raise ConfigError(f"{key}: got {d.tokenizer_file or d.dataset!r} with data.kind='planted'; allowed: null, "
-                          "or data.kind=text")
+        raise ConfigError(
+            f"{key}: got {d.tokenizer_file or d.dataset!r} with data.kind='planted'; allowed: null, or data.kind=text"
+        )
     if d.kind == "text" and d.tokenizer == "byte" and not d.tokenizer_file and d.vocab_size != 256:
         raise ConfigError(f"data.vocab_size: got {d.vocab_size} with data.tokenizer='byte'; allowed: 256")
     if d.kind == "planted" and d.num_classes > d.vocab_size:
         raise ConfigError(
-            f"data.num_classes: got {d.num_classes} with data.vocab_size={d.vocab_size}; allowed: at most vocab_size")
+            f"data.num_classes: got {d.num_classes} with data.vocab_size={d.vocab_size}; allowed: at most vocab_size"
+        )
     if e.init == "pretrained" and not e.pretrained_path:
-        raise ConfigError("embedding.pretrained_path: got null with embedding.init='pretrained'; allowed: a .npy or word2vec text file")
+        raise ConfigError(
+            "embedding.pretrained_path: got null with embedding.init='pretrained'; "
+            "allowed: a .npy or word2vec text file"
+        )
     if m.pad_id is not None and not 0 <= m.pad_id < d.vocab_size:
         raise ConfigError(f"model.pad_id: got {m.pad_id}; allowed: null or an id in [0, {d.vocab_size})")
     if m.parametrization == "mup":
@@ -381,14 +407,23 @@ def _validate(cfg: Config) -> None:
     o = cfg.optim
     embed_wd = o.weight_decay if o.embed_weight_decay is None else o.embed_weight_decay
     if o.embed_decay_freq_power > 0 and (embed_wd == 0 or e.kind == "adaptive"):
-        raise ConfigError(f"optim.embed_decay_freq_power: got {o.embed_decay_freq_power:g} with "
-                          + ("embedding.kind='adaptive' (no per-token rows)" if e.kind == "adaptive" else
-                             "an embedding weight decay of 0") + "; allowed: 0, or a table, factorized or hashed "
-                          "layer with optim.embed_weight_decay (or weight_decay) > 0")
-    if cfg.log.word_similarity is not None and not (os.path.isfile(cfg.log.word_similarity)
-                                                    and os.path.getsize(cfg.log.word_similarity) > 0):
-        raise ConfigError(f"log.word_similarity: got {cfg.log.word_similarity!r}; allowed: null or an existing, "
-                          "non-empty 'word word score' file")
+        raise ConfigError(
+            f"optim.embed_decay_freq_power: got {o.embed_decay_freq_power:g} with "
+            + (
+                "embedding.kind='adaptive' (no per-token rows)"
+                if e.kind == "adaptive"
+                else "an embedding weight decay of 0"
+            )
+            + "; allowed: 0, or a table, factorized or hashed "
+            "layer with optim.embed_weight_decay (or weight_decay) > 0"
+        )
+    if cfg.log.word_similarity is not None and not (
+        os.path.isfile(cfg.log.word_similarity) and os.path.getsize(cfg.log.word_similarity) > 0
+    ):
+        raise ConfigError(
+            f"log.word_similarity: got {cfg.log.word_similarity!r}; allowed: null or an existing, "
+            "non-empty 'word word score' file"
+        )
     if cfg.log.profile_steps:
         profile_range(cfg.log.profile_steps, cfg.steps)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
@@ -398,31 +433,46 @@ def _validate(cfg: Config) -> None:
 def _validate_kind(cfg: Config) -> None:
     e, V = cfg.embedding, cfg.data.vocab_size
     if e.init == "pretrained":
-        raise ConfigError(f"embedding.init: got 'pretrained' with embedding.kind={e.kind!r}; allowed: pretrained "
-                          "with kind 'table' (a pretrained matrix is a table)")
+        raise ConfigError(
+            f"embedding.init: got 'pretrained' with embedding.kind={e.kind!r}; allowed: pretrained "
+            "with kind 'table' (a pretrained matrix is a table)"
+        )
     if cfg.model.parametrization == "mup":
-        raise ConfigError(f"model.parametrization: got 'mup' with embedding.kind={e.kind!r}; allowed: 'mup' with "
-                          "kind 'table', or 'sp'")
-    if e.kind == "adaptive" and (not e.cutoffs or list(e.cutoffs) != sorted(set(e.cutoffs)) or e.cutoffs[0] <= 0
-                                 or e.cutoffs[-1] >= V):
-        raise ConfigError(f"embedding.cutoffs: got {list(e.cutoffs)} with embedding.kind='adaptive'; allowed: "
-                          f"increasing frequency ranks in (0, {V}), e.g. [{max(1, V // 20)}, {max(2, V // 4)}]")
+        raise ConfigError(
+            f"model.parametrization: got 'mup' with embedding.kind={e.kind!r}; allowed: 'mup' with "
+            "kind 'table', or 'sp'"
+        )
+    if e.kind == "adaptive" and (
+        not e.cutoffs or list(e.cutoffs) != sorted(set(e.cutoffs)) or e.cutoffs[0] <= 0 or e.cutoffs[-1] >= V
+    ):
+        raise ConfigError(
+            f"embedding.cutoffs: got {list(e.cutoffs)} with embedding.kind='adaptive'; allowed: "
+            f"increasing frequency ranks in (0, {V}), e.g. [{max(1, V // 20)}, {max(2, V // 4)}]"
+        )
 
 
 def _validate_mup(cfg: Config) -> None:
     m, o = cfg.model, cfg.optim
     if m.kind == "mlp":
-        raise ConfigError("model.parametrization: got 'mup' with model.kind='mlp', whose hidden_dim does not grow with "
-                          "embed_dim; allowed: 'mup' with model.kind transformer or linear, or 'sp'")
+        raise ConfigError(
+            "model.parametrization: got 'mup' with model.kind='mlp', whose hidden_dim does not grow with "
+            "embed_dim; allowed: 'mup' with model.kind transformer or linear, or 'sp'"
+        )
     if o.name not in ("adam", "adamw"):
-        raise ConfigError(f"model.parametrization: got 'mup' with optim.name={o.name!r}; allowed: 'mup' with adam or "
-                          "adamw (its per-layer learning rates are Adam's), or 'sp'")
+        raise ConfigError(
+            f"model.parametrization: got 'mup' with optim.name={o.name!r}; allowed: 'mup' with adam or "
+            "adamw (its per-layer learning rates are Adam's), or 'sp'"
+        )
     if cfg.embedding.scale == "sqrt_d" or m.logit_scale == "inv_sqrt_d":
-        raise ConfigError("model.parametrization: got 'mup' with a width-dependent multiplier (embedding.scale=sqrt_d "
-                          "or model.logit_scale=inv_sqrt_d); allowed: numbers (μP sets the width scaling itself)")
+        raise ConfigError(
+            "model.parametrization: got 'mup' with a width-dependent multiplier (embedding.scale=sqrt_d "
+            "or model.logit_scale=inv_sqrt_d); allowed: numbers (μP sets the width scaling itself)"
+        )
     if m.kind == "transformer" and m.base_width % m.num_heads:
-        raise ConfigError(f"model.base_width: got {m.base_width} with model.num_heads={m.num_heads}; allowed: a "
-                          "multiple of num_heads (μP keeps the head count and scales the head width)")
+        raise ConfigError(
+            f"model.base_width: got {m.base_width} with model.num_heads={m.num_heads}; allowed: a "
+            "multiple of num_heads (μP keeps the head count and scales the head width)"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -431,12 +481,14 @@ def _validate_mup(cfg: Config) -> None:
 
 def to_dict(cfg: Any) -> dict:
     """The config as plain YAML/JSON-ready data (tuples become lists)."""
+
     def plain(v):
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
         if isinstance(v, tuple):
             return [plain(x) for x in v]
         return v
+
     return plain(cfg)
 
 
@@ -513,9 +565,11 @@ def from_dict(raw: dict) -> Config:
         if "vocab_size" not in (raw.get("data") or {}):
             cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, vocab_size=n))
         elif d.vocab_size < n:
-            raise ConfigError(f"data.vocab_size: got {d.vocab_size} with data.tokenizer_file={d.tokenizer_file!r} "
-                              f"({n} ids); allowed: at least {n} (e.g. --data.vocab_size={n}), or no data.vocab_size in "
-                              "the config and overrides to take the tokenizer's size")
+            raise ConfigError(
+                f"data.vocab_size: got {d.vocab_size} with data.tokenizer_file={d.tokenizer_file!r} "
+                f"({n} ids); allowed: at least {n} (e.g. --data.vocab_size={n}), or no data.vocab_size in "
+                "the config and overrides to take the tokenizer's size"
+            )
     _validate(cfg)
     return cfg
 
@@ -524,13 +578,16 @@ def tokenizer_file_size(path: str) -> int:
     """The table size a Hugging Face tokenizer.json needs: its largest id (added tokens included) + 1 (ids may
     have gaps, so this is not always the number of entries), or a ConfigError."""
     from tokenizers import Tokenizer
+
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise ConfigError(f"data.tokenizer_file: got {path!r}; allowed: an existing Hugging Face tokenizer.json file")
     try:
         return max(Tokenizer.from_file(path).get_vocab(with_added_tokens=True).values(), default=-1) + 1
     except Exception as err:  # noqa: BLE001 - the Rust side raises a bare Exception
-        raise ConfigError(f"data.tokenizer_file: got {path!r}, which does not parse as a Hugging Face tokenizer.json "
-                          f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})") from None
+        raise ConfigError(
+            f"data.tokenizer_file: got {path!r}, which does not parse as a Hugging Face tokenizer.json "
+            f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})"
+        ) from None
 
 
 def load_config(path: str | None = None, overrides: dict[str, Any] | list[str] | None = None) -> Config:

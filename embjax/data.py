@@ -5,6 +5,7 @@ A training batch is a pure function of (data key, step): `corpus.batch(tables, k
 inside jit, so resume and vmap over seeds are exact. The planted corpus samples on the device; a
 prepared text corpus has the host read the windows at the starts drawn in jit (a callback).
 """
+
 from __future__ import annotations
 
 import os
@@ -48,6 +49,7 @@ def _inverse_cdf_sample(key: jax.Array, cdf_NxM: jax.Array, rows: jax.Array) -> 
 @dataclass
 class Corpus:
     """What the loop needs from any corpus."""
+
     vocab_size: int
     seq_len: int
     tokens: list[str]  # a string per id, for tokens.tsv and exports
@@ -85,8 +87,9 @@ class PlantedCorpus(Corpus):
     H = Σ_c q_c H(A_c,·) + Σ_c q_c H(p_·|c): the floor of any next-token loss.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, zipf_exponent: float, class_sharpness: float,
-                 seq_len: int, seed: int):
+    def __init__(
+        self, vocab_size: int, num_classes: int, zipf_exponent: float, class_sharpness: float, seq_len: int, seed: int
+    ):
         V, K = vocab_size, num_classes
         rng = np.random.default_rng([seed, 0x9E3779B9])
         p = (np.arange(1, V + 1, dtype=np.float64)) ** -zipf_exponent
@@ -117,14 +120,22 @@ class PlantedCorpus(Corpus):
         h_class = float(sum(pi[c] * _entropy(A[c]) for c in range(K)))
         h_emit = float(sum(pi[c] * _entropy(emit[c]) for c in range(K)))
         super().__init__(
-            vocab_size=V, seq_len=seq_len,
+            vocab_size=V,
+            seq_len=seq_len,
             tokens=[f"t{i}_c{cls[i]}" for i in range(V)],
-            counts=p.copy(), labels=cls,
-            info={"data/unigram_entropy": _entropy(p), "data/entropy_rate": h_class + h_emit,
-                  "data/class_entropy_rate": h_class, "data/logit_rank": float(self.logit_rank(A, p, q, cls))},
-            tables={"class_cdf": jnp.asarray(np.cumsum(pi), jnp.float32)[None],
-                    "trans_cdf": jnp.asarray(np.cumsum(A, axis=1), jnp.float32),
-                    "emit_cdf": jnp.asarray(np.cumsum(emit, axis=1), jnp.float32)},
+            counts=p.copy(),
+            labels=cls,
+            info={
+                "data/unigram_entropy": _entropy(p),
+                "data/entropy_rate": h_class + h_emit,
+                "data/class_entropy_rate": h_class,
+                "data/logit_rank": float(self.logit_rank(A, p, q, cls)),
+            },
+            tables={
+                "class_cdf": jnp.asarray(np.cumsum(pi), jnp.float32)[None],
+                "trans_cdf": jnp.asarray(np.cumsum(A, axis=1), jnp.float32),
+                "emit_cdf": jnp.asarray(np.cumsum(emit, axis=1), jnp.float32),
+            },
         )
         self.num_classes = K
 
@@ -172,19 +183,26 @@ class TextCorpus(Corpus):
         meta = read_meta(folder)
         self.folder, self.meta = folder, meta
         dtype, split = np.dtype(meta["dtype"]), meta["split"]
-        self.train = np.memmap(os.path.join(folder, "train.bin"), dtype, "r") if split["train_tokens"] else np.zeros(0, dtype)
+        self.train = (
+            np.memmap(os.path.join(folder, "train.bin"), dtype, "r") if split["train_tokens"] else np.zeros(0, dtype)
+        )
         held = np.memmap(os.path.join(folder, "eval.bin"), dtype, "r") if split["eval_tokens"] else np.zeros(0, dtype)
         for name, n in (("training", self.train.size), ("held-out", held.size)):
             if n < seq_len + 2:
-                raise ConfigError(f"data.seq_len: got {seq_len}, but the corpus's {name} split holds {n} tokens; "
-                                  f"allowed: a corpus with at least {seq_len + 2} tokens on each side, or a shorter seq_len")
+                raise ConfigError(
+                    f"data.seq_len: got {seq_len}, but the corpus's {name} split holds {n} tokens; "
+                    f"allowed: a corpus with at least {seq_len + 2} tokens on each side, or a shorter seq_len"
+                )
         counts = np.asarray(meta["counts"], np.float64)
         if counts.size > vocab_size:
-            raise ConfigError(f"data.vocab_size: got {vocab_size}, but {folder} was prepared with {counts.size} tokens; "
-                              "allowed: the vocabulary the corpus was prepared with")
+            raise ConfigError(
+                f"data.vocab_size: got {vocab_size}, but {folder} was prepared with {counts.size} tokens; "
+                "allowed: the vocabulary the corpus was prepared with"
+            )
         counts = np.pad(counts, (0, vocab_size - counts.size))
         if os.path.isfile(os.path.join(folder, "tokenizer.json")):
             from tokenizers import Tokenizer
+
             tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
             strings = [_printable(t) for t in _token_strings(tok, vocab_size)]
             self.encode = lambda word: list(tok.encode(word, add_special_tokens=False).ids)
@@ -192,18 +210,30 @@ class TextCorpus(Corpus):
             strings = [repr(bytes([i]))[2:-1].replace(" ", "\u2581") for i in range(256)]
             self.encode = lambda word: list(word.encode("utf-8"))
         p = counts / counts.sum()
-        super().__init__(vocab_size=vocab_size, seq_len=seq_len,
-                         tokens=strings,
-                         counts=counts, labels=None,
-                         info={"data/unigram_entropy": _entropy(p), "data/train_tokens": float(self.train.size),
-                               "data/eval_tokens": float(held.size), "data/documents": float(meta["documents"])},
-                         tables={})
+        super().__init__(
+            vocab_size=vocab_size,
+            seq_len=seq_len,
+            tokens=strings,
+            counts=counts,
+            labels=None,
+            info={
+                "data/unigram_entropy": _entropy(p),
+                "data/train_tokens": float(self.train.size),
+                "data/eval_tokens": float(held.size),
+                "data/documents": float(meta["documents"]),
+            },
+            tables={},
+        )
         self.held_out = held
 
     def identity(self) -> dict:
         s = self.meta["split"]
-        return {"prepared": os.path.basename(self.folder), "source_sha1": self.meta["source"]["sha1"],
-                "train_tokens": s["train_tokens"], "eval_tokens": s["eval_tokens"]}
+        return {
+            "prepared": os.path.basename(self.folder),
+            "source_sha1": self.meta["source"]["sha1"],
+            "train_tokens": s["train_tokens"],
+            "eval_tokens": s["eval_tokens"],
+        }
 
     def _windows(self, bits: np.ndarray) -> np.ndarray:
         """(..., 2) uint32 random bits -> (..., T+1) int32 windows of the training stream."""
@@ -240,7 +270,9 @@ def _token_strings(tok, vocab_size: int) -> list[str]:
     for t in text:
         if t:
             seen[t] = seen.get(t, 0) + 1
-    return [t if t and seen[t] == 1 else (r if r is not None else f"<unused{i}>") for i, (t, r) in enumerate(zip(text, raw))]
+    return [
+        t if t and seen[t] == 1 else (r if r is not None else f"<unused{i}>") for i, (t, r) in enumerate(zip(text, raw))
+    ]
 
 
 def make_corpus(cfg: Config, show: bool = False) -> Corpus:

@@ -2,11 +2,13 @@
 
 Dimensions: V vocabulary, D embedding width, `...` any leading batch/time axes.
 """
+
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,9 +52,20 @@ class TokenEmbedding(nnx.Module):
     out in `dtype`, and `attend` multiplies in `dtype` but accumulates and returns float32 logits.
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int, *, init: str = "normal", init_std: Any = 0.02,
-                 scale: float | str = 1.0, pretrained: np.ndarray | None = None, freeze: bool = False,
-                 dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        *,
+        init: str = "normal",
+        init_std: Any = 0.02,
+        scale: float | str = 1.0,
+        pretrained: np.ndarray | None = None,
+        freeze: bool = False,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         self.vocab_size, self.embed_dim, self.init, self.freeze = vocab_size, embed_dim, init, freeze
         self.dtype = param_dtype if dtype is None else dtype
         self.scale = math.sqrt(embed_dim) if scale == "sqrt_d" else float(scale)
@@ -62,8 +75,10 @@ class TokenEmbedding(nnx.Module):
                 raise ValueError("embedding.init='pretrained' needs a matrix: pass pretrained= (see load_pretrained)")
             pretrained = np.asarray(pretrained)
             if pretrained.shape != (vocab_size, embed_dim):
-                raise ValueError(f"pretrained embeddings: got shape {pretrained.shape}; "
-                                 f"allowed: ({vocab_size}, {embed_dim}) = (vocab_size, embed_dim)")
+                raise ValueError(
+                    f"pretrained embeddings: got shape {pretrained.shape}; "
+                    f"allowed: ({vocab_size}, {embed_dim}) = (vocab_size, embed_dim)"
+                )
             E_VxD = jnp.asarray(pretrained, dtype)
         else:
             std = init_std_for(init, init_std, vocab_size, embed_dim)
@@ -131,11 +146,31 @@ class FactorizedEmbedding(TokenEmbedding):
     rows have entries of variance σ² at init, as a plain table's do. Tied logits are (h·Pᵀ)·Aᵀ.
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int, *, rank: int, init: str = "normal", init_std: Any = 0.02,
-                 scale: float | str = 1.0, freeze: bool = False, dtype=None, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs, **_):
-        super().__init__(vocab_size, rank, init=init, init_std=init_std, freeze=freeze, dtype=dtype,
-                         param_dtype=param_dtype, rngs=rngs)
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        *,
+        rank: int,
+        init: str = "normal",
+        init_std: Any = 0.02,
+        scale: float | str = 1.0,
+        freeze: bool = False,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+        **_,
+    ):
+        super().__init__(
+            vocab_size,
+            rank,
+            init=init,
+            init_std=init_std,
+            freeze=freeze,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
         self.embed_dim, self.rank = embed_dim, rank
         self.scale = math.sqrt(embed_dim) if scale == "sqrt_d" else float(scale)
         P_KxD = jax.random.normal(rngs.params(), (rank, embed_dim)) / math.sqrt(rank)
@@ -150,7 +185,9 @@ class FactorizedEmbedding(TokenEmbedding):
     def attend(self, h: jax.Array) -> jax.Array:
         p = self._params()
         h_NxK = h.reshape(-1, h.shape[-1]).astype(self.dtype) @ p["projection"].astype(self.dtype).T
-        logits_NxV = jnp.einsum("nk,vk->nv", h_NxK, p["embedding"].astype(self.dtype), preferred_element_type=jnp.float32)
+        logits_NxV = jnp.einsum(
+            "nk,vk->nv", h_NxK, p["embedding"].astype(self.dtype), preferred_element_type=jnp.float32
+        )
         return logits_NxV.reshape(*h.shape[:-1], self.vocab_size)
 
 
@@ -173,11 +210,34 @@ class HashedEmbedding(TokenEmbedding):
     B is drawn like a table at σ and w ~ N(0, 1/h), so rows have entries of variance σ² at init.
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int, *, buckets: int, num_hashes: int, hash_seed: int = 0,
-                 init: str = "normal", init_std: Any = 0.02, scale: float | str = 1.0, freeze: bool = False,
-                 dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs, **_):
-        super().__init__(buckets, embed_dim, init=init, init_std=init_std, scale=scale, freeze=freeze, dtype=dtype,
-                         param_dtype=param_dtype, rngs=rngs)
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        *,
+        buckets: int,
+        num_hashes: int,
+        hash_seed: int = 0,
+        init: str = "normal",
+        init_std: Any = 0.02,
+        scale: float | str = 1.0,
+        freeze: bool = False,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+        **_,
+    ):
+        super().__init__(
+            buckets,
+            embed_dim,
+            init=init,
+            init_std=init_std,
+            scale=scale,
+            freeze=freeze,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
         self.vocab_size, self.buckets, self.num_hashes, self.hash_seed = vocab_size, buckets, num_hashes, hash_seed
         w_VxH = jax.random.normal(rngs.params(), (vocab_size, num_hashes)) / math.sqrt(num_hashes)
         self.importance = nnx.Param(w_VxH.astype(param_dtype))
@@ -204,9 +264,23 @@ class AdaptiveEmbedding(TokenEmbedding):
     Baevski & Auli's tied adaptive softmax shares them, but the softmax is a full one (no cluster savings).
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int, *, cutoffs: tuple[int, ...], factor: int = 4,
-                 order: Any = None, init: str = "normal", init_std: Any = 0.02, scale: float | str = 1.0,
-                 freeze: bool = False, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs, **_):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        *,
+        cutoffs: tuple[int, ...],
+        factor: int = 4,
+        order: Any = None,
+        init: str = "normal",
+        init_std: Any = 0.02,
+        scale: float | str = 1.0,
+        freeze: bool = False,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+        **_,
+    ):
         bounds = (0, *cutoffs, vocab_size)
         if list(bounds) != sorted(set(bounds)):
             raise ValueError(f"embedding.cutoffs: got {list(cutoffs)}; allowed: increasing ids in (0, {vocab_size})")
@@ -226,8 +300,11 @@ class AdaptiveEmbedding(TokenEmbedding):
         for c, w in enumerate(self.widths):
             n = bounds[c + 1] - bounds[c]
             setattr(self, f"table{c}", nnx.Param((std * unit_draw(rngs.params(), init, (n, w))).astype(param_dtype)))
-            setattr(self, f"proj{c}", nnx.Param((jax.random.normal(rngs.params(), (w, embed_dim)) / math.sqrt(w))
-                                                .astype(param_dtype)))
+            setattr(
+                self,
+                f"proj{c}",
+                nnx.Param((jax.random.normal(rngs.params(), (w, embed_dim)) / math.sqrt(w)).astype(param_dtype)),
+            )
 
     per_token_params = ()  # cluster tables are indexed by frequency rank, not by token id
 
@@ -281,17 +358,23 @@ def load_pretrained(path: str, vocab_size: int, embed_dim: int, tokens: list[str
                 order.append(parts[0])
         dims = {v.shape[0] for v in rows.values()}
         if dims != {embed_dim}:
-            raise ValueError(f"pretrained embeddings in {path!r}: got width {sorted(dims)}; allowed: {embed_dim} (model.embed_dim)")
+            raise ValueError(
+                f"pretrained embeddings in {path!r}: got width {sorted(dims)}; allowed: {embed_dim} (model.embed_dim)"
+            )
         if tokens is not None:
             missing = [t for t in tokens if t not in rows]
             if missing:
-                raise ValueError(f"pretrained embeddings in {path!r}: {len(missing)} of {len(tokens)} vocabulary tokens "
-                                 f"missing (first: {missing[0]!r}); allowed: a file covering the vocabulary")
+                raise ValueError(
+                    f"pretrained embeddings in {path!r}: {len(missing)} of {len(tokens)} vocabulary tokens "
+                    f"missing (first: {missing[0]!r}); allowed: a file covering the vocabulary"
+                )
             order = list(tokens)
         E = np.stack([rows[t] for t in order])
     if E.ndim != 2 or E.shape != (vocab_size, embed_dim):
-        raise ValueError(f"pretrained embeddings in {path!r}: got shape {tuple(E.shape)}; "
-                         f"allowed: ({vocab_size}, {embed_dim}) = (data.vocab_size, model.embed_dim)")
+        raise ValueError(
+            f"pretrained embeddings in {path!r}: got shape {tuple(E.shape)}; "
+            f"allowed: ({vocab_size}, {embed_dim}) = (data.vocab_size, model.embed_dim)"
+        )
     return E.astype(np.float32)
 
 

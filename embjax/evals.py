@@ -4,11 +4,13 @@
 each word the mean of its subword pieces' rows of E, and reports Spearman's ρ between the pairs'
 cosine similarities and the human scores, with how many pairs were used and skipped.
 """
+
 from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -84,4 +86,8 @@ def pairs_similarity(E: Any, tokenizer: Any, pairs: list[tuple[str, str, float]]
         cos.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
         human.append(score)
     rho = spearman(np.asarray(cos), np.asarray(human)) if len(cos) >= 2 else float("nan")
-    return {"word_sim/spearman": rho, "word_sim/pairs": float(len(cos)), "word_sim/skipped": float(len(pairs) - len(cos))}
+    return {
+        "word_sim/spearman": rho,
+        "word_sim/pairs": float(len(cos)),
+        "word_sim/skipped": float(len(pairs) - len(cos)),
+    }

@@ -13,13 +13,15 @@ standard error over the n seeds, the band is m ± 2s:
   inconclusive    the band straddles an edge (within noise), or fewer than 2 seeds
 A finding is reproduced when all its checks are, not reproduced when any check is not, else inconclusive.
 """
+
 from __future__ import annotations
 
 import math
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -171,6 +173,7 @@ def _diff(key: str) -> Callable[[dict, dict], float | None]:
     def fn(a: dict, b: dict) -> float | None:
         x, y = final(a, key), final(b, key)
         return None if x is None or y is None else x - y
+
     return fn
 
 
@@ -194,18 +197,31 @@ def _rare_minus_frequent(r: dict) -> float | None:
 def analyse_tying(runs: list[dict]) -> tuple[list[Check], Table]:
     side = lambda tie, s: select(runs, model__tie_embeddings=tie, embedding__init_std=s)
     checks = [
-        Check("At σ = 0.02 the tied table's mean cosine exceeds the untied input table's by more than 0.2",
-              "per seed, tied − untied final emb/cos_mean; mean band in [0.2, ∞)",
-              paired(side(True, 0.02), side(False, 0.02), _diff("emb/cos_mean")), lo=0.2),
-        Check("Removing the mean row removes most of it: the tied table's centred mean cosine is under a quarter "
-              "of its raw mean cosine (σ = 0.02)", "per seed, emb_centered/cos_mean ÷ emb/cos_mean; band in (−∞, 0.25]",
-              per_seed(side(True, 0.02), _centred), hi=0.25),
-        Check("Rare-token rows drift together more than frequent ones (tied, σ = 0.02)",
-              "per seed, mean cosine inside the rarest 90 % − inside the top 10 %; band in [0, ∞)",
-              per_seed(side(True, 0.02), _rare_minus_frequent), lo=0.0),
-        Check("It depends on σ: at σ = 1 the tied − untied gap is under 0.05",
-              "per seed, tied − untied final emb/cos_mean at σ = 1; band in (−∞, 0.05]",
-              paired(side(True, 1.0), side(False, 1.0), _diff("emb/cos_mean")), hi=0.05),
+        Check(
+            "At σ = 0.02 the tied table's mean cosine exceeds the untied input table's by more than 0.2",
+            "per seed, tied − untied final emb/cos_mean; mean band in [0.2, ∞)",
+            paired(side(True, 0.02), side(False, 0.02), _diff("emb/cos_mean")),
+            lo=0.2,
+        ),
+        Check(
+            "Removing the mean row removes most of it: the tied table's centred mean cosine is under a quarter "
+            "of its raw mean cosine (σ = 0.02)",
+            "per seed, emb_centered/cos_mean ÷ emb/cos_mean; band in (−∞, 0.25]",
+            per_seed(side(True, 0.02), _centred),
+            hi=0.25,
+        ),
+        Check(
+            "Rare-token rows drift together more than frequent ones (tied, σ = 0.02)",
+            "per seed, mean cosine inside the rarest 90 % − inside the top 10 %; band in [0, ∞)",
+            per_seed(side(True, 0.02), _rare_minus_frequent),
+            lo=0.0,
+        ),
+        Check(
+            "It depends on σ: at σ = 1 the tied − untied gap is under 0.05",
+            "per seed, tied − untied final emb/cos_mean at σ = 1; band in (−∞, 0.05]",
+            paired(side(True, 1.0), side(False, 1.0), _diff("emb/cos_mean")),
+            hi=0.05,
+        ),
     ]
     return checks, _tying_table(side, _values(runs, "embedding.init_std"))
 
@@ -215,12 +231,24 @@ def _tying_table(side: Any, sigmas: list) -> Table:
     for s in sigmas:
         for tie in (True, False):
             g = list(side(tie, s).values())
-            rows.append([f"{s:g}", "tied" if tie else "untied", str(len(g))] + [
-                mean_sd([final(r, k) for r in g]) for k in
-                ("emb/cos_mean", "emb_centered/cos_mean", "emb/isoscore", "emb/cos_mean_top10pct", "emb/cos_mean_rest",
-                 "eval/loss")])
-    return (["σ", "output", "seeds", "mean cos", "centred mean cos", "IsoScore", "cos top 10 %",
-             "cos rest", "eval loss"], rows)
+            rows.append(
+                [f"{s:g}", "tied" if tie else "untied", str(len(g))]
+                + [
+                    mean_sd([final(r, k) for r in g])
+                    for k in (
+                        "emb/cos_mean",
+                        "emb_centered/cos_mean",
+                        "emb/isoscore",
+                        "emb/cos_mean_top10pct",
+                        "emb/cos_mean_rest",
+                        "eval/loss",
+                    )
+                ]
+            )
+    return (
+        ["σ", "output", "seeds", "mean cos", "centred mean cos", "IsoScore", "cos top 10 %", "cos rest", "eval loss"],
+        rows,
+    )
 
 
 def analyse_tied_untied(runs: list[dict]) -> tuple[list[Check], Table]:
@@ -233,20 +261,34 @@ def analyse_tied_untied(runs: list[dict]) -> tuple[list[Check], Table]:
     def cka(a: dict, b: dict, name: str) -> float | None:
         E, X = _table(a, "embeddings.npy"), _table(b, name)
         return None if E is None or X is None else linear_cka(E, X)
+
     checks = [
-        Check("At small data (a few hundred steps) the tied model's eval loss is no worse than the untied one's",
-              "per seed, tied − untied final eval/loss; band in (−∞, 0.02] nats", paired(tied, untied, _diff("eval/loss")),
-              hi=0.02),
-        Check("The tied table is closer (linear CKA) to the untied output table than to the untied input table",
-              "per seed, CKA(tied, untied output) − CKA(tied, untied input); band in [0, ∞)",
-              paired(tied, untied, cka_gap), lo=0.0),
+        Check(
+            "At small data (a few hundred steps) the tied model's eval loss is no worse than the untied one's",
+            "per seed, tied − untied final eval/loss; band in (−∞, 0.02] nats",
+            paired(tied, untied, _diff("eval/loss")),
+            hi=0.02,
+        ),
+        Check(
+            "The tied table is closer (linear CKA) to the untied output table than to the untied input table",
+            "per seed, CKA(tied, untied output) − CKA(tied, untied input); band in [0, ∞)",
+            paired(tied, untied, cka_gap),
+            lo=0.0,
+        ),
     ]
-    rows = [["tied", mean_sd(per_seed(tied, lambda r: final(r, "eval/loss"))), "–", "–"],
-            ["untied", mean_sd(per_seed(untied, lambda r: final(r, "eval/loss"))),
-             mean_sd(paired(tied, untied, lambda a, b: cka(a, b, "embeddings.npy"))),
-             mean_sd(paired(tied, untied, lambda a, b: cka(a, b, "output_embeddings.npy")))]]
-    return checks, (["model (σ = 0.02)", "eval loss", "CKA(tied E, this input table)",
-                     "CKA(tied E, this output table)"], rows)
+    rows = [
+        ["tied", mean_sd(per_seed(tied, lambda r: final(r, "eval/loss"))), "–", "–"],
+        [
+            "untied",
+            mean_sd(per_seed(untied, lambda r: final(r, "eval/loss"))),
+            mean_sd(paired(tied, untied, lambda a, b: cka(a, b, "embeddings.npy"))),
+            mean_sd(paired(tied, untied, lambda a, b: cka(a, b, "output_embeddings.npy"))),
+        ],
+    ]
+    return checks, (
+        ["model (σ = 0.02)", "eval loss", "CKA(tied E, this input table)", "CKA(tied E, this output table)"],
+        rows,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,19 +315,31 @@ def analyse_frequency(runs: list[dict]) -> tuple[list[Check], Table]:
     wds = _values(runs, "optim.embed_weight_decay")
     wd_hi = wds[-1] if wds else 0.0
     checks = [
-        Check("Rows of rarely seen tokens stay nearer their init: the rarest 90 %'s mean norm grows by less than "
-              "half the factor of the top 1 %'s (untied, no decay)",
-              "per seed, growth(rest) ÷ growth(top 1 %), growth = final ÷ step-0 mean norm; band in (−∞, 0.5]",
-              per_seed(side(False, 0.0), _growth_ratio), hi=0.5),
-        Check("Row norm rises with token frequency in an untied input table",
-              "per seed, Spearman(‖eᵢ‖, log(1 + countᵢ)) (untied, no decay); band in [0, ∞)",
-              per_seed(side(False, 0.0), _spearman), lo=0.0),
-        Check("Tying lowers the norm–log-frequency correlation",
-              "per seed, tied − untied Spearman (no decay); band in (−∞, 0]",
-              paired(side(True, 0.0), side(False, 0.0), lambda a, b: _spearman(a) - _spearman(b)), hi=0.0),
-        Check(f"Weight decay on the embedding ({wd_hi:g}) hurts rare tokens more than frequent ones (untied)",
-              "per seed, the decay's eval-loss change on targets in the rarest 90 % minus on the top 1 %; band in [0, ∞)",
-              paired(side(False, wd_hi), side(False, 0.0), _rare_harm), lo=0.0),
+        Check(
+            "Rows of rarely seen tokens stay nearer their init: the rarest 90 %'s mean norm grows by less than "
+            "half the factor of the top 1 %'s (untied, no decay)",
+            "per seed, growth(rest) ÷ growth(top 1 %), growth = final ÷ step-0 mean norm; band in (−∞, 0.5]",
+            per_seed(side(False, 0.0), _growth_ratio),
+            hi=0.5,
+        ),
+        Check(
+            "Row norm rises with token frequency in an untied input table",
+            "per seed, Spearman(‖eᵢ‖, log(1 + countᵢ)) (untied, no decay); band in [0, ∞)",
+            per_seed(side(False, 0.0), _spearman),
+            lo=0.0,
+        ),
+        Check(
+            "Tying lowers the norm–log-frequency correlation",
+            "per seed, tied − untied Spearman (no decay); band in (−∞, 0]",
+            paired(side(True, 0.0), side(False, 0.0), lambda a, b: _spearman(a) - _spearman(b)),
+            hi=0.0,
+        ),
+        Check(
+            f"Weight decay on the embedding ({wd_hi:g}) hurts rare tokens more than frequent ones (untied)",
+            "per seed, the decay's eval-loss change on targets in the rarest 90 % minus on the top 1 %; band in [0, ∞)",
+            paired(side(False, wd_hi), side(False, 0.0), _rare_harm),
+            lo=0.0,
+        ),
     ]
     return checks, _frequency_table(side, wds)
 
@@ -295,11 +349,29 @@ def _frequency_table(side: Any, wds: list) -> Table:
     for tie in (True, False):
         for wd in wds:
             g = list(side(tie, wd).values())
-            rows.append(["tied" if tie else "untied", f"{wd:g}", str(len(g)), mean_sd([_spearman(r) for r in g]),
-                         mean_sd([_growth_ratio(r) for r in g])]
-                        + [mean_sd([final(r, f"eval/loss_bucket_{k}") for r in g]) for k in ("top1", "top1_10", "rest")])
-    return (["output", "embedding decay", "seeds", "Spearman(norm, log freq)", "growth rest ÷ top 1 %",
-             "eval loss top 1 %", "1–10 %", "rest"], rows)
+            rows.append(
+                [
+                    "tied" if tie else "untied",
+                    f"{wd:g}",
+                    str(len(g)),
+                    mean_sd([_spearman(r) for r in g]),
+                    mean_sd([_growth_ratio(r) for r in g]),
+                ]
+                + [mean_sd([final(r, f"eval/loss_bucket_{k}") for r in g]) for k in ("top1", "top1_10", "rest")]
+            )
+    return (
+        [
+            "output",
+            "embedding decay",
+            "seeds",
+            "Spearman(norm, log freq)",
+            "growth rest ÷ top 1 %",
+            "eval loss top 1 %",
+            "1–10 %",
+            "rest",
+        ],
+        rows,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -320,24 +392,42 @@ def analyse_small_sigma(runs: list[dict]) -> tuple[list[Check], Table]:
     def sqrt_d_ratio(a: dict, b: dict) -> float | None:
         x, y = _early(a, "train/grad_norm_block0"), _early(b, "train/grad_norm_block0")
         return None if not x or not y else math.log(x / y)
+
     checks = [
-        Check("With pre-LN and scale 1, the first block's early gradient norm grows as σ shrinks, about ∝ 1/σ",
-              "per seed, the log–log slope of mean train/grad_norm_block0 over steps 1–5 against σ; band in [−1.5, −0.5]",
-              slopes(1.0, "train/grad_norm_block0"), lo=-1.5, hi=-0.5),
-        Check("The embedding's own early gradient norm grows about ∝ 1/σ (the gradient through the first LayerNorm)",
-              "per seed, the same slope for train/grad_norm_embed; band in [−1.5, −0.5]",
-              slopes(1.0, "train/grad_norm_embed"), lo=-1.5, hi=-0.5),
-        Check("Scaling the embedding by √d removes the effect at σ = 0.01: the first block's early gradient norm "
-              "falls by more than half", "per seed, log(grad_norm_block0 with √d ÷ without) at σ = 0.01; band in (−∞, log 0.5]",
-              paired(select(runs, embedding__init_std=0.01, embedding__scale="sqrt_d"),
-                     select(runs, embedding__init_std=0.01, embedding__scale=1.0), sqrt_d_ratio), hi=math.log(0.5)),
+        Check(
+            "With pre-LN and scale 1, the first block's early gradient norm grows as σ shrinks, about ∝ 1/σ",
+            "per seed, the log–log slope of mean train/grad_norm_block0 over steps 1–5 against σ; band in [−1.5, −0.5]",
+            slopes(1.0, "train/grad_norm_block0"),
+            lo=-1.5,
+            hi=-0.5,
+        ),
+        Check(
+            "The embedding's own early gradient norm grows about ∝ 1/σ (the gradient through the first LayerNorm)",
+            "per seed, the same slope for train/grad_norm_embed; band in [−1.5, −0.5]",
+            slopes(1.0, "train/grad_norm_embed"),
+            lo=-1.5,
+            hi=-0.5,
+        ),
+        Check(
+            "Scaling the embedding by √d removes the effect at σ = 0.01: the first block's early gradient norm "
+            "falls by more than half",
+            "per seed, log(grad_norm_block0 with √d ÷ without) at σ = 0.01; band in (−∞, log 0.5]",
+            paired(
+                select(runs, embedding__init_std=0.01, embedding__scale="sqrt_d"),
+                select(runs, embedding__init_std=0.01, embedding__scale=1.0),
+                sqrt_d_ratio,
+            ),
+            hi=math.log(0.5),
+        ),
     ]
     rows = []
     for scale in (1.0, "sqrt_d"):
         for s in sigmas:
             g = list(select(runs, embedding__init_std=s, embedding__scale=scale).values())
-            rows.append(["1" if scale == 1.0 else "√d", f"{s:g}", str(len(g))]
-                        + [mean_sd([_early(r, k) for r in g]) for k in ("train/grad_norm_block0", "train/grad_norm_embed")])
+            rows.append(
+                ["1" if scale == 1.0 else "√d", f"{s:g}", str(len(g))]
+                + [mean_sd([_early(r, k) for r in g]) for k in ("train/grad_norm_block0", "train/grad_norm_embed")]
+            )
     return checks, (["scale", "σ", "seeds", "first block ‖g‖ (steps 1–5)", "embedding ‖g‖ (steps 1–5)"], rows)
 
 
@@ -351,27 +441,47 @@ def analyse_bottleneck(runs: list[dict]) -> tuple[list[Check], Table]:
         return [], (["d"], [])
     ranks = [v for r in runs if (v := r["summary"].get("data/logit_rank")) is not None]
     rank = int(ranks[0]) if ranks else max(ds)
-    excess = lambda r: (None if final(r, "eval/loss") is None or r["summary"].get("data/entropy_rate") is None
-                        else final(r, "eval/loss") - r["summary"]["data/entropy_rate"])
+    excess = lambda r: (
+        None
+        if final(r, "eval/loss") is None or r["summary"].get("data/entropy_rate") is None
+        else final(r, "eval/loss") - r["summary"]["data/entropy_rate"]
+    )
     d_lo = max([d for d in ds if d <= rank / 4] or ds[:1])
     d_r = min([d for d in ds if d >= rank] or ds[-1:])
     d_hi = ds[-1]
     at = {d: select(runs, model__embed_dim=d) for d in ds}
-    below = paired(at[d_lo], at[d_r], lambda a, b: None if excess(a) is None or excess(b) is None else excess(a) - excess(b))
+    below = paired(
+        at[d_lo], at[d_r], lambda a, b: None if excess(a) is None or excess(b) is None else excess(a) - excess(b)
+    )
     above_ratio = []
     for s in sorted(set(at[d_lo]) & set(at[d_r]) & set(at[d_hi])):
         lo, r, hi = (excess(at[d][s]) for d in (d_lo, d_r, d_hi))
         if None not in (lo, r, hi) and lo - r > 0:
             above_ratio.append((r - hi) / (lo - r))
     checks = [
-        Check(f"The excess of eval loss over the entropy rate falls steeply as d rises to the logit rank r = {rank} "
-              f"(d = {d_lo} → {d_r})", "per seed, excess(d ≤ r/4) − excess(d ≥ r); band in [0.1, ∞) nats", below, lo=0.1),
-        Check(f"… and flattens past it (d = {d_r} → {d_hi})",
-              "per seed, the fall from d ≥ r to the largest d as a fraction of the fall below r; band in (−∞, 0.25]",
-              above_ratio, hi=0.25),
+        Check(
+            f"The excess of eval loss over the entropy rate falls steeply as d rises to the logit rank r = {rank} "
+            f"(d = {d_lo} → {d_r})",
+            "per seed, excess(d ≤ r/4) − excess(d ≥ r); band in [0.1, ∞) nats",
+            below,
+            lo=0.1,
+        ),
+        Check(
+            f"… and flattens past it (d = {d_r} → {d_hi})",
+            "per seed, the fall from d ≥ r to the largest d as a fraction of the fall below r; band in (−∞, 0.25]",
+            above_ratio,
+            hi=0.25,
+        ),
     ]
-    rows = [[str(d), str(len(at[d])), mean_sd([excess(r) for r in at[d].values()]),
-             mean_sd([final(r, "eval/loss") for r in at[d].values()])] for d in ds]
+    rows = [
+        [
+            str(d),
+            str(len(at[d])),
+            mean_sd([excess(r) for r in at[d].values()]),
+            mean_sd([final(r, "eval/loss") for r in at[d].values()]),
+        ]
+        for d in ds
+    ]
     return checks, (["d", "seeds", "eval loss − entropy rate", "eval loss"], rows)
 
 
@@ -380,28 +490,45 @@ def analyse_bottleneck(runs: list[dict]) -> tuple[list[Check], Table]:
 
 
 def _coord_points(runs: list[dict], par: str) -> dict[int, list[tuple[int, int, str, float]]]:
-    """{seed: [(width, step, activation, mean |x|)]} of one parametrisation's finished runs (report's points, by seed)."""
+    """{seed: [(width, step, activation, mean |x|)]} of one parametrisation's finished runs (report's points,
+    by seed)."""
     done = [r for r in runs if r["summary"].get("status") == "finished"]
-    return {seed: pts for seed in sorted({int(_get(r["cfg"], "seed") or 0) for r in done})
-            if (pts := report_coord_points([r for r in done if int(_get(r["cfg"], "seed") or 0) == seed]).get(par))}
+    return {
+        seed: pts
+        for seed in sorted({int(_get(r["cfg"], "seed") or 0) for r in done})
+        if (pts := report_coord_points([r for r in done if int(_get(r["cfg"], "seed") or 0) == seed]).get(par))
+    }
 
 
 def analyse_coord_check(runs: list[dict]) -> tuple[list[Check], Table]:
     slopes = {par: {seed: coord_slopes(pts) for seed, pts in _coord_points(runs, par).items()} for par in ("sp", "mup")}
-    worst = lambda sl: max((abs(v) for st, acts in sl.items() if st >= 1 for v in acts.values() if np.isfinite(v)),
-                           default=float("nan"))
+    worst = lambda sl: max(
+        (abs(v) for st, acts in sl.items() if st >= 1 for v in acts.values() if np.isfinite(v)), default=float("nan")
+    )
     last_logits = lambda sl: sl[max(sl)].get("logits", float("nan")) if sl else float("nan")
     checks = [
-        Check("Under μP every activation's mean |x| is independent of width at every step after the first update",
-              "per seed, the largest |log–log slope against width| over activations and steps ≥ 1; band in (−∞, 0.25]",
-              [worst(sl) for _, sl in sorted(slopes["mup"].items())], hi=0.25),
-        Check("Under SP (Adam) the output logits grow with width after a few steps",
-              "per seed, the slope of coord/logits against width at the last step; band in [0.25, ∞)",
-              [last_logits(sl) for _, sl in sorted(slopes["sp"].items())], lo=0.25),
+        Check(
+            "Under μP every activation's mean |x| is independent of width at every step after the first update",
+            "per seed, the largest |log–log slope against width| over activations and steps ≥ 1; band in (−∞, 0.25]",
+            [worst(sl) for _, sl in sorted(slopes["mup"].items())],
+            hi=0.25,
+        ),
+        Check(
+            "Under SP (Adam) the output logits grow with width after a few steps",
+            "per seed, the slope of coord/logits against width at the last step; band in [0.25, ∞)",
+            [last_logits(sl) for _, sl in sorted(slopes["sp"].items())],
+            lo=0.25,
+        ),
     ]
-    rows = [["SP" if par == "sp" else "μP", str(len(slopes[par])),
-             mean_sd([worst(sl) for sl in slopes[par].values()]), mean_sd([last_logits(sl) for sl in slopes[par].values()])]
-            for par in ("sp", "mup")]
+    rows = [
+        [
+            "SP" if par == "sp" else "μP",
+            str(len(slopes[par])),
+            mean_sd([worst(sl) for sl in slopes[par].values()]),
+            mean_sd([last_logits(sl) for sl in slopes[par].values()]),
+        ]
+        for par in ("sp", "mup")
+    ]
     return checks, (["parametrisation", "seeds", "max |slope| (steps ≥ 1)", "logits slope (last step)"], rows)
 
 
@@ -413,19 +540,43 @@ def analyse_lr_transfer(runs: list[dict]) -> tuple[list[Check], Table]:
     for par, res in out.items():
         ws = sorted(res["widths"])
         # per seed: log2(best lr at the smallest width / at the largest): grid steps the optimum moved down
-        moves[par] = [math.log2(a / b) for a, b in zip(res["widths"][ws[0]]["best_lr_seeds"],
-                                                       res["widths"][ws[-1]]["best_lr_seeds"])] if len(ws) > 1 else []
+        moves[par] = (
+            [
+                math.log2(a / b)
+                for a, b in zip(res["widths"][ws[0]]["best_lr_seeds"], res["widths"][ws[-1]]["best_lr_seeds"])
+            ]
+            if len(ws) > 1
+            else []
+        )
     checks = [
-        Check("Under μP the best learning rate transfers across width: it moves by at most one ×2 grid step",
-              "per seed, |log₂(best lr at the smallest width ÷ at the largest)|; band in (−∞, 1]",
-              [abs(m) for m in moves["mup"]], hi=1.0),
-        Check("Under SP the best learning rate falls as the width grows",
-              "per seed, log₂(best lr at the smallest width ÷ at the largest); band in [1, ∞)", moves["sp"], lo=1.0),
+        Check(
+            "Under μP the best learning rate transfers across width: it moves by at most one ×2 grid step",
+            "per seed, |log₂(best lr at the smallest width ÷ at the largest)|; band in (−∞, 1]",
+            [abs(m) for m in moves["mup"]],
+            hi=1.0,
+        ),
+        Check(
+            "Under SP the best learning rate falls as the width grows",
+            "per seed, log₂(best lr at the smallest width ÷ at the largest); band in [1, ∞)",
+            moves["sp"],
+            lo=1.0,
+        ),
     ]
-    rows = [["SP" if par == "sp" else "μP", f"d = {w}", f"{res['widths'][w]['best_lr']:g}",
-             f"{res['widths'][w]['best_loss']:.3f}", ", ".join(f"{x:g}" for x in res["widths"][w]["best_lr_seeds"])]
-            for par, res in out.items() for w in sorted(res["widths"])]
-    return checks, (["parametrisation", "width", "best lr (seed mean curve)", "its eval loss", "each seed's best lr"], rows)
+    rows = [
+        [
+            "SP" if par == "sp" else "μP",
+            f"d = {w}",
+            f"{res['widths'][w]['best_lr']:g}",
+            f"{res['widths'][w]['best_loss']:.3f}",
+            ", ".join(f"{x:g}" for x in res["widths"][w]["best_lr_seeds"]),
+        ]
+        for par, res in out.items()
+        for w in sorted(res["widths"])
+    ]
+    return checks, (
+        ["parametrisation", "width", "best lr (seed mean curve)", "its eval loss", "each seed's best lr"],
+        rows,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -434,6 +585,7 @@ def analyse_lr_transfer(runs: list[dict]) -> tuple[list[Check], Table]:
 
 def _lines(ax, series: dict[str, dict[float, list[float]]], logx: bool = True, logy: bool = False, **style) -> None:
     from matplotlib.ticker import NullLocator
+
     ticks = sorted({x for pts in series.values() for x in pts})
     for label, pts in series.items():
         xs = sorted(x for x in pts if pts[x])
@@ -459,6 +611,7 @@ def _collect(runs: list[dict], x_key: str, label: Callable[[dict], str | None], 
 
 def _save(fig, path: str) -> bool:
     import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -467,10 +620,15 @@ def _save(fig, path: str) -> bool:
 
 def plot_tying(runs: list[dict], path: str) -> bool:
     import matplotlib.pyplot as plt
+
     tie = lambda r: "tied" if _get(r["cfg"], "model.tie_embeddings") else "untied"
-    series = {**_collect(runs, "embedding.init_std", tie, lambda r: final(r, "emb/cos_mean")),
-              **{f"{k} (centred)": v for k, v in _collect(runs, "embedding.init_std", tie,
-                                                            lambda r: final(r, "emb_centered/cos_mean")).items()}}
+    series = {
+        **_collect(runs, "embedding.init_std", tie, lambda r: final(r, "emb/cos_mean")),
+        **{
+            f"{k} (centred)": v
+            for k, v in _collect(runs, "embedding.init_std", tie, lambda r: final(r, "emb_centered/cos_mean")).items()
+        },
+    }
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     _lines(ax, series, **{k: {"linestyle": "--"} for k in series if "centred" in k})
     ax.set(xlabel="init σ", ylabel="final mean cos(eᵢ, eⱼ)", title="Tying and anisotropy")
@@ -479,19 +637,24 @@ def plot_tying(runs: list[dict], path: str) -> bool:
 
 def plot_small_sigma(runs: list[dict], path: str) -> bool:
     import matplotlib.pyplot as plt
+
     scale = lambda r: "scale 1" if _get(r["cfg"], "embedding.scale") == 1.0 else "scale √d"
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, key, title in zip(axes, ("train/grad_norm_block0", "train/grad_norm_embed"), ("first block", "embedding")):
-        _lines(ax, _collect(runs, "embedding.init_std", scale, lambda r: _early(r, key)), logy=True)
+        _lines(ax, _collect(runs, "embedding.init_std", scale, lambda r, key=key: _early(r, key)), logy=True)
         ax.set(xlabel="init σ", ylabel="‖gradient‖, steps 1–5", title=f"Pre-LN: {title}")
     return _save(fig, path)
 
 
 def plot_bottleneck(runs: list[dict], path: str) -> bool:
     import matplotlib.pyplot as plt
+
     ranks = [v for r in runs if (v := r["summary"].get("data/logit_rank")) is not None]
-    excess = lambda r: (final(r, "eval/loss") - r["summary"]["data/entropy_rate"]
-                        if final(r, "eval/loss") is not None and "data/entropy_rate" in r["summary"] else None)
+    excess = lambda r: (
+        final(r, "eval/loss") - r["summary"]["data/entropy_rate"]
+        if final(r, "eval/loss") is not None and "data/entropy_rate" in r["summary"]
+        else None
+    )
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     _lines(ax, _collect(runs, "model.embed_dim", lambda r: "linear LM", excess))  # linear y: the excess can dip below 0
     ax.axhline(0.0, color="black", linewidth=0.6)
@@ -504,6 +667,7 @@ def plot_bottleneck(runs: list[dict], path: str) -> bool:
 
 def plot_frequency(runs: list[dict], path: str) -> bool:
     import matplotlib.pyplot as plt
+
     buckets = ("top1", "top1_10", "rest")
     fig, ax = plt.subplots(figsize=(6, 3.8))
     groups = [(tie, wd) for tie in (False, True) for wd in _values(runs, "optim.embed_weight_decay")]
@@ -511,9 +675,14 @@ def plot_frequency(runs: list[dict], path: str) -> bool:
     for i, (tie, wd) in enumerate(groups):
         g = select(runs, model__tie_embeddings=tie, optim__embed_weight_decay=wd).values()
         vals = [[v for r in g if (v := final(r, f"eval/loss_bucket_{b}")) is not None] for b in buckets]
-        ax.bar(np.arange(3) + i * width, [np.mean(v) if v else np.nan for v in vals], width,
-               yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals], capsize=3,
-               label=f"{'tied' if tie else 'untied'}, embedding decay {wd:g}")
+        ax.bar(
+            np.arange(3) + i * width,
+            [np.mean(v) if v else np.nan for v in vals],
+            width,
+            yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals],
+            capsize=3,
+            label=f"{'tied' if tie else 'untied'}, embedding decay {wd:g}",
+        )
     ax.set_xticks(np.arange(3) + 0.4 - width / 2, ["top 1 %", "1–10 %", "rest"])
     ax.set(ylabel="final eval loss on targets in the bucket", title="Frequency buckets")
     ax.legend(fontsize=7)
@@ -524,72 +693,113 @@ def plot_frequency(runs: list[dict], path: str) -> bool:
 # The findings. Claims, sources and pass criteria are fixed here, before any run.
 
 FINDINGS = [
-    Finding("tying_anisotropy", "Tying makes the space anisotropic",
-            "Tied input/output tables end with a large mean cosine between rows (a narrow cone) where untied input "
-            "tables do not; most of it is one shared mean direction; rare-token rows drift together most; it depends "
-            "on the init scale σ.",
-            "Gao et al. 2019, Representation Degeneration Problem in Training Natural Language Generation Models "
-            "(ICLR), §3–4 and Fig. 1; Bis et al. 2021, Too Much in Common (NAACL), §3–4 (the common drift direction).",
-            "Planted corpus (V = 512, K = 16), 2-layer pre-LN transformer d = 32, AdamW lr 3e-3, 600 steps; "
-            "σ ∈ {0.02, 0.2, 1} × tied/untied × seeds {0, 1, 2}.",
-            "Each check below, on the per-seed values' mean ± 2 standard errors.", "tying",
-            analyse_tying, plot_tying, quick={"steps": 100}),
-    Finding("frequency_rows", "Frequency shapes rows",
-            "Rows of rarely seen tokens stay near their init; row norm rises with frequency and tying changes that "
-            "correlation; weight decay on the embedding hurts rare tokens more than frequent ones.",
-            "Gao et al. 2019 §4 (rare-token rows); Bis et al. 2021 §5 (frequency and norms); Pinto et al. 2024, "
-            "per-frequency evaluation of embedding regularisation.",
-            "Planted corpus (V = 512, K = 16, Zipf a = 1.1), 2-layer transformer d = 32, σ = 0.02, AdamW lr 3e-3 with "
-            "embedding decay ∈ {0, 0.5} (no other decay), 600 steps; tied/untied × seeds {0, 1, 2}; eval loss by the "
-            "target's frequency bucket (top 1 %, 1–10 %, rest).",
-            "Each check below, on the per-seed values' mean ± 2 standard errors.", "frequency",
-            analyse_frequency, plot_frequency, quick={"steps": 100}),
-    Finding("small_sigma_preln", "Small σ and pre-LN gradients",
-            "With pre-LN, the early gradient norm of the first block grows as the embedding init σ shrinks (about "
-            "∝ 1/σ); scaling the embedding by √d (or σ ≈ 1) removes the effect.",
-            "Takase et al. 2023, Spike No More: Stabilizing the Pre-training of Large Language Models, §3–4.",
-            "Planted corpus (V = 512), untied 2-layer pre-LN transformer d = 64, AdamW lr 3e-3 (warm-up 50); "
-            "σ ∈ {0.001, 0.01, 0.1, 1} × embedding scale {1, √d} × seeds {0, 1, 2}; gradient norms logged at every "
-            "one of the first 10 steps, averaged over steps 1–5.",
-            "Each check below, on the per-seed values' mean ± 2 standard errors.", "small_sigma",
-            analyse_small_sigma, plot_small_sigma, quick={"steps": 6}),
-    Finding("softmax_bottleneck", "The softmax bottleneck, exactly",
-            "The planted corpus's true next-token log-probability matrix has a known rank r; a model whose logits "
-            "have rank ≤ d has an excess of eval loss over the entropy rate that falls steeply as d rises to r and "
-            "flattens past it.",
-            "Yang et al. 2018, Breaking the Softmax Bottleneck: A High-Rank RNN Language Model (ICLR), §2 "
-            "(Proposition 1 and Corollary 1).",
-            "Planted corpus (V = 512, K = 16 classes: r = data/logit_rank in summary.json), the linear bigram LM "
-            "(logits = W·E[x], rank ≤ d, untied), Adam lr 1e-2, 1,500 steps; d ∈ {2, 4, 8, 16, 32, 64} × seeds {0, 1, 2}.",
-            "Each check below, on the per-seed values' mean ± 2 standard errors.", "bottleneck",
-            analyse_bottleneck, plot_bottleneck, quick={"steps": 400, "parameters": {"model.embed_dim": [4, 16, 64]}}),
-    Finding("tied_vs_untied", "Tied vs untied quality",
-            "At small data a tied model's eval loss is no worse than an untied one's, and the tied table resembles "
-            "the untied model's output table more than its input table.",
-            "Press & Wolf 2017, Using the Output Embedding to Improve Language Models (EACL), §3–5; Inan et al. 2017, "
-            "Tying Word Vectors and Word Classifiers (ICLR).",
-            "The σ = 0.02 members of the tying sweep (finding 1): tied vs untied × seeds {0, 1, 2}; linear CKA "
-            "(Kornblith et al. 2019) between final tables, rows aligned by token id.",
-            "Each check below, on the per-seed values' mean ± 2 standard errors.", "tying",
-            analyse_tied_untied, None, quick={"steps": 100}),
-    Finding("mup_coord_check", "μP coordinate check",
-            "Under μP every activation's typical size is independent of width during training; under standard "
-            "parametrisation with Adam the output logits grow with width.",
-            "Yang et al. 2021, Tensor Programs V (μTransfer), Fig. 5 and Appendix D.1 (coordinate check).",
-            "Planted corpus (V = 512), 2-layer transformer, d ∈ {32, 64, 128, 256}, d₀ = 32, Adam lr 1e-2, 5 steps, "
-            "SP/μP × seeds {0, 1, 2}; mean |x| of the embedding output, each block, attention logits and output logits "
-            "at every step; log–log slopes against width.",
-            "Each check below, on the per-seed values' mean ± 2 standard errors.", "coord_check",
-            analyse_coord_check, plot_coord_check, quick={"parameters": {"model.embed_dim": [32, 128]}}),
-    Finding("mup_lr_transfer", "Learning-rate transfer",
-            "Under μP the best learning rate found at a small width is the best at a larger width; under SP it moves.",
-            "Yang et al. 2021, Tensor Programs V, Fig. 1 and §5.",
-            "Planted corpus (V = 512), 2-layer transformer, d ∈ {32, 128}, d₀ = 32, AdamW, lr ∈ 2^-11 … 2^-5 (×2 "
-            "grid), 200 steps, SP/μP × seeds {0, 1, 2}; final eval loss clipped at the initial loss (the mean step-0 "
-            "eval loss), a diverged member counted there (Wortsman et al. 2023), as in the report's plot.",
-            "Each check below, on the per-seed values' mean ± 2 standard errors.", "lr_transfer",
-            analyse_lr_transfer, plot_lr_transfer,
-            quick={"steps": 40, "parameters": {"optim.lr": [0.001953125, 0.00390625, 0.0078125, 0.015625]}}),
+    Finding(
+        "tying_anisotropy",
+        "Tying makes the space anisotropic",
+        "Tied input/output tables end with a large mean cosine between rows (a narrow cone) where untied input "
+        "tables do not; most of it is one shared mean direction; rare-token rows drift together most; it depends "
+        "on the init scale σ.",
+        "Gao et al. 2019, Representation Degeneration Problem in Training Natural Language Generation Models "
+        "(ICLR), §3–4 and Fig. 1; Bis et al. 2021, Too Much in Common (NAACL), §3–4 (the common drift direction).",
+        "Planted corpus (V = 512, K = 16), 2-layer pre-LN transformer d = 32, AdamW lr 3e-3, 600 steps; "
+        "σ ∈ {0.02, 0.2, 1} × tied/untied × seeds {0, 1, 2}.",
+        "Each check below, on the per-seed values' mean ± 2 standard errors.",
+        "tying",
+        analyse_tying,
+        plot_tying,
+        quick={"steps": 100},
+    ),
+    Finding(
+        "frequency_rows",
+        "Frequency shapes rows",
+        "Rows of rarely seen tokens stay near their init; row norm rises with frequency and tying changes that "
+        "correlation; weight decay on the embedding hurts rare tokens more than frequent ones.",
+        "Gao et al. 2019 §4 (rare-token rows); Bis et al. 2021 §5 (frequency and norms); Pinto et al. 2024, "
+        "per-frequency evaluation of embedding regularisation.",
+        "Planted corpus (V = 512, K = 16, Zipf a = 1.1), 2-layer transformer d = 32, σ = 0.02, AdamW lr 3e-3 with "
+        "embedding decay ∈ {0, 0.5} (no other decay), 600 steps; tied/untied × seeds {0, 1, 2}; eval loss by the "
+        "target's frequency bucket (top 1 %, 1–10 %, rest).",
+        "Each check below, on the per-seed values' mean ± 2 standard errors.",
+        "frequency",
+        analyse_frequency,
+        plot_frequency,
+        quick={"steps": 100},
+    ),
+    Finding(
+        "small_sigma_preln",
+        "Small σ and pre-LN gradients",
+        "With pre-LN, the early gradient norm of the first block grows as the embedding init σ shrinks (about "
+        "∝ 1/σ); scaling the embedding by √d (or σ ≈ 1) removes the effect.",
+        "Takase et al. 2023, Spike No More: Stabilizing the Pre-training of Large Language Models, §3–4.",
+        "Planted corpus (V = 512), untied 2-layer pre-LN transformer d = 64, AdamW lr 3e-3 (warm-up 50); "
+        "σ ∈ {0.001, 0.01, 0.1, 1} × embedding scale {1, √d} × seeds {0, 1, 2}; gradient norms logged at every "
+        "one of the first 10 steps, averaged over steps 1–5.",
+        "Each check below, on the per-seed values' mean ± 2 standard errors.",
+        "small_sigma",
+        analyse_small_sigma,
+        plot_small_sigma,
+        quick={"steps": 6},
+    ),
+    Finding(
+        "softmax_bottleneck",
+        "The softmax bottleneck, exactly",
+        "The planted corpus's true next-token log-probability matrix has a known rank r; a model whose logits "
+        "have rank ≤ d has an excess of eval loss over the entropy rate that falls steeply as d rises to r and "
+        "flattens past it.",
+        "Yang et al. 2018, Breaking the Softmax Bottleneck: A High-Rank RNN Language Model (ICLR), §2 "
+        "(Proposition 1 and Corollary 1).",
+        "Planted corpus (V = 512, K = 16 classes: r = data/logit_rank in summary.json), the linear bigram LM "
+        "(logits = W·E[x], rank ≤ d, untied), Adam lr 1e-2, 1,500 steps; d ∈ {2, 4, 8, 16, 32, 64} × seeds {0, 1, 2}.",
+        "Each check below, on the per-seed values' mean ± 2 standard errors.",
+        "bottleneck",
+        analyse_bottleneck,
+        plot_bottleneck,
+        quick={"steps": 400, "parameters": {"model.embed_dim": [4, 16, 64]}},
+    ),
+    Finding(
+        "tied_vs_untied",
+        "Tied vs untied quality",
+        "At small data a tied model's eval loss is no worse than an untied one's, and the tied table resembles "
+        "the untied model's output table more than its input table.",
+        "Press & Wolf 2017, Using the Output Embedding to Improve Language Models (EACL), §3–5; Inan et al. 2017, "
+        "Tying Word Vectors and Word Classifiers (ICLR).",
+        "The σ = 0.02 members of the tying sweep (finding 1): tied vs untied × seeds {0, 1, 2}; linear CKA "
+        "(Kornblith et al. 2019) between final tables, rows aligned by token id.",
+        "Each check below, on the per-seed values' mean ± 2 standard errors.",
+        "tying",
+        analyse_tied_untied,
+        None,
+        quick={"steps": 100},
+    ),
+    Finding(
+        "mup_coord_check",
+        "μP coordinate check",
+        "Under μP every activation's typical size is independent of width during training; under standard "
+        "parametrisation with Adam the output logits grow with width.",
+        "Yang et al. 2021, Tensor Programs V (μTransfer), Fig. 5 and Appendix D.1 (coordinate check).",
+        "Planted corpus (V = 512), 2-layer transformer, d ∈ {32, 64, 128, 256}, d₀ = 32, Adam lr 1e-2, 5 steps, "
+        "SP/μP × seeds {0, 1, 2}; mean |x| of the embedding output, each block, attention logits and output logits "
+        "at every step; log–log slopes against width.",
+        "Each check below, on the per-seed values' mean ± 2 standard errors.",
+        "coord_check",
+        analyse_coord_check,
+        plot_coord_check,
+        quick={"parameters": {"model.embed_dim": [32, 128]}},
+    ),
+    Finding(
+        "mup_lr_transfer",
+        "Learning-rate transfer",
+        "Under μP the best learning rate found at a small width is the best at a larger width; under SP it moves.",
+        "Yang et al. 2021, Tensor Programs V, Fig. 1 and §5.",
+        "Planted corpus (V = 512), 2-layer transformer, d ∈ {32, 128}, d₀ = 32, AdamW, lr ∈ 2^-11 … 2^-5 (×2 "
+        "grid), 200 steps, SP/μP × seeds {0, 1, 2}; final eval loss clipped at the initial loss (the mean step-0 "
+        "eval loss), a diverged member counted there (Wortsman et al. 2023), as in the report's plot.",
+        "Each check below, on the per-seed values' mean ± 2 standard errors.",
+        "lr_transfer",
+        analyse_lr_transfer,
+        plot_lr_transfer,
+        quick={"steps": 40, "parameters": {"optim.lr": [0.001953125, 0.00390625, 0.0078125, 0.015625]}},
+    ),
 ]
 BY_NAME = {f.name: f for f in FINDINGS}
 
@@ -611,8 +821,10 @@ def _protocol_facts(runs: list[dict]) -> str:
     status = defaultdict(int)
     for r in runs:
         status[r["summary"].get("status", "?")] += 1
-    return (f"{len(runs)} members ({', '.join(f'{n} {k}' for k, n in sorted(status.items()))}), "
-            f"steps {', '.join(map(str, steps))}, seeds {seeds}")
+    return (
+        f"{len(runs)} members ({', '.join(f'{n} {k}' for k, n in sorted(status.items()))}), "
+        f"steps {', '.join(map(str, steps))}, seeds {seeds}"
+    )
 
 
 def _row(cells: list[str]) -> str:
@@ -629,18 +841,29 @@ def training_seconds(runs: list[dict]) -> float:
 def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], header: list[str]) -> str:
     """findings.md (and one PNG per finding with a plot) in root; results: (finding, its sweep dir, its runs)."""
     import matplotlib
+
     matplotlib.use("Agg")
     lines = ["# Findings", "", *header, "", "| # | finding | verdict |", "|---|---|---|"]
     body: list[str] = []
     for i, (f, sweep_dir, runs) in enumerate(results, 1):
         verdict, checks, (cols, rows) = evaluate(f, runs)
         lines.append(f"| {i} | [{f.title}](#{i}-{f.name.replace('_', '-')}) | **{verdict}** |")
-        body += ["", f"## {i}. {f.name.replace('_', '-')}", "", f"**{f.title}: {verdict}.**", "",
-                 f"- **Claim.** {f.claim}", f"- **Source.** {f.source}", f"- **Protocol.** {f.protocol} "
-                 f"Sweep `sweeps/findings/{f.sweep}.yaml`; ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`.",
-                 f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band lies "
-                 "inside its interval, not reproduced when it lies outside, inconclusive when it straddles an edge.",
-                 "", "| check | criterion | mean [mean ± 2 s.e.] | verdict |", "|---|---|---|---|"]
+        body += [
+            "",
+            f"## {i}. {f.name.replace('_', '-')}",
+            "",
+            f"**{f.title}: {verdict}.**",
+            "",
+            f"- **Claim.** {f.claim}",
+            f"- **Source.** {f.source}",
+            f"- **Protocol.** {f.protocol} "
+            f"Sweep `sweeps/findings/{f.sweep}.yaml`; ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`.",
+            f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band lies "
+            "inside its interval, not reproduced when it lies outside, inconclusive when it straddles an edge.",
+            "",
+            "| check | criterion | mean [mean ± 2 s.e.] | verdict |",
+            "|---|---|---|---|",
+        ]
         body += [_row([c.claim, c.criterion, c.summary(), c.verdict]) for c in checks]
         body += ["", _row(cols), "|" + "---|" * len(cols)] + [_row(r) for r in rows]
         if f.plot is not None and runs and f.plot(runs, os.path.join(root, f"{f.name}.png")):
@@ -654,16 +877,31 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
 def log_to_wandb(root: str, results: list[tuple[Finding, str, list[dict]]]) -> None:
     """A report run in each sweep's W&B group: the verdicts (summary) and the findings' plots."""
     from .sinks import WandbSink
+
     by_sweep: dict[str, list[tuple[Finding, list[dict]]]] = defaultdict(list)
     for f, sweep_dir, runs in results:
         if runs and _get(runs[0]["cfg"], "log.wandb"):
             by_sweep[os.path.basename(sweep_dir)].append((f, runs))
     for group, items in by_sweep.items():
         log = items[0][1][0]["cfg"].get("log", {})
-        sink = WandbSink(os.path.join(root, group), {"findings_for": group}, project=log.get("project", "embjax"),
-                         name=f"{group}-findings", mode=log.get("mode", "offline"), entity=log.get("entity"),
-                         group=group, tags=("findings",), init_timeout=float(log.get("init_timeout", 30)))
-        sink.log_rich(0, {f"findings/{f.name}": {"kind": "image", "path": os.path.join(root, f"{f.name}.png")}
-                          for f, _ in items if os.path.exists(os.path.join(root, f"{f.name}.png"))})
+        sink = WandbSink(
+            os.path.join(root, group),
+            {"findings_for": group},
+            project=log.get("project", "embjax"),
+            name=f"{group}-findings",
+            mode=log.get("mode", "offline"),
+            entity=log.get("entity"),
+            group=group,
+            tags=("findings",),
+            init_timeout=float(log.get("init_timeout", 30)),
+        )
+        sink.log_rich(
+            0,
+            {
+                f"findings/{f.name}": {"kind": "image", "path": os.path.join(root, f"{f.name}.png")}
+                for f, _ in items
+                if os.path.exists(os.path.join(root, f"{f.name}.png"))
+            },
+        )
         sink.summary({f"finding/{f.name}": evaluate(f, runs)[0] for f, runs in items})
         sink.close("finished")

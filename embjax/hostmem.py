@@ -11,6 +11,7 @@ The cost: the process keeps its peak heap instead of returning it, as PyTorch's 
 and multi-threaded host work contends for the one arena (the Rust tokenizer runs 3.5x slower), so
 text preparation runs in a process of its own (see `applied` and embjax.prepare).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -37,7 +38,9 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         return False
     # M_TRIM_THRESHOLD = -1: never trim (a finite threshold trims between pipelined dispatches: slower still)
-    _applied = all(mallopt(opt, value) == 1 for opt, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+    _applied = all(
+        mallopt(opt, value) == 1 for opt, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
+    )
     return _applied
 
 

@@ -4,10 +4,12 @@ One loop serves a single run and a group of sweep members that share one compile
 differ only in values: σ, lr, decays, clip, seed), either vmapped over a leading members axis or
 one after another. A chunk is one `lax.scan` of steps ending where something is logged, evaluated,
 snapshotted or saved; its metrics and snapshots (`observe.Observer`) are fetched only after the next
-chunk is dispatched, so the host never stalls the device. The loop talks to each run only through the `rundir.Run` interface (restore, begin,
-log, checkpoint, finish): files, W&B and summaries are the run's business. In a multi-process run
-every process runs this same loop; the processes agree at each chunk boundary on whether to stop.
+chunk is dispatched, so the host never stalls the device. The loop talks to each run only through the
+`rundir.Run` interface (restore, begin, log, checkpoint, finish): files, W&B and summaries are the run's
+business. In a multi-process run every process runs this same loop; the processes agree at each chunk
+boundary on whether to stop.
 """
+
 from __future__ import annotations
 
 import time
@@ -41,16 +43,27 @@ def outcome(P: Program, status: str, state: Any, start: int, **known: Any) -> Ou
     o.step, o.skipped = diverged_at if status == "diverged" and diverged_at >= 0 else step, skipped
     if status in ("finished", "diverged"):
         o.params, o.state = count_params(state["params"]), state
-        o.E, o.E_out, o.row_updates = (to_host(P.table(state["params"])), to_host(P.output_table(state["params"])),
-                                       to_host(state["row_updates"]))
+        o.E, o.E_out, o.row_updates = (
+            to_host(P.table(state["params"])),
+            to_host(P.output_table(state["params"])),
+            to_host(state["row_updates"]),
+        )
     return o
 
 
 class Loop:
     """Trains runs that share one program: one run, or a sweep group vmapped or one member at a time."""
 
-    def __init__(self, program: Program, *, vmapped: bool, signals: Signals, show: bool = True,
-                 desc: str | None = None, chunk: int | None = None):
+    def __init__(
+        self,
+        program: Program,
+        *,
+        vmapped: bool,
+        signals: Signals,
+        show: bool = True,
+        desc: str | None = None,
+        chunk: int | None = None,
+    ):
         P, cfg = program, program.cfg
         self.P, self.cfg, self.signals, self.show, self.desc = P, cfg, signals, show, desc
         self.vmapped, self.chunk = vmapped and P.mesh is None, chunk or 2**31  # chunk: members vmapped at once
@@ -89,7 +102,7 @@ class Loop:
         try:
             for start in sorted(set(starts)):  # members resumed at different steps train apart (normally: one)
                 idx = [i for i, s in enumerate(starts) if s == start]
-                chunks = [idx[j:j + self.chunk] for j in range(0, len(idx), self.chunk)]  # vmapped: all that fit
+                chunks = [idx[j : j + self.chunk] for j in range(0, len(idx), self.chunk)]  # vmapped: all that fit
                 for g in chunks if self.vmapped else [[i] for i in idx]:
                     if self.stopping():
                         out = [runs[i].finish(outcome(self.P, "interrupted", states[i], start)) for i in g]
@@ -120,7 +133,7 @@ class _Cohort:
         if not self.L.vmapped:
             return [self.state]
         host = jax.device_get(self.state)
-        return [jax.tree.map(lambda x: x[i], host) for i in range(self.M)]
+        return [jax.tree.map(lambda x, i=i: x[i], host) for i in range(self.M)]
 
     def run(self) -> list[dict[str, Any]]:
         try:
@@ -154,7 +167,9 @@ class _Cohort:
             pending = extras
             stop = L.stopping()
             if hit(s, cfg.checkpoint.every, total) or stop:
-                self._fetch(L.obs.fetch(pending))  # every row (and snapshot) up to s is logged before checkpoint s exists
+                self._fetch(
+                    L.obs.fetch(pending)
+                )  # every row (and snapshot) up to s is logged before checkpoint s exists
                 pending = None
                 self._checkpoint(s)
                 if stop:
@@ -167,7 +182,9 @@ class _Cohort:
         """Log one chunk's fetched metrics (and snapshot) per member."""
         s, host, E, snap = f.step, f.host, f.E, f.snapshot
         now = time.perf_counter()
-        rate = (s - self.clock[0]) * self.L.cfg.data.batch_size * self.L.cfg.data.seq_len / max(now - self.clock[1], 1e-9)
+        rate = (
+            (s - self.clock[0]) * self.L.cfg.data.batch_size * self.L.cfg.data.seq_len / max(now - self.clock[1], 1e-9)
+        )
         self.clock = (s, now)
         losses = []
         for i, r in enumerate(self.runs):
@@ -193,8 +210,13 @@ class _Cohort:
             if diverged_at >= 0:
                 self.status[i] = "diverged"
         losses = [x for x in losses if x is not None]
-        self.console.log(s, {"train/loss": float(np.mean(losses)) if losses else None,
-                             "perf/tokens_per_s": rate * self.M if s > self.start else None})
+        self.console.log(
+            s,
+            {
+                "train/loss": float(np.mean(losses)) if losses else None,
+                "perf/tokens_per_s": rate * self.M if s > self.start else None,
+            },
+        )
 
     def _checkpoint(self, s: int) -> None:
         for r, st, state in zip(self.runs, self.status, self._members()):
@@ -205,8 +227,9 @@ class _Cohort:
         """Every member's run gets its summary, even if bringing one's final state to the host fails."""
         wall, out, error = time.perf_counter() - self.t0, [], None
         for i, r in enumerate(self.runs):
-            known = dict(row=self.rows[i], wall_s=wall, compile_s=self.compile_s, members=self.M,
-                         last_step=self.last_step[i])
+            known = dict(
+                row=self.rows[i], wall_s=wall, compile_s=self.compile_s, members=self.M, last_step=self.last_step[i]
+            )
             try:
                 o = outcome(self.L.P, self.status[i], states[i], self.start, **known)
             except Exception as err:  # noqa: BLE001 - e.g. out of host memory for E: summarise, then re-raise

@@ -6,14 +6,17 @@ is sharded P("data", None); everything else is replicated. XLA's SPMD partitione
 lookup and the logits local to each vocabulary shard (partial results are all-reduced; the table
 itself is never gathered), so a table larger than one device's memory trains.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from .config import Config, ConfigError
 
@@ -36,8 +39,9 @@ def maybe_initialize_distributed() -> bool:
     if addr is not None:
         host, _, port = addr.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"JAX_COORDINATOR_ADDRESS: got {addr!r}; allowed: host:port of process 0, "
-                              "e.g. 10.0.0.1:1234")
+            raise ConfigError(
+                f"JAX_COORDINATOR_ADDRESS: got {addr!r}; allowed: host:port of process 0, e.g. 10.0.0.1:1234"
+            )
         n = _env_int("JAX_NUM_PROCESSES", 1, 2**16)
         pid = _env_int("JAX_PROCESS_ID", 0, n - 1)
         _initialize(addr, n, pid)
@@ -53,8 +57,10 @@ def _initialize(addr: str | None, n: int | None, pid: int | None) -> None:
     try:
         jax.distributed.initialize(addr, n, pid, initialization_timeout=timeout)
     except (RuntimeError, ValueError) as err:  # no coordinator within the timeout, a bad cluster setup
-        raise ConfigError(f"jax.distributed: could not start process {pid} of {n} with coordinator {addr} "
-                          f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise ConfigError(
+            f"jax.distributed: could not start process {pid} of {n} with coordinator {addr} "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
 
 
 def make_mesh(cfg: Config) -> Mesh | None:
@@ -65,14 +71,19 @@ def make_mesh(cfg: Config) -> Mesh | None:
         return None
     if data * model != n:
         where = f"across {jax.process_count()} processes" if jax.process_count() > 1 else "present"
-        raise ConfigError(f"mesh: got data={data} × model={model} = {data * model} devices; allowed: a product "
-                          f"equal to the {n} device(s) {where} ({jax.default_backend()})")
+        raise ConfigError(
+            f"mesh: got data={data} × model={model} = {data * model} devices; allowed: a product "
+            f"equal to the {n} device(s) {where} ({jax.default_backend()})"
+        )
     if cfg.data.batch_size % data:
-        raise ConfigError(f"mesh.data: got {data} with data.batch_size={cfg.data.batch_size}; "
-                          "allowed: a divisor of the batch size")
+        raise ConfigError(
+            f"mesh.data: got {data} with data.batch_size={cfg.data.batch_size}; allowed: a divisor of the batch size"
+        )
     if cfg.data.vocab_size % model:
-        raise ConfigError(f"mesh.model: got {model} with data.vocab_size={cfg.data.vocab_size}; "
-                          "allowed: a divisor of the vocabulary size")
+        raise ConfigError(
+            f"mesh.model: got {model} with data.vocab_size={cfg.data.vocab_size}; "
+            "allowed: a divisor of the vocabulary size"
+        )
     # Auto axes: the SPMD partitioner places the collectives (the lookup of a V-sharded table included)
     return jax.make_mesh((data, model), ("data", "model"), axis_types=(AxisType.Auto, AxisType.Auto))
 
@@ -80,10 +91,12 @@ def make_mesh(cfg: Config) -> Mesh | None:
 def state_shardings(abstract_state: Any, mesh: Mesh, per_row: Callable[[tuple, Any], bool]) -> Any:
     """A NamedSharding per leaf: per-row leaves (`per_row(path, leaf)`: the program says which) split
     over `model` along their vocabulary axis, the rest replicated."""
+
     def spec(path, x):
         if per_row(path, x):
             return NamedSharding(mesh, P("model", *([None] * (len(x.shape) - 1))))
         return NamedSharding(mesh, P())
+
     return jax.tree_util.tree_map_with_path(spec, abstract_state)
 
 
@@ -103,6 +116,7 @@ def barrier(name: str) -> None:
     """Every process waits here for the others (nothing to wait for in a one-process run)."""
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+
         multihost_utils.sync_global_devices(name)
 
 
@@ -115,7 +129,10 @@ def start_agree_max(value: int) -> Any:
     global _AGREE
     if _AGREE is None:
         devices = Mesh(np.asarray(jax.devices()), ("all",))
-        _AGREE = (NamedSharding(devices, P("all")), jax.jit(lambda x: x.max(), out_shardings=NamedSharding(devices, P())))
+        _AGREE = (
+            NamedSharding(devices, P("all")),
+            jax.jit(lambda x: x.max(), out_shardings=NamedSharding(devices, P())),
+        )
     sharding, reduce_max = _AGREE
     local = np.full((jax.local_device_count(),), value, np.int32)
     return reduce_max(jax.make_array_from_process_local_data(sharding, local))
@@ -133,6 +150,7 @@ def to_host(x: jax.Array) -> np.ndarray:
         return np.asarray(x)
     if jax.process_count() > 1 and not x.is_fully_addressable:
         from jax.experimental import multihost_utils
+
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     if len(x.addressable_shards) <= 1:
         return np.asarray(x)

@@ -6,10 +6,12 @@ chunk at a time; nearest neighbours are found block by block. Extra memory is O(
 Statistics are population statistics (ddof = 0). Zero rows are left out of the cosine statistics
 and counted in emb/zero_rows.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -24,12 +26,13 @@ KNN_K = 10
 def _chunks(E: np.ndarray, mu: np.ndarray | None = None, chunk: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
     """(start, float64 rows) of E (minus mu, if given), one chunk at a time."""
     for i in range(0, E.shape[0], chunk):
-        X = np.asarray(E[i: i + chunk], np.float64)
+        X = np.asarray(E[i : i + chunk], np.float64)
         yield i, (X - mu if mu is not None else X)
 
 
-def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None,
-             frequent: np.ndarray | None = None) -> dict[str, Any]:
+def _moments(
+    E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None, frequent: np.ndarray | None = None
+) -> dict[str, Any]:
     """One pass: row norms, Σ eᵢ, EᵀE, Σ ûᵢ, ÛᵀÛ, Σ ûᵢ² per coordinate, per-class Σ ûᵢ, and (given a (V,) bool
     `frequent`) Σ ûᵢ and the count of nonzero rows inside the frequent group and inside the rest."""
     V, D = E.shape
@@ -43,7 +46,7 @@ def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None,
     group_sum, group_n = np.zeros((2, D)), np.zeros(2, np.int64)  # [frequent, rest]
     for i, X in _chunks(E, mu):
         nrm = np.sqrt(np.einsum("ij,ij->i", X, X))
-        norms[i: i + len(X)] = nrm
+        norms[i : i + len(X)] = nrm
         sum_e += X.sum(0)
         gram += X.T @ X
         nz = nrm > 0
@@ -51,17 +54,26 @@ def _moments(E: np.ndarray, mu: np.ndarray | None, labels: np.ndarray | None,
         sum_u += U.sum(0)
         gram_u += U.T @ U
         if frequent is not None:
-            f = frequent[i: i + len(X)][nz]
+            f = frequent[i : i + len(X)][nz]
             group_sum += np.stack([U[f].sum(0), U[~f].sum(0)])
             group_n += [int(f.sum()), int((~f).sum())]
         if labels is not None:
-            idx = np.searchsorted(classes, labels[i: i + len(X)][nz])
+            idx = np.searchsorted(classes, labels[i : i + len(X)][nz])
             if len(classes) <= 1024:  # a one-hot matmul beats np.add.at by far
                 class_sum += (idx[None, :] == np.arange(len(classes))[:, None]).astype(np.float64) @ U
             else:
                 np.add.at(class_sum, idx, U)
-    return dict(norms=norms, sum_e=sum_e, gram=gram, sum_u=sum_u, gram_u=gram_u, classes=classes,
-                class_sum=class_sum, group_sum=group_sum, group_n=group_n)
+    return dict(
+        norms=norms,
+        sum_e=sum_e,
+        gram=gram,
+        sum_u=sum_u,
+        gram_u=gram_u,
+        classes=classes,
+        class_sum=class_sum,
+        group_sum=group_sum,
+        group_n=group_n,
+    )
 
 
 def _isotropy(E: np.ndarray, mu: np.ndarray | None, vecs: np.ndarray) -> float:
@@ -83,8 +95,16 @@ def _isotropy(E: np.ndarray, mu: np.ndarray | None, vecs: np.ndarray) -> float:
     return float(np.exp(logZ.min() - logZ.max()))
 
 
-def nearest_neighbors(E: np.ndarray, probe_ids: np.ndarray, k: int = KNN_K, *, mu: np.ndarray | None = None,
-                      block: int = CHUNK, probe_chunk: int = 256, extra: int = 22) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbors(
+    E: np.ndarray,
+    probe_ids: np.ndarray,
+    k: int = KNN_K,
+    *,
+    mu: np.ndarray | None = None,
+    block: int = CHUNK,
+    probe_chunk: int = 256,
+    extra: int = 22,
+) -> tuple[np.ndarray, np.ndarray]:
     """For each probe row, its k nearest other nonzero rows by cosine (ties to the lower row index).
 
     Returns (ids P×k, cosines P×k), in decreasing cosine; -1 / nan pad where fewer rows exist.
@@ -106,7 +126,7 @@ def nearest_neighbors(E: np.ndarray, probe_ids: np.ndarray, k: int = KNN_K, *, m
     out_cos = np.full((len(probe_ids), k), np.nan)
     redo = []
     for p0 in range(0, len(probe_ids), probe_chunk):
-        pid = probe_ids[p0: p0 + probe_chunk]
+        pid = probe_ids[p0 : p0 + probe_chunk]
         Q64 = np.asarray(E[pid], np.float64)
         qn = np.linalg.norm(Q64, axis=1)
         Q32 = (Q64 / np.where(qn > 0, qn, 1.0)[:, None]).astype(np.float32)
@@ -133,13 +153,15 @@ def nearest_neighbors(E: np.ndarray, probe_ids: np.ndarray, k: int = KNN_K, *, m
     return out_ids, out_cos
 
 
-def _float32_candidates(E: np.ndarray, pid: np.ndarray, Q32: np.ndarray, M: int,
-                        block: int) -> tuple[np.ndarray, np.ndarray]:
-    """The M best float32 cosines (and their rows) of each unit probe row Q32 against E, itself and zero rows left out."""
+def _float32_candidates(
+    E: np.ndarray, pid: np.ndarray, Q32: np.ndarray, M: int, block: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The M best float32 cosines (and their rows) of each unit probe row Q32 against E, itself and zero rows
+    left out."""
     cand_val = np.full((len(pid), M), -np.inf, np.float32)
     cand_idx = np.zeros((len(pid), M), np.int64)
     for b0 in range(0, E.shape[0], block):
-        X = np.asarray(E[b0: b0 + block], np.float32)
+        X = np.asarray(E[b0 : b0 + block], np.float32)
         xn = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)).astype(np.float32)
         sims = (Q32 @ X.T) / np.where(xn > 0, xn, 1.0)[None, :]
         sims[:, xn == 0] = -np.inf
@@ -153,15 +175,22 @@ def _float32_candidates(E: np.ndarray, pid: np.ndarray, Q32: np.ndarray, M: int,
     return cand_val, cand_idx
 
 
-def _nearest_exact(E: np.ndarray, probe_ids: np.ndarray, k: int, *, mu: np.ndarray | None = None,
-                   block: int = CHUNK, probe_chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_exact(
+    E: np.ndarray,
+    probe_ids: np.ndarray,
+    k: int,
+    *,
+    mu: np.ndarray | None = None,
+    block: int = CHUNK,
+    probe_chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
     """nearest_neighbors entirely in float64 (exact tie handling by (cosine desc, index asc))."""
     probe_ids = np.asarray(probe_ids, np.int64)
     P = len(probe_ids)
     out_ids = np.full((P, k), -1, np.int64)
     out_cos = np.full((P, k), np.nan)
     for p0 in range(0, P, probe_chunk):
-        pid = probe_ids[p0: p0 + probe_chunk]
+        pid = probe_ids[p0 : p0 + probe_chunk]
         Q = np.asarray(E[pid], np.float64) - (mu if mu is not None else 0.0)
         qn = np.linalg.norm(Q, axis=1)
         Q = np.where(qn[:, None] > 0, Q / np.where(qn > 0, qn, 1.0)[:, None], 0.0)
@@ -187,8 +216,8 @@ def _nearest_exact(E: np.ndarray, probe_ids: np.ndarray, k: int, *, mu: np.ndarr
             best_val[r[keep], rank[keep]] = vals[r[keep], c[keep]]
             best_idx[r[keep], rank[keep]] = idx[r[keep], c[keep]]
         found = np.isfinite(best_val) & (qn[:, None] > 0)
-        out_ids[p0: p0 + len(pid)] = np.where(found, best_idx, -1)
-        out_cos[p0: p0 + len(pid)] = np.where(found, best_val, np.nan)
+        out_ids[p0 : p0 + len(pid)] = np.where(found, best_idx, -1)
+        out_cos[p0 : p0 + len(pid)] = np.where(found, best_val, np.nan)
     return out_ids, out_cos
 
 
@@ -199,8 +228,9 @@ def default_probes(V: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(V, MAX_PROBES, replace=False))
 
 
-def embedding_report(E: Any, *, counts: Any = None, labels: Any = None, probe_ids: Any = None,
-                     center: bool = False, prefix: str = "emb/") -> dict[str, float]:
+def embedding_report(
+    E: Any, *, counts: Any = None, labels: Any = None, probe_ids: Any = None, center: bool = False, prefix: str = "emb/"
+) -> dict[str, float]:
     """The geometry of E (V×d) as `emb/...` scalars; each key's formula is in the helpers below and in docs/metrics.md.
 
     center=True computes everything for E minus its mean row (the "all-but-the-top" view of
@@ -218,7 +248,10 @@ def embedding_report(E: Any, *, counts: Any = None, labels: Any = None, probe_id
     nz = norms > 0
     n = int(nz.sum())
     out: dict[str, float] = {
-        "norm_mean": norms.mean(), "norm_std": norms.std(), "norm_max": norms.max(), "norm_p50": np.median(norms),
+        "norm_mean": norms.mean(),
+        "norm_std": norms.std(),
+        "norm_max": norms.max(),
+        "norm_p50": np.median(norms),
         "zero_rows": float(V - n),
     }
     out.update(_cosine_stats(mom, n))
@@ -242,8 +275,11 @@ def _cosine_stats(mom: dict[str, Any], n: int) -> dict[str, float]:
     cos_sq = (np.sum(mom["gram_u"] ** 2) - n) / pairs  # Σ_{i≠j} (ûᵢ·ûⱼ)² = ‖ÛᵀÛ‖_F² − n
     # Timkey & van Schijndel 2021: coordinate k's share of the expected cosine
     per_dim = (mom["sum_u"] ** 2 - np.diag(mom["gram_u"])) / pairs
-    return {"cos_mean": cos_mean, "cos_std": np.sqrt(max(cos_sq - cos_mean**2, 0.0)),
-            "rogue_dim_share": float(np.max(np.abs(per_dim)) / max(np.sum(np.abs(per_dim)), 1e-300))}
+    return {
+        "cos_mean": cos_mean,
+        "cos_std": np.sqrt(max(cos_sq - cos_mean**2, 0.0)),
+        "rogue_dim_share": float(np.max(np.abs(per_dim)) / max(np.sum(np.abs(per_dim)), 1e-300)),
+    }
 
 
 def _spectrum(mom: dict[str, Any], V: int, out: dict[str, float]) -> np.ndarray:
@@ -278,8 +314,9 @@ def isoscore_from_variances(variances: Any) -> float:
     return float((n * phi - 1.0) / (n - 1.0))
 
 
-def _class_stats(E: np.ndarray, mom: dict[str, Any], labels: np.ndarray, nz: np.ndarray, probe_ids: Any,
-                 mu: np.ndarray | None) -> dict[str, float]:
+def _class_stats(
+    E: np.ndarray, mom: dict[str, Any], labels: np.ndarray, nz: np.ndarray, probe_ids: Any, mu: np.ndarray | None
+) -> dict[str, float]:
     """class_cos_gap and knn_class_purity of the nonzero rows."""
     n = int(nz.sum())
     pairs = n * (n - 1)
@@ -342,7 +379,7 @@ def _frequency_buckets(norms: np.ndarray, counts: np.ndarray) -> dict[str, float
 def _frequent(counts: np.ndarray) -> np.ndarray:
     """(V,) bool: the 10 % most frequent types (by count's rank, ties by id)."""
     frequent = np.zeros(len(counts), bool)
-    frequent[np.argsort(-counts, kind="mergesort")[:_bucket_bounds(len(counts))[1]]] = True
+    frequent[np.argsort(-counts, kind="mergesort")[: _bucket_bounds(len(counts))[1]]] = True
     return frequent
 
 
@@ -378,8 +415,12 @@ class TrainingGeometry:
         self.labels = corpus.labels
         V = corpus.vocab_size
         by_freq = np.argsort(-corpus.counts, kind="mergesort")
-        picks = np.unique(np.r_[by_freq[: n_probe_tokens // 2],
-                                by_freq[np.linspace(n_probe_tokens, V - 1, n_probe_tokens // 2).astype(int)]])
+        picks = np.unique(
+            np.r_[
+                by_freq[: n_probe_tokens // 2],
+                by_freq[np.linspace(n_probe_tokens, V - 1, n_probe_tokens // 2).astype(int)],
+            ]
+        )
         self.probe_tokens = picks[:n_probe_tokens]
         self.word_pairs = read_pairs(cfg.log.word_similarity)[0] if cfg.log.word_similarity else None  # read once
 
@@ -388,30 +429,48 @@ class TrainingGeometry:
         if self.word_pairs:
             scalars.update(pairs_similarity(E, self.corpus.encode, self.word_pairs))
         centred = embedding_report(E, center=True, prefix="emb_centered/")
-        scalars.update({k: v for k, v in centred.items()
-                        if k.split("/")[1] in ("cos_mean", "cos_std", "isotropy", "pc1_var_share", "eff_rank",
-                                               "rogue_dim_share")})
+        scalars.update(
+            {
+                k: v
+                for k, v in centred.items()
+                if k.split("/")[1]
+                in ("cos_mean", "cos_std", "isotropy", "pc1_var_share", "eff_rank", "rogue_dim_share")
+            }
+        )
         norms = np.linalg.norm(np.asarray(E, np.float64), axis=1)
         ids, cos = nearest_neighbors(E, self.probe_tokens, k=5)
         toks = self.corpus.tokens
         rows = []
         for p, nb, cs in zip(self.probe_tokens, ids, cos):
             cls = (lambda i: int(self.labels[i])) if self.labels is not None else (lambda i: -1)
-            rows.append([step, toks[p], cls(p), ", ".join(toks[i] for i in nb if i >= 0),
-                         ", ".join(str(cls(i)) for i in nb if i >= 0), float(np.nanmean(cs)) if np.isfinite(cs).any() else 0.0])
+            rows.append(
+                [
+                    step,
+                    toks[p],
+                    cls(p),
+                    ", ".join(toks[i] for i in nb if i >= 0),
+                    ", ".join(str(cls(i)) for i in nb if i >= 0),
+                    float(np.nanmean(cs)) if np.isfinite(cs).any() else 0.0,
+                ]
+            )
         rich = {
             "hist/row_norm": {"kind": "histogram", "np_histogram": np.histogram(norms, bins=64)},
-            "hist/pair_cosine": {"kind": "histogram",
-                                 "np_histogram": np.histogram(cosine_sample(E), bins=64, range=(-1, 1))},
-            "tables/nearest_neighbors": {"kind": "table", "data": rows,
-                                         "columns": ["step", "token", "class", "neighbours", "neighbour classes",
-                                                     "mean cosine"]},
+            "hist/pair_cosine": {
+                "kind": "histogram",
+                "np_histogram": np.histogram(cosine_sample(E), bins=64, range=(-1, 1)),
+            },
+            "tables/nearest_neighbors": {
+                "kind": "table",
+                "data": rows,
+                "columns": ["step", "token", "class", "neighbours", "neighbour classes", "mean cosine"],
+            },
         }
         return scalars, rich
 
 
-def export_projector(run_dir: str, E: np.ndarray, corpus, sink=None, max_table_rows: int = 10_000,
-                     step: int | None = None) -> None:
+def export_projector(
+    run_dir: str, E: np.ndarray, corpus, sink=None, max_table_rows: int = 10_000, step: int | None = None
+) -> None:
     """TensorBoard-projector files (vectors.tsv, metadata.tsv), word2vec text, and a W&B table
     (W&B keeps 10,000 table rows: the most frequent tokens plus a seeded random sample)."""
     from .embedding import save_word2vec
@@ -435,6 +494,10 @@ def export_projector(run_dir: str, E: np.ndarray, corpus, sink=None, max_table_r
         rows = np.r_[top, np.sort(sample)]
         name = f"embeddings/top{len(top)}_freq_plus_{len(sample)}_random"
     cols = ["token", "frequency"] + (["class"] if has_cls else []) + [f"d{j}" for j in range(E.shape[1])]
-    data = [[corpus.tokens[i], float(corpus.counts[i])] + ([int(corpus.labels[i])] if has_cls else [])
-            + [float(x) for x in E[i]] for i in rows]
+    data = [
+        [corpus.tokens[i], float(corpus.counts[i])]
+        + ([int(corpus.labels[i])] if has_cls else [])
+        + [float(x) for x in E[i]]
+        for i in rows
+    ]
     sink.log_rich(step, {name: {"kind": "table", "columns": cols, "data": data}})

@@ -3,6 +3,7 @@
 Dimensions: B batch, T time, D embedding width, V vocabulary, H heads, K head width, F MLP width, W window.
 Every model maps `tok_BxT` (and an optional validity mask) to next-token logits `BxTxV`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from .config import Config, resolve_logit_scale
@@ -58,8 +58,11 @@ class EmbeddingLM(nnx.Module):
         # An untied head is a second table of the same shape, read through `attend`, so tied and untied
         # runs have tables to compare. It is drawn like a freshly initialised input table.
         head_init = "normal" if e.init == "pretrained" else e.init
-        self.head = None if cfg.model.tie_embeddings else TokenEmbedding(
-            V, D, init=head_init, init_std=init_std, rngs=rngs, **dt)
+        self.head = (
+            None
+            if cfg.model.tie_embeddings
+            else TokenEmbedding(V, D, init=head_init, init_std=init_std, rngs=rngs, **dt)
+        )
         if e.norm == "layernorm":  # a norm right after the lookup (e.g. BLOOM's embedding LayerNorm)
             self.embed_norm = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt)
         elif e.norm == "rmsnorm":
@@ -118,8 +121,9 @@ class MLPLM(EmbeddingLM):
         T = x_BxTxD.shape[1]
         pad = jnp.pad(x_BxTxD, ((0, 0), (self.window - 1, 0), (0, 0)))
         # position t sees tokens t, t-1, ..., t-W+1
-        ctx_BxTxWD = jnp.concatenate([pad[:, self.window - 1 - w: self.window - 1 - w + T] for w in range(self.window)],
-                                     axis=-1)
+        ctx_BxTxWD = jnp.concatenate(
+            [pad[:, self.window - 1 - w : self.window - 1 - w + T] for w in range(self.window)], axis=-1
+        )
         return x_BxTxD, self.out(jax.nn.gelu(self.fc(ctx_BxTxWD), approximate=False)), {}
 
 
@@ -143,8 +147,9 @@ class Block(nnx.Module):
         K = D // self.H
         qkv = self.qkv(self.ln1(x_BxTxD)).reshape(B, T, 3, self.H, K)
         q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK,
-                               preferred_element_type=jnp.float32) / math.sqrt(K * self.width_mult)
+        s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK, preferred_element_type=jnp.float32) / math.sqrt(
+            K * self.width_mult
+        )
         n_allowed = self.H * jnp.sum(allowed_BxTxT, dtype=jnp.float32)
         score_l1 = jnp.sum(jnp.where(allowed_BxTxT[:, None], jnp.abs(s_BxHxTxT), 0.0)) / jnp.maximum(n_allowed, 1)
         s_BxHxTxT = jnp.where(allowed_BxTxT[:, None], s_BxHxTxT, jnp.finfo(s_BxHxTxT.dtype).min)
@@ -165,8 +170,12 @@ class TransformerLM(EmbeddingLM):
         dt = dtypes(cfg)
         if m.positions == "learned":
             self.pos = nnx.Param((0.02 * jax.random.normal(rngs.params(), (T, D))).astype(dt["param_dtype"]))
-        self.blocks = nnx.List([Block(D, m.num_heads, m.mlp_ratio * D, width_mult=width_multiplier(cfg), rngs=rngs,
-                                      **dt) for _ in range(m.num_layers)])
+        self.blocks = nnx.List(
+            [
+                Block(D, m.num_heads, m.mlp_ratio * D, width_mult=width_multiplier(cfg), rngs=rngs, **dt)
+                for _ in range(m.num_layers)
+            ]
+        )
         self.ln_f = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt)
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
@@ -256,7 +265,7 @@ class Tables:
         """The layer a tree path's parameter belongs to (params, gradients and optimizer moments alike), or None."""
         keys = path_keys(path)
         for name, (p, _) in self.layers.items():
-            if len(keys) > len(p) and keys[-len(p) - 1:-1] == p:
+            if len(keys) > len(p) and keys[-len(p) - 1 : -1] == p:
                 return name
         return None
 

@@ -5,6 +5,7 @@ the eval loss when it is due, a copy of the effective table E when the geometry 
 a float16 copy of the snapshot rows when a snapshot is due. The loop fetches them only after the next
 chunk has been dispatched, so neither the metrics nor the snapshots stall the device.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,9 +37,12 @@ def compile_program(P: Program, vmapped: bool) -> tuple[Any, Any, Any, Any]:
     on a mesh with explicit in/out shardings (the tables stay split over `model`), vmapped if asked."""
     if P.state_shardings is not None:
         sh, rep = P.state_shardings, replicated(P.mesh)
-        return (jax.jit(P.train_steps, static_argnums=2, donate_argnums=0, in_shardings=(sh, rep),
-                        out_shardings=(sh, rep)), jax.jit(P.emb_stats, in_shardings=(sh,), out_shardings=rep),
-                jax.jit(P.evaluate, in_shardings=(sh, rep), out_shardings=rep), jax.jit(P.table, in_shardings=(sh["params"],)))
+        return (
+            jax.jit(P.train_steps, static_argnums=2, donate_argnums=0, in_shardings=(sh, rep), out_shardings=(sh, rep)),
+            jax.jit(P.emb_stats, in_shardings=(sh,), out_shardings=rep),
+            jax.jit(P.evaluate, in_shardings=(sh, rep), out_shardings=rep),
+            jax.jit(P.table, in_shardings=(sh["params"],)),
+        )
     fns = P.train_steps, P.emb_stats, P.evaluate, P.table
     if vmapped:
         fns = jax.vmap(fns[0], in_axes=(0, None, None)), jax.vmap(fns[1]), jax.vmap(fns[2], (0, None)), jax.vmap(fns[3])
@@ -48,6 +52,7 @@ def compile_program(P: Program, vmapped: bool) -> tuple[Any, Any, Any, Any]:
 @dataclass
 class Fetched:
     """One chunk's extras on the host; E and the snapshot have a leading members axis when vmapped."""
+
     step: int
     host: dict[str, Any]
     E: np.ndarray | None
@@ -62,8 +67,9 @@ class Observer:
         self.cfg, self.vmapped = cfg, vmapped
         _, self.stats_fn, self.eval_fn, self.table_fn = fns
         self.geometry = TrainingGeometry(cfg, P.corpus)
-        self.eval_batches = place(P.corpus.eval_batches(jax.random.key(1_000_003), cfg.data.eval_batches,
-                                                        cfg.data.batch_size))
+        self.eval_batches = place(
+            P.corpus.eval_batches(jax.random.key(1_000_003), cfg.data.eval_batches, cfg.data.batch_size)
+        )
         self.snapshot_every = snapshot_every(cfg.steps, cfg.log.every, cfg.log.snapshot_every)
         self.rows = snapshot_rows(P.corpus.counts) if self.snapshot_every else None
         if self.rows is not None:
@@ -93,5 +99,9 @@ class Observer:
         takes part)."""
         s, dev, E, snap = pending
         host = jax.device_get(dev)
-        return Fetched(s, host, None if E is None else to_host(E),
-                       None if snap is None else tuple(np.asarray(to_host(x)) for x in snap))
+        return Fetched(
+            s,
+            host,
+            None if E is None else to_host(E),
+            None if snap is None else tuple(np.asarray(to_host(x)) for x in snap),
+        )

@@ -13,9 +13,10 @@ setting is prepared anew, the same one is reused. Memory stays bounded by one ba
 Documents: a record of a JSON-lines file, a row of a Parquet file or dataset, and, in a text file,
 each paragraph (text between blank lines; one over 1 MB is cut at line ends). The split is by
 document: document i is held out when fmix32(i + 0x9E3779B9) / 2^32 < eval_fraction (murmur3's
-finaliser, a fixed pseudo-random draw; the offset because fmix32(0) = 0). A corpus too small for that (no held-out or no train document) holds out
-the tail of the token stream instead; meta.json says which rule was used.
+finaliser, a fixed pseudo-random draw; the offset because fmix32(0) = 0). A corpus too small for that (no
+held-out or no train document) holds out the tail of the token stream instead; meta.json says which rule was used.
 """
+
 from __future__ import annotations
 
 import glob
@@ -25,8 +26,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +60,10 @@ def source_files(path: str) -> list[str]:
     else:
         files = [path] if os.path.isfile(path) else []
     if not files:
-        raise ConfigError(f"data.path: got {path!r}; allowed: an existing text, JSON-lines or Parquet file, a folder "
-                          "of them, or a glob pattern that matches files")
+        raise ConfigError(
+            f"data.path: got {path!r}; allowed: an existing text, JSON-lines or Parquet file, a folder "
+            "of them, or a glob pattern that matches files"
+        )
     return files
 
 
@@ -83,8 +87,10 @@ def _paragraphs(path: str) -> Iterator[str]:
 
 
 def _field_error(field: str, where: str, found: Any) -> ConfigError:
-    return ConfigError(f"data.text_field: got {field!r}, but {where} has no such text field (it has: {found}); "
-                       "allowed: the name of a field holding strings")
+    return ConfigError(
+        f"data.text_field: got {field!r}, but {where} has no such text field (it has: {found}); "
+        "allowed: the name of a field holding strings"
+    )
 
 
 def _json_lines(path: str, field: str) -> Iterator[str]:
@@ -95,23 +101,29 @@ def _json_lines(path: str, field: str) -> Iterator[str]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                raise ConfigError(f"data.path: got {path!r}, whose line {n} is not JSON; allowed: JSON lines "
-                                  "(one object per line)") from None
+                raise ConfigError(
+                    f"data.path: got {path!r}, whose line {n} is not JSON; allowed: JSON lines (one object per line)"
+                ) from None
             if not isinstance(rec, dict) or not isinstance(rec.get(field), str):
-                raise _field_error(field, f"{path} line {n}", ", ".join(rec) if isinstance(rec, dict) else type(rec).__name__)
+                raise _field_error(
+                    field, f"{path} line {n}", ", ".join(rec) if isinstance(rec, dict) else type(rec).__name__
+                )
             yield rec[field]
 
 
 def _parquet(path: str, field: str) -> Iterator[str]:
     import pyarrow.parquet as pq
+
     try:
         pf = pq.ParquetFile(path)
     except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds for a file that is not Parquet
-        raise ConfigError(f"data.path: got {path!r}, which does not read as Parquet ({str(err).splitlines()[0]})") from None
+        raise ConfigError(
+            f"data.path: got {path!r}, which does not read as Parquet ({str(err).splitlines()[0]})"
+        ) from None
     if field not in pf.schema_arrow.names:
         raise _field_error(field, path, ", ".join(pf.schema_arrow.names))
     kind = pf.schema_arrow.field(field).type
-    if not str(kind) in ("string", "large_string", "string_view"):
+    if str(kind) not in ("string", "large_string", "string_view"):
         raise _field_error(field, path, f"{field} holds {kind}, not text")
     for batch in pf.iter_batches(batch_size=1024, columns=[field]):
         yield from (t for t in batch.column(0).to_pylist() if t)
@@ -130,6 +142,7 @@ def _load_dataset(d: DataConfig):
     """A Hugging Face dataset: a local builder over data.path (text / json / parquet / csv), a folder written
     by save_to_disk, or a hub name (online only)."""
     import datasets
+
     datasets.disable_progress_bars()
     name = d.dataset
     try:
@@ -148,14 +161,18 @@ def _load_dataset(d: DataConfig):
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - the datasets library raises many kinds; the user needs the message
-        raise ConfigError(f"data.dataset: got {name!r}, which did not load ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''}); allowed: {' | '.join(DATASET_BUILDERS)} "
-                          "with data.path, a save_to_disk folder, or a hub name when online") from None
+        raise ConfigError(
+            f"data.dataset: got {name!r}, which did not load ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); allowed: {' | '.join(DATASET_BUILDERS)} "
+            "with data.path, a save_to_disk folder, or a hub name when online"
+        ) from None
     if d.text_field not in ds.column_names:
         raise _field_error(d.text_field, f"dataset {name!r}", ", ".join(ds.column_names))
     kind = getattr(ds.features[d.text_field], "dtype", None)
     if kind not in ("string", "large_string"):
-        raise _field_error(d.text_field, f"dataset {name!r}", f"{d.text_field} holds {ds.features[d.text_field]}, not text")
+        raise _field_error(
+            d.text_field, f"dataset {name!r}", f"{d.text_field} holds {ds.features[d.text_field]}, not text"
+        )
     return ds
 
 
@@ -163,6 +180,7 @@ def _load_dataset(d: DataConfig):
 class Source:
     """Where documents come from: a name, a fingerprint (cheap, for the cache key), a size for the progress
     bar (bytes or rows) and a fresh iterator of documents on every call."""
+
     name: str
     fingerprint: str
     total: int
@@ -178,6 +196,7 @@ def open_source(d: DataConfig) -> Source:
         def docs() -> Iterator[str]:
             for batch in ds.iter(batch_size=1000):
                 yield from (t for t in batch[field] if t)
+
         name = os.path.basename(os.path.normpath(d.dataset)) or "dataset"
         return Source(name, f"dataset:{d.dataset}:{d.split}:{field}:{ds._fingerprint}", len(ds), "rows", docs)
     files = source_files(d.path)
@@ -186,6 +205,7 @@ def open_source(d: DataConfig) -> Source:
     def docs() -> Iterator[str]:
         for f in files:
             yield from _file_documents(f, d.text_field)
+
     name = os.path.basename(os.path.normpath(d.path.split("*")[0])) or "corpus"
     return Source(name, json.dumps([stats, d.text_field]), sum(s[1] for s in stats), "B", docs)
 
@@ -198,6 +218,7 @@ def load_tokenizer_file(path: str):
     """A Hugging Face tokenizer.json (the config has checked that it parses), with any truncation or padding it
     was saved with turned off: a document is tokenised whole, and no pad id enters the stream."""
     from tokenizers import Tokenizer
+
     tokenizer_file_size(path)
     tok = Tokenizer.from_file(path)
     tok.no_truncation()
@@ -207,9 +228,12 @@ def load_tokenizer_file(path: str):
 
 def _train_bpe(source: Source, vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     if vocab_size < 257:
-        raise ConfigError(f"data.vocab_size: got {vocab_size} with data.tokenizer='bpe'; allowed: at least 257 "
-                          "(or data.tokenizer=byte with 256)")
+        raise ConfigError(
+            f"data.vocab_size: got {vocab_size} with data.tokenizer='bpe'; allowed: at least 257 "
+            "(or data.tokenizer=byte with 256)"
+        )
 
     def prefix() -> Iterator[str]:
         seen = 0
@@ -218,11 +242,16 @@ def _train_bpe(source: Source, vocab_size: int):
             seen += len(doc)
             if seen >= BPE_TRAIN_CHARS:
                 return
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(prefix(), trainers.BpeTrainer(
-        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.train_from_iterator(
+        prefix(),
+        trainers.BpeTrainer(
+            vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        ),
+    )
     return tok
 
 
@@ -250,7 +279,9 @@ def _fmix32(x: np.ndarray) -> np.ndarray:
 
 def held_out(doc_ids: np.ndarray, eval_fraction: float) -> np.ndarray:
     """Which documents the split holds out (a pure function of the document index)."""
-    return _fmix32(doc_ids.astype(np.uint32) + np.uint32(0x9E3779B9)) < np.uint32(min(eval_fraction * 2.0**32, 2.0**32 - 1))
+    return _fmix32(doc_ids.astype(np.uint32) + np.uint32(0x9E3779B9)) < np.uint32(
+        min(eval_fraction * 2.0**32, 2.0**32 - 1)
+    )
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -260,13 +291,23 @@ def token_dtype(vocab_size: int) -> np.dtype:
 def _tokenizer_spec(d: DataConfig) -> dict:
     if d.tokenizer_file:
         st = os.stat(d.tokenizer_file)
-        return {"kind": "file", "file": os.path.abspath(d.tokenizer_file), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {
+            "kind": "file",
+            "file": os.path.abspath(d.tokenizer_file),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+        }
     return {"kind": d.tokenizer}
 
 
 def prepared_dir(d: DataConfig, source: Source) -> str:
-    spec = {"format": FORMAT, "source": source.fingerprint, "tokenizer": _tokenizer_spec(d), "vocab_size": d.vocab_size,
-            "eval_fraction": d.eval_fraction}
+    spec = {
+        "format": FORMAT,
+        "source": source.fingerprint,
+        "tokenizer": _tokenizer_spec(d),
+        "vocab_size": d.vocab_size,
+        "eval_fraction": d.eval_fraction,
+    }
     key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     return os.path.join(cache_root(d), f"{source.name}-{key}")
 
@@ -292,8 +333,10 @@ class _Writer:
                 continue
             flat = np.concatenate(chosen)
             if flat.size and int(flat.max()) >= self.V:
-                raise ConfigError(f"data.vocab_size: got {self.V}, but the tokenizer produced token id {int(flat.max())}; "
-                                  f"allowed: a vocabulary size above every id (at least {int(flat.max()) + 1})")
+                raise ConfigError(
+                    f"data.vocab_size: got {self.V}, but the tokenizer produced token id {int(flat.max())}; "
+                    f"allowed: a vocabulary size above every id (at least {int(flat.max()) + 1})"
+                )
             self.files[split].write(flat.astype(self.dtype).tobytes())
             self.tokens[split] += flat.size
             self.documents[split] += len(chosen)
@@ -339,10 +382,18 @@ def _batches(docs: Iterator[str], chars: int = 4 << 20) -> Iterator[list[str]]:
 
 def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> dict:
     from tqdm import tqdm
+
     w, sha = _Writer(tmp, d.vocab_size, d.eval_fraction), hashlib.sha1()
     encode = encoder(tok)
-    with tqdm(total=source.total, unit=source.unit, unit_scale=True, desc=f"prepare {source.name}",
-              disable=not show, file=sys.stderr, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=source.total,
+        unit=source.unit,
+        unit_scale=True,
+        desc=f"prepare {source.name}",
+        disable=not show,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    ) as bar:
         for texts in _batches(source.documents()):
             raw = [t.encode("utf-8") for t in texts]
             for b in raw:
@@ -356,16 +407,38 @@ def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> 
         raise ConfigError(f"data.path: got {d.path or d.dataset!r}, which holds no text; allowed: a non-empty corpus")
     if split == "tail":
         _hold_out_tail(tmp, w)
-    rule = ("document i held out when fmix32(i + 0x9E3779B9) / 2^32 < eval_fraction" if split == "document" else
-            "too few documents to split: the last eval_fraction of the token stream is held out")
-    return {"format": FORMAT, "source": {"name": source.name, "path": d.path, "dataset": d.dataset, "split": d.split,
-                                         "text_field": d.text_field, "sha1": sha.hexdigest(), "fingerprint": source.fingerprint},
-            "tokenizer": _tokenizer_spec(d), "vocab_size": d.vocab_size, "dtype": w.dtype.name,
-            "separator": SEPARATOR, "documents": w.next_doc,
-            "split": {"by": split, "rule": rule, "eval_fraction": d.eval_fraction,
-                      "train_documents": w.documents["train"], "eval_documents": w.documents["eval"],
-                      "train_tokens": w.tokens["train"], "eval_tokens": w.tokens["eval"]},
-            "counts": w.counts.tolist()}
+    rule = (
+        "document i held out when fmix32(i + 0x9E3779B9) / 2^32 < eval_fraction"
+        if split == "document"
+        else "too few documents to split: the last eval_fraction of the token stream is held out"
+    )
+    return {
+        "format": FORMAT,
+        "source": {
+            "name": source.name,
+            "path": d.path,
+            "dataset": d.dataset,
+            "split": d.split,
+            "text_field": d.text_field,
+            "sha1": sha.hexdigest(),
+            "fingerprint": source.fingerprint,
+        },
+        "tokenizer": _tokenizer_spec(d),
+        "vocab_size": d.vocab_size,
+        "dtype": w.dtype.name,
+        "separator": SEPARATOR,
+        "documents": w.next_doc,
+        "split": {
+            "by": split,
+            "rule": rule,
+            "eval_fraction": d.eval_fraction,
+            "train_documents": w.documents["train"],
+            "eval_documents": w.documents["eval"],
+            "train_tokens": w.tokens["train"],
+            "eval_tokens": w.tokens["eval"],
+        },
+        "counts": w.counts.tolist(),
+    }
 
 
 def prepare(d: DataConfig, show: bool = True) -> str:
@@ -379,6 +452,7 @@ def prepare(d: DataConfig, show: bool = True) -> str:
         return _prepare(d, source, final, show)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
     ex = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     try:  # a child that dies (killed, out of memory) raises BrokenProcessPool here instead of hanging
         return ex.submit(_prepare, d, None, final, show).result()  # the child opens the source itself

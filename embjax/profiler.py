@@ -5,6 +5,7 @@ profile plugin (`tensorboard --logdir <run_dir>/profile`) and `*.trace.json.gz` 
 (ui.perfetto.dev, "Open trace file"). The loop ends a chunk of steps at A and at B, so exactly
 those steps run while tracing; the trace stops after step B's results exist on the device.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Plots (PNG, beside report.md): final eval loss against σ per width d (tied and 
 growth over steps, mean cosine over steps by tying, and the coordinate check (mean |coordinate| of
 embedding outputs, hidden states and logits against d over the first steps, in the style of muP).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,14 @@ from .sinks import read_jsonl
 def _load_runs(root: str) -> list[dict[str, Any]]:
     """Every run under root (root itself if it is one): its config, summary and metrics rows."""
     import yaml
-    dirs = [root] if os.path.exists(os.path.join(root, "config.yaml")) else sorted(
-        os.path.join(root, d) for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "config.yaml")))
+
+    dirs = (
+        [root]
+        if os.path.exists(os.path.join(root, "config.yaml"))
+        else sorted(
+            os.path.join(root, d) for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "config.yaml"))
+        )
+    )
     runs = []
     for d in dirs:
         cfg = yaml.safe_load(open(os.path.join(d, "config.yaml")))
@@ -48,6 +55,7 @@ def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 def _save(fig, path: str) -> bool:
     """Lay out, write and close a figure; True (the plot was made)."""
     import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -61,6 +69,7 @@ def _sigma_label(cfg: dict) -> str:
 
 def plot_loss_vs_sigma(runs, path) -> bool:
     import matplotlib.pyplot as plt
+
     pts = defaultdict(list)
     for r in runs:
         loss = r["summary"].get("eval/loss")
@@ -68,8 +77,12 @@ def plot_loss_vs_sigma(runs, path) -> bool:
             cfg = r["cfg"]
             tie = "tied" if _get(cfg, "model.tie_embeddings") else "untied"
             # plot the std the table actually got (scaled_normal divides σ by √d; xavier ignores σ)
-            std = init_std_for(_get(cfg, "embedding.init"), _get(cfg, "embedding.init_std"),
-                               _get(cfg, "data.vocab_size"), _get(cfg, "model.embed_dim"))
+            std = init_std_for(
+                _get(cfg, "embedding.init"),
+                _get(cfg, "embedding.init_std"),
+                _get(cfg, "data.vocab_size"),
+                _get(cfg, "model.embed_dim"),
+            )
             pts[(_get(cfg, "model.embed_dim"), tie)].append((std, loss))
     if not pts:
         return False
@@ -95,6 +108,7 @@ def plot_loss_vs_sigma(runs, path) -> bool:
 
 def plot_over_steps(runs, key, ylabel, title, path, color_by) -> bool:
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = 0
     labels = sorted({color_by(r["cfg"]) for r in runs})
@@ -130,7 +144,7 @@ def _coord_points(runs) -> dict[str, list[tuple[int, int, str, float]]]:
         for row in r["rows"]:
             for k, v in row.items():
                 if k.startswith("coord/") and isinstance(v, (int, float)):
-                    out[par].append((d, row["step"], k[len("coord/"):], float(v)))
+                    out[par].append((d, row["step"], k[len("coord/") :], float(v)))
     return dict(out)
 
 
@@ -143,6 +157,7 @@ def plot_coord_check(runs, path, max_steps: int = 5) -> bool:
     """As `mup`'s coord-check plots: a row per parametrisation, a column per step, mean |x| of every
     activation against width (log2) on a log axis, seeds averaged."""
     import matplotlib.pyplot as plt
+
     data = _coord_points(runs)
     pars = [p for p in ("sp", "mup") if p in data]
     if not pars or len({w for p in pars for w, _, _, _ in data[p]}) < 2:
@@ -184,10 +199,15 @@ def coord_slope_lines(runs, max_steps: int = 5) -> list[str]:
         keys = sorted({k for s in steps for k in slopes[s]}, key=_coord_key_order)
         if len({w for w, _, _, _ in data[p]}) < 2 or not keys:
             continue
-        lines += [f"**{'μP' if p == 'mup' else 'SP'}**: slope of log mean |x| against log width", "",
-                  "| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        lines += [f"| {s} | " + " | ".join(f"{slopes[s].get(k, float('nan')):+.2f}" for k in keys) + " |"
-                  for s in steps]
+        lines += [
+            f"**{'μP' if p == 'mup' else 'SP'}**: slope of log mean |x| against log width",
+            "",
+            "| step | " + " | ".join(keys) + " |",
+            "|---" * (len(keys) + 1) + "|",
+        ]
+        lines += [
+            f"| {s} | " + " | ".join(f"{slopes[s].get(k, float('nan')):+.2f}" for k in keys) + " |" for s in steps
+        ]
         lines.append("")
     return lines
 
@@ -223,13 +243,17 @@ def _lr_analysis(runs) -> dict[str, dict]:
     """{panel name: lr_transfer(...)} for panels with ≥ 3 learning rates and ≥ 2 widths, SP before μP."""
     points, initial = _lr_points(runs)
     panels = sorted(points, key=lambda p: (p[0] != "sp", str(p)))
-    return {_panel_name(p, panels): lr_transfer(points[p], initial[p]) for p in panels
-            if len({lr for _, lr, _, _ in points[p]}) >= 3 and len({w for w, _, _, _ in points[p]}) >= 2}
+    return {
+        _panel_name(p, panels): lr_transfer(points[p], initial[p])
+        for p in panels
+        if len({lr for _, lr, _, _ in points[p]}) >= 3 and len({w for w, _, _, _ in points[p]}) >= 2
+    }
 
 
 def plot_lr_transfer(runs, path) -> bool:
     """Final eval loss against lr per width, a panel per parametrisation (TP5's Figure 1), best lr marked."""
     import matplotlib.pyplot as plt
+
     res = _lr_analysis(runs)
     if not res:
         return False
@@ -241,8 +265,15 @@ def plot_lr_transfer(runs, path) -> bool:
         for c, (w, row) in zip(colors, a["widths"].items()):
             ax.plot(a["grid"], row["curve"], "o-", ms=3, color=c, label=f"d={w}")
             lo, hi = row["best_spread"]
-            ax.errorbar([row["best_lr"]], [row["best_loss"]], yerr=[[row["best_loss"] - lo], [hi - row["best_loss"]]],
-                        fmt="*", ms=12, color=c, capsize=3)
+            ax.errorbar(
+                [row["best_lr"]],
+                [row["best_loss"]],
+                yerr=[[row["best_loss"] - lo], [hi - row["best_loss"]]],
+                fmt="*",
+                ms=12,
+                color=c,
+                capsize=3,
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("learning rate")
         ax.set_title(f"{p}: best lr moved {a['moved']} grid step(s)")
@@ -257,15 +288,21 @@ def lr_transfer_lines(runs) -> list[str]:
     lines = []
     for name, a in res.items():
         ws = list(a["widths"])
-        lines += [f"**{name}**: across widths {ws[0]}–{ws[-1]} the best lr moved {a['moved']} grid step(s) "
-                  f"(a grid step is ×{a['grid'][1] / a['grid'][0]:g}).", "",
-                  "| width | best lr | loss at best (seed min–max) | each seed's best lr | lr sensitivity | min inside grid |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"**{name}**: across widths {ws[0]}–{ws[-1]} the best lr moved {a['moved']} grid step(s) "
+            f"(a grid step is ×{a['grid'][1] / a['grid'][0]:g}).",
+            "",
+            "| width | best lr | loss at best (seed min–max) | each seed's best lr | lr sensitivity "
+            "| min inside grid |",
+            "|---|---|---|---|---|---|",
+        ]
         for w, row in a["widths"].items():
             lo, hi = row["best_spread"]
-            lines.append(f"| {w} | {row['best_lr']:.3g} | {row['best_loss']:.4f} ({lo:.4f}–{hi:.4f}) | "
-                         f"{', '.join(f'{x:.3g}' for x in row['best_lr_seeds'])} | {row['sensitivity']:.4f} | "
-                         f"{'yes' if row['inside'] else 'no'} |")
+            lines.append(
+                f"| {w} | {row['best_lr']:.3g} | {row['best_loss']:.4f} ({lo:.4f}–{hi:.4f}) | "
+                f"{', '.join(f'{x:.3g}' for x in row['best_lr_seeds'])} | {row['sensitivity']:.4f} | "
+                f"{'yes' if row['inside'] else 'no'} |"
+            )
         lines.append("")
     return lines
 
@@ -276,8 +313,9 @@ BUCKET_NAMES = {"top1": "top 1 %", "top1_10": "1-10 %", "rest": "rest", "unseen"
 
 def _layer_label(cfg: dict) -> str:
     power = _get(cfg, "optim.embed_decay_freq_power") or 0.0
-    return (f"{_get(cfg, 'embedding.kind') or 'table'} {'tied' if _get(cfg, 'model.tie_embeddings') else 'untied'}"
-            + (f" decay∝f^-{power:g}" if power else ""))
+    return f"{_get(cfg, 'embedding.kind') or 'table'} {'tied' if _get(cfg, 'model.tie_embeddings') else 'untied'}" + (
+        f" decay∝f^-{power:g}" if power else ""
+    )
 
 
 def _bucket_groups(runs) -> dict[str, dict[str, list[float]]]:
@@ -304,6 +342,7 @@ def plot_loss_by_bucket(runs, path) -> bool:
     """A panel per frequency bucket (each its own scale): final eval loss of that bucket's targets, one bar per
     input layer (mean ± sd over seeds)."""
     import matplotlib.pyplot as plt
+
     groups = _bucket_groups(runs)
     buckets = [b for b in BUCKETS if any(g[b] for g in groups.values())]
     if not groups or not buckets:
@@ -313,8 +352,13 @@ def plot_loss_by_bucket(runs, path) -> bool:
     for ax, b in zip(axes[0], buckets):
         labels = [label for label, g in groups.items() if g[b]]
         means = [np.mean(groups[label][b]) for label in labels]
-        ax.bar(range(len(labels)), means, yerr=[np.std(groups[label][b]) for label in labels], capsize=2,
-               color=[colors[list(groups).index(label) % len(colors)] for label in labels])
+        ax.bar(
+            range(len(labels)),
+            means,
+            yerr=[np.std(groups[label][b]) for label in labels],
+            capsize=2,
+            color=[colors[list(groups).index(label) % len(colors)] for label in labels],
+        )
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         lo, hi = min(means), max(means)
         ax.set_ylim(lo - 0.3 * (hi - lo + 0.05), hi + 0.3 * (hi - lo + 0.05))  # the differences, not the bulk
@@ -329,6 +373,7 @@ def bucket_lines(runs) -> list[str]:
     groups = _bucket_groups(runs)
     if not groups:
         return []
+
     def fmt(xs: list[float], n: int) -> str:
         """mean ± sd; a bucket some seeds had no eval target in says how many seeds it averages."""
         if not xs:
@@ -336,33 +381,46 @@ def bucket_lines(runs) -> list[str]:
         text = f"{np.mean(xs):.3f} ± {np.std(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
         return text if len(xs) == n else f"{text} ({len(xs)} of {n} seeds)"
 
-    lines = ["| input layer | embedding params | " + " | ".join(BUCKET_NAMES[b] for b in BUCKETS) + " | all | n |",
-             "|" + "---|" * (len(BUCKETS) + 4)]
+    lines = [
+        "| input layer | embedding params | " + " | ".join(BUCKET_NAMES[b] for b in BUCKETS) + " | all | n |",
+        "|" + "---|" * (len(BUCKETS) + 4),
+    ]
     for label, g in groups.items():
         n = len(g["all"])
-        lines.append(f"| {label} | {np.mean(g['params']):,.0f} | " + " | ".join(fmt(g[b], n) for b in BUCKETS)
-                     + f" | {fmt(g['all'], n)} | {n} |")
+        lines.append(
+            f"| {label} | {np.mean(g['params']):,.0f} | "
+            + " | ".join(fmt(g[b], n) for b in BUCKETS)
+            + f" | {fmt(g['all'], n)} | {n} |"
+        )
     return lines + ["", "Seeds are the members that differ only in seed; mean ± population sd over them.", ""]
 
 
 def make_report(root: str, wandb_group: str | None = None) -> str:
     """Write the plots and report.md into root; returns report.md's path."""
     import matplotlib
+
     matplotlib.use("Agg")
     runs = _load_runs(root)
     if not runs:
         raise ValueError(f"{root}: no run directories (config.yaml) found")
     plots = _plots(root, runs)
     lines = [f"# Report: {os.path.basename(os.path.abspath(root))}", ""] + _summary_lines(runs)
-    extra = {"coord_check.png": coord_slope_lines(runs), "lr_transfer.png": lr_transfer_lines(runs),
-             "loss_by_bucket.png": bucket_lines(runs)}
+    extra = {
+        "coord_check.png": coord_slope_lines(runs),
+        "lr_transfer.png": lr_transfer_lines(runs),
+        "loss_by_bucket.png": bucket_lines(runs),
+    }
     for fname, title in plots.items():
         lines += [f"## {title}", "", f"![{title}]({fname})", "", *extra.get(fname, [])]
     page = _space_page(root)
     if page:
-        lines += ["## The embedding space over training", "",
-                  f"[{os.path.basename(page)}]({os.path.basename(page)}): the members side by side, frame by frame "
-                  "(open it in a browser; it works offline).", ""]
+        lines += [
+            "## The embedding space over training",
+            "",
+            f"[{os.path.basename(page)}]({os.path.basename(page)}): the members side by side, frame by frame "
+            "(open it in a browser; it works offline).",
+            "",
+        ]
     path = os.path.join(root, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -377,13 +435,30 @@ def _plots(root: str, runs: list[dict]) -> dict[str, str]:
     tie = lambda c: "tied" if _get(c, "model.tie_embeddings") else "untied"
     specs = [
         ("loss_vs_sigma.png", lambda p: plot_loss_vs_sigma(runs, p), "Final eval loss against σ"),
-        ("norm_growth.png", lambda p: plot_over_steps(runs, "emb/norm_growth", "mean ‖eᵢ‖ / step 0",
-                                                      "Row-norm growth", p, _sigma_label), "Row-norm growth"),
-        ("cos_mean.png", lambda p: plot_over_steps(runs, "emb/cos_mean", "mean cos(eᵢ, eⱼ)",
-                                                   "Mean cosine by tying", p, tie), "Mean cosine over steps"),
-        ("eval_loss.png", lambda p: plot_over_steps(runs, "eval/loss", "eval loss (nats)", "Eval loss", p,
-                                                    lambda c: f"d={_get(c, 'model.embed_dim')} {tie(c)}"),
-         "Eval loss over steps"),
+        (
+            "norm_growth.png",
+            lambda p: plot_over_steps(
+                runs, "emb/norm_growth", "mean ‖eᵢ‖ / step 0", "Row-norm growth", p, _sigma_label
+            ),
+            "Row-norm growth",
+        ),
+        (
+            "cos_mean.png",
+            lambda p: plot_over_steps(runs, "emb/cos_mean", "mean cos(eᵢ, eⱼ)", "Mean cosine by tying", p, tie),
+            "Mean cosine over steps",
+        ),
+        (
+            "eval_loss.png",
+            lambda p: plot_over_steps(
+                runs,
+                "eval/loss",
+                "eval loss (nats)",
+                "Eval loss",
+                p,
+                lambda c: f"d={_get(c, 'model.embed_dim')} {tie(c)}",
+            ),
+            "Eval loss over steps",
+        ),
         ("coord_check.png", lambda p: plot_coord_check(runs, p), "Coordinate check"),
         ("lr_transfer.png", lambda p: plot_lr_transfer(runs, p), "Learning-rate transfer"),
         ("loss_by_bucket.png", lambda p: plot_loss_by_bucket(runs, p), "Eval loss by frequency bucket"),
@@ -399,18 +474,28 @@ def _summary_lines(runs: list[dict]) -> list[str]:
     lines = []
     s0 = runs[0]["summary"]
     if "data/unigram_entropy" in s0:
-        lines += [f"Corpus: unigram entropy {s0['data/unigram_entropy']:.4f} nats"
-                  + (f", entropy rate {s0['data/entropy_rate']:.4f} nats (the loss floor)."
-                     if "data/entropy_rate" in s0 else "."), ""]
+        lines += [
+            f"Corpus: unigram entropy {s0['data/unigram_entropy']:.4f} nats"
+            + (
+                f", entropy rate {s0['data/entropy_rate']:.4f} nats (the loss floor)."
+                if "data/entropy_rate" in s0
+                else "."
+            ),
+            "",
+        ]
     cols = ["eval/loss", "emb/norm_growth", "emb/cos_mean", "emb/isotropy", "emb/eff_rank", "emb/knn_class_purity"]
-    lines += ["| run | d | tied | init | σ | lr | seed | status | " + " | ".join(cols) + " |",
-              "|" + "---|" * (8 + len(cols))]
+    lines += [
+        "| run | d | tied | init | σ | lr | seed | status | " + " | ".join(cols) + " |",
+        "|" + "---|" * (8 + len(cols)),
+    ]
     for r in runs:
         c, s = r["cfg"], r["summary"]
         vals = [f"{s[k]:.4g}" if isinstance(s.get(k), (int, float)) else "" for k in cols]
-        lines.append(f"| {r['name']} | {_get(c, 'model.embed_dim')} | {_get(c, 'model.tie_embeddings')} | "
-                     f"{_get(c, 'embedding.init')} | {_get(c, 'embedding.init_std'):g} | {_get(c, 'optim.lr'):g} | "
-                     f"{c.get('seed')} | {s.get('status')} | " + " | ".join(vals) + " |")
+        lines.append(
+            f"| {r['name']} | {_get(c, 'model.embed_dim')} | {_get(c, 'model.tie_embeddings')} | "
+            f"{_get(c, 'embedding.init')} | {_get(c, 'embedding.init_std'):g} | {_get(c, 'optim.lr'):g} | "
+            f"{c.get('seed')} | {s.get('status')} | " + " | ".join(vals) + " |"
+        )
     lines.append("")
     return lines
 
@@ -418,7 +503,9 @@ def _summary_lines(runs: list[dict]) -> list[str]:
 def _space_page(root: str) -> str | None:
     """embedding_space.html for the run or sweep (None when no run has snapshots)."""
     import sys
+
     from .viewer import NoSnapshots, write_page
+
     try:
         return write_page(root)
     except NoSnapshots:
@@ -430,10 +517,19 @@ def _space_page(root: str) -> str | None:
 
 def _log_plots_to_wandb(root, group, plots, cfg, page=None) -> None:
     from .sinks import WandbSink
+
     log = cfg.get("log", {})
-    sink = WandbSink(root, {"report_for": group}, project=log.get("project", "embjax"), name=f"{group}-report",
-                     mode=log.get("mode", "offline"), entity=log.get("entity"), group=group, tags=("report",),
-                     init_timeout=float(log.get("init_timeout", 30)))
+    sink = WandbSink(
+        root,
+        {"report_for": group},
+        project=log.get("project", "embjax"),
+        name=f"{group}-report",
+        mode=log.get("mode", "offline"),
+        entity=log.get("entity"),
+        group=group,
+        tags=("report",),
+        init_timeout=float(log.get("init_timeout", 30)),
+    )
     items = {f"report/{os.path.splitext(f)[0]}": {"kind": "image", "path": os.path.join(root, f)} for f in plots}
     if page:
         items["report/embedding_space"] = {"kind": "html", "path": page}

@@ -8,6 +8,7 @@ metrics.jsonl and summary.json, snapshots/, orbax checkpoints, the final exports
 embedding-space page. In a multi-process run every process takes part in the checkpoints; only
 process 0 writes files or talks to W&B. `MemoryRun` keeps it all in memory.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,6 +40,7 @@ CHECKPOINTS, CONFIG_FILE, WANDB_ID = "checkpoints", "config.yaml", "wandb_id.txt
 @dataclass
 class Outcome:
     """How a run ended, with what the loop brought to the host for its summary and outputs."""
+
     status: str  # finished | diverged | interrupted | failed
     step: int  # the last step reached (for a diverged run, the step that diverged)
     start: int  # the step this session started at
@@ -71,13 +73,24 @@ def summarize(cfg: Config, info: dict, o: Outcome) -> dict[str, Any]:
     """summary.json's contents."""
     tokens = (o.step - o.start) * cfg.data.batch_size * cfg.data.seq_len
     out = {k: v for k, v in o.row.items() if not k.startswith("_")}
-    out.update({
-        "status": o.status, "step": o.step, "steps": cfg.steps, "wall_time_s": o.wall_s,
-        "tokens_per_s": tokens / max(o.wall_s, 1e-9), "compile_s": o.compile_s,
-        "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
-        "skipped_steps": o.skipped, "vectorized_members": o.members, "run_dir": os.path.abspath(cfg.run_dir),
-        "mesh": {"data": cfg.mesh.data, "model": cfg.mesh.model}, "process_count": jax.process_count(), **info,
-    })
+    out.update(
+        {
+            "status": o.status,
+            "step": o.step,
+            "steps": cfg.steps,
+            "wall_time_s": o.wall_s,
+            "tokens_per_s": tokens / max(o.wall_s, 1e-9),
+            "compile_s": o.compile_s,
+            "devices": [str(d) for d in jax.devices()],
+            "backend": jax.default_backend(),
+            "skipped_steps": o.skipped,
+            "vectorized_members": o.members,
+            "run_dir": os.path.abspath(cfg.run_dir),
+            "mesh": {"data": cfg.mesh.data, "model": cfg.mesh.model},
+            "process_count": jax.process_count(),
+            **info,
+        }
+    )
     out.update(embedding_size(cfg))
     if o.params is not None:
         out["params"] = o.params
@@ -95,8 +108,9 @@ def check(cfg: Config, overwrite: bool) -> bool:
         os.close(fd)
         os.remove(probe)
     except OSError as err:
-        raise ConfigError(f"out_dir: got {cfg.out_dir!r}, which cannot be written ({err.strerror}); "
-                          "allowed: a writable folder") from None
+        raise ConfigError(
+            f"out_dir: got {cfg.out_dir!r}, which cannot be written ({err.strerror}); allowed: a writable folder"
+        ) from None
     stored_path = os.path.join(cfg.run_dir, CONFIG_FILE)
     if not os.path.exists(stored_path):
         return False
@@ -110,12 +124,16 @@ def check(cfg: Config, overwrite: bool) -> bool:
     diff = [k for k in given if k not in may_change and given[k] != stored.get(k)]
     if diff:
         k = diff[0]
-        raise ConfigError(f"{k}: got {given[k]!r} but run {cfg.run_dir!r} was made with {stored.get(k)!r} "
-                          f"({len(diff)} key(s) differ); allowed: the stored config (changes only to "
-                          f"{', '.join(may_change)}; steps may only grow), or --overwrite=true to start over")
+        raise ConfigError(
+            f"{k}: got {given[k]!r} but run {cfg.run_dir!r} was made with {stored.get(k)!r} "
+            f"({len(diff)} key(s) differ); allowed: the stored config (changes only to "
+            f"{', '.join(may_change)}; steps may only grow), or --overwrite=true to start over"
+        )
     if given["steps"] < stored["steps"]:
-        raise ConfigError(f"steps: got {given['steps']} but run {cfg.run_dir!r} has steps={stored['steps']}; "
-                          "allowed: the same or more steps (to extend it), or --overwrite=true")
+        raise ConfigError(
+            f"steps: got {given['steps']} but run {cfg.run_dir!r} has steps={stored['steps']}; "
+            "allowed: the same or more steps (to extend it), or --overwrite=true"
+        )
     return True
 
 
@@ -154,9 +172,12 @@ class RunDir:
         if self.resume and ident is not None and os.path.exists(ident_path):
             stored = json.load(open(ident_path))
             if stored != ident:
-                raise ConfigError(f"{'data.dataset' if cfg.data.dataset else 'data.path'}: run {self.path!r} was trained on {stored['prepared']} (text SHA-1 "
-                                  f"{stored['source_sha1'][:12]}), but the source now gives {ident['prepared']} "
-                                  f"({ident['source_sha1'][:12]}); allowed: the same source, or --overwrite=true")
+                raise ConfigError(
+                    f"{'data.dataset' if cfg.data.dataset else 'data.path'}: run {self.path!r} was trained on "
+                    f"{stored['prepared']} (text SHA-1 "
+                    f"{stored['source_sha1'][:12]}), but the source now gives {ident['prepared']} "
+                    f"({ident['source_sha1'][:12]}); allowed: the same source, or --overwrite=true"
+                )
         os.makedirs(self.path, exist_ok=True)
         # every process takes part in orbax's (multi-process) saves and restores
         self.ckpt = Checkpointer(os.path.join(self.path, CHECKPOINTS), keep=cfg.checkpoint.keep)
@@ -173,9 +194,18 @@ class RunDir:
         if cfg.log.wandb:
             id_path = os.path.join(self.path, WANDB_ID)
             run_id = open(id_path).read().strip() if os.path.exists(id_path) else None
-            self.wandb = WandbSink(self.path, C.to_dict(cfg), project=cfg.log.project, name=cfg.name,
-                                   mode=cfg.log.mode, entity=cfg.log.entity, group=cfg.log.group or wandb_group,
-                                   tags=cfg.log.tags, init_timeout=cfg.log.init_timeout, resume_id=run_id)
+            self.wandb = WandbSink(
+                self.path,
+                C.to_dict(cfg),
+                project=cfg.log.project,
+                name=cfg.name,
+                mode=cfg.log.mode,
+                entity=cfg.log.entity,
+                group=cfg.log.group or wandb_group,
+                tags=cfg.log.tags,
+                init_timeout=cfg.log.init_timeout,
+                resume_id=run_id,
+            )
             if self.wandb.run_id and run_id is None:
                 with open(id_path, "w") as f:
                     f.write(self.wandb.run_id)
@@ -271,8 +301,9 @@ class RunDir:
         try:
             path = write_page(self.path)
         except Exception as err:  # noqa: BLE001 - the run's results are already safe; say what was lost
-            print(f"warning: {self.path}: embedding_space.html not written ({type(err).__name__}: {err})",
-                  file=sys.stderr)
+            print(
+                f"warning: {self.path}: embedding_space.html not written ({type(err).__name__}: {err})", file=sys.stderr
+            )
             return
         self.sink.log_rich(self.last_logged, {"embedding_space": {"kind": "html", "path": path}})
 

@@ -4,12 +4,14 @@ This is where the layers meet: configs become run directories (`rundir`), the co
 compiled program (`step`) are built once per group, the device loop (`loop`) trains the group, and
 a sweep ends with its summary.csv and report (`report`). Planning a sweep is `sweep`'s job.
 """
+
 from __future__ import annotations
 
 import contextlib
 import csv
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import yaml
@@ -23,7 +25,7 @@ from .mesh import barrier, make_mesh
 from .rundir import RunDir, check, finished_summary
 from .signals import Signals
 from .step import Program
-from .sweep import group_by_shape, load_sweep, member_configs, member_label, swept_keys, sweep_name
+from .sweep import group_by_shape, load_sweep, member_configs, member_label, sweep_name, swept_keys
 
 
 def load_inputs(cfg: Config) -> tuple[Corpus, np.ndarray | None]:
@@ -33,8 +35,9 @@ def load_inputs(cfg: Config) -> tuple[Corpus, np.ndarray | None]:
     if cfg.embedding.init == "pretrained":
         path = cfg.embedding.pretrained_path
         try:
-            pretrained = load_pretrained(path, cfg.data.vocab_size, cfg.model.embed_dim,
-                                         tokens=None if path.endswith(".npy") else corpus.tokens)
+            pretrained = load_pretrained(
+                path, cfg.data.vocab_size, cfg.model.embed_dim, tokens=None if path.endswith(".npy") else corpus.tokens
+            )
         except ValueError as err:
             raise ConfigError(f"embedding.pretrained_path: {err}") from None
     return corpus, pretrained
@@ -54,9 +57,17 @@ def train(cfg: Config, *, overwrite: bool = False, progress: bool | None = None)
     return train_group([cfg], overwrite=overwrite, vectorize=False, progress=progress)[0]
 
 
-def train_group(cfgs: list[Config], *, overwrite: bool = False, vectorize: bool = True, progress: bool | None = None,
-                group: str | None = None, desc: str | None = None, labels: list[str] | None = None,
-                signals: Signals | None = None) -> list[dict[str, Any]]:
+def train_group(
+    cfgs: list[Config],
+    *,
+    overwrite: bool = False,
+    vectorize: bool = True,
+    progress: bool | None = None,
+    group: str | None = None,
+    desc: str | None = None,
+    labels: list[str] | None = None,
+    signals: Signals | None = None,
+) -> list[dict[str, Any]]:
     """Train configs that differ only in values (σ, lr, decays, clip, seed) with one compiled program."""
     base = cfgs[0]
     runs = [RunDir(cfg, overwrite=overwrite, label=labels[i] if labels else None) for i, cfg in enumerate(cfgs)]
@@ -70,8 +81,14 @@ def train_group(cfgs: list[Config], *, overwrite: bool = False, vectorize: bool 
     vmapped = vectorize and len(runs) > 1
     chunk = members_that_fit(program, len(runs)) if vmapped and mesh is None else None
     with _signals(signals) as sig:
-        loop = Loop(program, vmapped=vmapped, signals=sig, chunk=chunk,
-                    show=base.log.progress if progress is None else progress, desc=desc)
+        loop = Loop(
+            program,
+            vmapped=vmapped,
+            signals=sig,
+            chunk=chunk,
+            show=base.log.progress if progress is None else progress,
+            desc=desc,
+        )
         out = loop.train(runs)
     if sig.received:
         for s in out:
@@ -83,6 +100,7 @@ def memory_budget() -> int | None:
     """Bytes one vmapped group may use: $EMBJAX_MEMORY_BUDGET if set, else the accelerator's free memory
     (memory_stats' bytes_limit - bytes_in_use); None on a CPU (host memory is not partitioned here)."""
     import jax
+
     if os.environ.get("EMBJAX_MEMORY_BUDGET"):
         return int(float(os.environ["EMBJAX_MEMORY_BUDGET"]))
     stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
@@ -94,6 +112,7 @@ def member_bytes(program: Program) -> int:
     (less the corpus tables, which members share), outputs and temporaries at one member (an over-estimate
     per member of a larger group). It costs one compile of the one-member program."""
     import jax
+
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), program.abstract_state)
     step = jax.jit(jax.vmap(program.train_steps, in_axes=(0, None, None)), static_argnums=2, donate_argnums=0)
     shared = sum(np.asarray(x).nbytes for x in jax.tree.leaves(program.corpus.tables))
@@ -124,11 +143,18 @@ def decide_vectorize(mode: str) -> bool:
     if mode in ("on", "off"):
         return mode == "on"
     import jax
+
     return jax.default_backend() != "cpu"
 
 
-def run_sweep(path: str, out_dir: str | None = None, overrides: dict | None = None, vectorize: str = "auto",
-              progress: bool = True, report: bool = True) -> list[dict]:
+def run_sweep(
+    path: str,
+    out_dir: str | None = None,
+    overrides: dict | None = None,
+    vectorize: str = "auto",
+    progress: bool = True,
+    report: bool = True,
+) -> list[dict]:
     """Run every member (finished ones are skipped, unfinished ones resume); returns their summaries."""
     if vectorize not in ("auto", "on", "off"):
         raise ConfigError(f"--vectorize: got {vectorize!r}; allowed: auto | on | off")
@@ -143,8 +169,11 @@ def run_sweep(path: str, out_dir: str | None = None, overrides: dict | None = No
         yaml.safe_dump(sweep, f, sort_keys=False)
     summaries: list[dict | None] = [finished_summary(c) for c in cfgs]
     groups = group_by_shape(cfgs)
-    print(f"sweep {name}: {len(cfgs)} members in {len(groups)} shape group(s); "
-          f"{sum(s is not None for s in summaries)} already finished", flush=True)
+    print(
+        f"sweep {name}: {len(cfgs)} members in {len(groups)} shape group(s); "
+        f"{sum(s is not None for s in summaries)} already finished",
+        flush=True,
+    )
     keys = swept_keys(sweep)
     with Signals() as sig:
         for g_i, idx in enumerate(groups):
@@ -152,15 +181,22 @@ def run_sweep(path: str, out_dir: str | None = None, overrides: dict | None = No
             if not todo or sig.received:
                 continue
             tag = f"[{g_i + 1}/{len(groups)}]"
-            out = train_group([cfgs[i] for i in todo], vectorize=decide_vectorize(vectorize), progress=progress,
-                              group=name, desc=tag, labels=[f"{tag} {member_label(cfgs[i], keys)}" for i in todo],
-                              signals=sig)
+            out = train_group(
+                [cfgs[i] for i in todo],
+                vectorize=decide_vectorize(vectorize),
+                progress=progress,
+                group=name,
+                desc=tag,
+                labels=[f"{tag} {member_label(cfgs[i], keys)}" for i in todo],
+                signals=sig,
+            )
             for i, s in zip(todo, out):
                 summaries[i] = s
     result = [s or {"status": "not run"} for s in summaries]
     write_summary_csv(sweep_dir, keys, cfgs, result)
     if report:
         from .report import make_report
+
         make_report(sweep_dir, wandb_group=name if cfgs[0].log.wandb else None)
     if sig.received:
         for s in result:
@@ -168,9 +204,22 @@ def run_sweep(path: str, out_dir: str | None = None, overrides: dict | None = No
     return result
 
 
-SUMMARY_METRICS = ("eval/loss", "train/loss", "emb/norm_mean", "emb/norm_growth", "emb/cos_mean", "emb/cos_std",
-                   "emb/eff_rank", "emb/isotropy", "emb/pc1_var_share", "emb/class_cos_gap", "emb/knn_class_purity",
-                   "emb/norm_logfreq_spearman", "step", "wall_time_s")
+SUMMARY_METRICS = (
+    "eval/loss",
+    "train/loss",
+    "emb/norm_mean",
+    "emb/norm_growth",
+    "emb/cos_mean",
+    "emb/cos_std",
+    "emb/eff_rank",
+    "emb/isotropy",
+    "emb/pc1_var_share",
+    "emb/class_cos_gap",
+    "emb/knn_class_purity",
+    "emb/norm_logfreq_spearman",
+    "step",
+    "wall_time_s",
+)
 
 
 def write_summary_csv(sweep_dir: str, keys: list[str], cfgs: list[Config], summaries: list[dict]) -> str:
@@ -180,6 +229,12 @@ def write_summary_csv(sweep_dir: str, keys: list[str], cfgs: list[Config], summa
         w = csv.writer(f)
         w.writerow(["member", *keys, *SUMMARY_METRICS, "status"])
         for cfg, s in zip(cfgs, summaries):
-            w.writerow([cfg.name, *[C.get(cfg, k) for k in keys], *[s.get(m, "") for m in SUMMARY_METRICS],
-                        s.get("status", "")])
+            w.writerow(
+                [
+                    cfg.name,
+                    *[C.get(cfg, k) for k in keys],
+                    *[s.get(m, "") for m in SUMMARY_METRICS],
+                    s.get("status", ""),
+                ]
+            )
     return path

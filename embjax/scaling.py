@@ -3,6 +3,7 @@
 Inputs are plain numbers gathered from runs (width, lr, seed, losses, per-step activation sizes);
 outputs are what the report prints and plots. Nothing here reads files.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -52,8 +53,14 @@ def lr_transfer(points: list[tuple[int, float, int, float]], initial: float) -> 
         seeds = sorted({s for lr in grid for s in table[width][lr]})
         per_seed = [grid[int(np.argmin([table[width][lr].get(s, initial) for lr in grid]))] for s in seeds]
         at_best = list(table[width][grid[b]].values())
-        widths[width] = {"curve": curve.tolist(), "best_lr": grid[b], "best_loss": float(curve[b]),
-                         "best_spread": (float(min(at_best)), float(max(at_best))), "best_lr_seeds": per_seed,
-                         "sensitivity": float(np.mean(curve - curve[b])), "inside": 0 < b < len(grid) - 1}
+        widths[width] = {
+            "curve": curve.tolist(),
+            "best_lr": grid[b],
+            "best_loss": float(curve[b]),
+            "best_spread": (float(min(at_best)), float(max(at_best))),
+            "best_lr_seeds": per_seed,
+            "sensitivity": float(np.mean(curve - curve[b])),
+            "inside": 0 < b < len(grid) - 1,
+        }
     idx = [grid.index(w["best_lr"]) for w in widths.values()]
     return {"grid": grid, "widths": widths, "moved": (max(idx) - min(idx)) if idx else 0}

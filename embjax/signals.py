@@ -1,4 +1,5 @@
 """Signals: SIGTERM/SIGINT become a flag the loop reads at a chunk boundary (checkpoint, flush, exit)."""
+
 from __future__ import annotations
 
 import signal

@@ -4,6 +4,7 @@ A sink takes rows of scalars (`log`), rich objects such as histograms and tables
 W&B only), a final summary, and `close`. `metrics.jsonl` holds only values that are a pure
 function of (config, seed): timings go to the console, W&B and summary.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,10 +39,17 @@ class Sink(Protocol):
 
 
 class NullSink:
-    def log(self, step, row): pass
-    def log_rich(self, step, items): pass
-    def summary(self, summary): pass
-    def close(self, status): pass
+    def log(self, step, row):
+        pass
+
+    def log_rich(self, step, items):
+        pass
+
+    def summary(self, summary):
+        pass
+
+    def close(self, status):
+        pass
 
 
 class MemorySink(NullSink):
@@ -120,8 +128,16 @@ class ConsoleSink(NullSink):
 
     def __init__(self, total: int, initial: int, desc: str, enabled: bool = True):
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled,
-                        dynamic_ncols=True, file=sys.stderr)
+
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            unit="step",
+            disable=not enabled,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         self.step = initial
 
     def log(self, step, row):
@@ -142,8 +158,20 @@ class WandbSink(NullSink):
     """One W&B run (offline unless log.mode=online). Start-up is bounded: past `init_timeout`
     seconds or on any error the run goes on without W&B and says so in one warning."""
 
-    def __init__(self, run_dir: str, config: dict, *, project: str, name: str, mode: str, entity: str | None = None,
-                 group: str | None = None, tags: tuple = (), init_timeout: float = 30.0, resume_id: str | None = None):
+    def __init__(
+        self,
+        run_dir: str,
+        config: dict,
+        *,
+        project: str,
+        name: str,
+        mode: str,
+        entity: str | None = None,
+        group: str | None = None,
+        tags: tuple = (),
+        init_timeout: float = 30.0,
+        resume_id: str | None = None,
+    ):
         self.run = None
         self.run_dir = run_dir
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -154,10 +182,20 @@ class WandbSink(NullSink):
             return
         self._wandb = wandb
         mode = os.environ.get("WANDB_MODE", mode)
-        kwargs = dict(project=project, entity=entity, group=group, tags=list(tags) or None, name=name, config=config,
-                      dir=run_dir, mode=mode, id=resume_id, resume="allow" if resume_id else None, reinit="create_new",
-                      settings=wandb.Settings(init_timeout=init_timeout, console="off", x_disable_stats=True,
-                                              silent=True))
+        kwargs = dict(
+            project=project,
+            entity=entity,
+            group=group,
+            tags=list(tags) or None,
+            name=name,
+            config=config,
+            dir=run_dir,
+            mode=mode,
+            id=resume_id,
+            resume="allow" if resume_id else None,
+            reinit="create_new",
+            settings=wandb.Settings(init_timeout=init_timeout, console="off", x_disable_stats=True, silent=True),
+        )
         result: dict[str, Any] = {}
 
         def start():
@@ -219,8 +257,10 @@ class WandbSink(NullSink):
         base = os.path.join(self.run_dir, "wandb")
         if not os.path.isdir(base):
             return None
-        runs = sorted((d for d in os.listdir(base) if d.startswith("offline-run-")),
-                      key=lambda d: os.path.getmtime(os.path.join(base, d)))
+        runs = sorted(
+            (d for d in os.listdir(base) if d.startswith("offline-run-")),
+            key=lambda d: os.path.getmtime(os.path.join(base, d)),
+        )
         return f"wandb sync {os.path.join(base, runs[-1])}" if runs else None
 
 
@@ -269,9 +309,9 @@ def read_wandb_records(path: str):
         if left < _HEADER:  # block trailer padding
             pos += left
             continue
-        length = int.from_bytes(data[pos + 4: pos + 6], "little")
+        length = int.from_bytes(data[pos + 4 : pos + 6], "little")
         kind = data[pos + 6]
-        chunk = data[pos + _HEADER: pos + _HEADER + length]
+        chunk = data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
         if kind == 0 and length == 0:
             pos += _BLOCK - pos % _BLOCK if pos % _BLOCK else 0

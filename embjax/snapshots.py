@@ -12,6 +12,7 @@ others drawn with a fixed seed, so every member of a sweep on one corpus keeps t
 frame is written to a temporary file and renamed, so a killed run leaves whole frames only, and a
 resumed run drops the frames after the step it resumes from (it writes them again, identically).
 """
+
 from __future__ import annotations
 
 import glob
@@ -65,8 +66,10 @@ def write_frame(run_dir: str, step: int, rows: np.ndarray, E: np.ndarray, update
     rows_path = os.path.join(folder, "rows.npy")
     if not os.path.exists(rows_path):
         _atomic(rows_path, lambda f: np.save(f, np.asarray(rows, np.int32)))
-    _atomic(_frame_path(run_dir, step), lambda f: np.savez(f, E=np.asarray(E, np.float16),
-                                                            updates=np.asarray(updates, np.int32)))
+    _atomic(
+        _frame_path(run_dir, step),
+        lambda f: np.savez(f, E=np.asarray(E, np.float16), updates=np.asarray(updates, np.int32)),
+    )
 
 
 def frame_steps(run_dir: str) -> list[int]:

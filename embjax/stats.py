@@ -1,4 +1,5 @@
 """Rank statistics in NumPy float64 (no SciPy at run time)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -15,13 +15,15 @@ Dimensions: B batch, T time, V vocabulary. A train state is a plain pytree (dict
   row_updates    int32[V] steps in which each row of E received a nonzero gradient
 Shapes and structure are static per compiled program; everything in `hp` and the seed are values.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +37,7 @@ from .data import Corpus
 from .metrics import FREQ_BUCKETS, frequency_bucket_of
 from .models import Tables, build_model, mean_abs, path_keys
 
+
 def hparams(cfg: Config) -> dict[str, float]:
     """The per-member values a train state carries in `hp`, by leaf name (derived from the config's
     declarations: every value key except the seed, which enters as the init and data key)."""
@@ -47,6 +50,7 @@ def hparams(cfg: Config) -> dict[str, float]:
 class Rule:
     """How the optimizer treats one parameter: its group (embed: the input table; table: another
     embedding table; matrix; vector) and μP's multipliers on its learning rate and weight decay."""
+
     group: str
     lr_mult: float = 1.0
     decay_mult: float = 1.0
@@ -64,8 +68,11 @@ def param_rules(cfg: Config, tables: Tables, params: Any, base_params: Any) -> A
     def rule(path, x, base):
         name = tables.name_of(path)
         if name is not None:
-            return Rule("embed" if name == "embed" else "table", frozen=name in tables.frozen,
-                        per_token=name == "embed" and tables.per_token(path))
+            return Rule(
+                "embed" if name == "embed" else "table",
+                frozen=name in tables.frozen,
+                per_token=name == "embed" and tables.per_token(path),
+            )
         if x.ndim < 2:
             return Rule("vector")
         grown = [a != b for a, b in zip(x.shape, base.shape)]
@@ -101,29 +108,35 @@ def decay_by_rule(rules: Any, hp: dict, log_rel_freq: Any = None) -> optax.Gradi
             wd = wd * scale_V.reshape(-1, *[1] * (p.ndim - 1))
         return g + wd * p
 
-    return optax.GradientTransformation(lambda params: optax.EmptyState(),
-                                        lambda u, state, params: (jax.tree.map(decayed, u, params, rules), state))
+    return optax.GradientTransformation(
+        lambda params: optax.EmptyState(), lambda u, state, params: (jax.tree.map(decayed, u, params, rules), state)
+    )
 
 
 def scale_by_rule(rules: Any, hp: dict) -> optax.GradientTransformation:
     """Per-parameter learning-rate multipliers: μP's 1/m on hidden matrices, embed_lr_scale on the input table."""
+
     def scaled(u, r):
         mult = hp["embed_lr_scale"] if r.group == "embed" else None
         if r.lr_mult != 1.0:
             mult = r.lr_mult if mult is None else mult * r.lr_mult
         return u if mult is None else u * mult
 
-    return optax.GradientTransformation(lambda params: optax.EmptyState(),
-                                        lambda u, state, params=None: (jax.tree.map(scaled, u, rules), state))
+    return optax.GradientTransformation(
+        lambda params: optax.EmptyState(), lambda u, state, params=None: (jax.tree.map(scaled, u, rules), state)
+    )
 
 
 def clip_by_global_norm(max_norm: jax.Array) -> optax.GradientTransformation:
     """optax.clip_by_global_norm with max_norm a value (≤ 0: off), so clipping on or off is not a new program.
     With max_norm > 0 it computes exactly what optax's transform computes."""
+
     def update(updates, state, params=None):
         g_norm = optax.tree.norm(updates)
         keep = (g_norm < max_norm) | (max_norm <= 0)
-        return jax.tree.map(lambda t: jax.lax.select(keep, t, ((t / g_norm.astype(t.dtype)) * max_norm).astype(t.dtype)), updates), state
+        return jax.tree.map(
+            lambda t: jax.lax.select(keep, t, ((t / g_norm.astype(t.dtype)) * max_norm).astype(t.dtype)), updates
+        ), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -137,8 +150,9 @@ def schedule_factor(cfg: Config) -> Callable[[jax.Array], jax.Array]:
         t = jnp.asarray(count, jnp.float32)
         up = jnp.minimum(1.0, (t + 1.0) / max(warm, 1)) if warm > 0 else 1.0
         frac = jnp.clip((t - warm) / max(total - warm, 1), 0.0, 1.0)
-        down = {"cosine": 0.5 * (1.0 + jnp.cos(math.pi * frac)), "linear": 1.0 - frac,
-                "constant": jnp.ones_like(frac)}[o.schedule]
+        down = {"cosine": 0.5 * (1.0 + jnp.cos(math.pi * frac)), "linear": 1.0 - frac, "constant": jnp.ones_like(frac)}[
+            o.schedule
+        ]
         return jnp.where(t < warm, up, down)
 
     return factor
@@ -196,17 +210,22 @@ class Program:
     def __init__(self, cfg: Config, corpus: Corpus, pretrained: np.ndarray | None = None, mesh=None):
         self.cfg, self.corpus, self.pretrained, self.mesh = C.without_values(cfg), corpus, pretrained, mesh
         self.order = np.argsort(-np.asarray(corpus.counts, np.float64), kind="stable")  # ids, most frequent first
-        abstract = nnx.eval_shape(lambda: build_model(self.cfg, init_std=1.0, pretrained=pretrained, order=self.order,
-                                                      rngs=nnx.Rngs(0)))
+        abstract = nnx.eval_shape(
+            lambda: build_model(self.cfg, init_std=1.0, pretrained=pretrained, order=self.order, rngs=nnx.Rngs(0))
+        )
         self.graphdef, _ = nnx.split(abstract)
         self.tables = Tables(abstract)
         params = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
         base = params  # μP compares every shape with the same model at the base width (`mup`'s base shapes)
         if cfg.model.parametrization == "mup":
-            base_cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, embed_dim=cfg.model.base_width),
-                                           embedding=dataclasses.replace(self.cfg.embedding, init="normal"))
-            base = nnx.to_pure_dict(nnx.state(nnx.eval_shape(
-                lambda: build_model(base_cfg, init_std=1.0, rngs=nnx.Rngs(0))), nnx.Param))
+            base_cfg = dataclasses.replace(
+                self.cfg,
+                model=dataclasses.replace(self.cfg.model, embed_dim=cfg.model.base_width),
+                embedding=dataclasses.replace(self.cfg.embedding, init="normal"),
+            )
+            base = nnx.to_pure_dict(
+                nnx.state(nnx.eval_shape(lambda: build_model(base_cfg, init_std=1.0, rngs=nnx.Rngs(0))), nnx.Param)
+            )
         self.rules = param_rules(self.cfg, self.tables, params, base)
         self.pad_id = cfg.model.pad_id
         # each token's frequency bucket (FREQ_BUCKETS: top 1 %, 1-10 %, rest) by the corpus's counts; a token not
@@ -216,12 +235,15 @@ class Program:
         self.log_rel_freq = np.log(np.maximum(cfg.data.vocab_size * f, 1e-3))  # log(V·f), floored at 10⁻³
         o = cfg.optim
         # a blow-up is a loss past this and past twice the run's first loss (so a large-σ start is not one)
-        self.divergence_loss = o.divergence_loss if o.divergence_loss is not None else 10 * math.log(cfg.data.vocab_size)
+        self.divergence_loss = (
+            o.divergence_loss if o.divergence_loss is not None else 10 * math.log(cfg.data.vocab_size)
+        )
         # the train state's shapes, and on a mesh each leaf's sharding (the loop and the scan carry share them)
         self.abstract_state = jax.eval_shape(self.init, 0, hparams(cfg))
         self.state_shardings = None
         if mesh is not None:
             from .mesh import state_shardings
+
             self.state_shardings = state_shardings(self.abstract_state, mesh, self.per_row)
 
     def per_row(self, path: tuple, leaf: Any) -> bool:
@@ -256,14 +278,22 @@ class Program:
             emb_BxTxD, h_BxTxD, coords = model.features_and_coords(inp_BxT, mask_BxT)
             logits_BxTxV = model.logits(h_BxTxD)
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), tgt_BxT)
-        sizes = {"coord/embed_out": mean_abs(emb_BxTxD), **{f"coord/{k}": v for k, v in coords.items()},
-                 "coord/hidden": mean_abs(h_BxTxD), "coord/logits": mean_abs(logits_BxTxV)}
+        sizes = {
+            "coord/embed_out": mean_abs(emb_BxTxD),
+            **{f"coord/{k}": v for k, v in coords.items()},
+            "coord/hidden": mean_abs(h_BxTxD),
+            "coord/logits": mean_abs(logits_BxTxV),
+        }
         return logits_BxTxV, ce_BxT, jax.tree.map(jax.lax.stop_gradient, sizes)
 
     def target_weights(self, tok_BxT1: jax.Array) -> jax.Array:
         """1 for each target the loss counts, 0 for padding targets."""
         tgt_BxT = tok_BxT1[:, 1:]
-        return jnp.ones(tgt_BxT.shape, jnp.float32) if self.pad_id is None else (tgt_BxT != self.pad_id).astype(jnp.float32)
+        return (
+            jnp.ones(tgt_BxT.shape, jnp.float32)
+            if self.pad_id is None
+            else (tgt_BxT != self.pad_id).astype(jnp.float32)
+        )
 
     def loss_and_sizes(self, params: Any, tok_BxT1: jax.Array) -> tuple[jax.Array, dict]:
         """The mean loss over non-padding targets, and the sizes (see forward)."""
@@ -278,24 +308,37 @@ class Program:
         norms_V = jnp.linalg.norm(self.table(state["params"]), axis=-1)
         mean = norms_V.mean()
         # diverged_at is copied out here: the state's own buffers are donated to the next step
-        return {"emb/norm_mean": mean, "emb/norm_max": norms_V.max(), "emb/norm_growth": mean / state["norm0"],
-                "_diverged_at": state["diverged_at"] + 0}
+        return {
+            "emb/norm_mean": mean,
+            "emb/norm_max": norms_V.max(),
+            "emb/norm_growth": mean / state["norm0"],
+            "_diverged_at": state["diverged_at"] + 0,
+        }
 
     # -- init --------------------------------------------------------------------------
     def init(self, seed: jax.Array, hp: dict) -> dict:
         """A fresh train state from an integer seed and value hyperparameters (vmappable over both)."""
         root = jax.random.key(seed)
         k_params, k_data = jax.random.split(root)
-        model = build_model(self.cfg, init_std=hp["init_std"], pretrained=self.pretrained, order=self.order,
-                            rngs=nnx.Rngs(params=k_params))
+        model = build_model(
+            self.cfg,
+            init_std=hp["init_std"],
+            pretrained=self.pretrained,
+            order=self.order,
+            rngs=nnx.Rngs(params=k_params),
+        )
         params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
         hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
         return {
-            "step": jnp.zeros((), jnp.int32), "params": params,
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
             # optimizer state in float32 whatever the parameters' dtype (a bfloat16 b2 = 0.999 rounds to 1.0)
-            "opt_state": make_optimizer(self.cfg, hp, self.rules, self.log_rel_freq).init(_float32(params)), "hp": hp,
-            "rng": jax.random.key_data(k_data), "diverged_at": jnp.full((), -1, jnp.int32),
-            "skipped": jnp.zeros((), jnp.int32), "high_loss_steps": jnp.zeros((), jnp.int32),
+            "opt_state": make_optimizer(self.cfg, hp, self.rules, self.log_rel_freq).init(_float32(params)),
+            "hp": hp,
+            "rng": jax.random.key_data(k_data),
+            "diverged_at": jnp.full((), -1, jnp.int32),
+            "skipped": jnp.zeros((), jnp.int32),
+            "high_loss_steps": jnp.zeros((), jnp.int32),
             "loss0": jnp.full((), jnp.nan, jnp.float32),
             "norm0": jnp.linalg.norm(self.table(params), axis=-1).mean(),
             "row_updates": jnp.zeros((self.cfg.data.vocab_size,), jnp.int32),
@@ -330,7 +373,8 @@ class Program:
             opt_state=_tree_where(apply, opt_state, state["opt_state"]),
             diverged_at=jnp.where(stop_here, state["step"] + 1, state["diverged_at"]),
             skipped=state["skipped"] + (~finite & live).astype(jnp.int32),
-            high_loss_steps=high_loss_steps, loss0=loss0,
+            high_loss_steps=high_loss_steps,
+            loss0=loss0,
             row_updates=state["row_updates"] + (touched_V & apply).astype(jnp.int32),
             token_counts=state["token_counts"].at[tok_BxT1.reshape(-1)].add(apply.astype(jnp.int32)),
         )
@@ -338,22 +382,32 @@ class Program:
         parts = {"train/grad_norm_embed": optax.tree.norm(self.tables.subtree(grads))}  # the input layer's gradient
         if "blocks" in grads:  # and the first block's (Takase et al.'s small-σ effect enters through its LN)
             parts["train/grad_norm_block0"] = optax.tree.norm(grads["blocks"][0])
-        return new_state, {"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": lr,
-                           "emb/grad_row_frac": rows_touched, **parts, **sizes}
+        return new_state, {
+            "train/loss": loss,
+            "train/grad_norm": grad_norm,
+            "train/lr": lr,
+            "emb/grad_row_frac": rows_touched,
+            **parts,
+            **sizes,
+        }
 
     def batch(self, tables: dict, state: dict) -> jax.Array:
         key = jax.random.wrap_key_data(state["rng"])
         tok = self.corpus.batch(tables, key, state["step"], self.cfg.data.batch_size)
         if self.mesh is not None:  # data parallel: each `data` slice of the mesh holds B / data rows
             from .mesh import batch_sharding
+
             tok = jax.lax.with_sharding_constraint(tok, batch_sharding(self.mesh))
         return tok
 
     def train_steps(self, state: dict, tables: dict, n: int) -> tuple[dict, dict]:
         """n steps in one dispatch (lax.scan), each on its own batch f(rng, step); metrics of the last."""
+
         def body(s, _):
             s, m = self.step(s, self.batch(tables, s))
-            if self.state_shardings is not None:  # pin the loop carry's layout, or XLA may gather tables at the loop edge
+            if (
+                self.state_shardings is not None
+            ):  # pin the loop carry's layout, or XLA may gather tables at the loop edge
                 s = jax.lax.with_sharding_constraint(s, self.state_shardings)
             return s, m
 

@@ -7,6 +7,7 @@ distributions with a seeded draw, honouring `run_cap`. `bayes` and `early_termin
 controller: use `wandb agent`. Nothing here runs anything (see `runner.run_sweep`); the file's
 `command` is never executed.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,21 +20,27 @@ import numpy as np
 from . import config as C
 from .config import Config, ConfigError
 
+
 def load_sweep(path: str) -> dict:
     """Read and validate a sweep file (W&B's schema, plus what the local runner needs)."""
     raw = C.read_yaml(path)
     if not raw.get("parameters"):
-        raise ConfigError(f"{path}: parameters: got none; allowed: a mapping of config keys to "
-                          "{value | values | distribution ...} (W&B sweep format)")
+        raise ConfigError(
+            f"{path}: parameters: got none; allowed: a mapping of config keys to "
+            "{value | values | distribution ...} (W&B sweep format)"
+        )
     if raw.get("method") not in ("grid", "random", "bayes"):
-        raise ConfigError(f"{path}: method: got {raw.get('method')!r}; allowed: grid | random (locally) | bayes "
-                          "(with wandb agent)")
+        raise ConfigError(
+            f"{path}: method: got {raw.get('method')!r}; allowed: grid | random (locally) | bayes (with wandb agent)"
+        )
     import logging
+
     logging.getLogger("sweeps").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from sweeps.config import SweepConfig
         import jsonschema
+        from sweeps.config import SweepConfig
+
         try:
             # run_cap is a documented W&B sweep key that the published engine's schema predates
             SweepConfig({k: v for k, v in raw.items() if k != "run_cap"})
@@ -43,16 +50,22 @@ def load_sweep(path: str) -> dict:
         except Exception as err:  # noqa: BLE001 - the package raises several kinds for bad files
             raise ConfigError(f"{path}: {str(err).splitlines()[0]}") from None
     if raw["method"] == "bayes":
-        raise ConfigError(f"{path}: method: got 'bayes'; the local runner does grid and random - bayes needs "
-                          f"W&B's controller: `wandb sweep {path}` then `wandb agent SWEEP_ID`")
+        raise ConfigError(
+            f"{path}: method: got 'bayes'; the local runner does grid and random - bayes needs "
+            f"W&B's controller: `wandb sweep {path}` then `wandb agent SWEEP_ID`"
+        )
     if raw.get("early_terminate"):
-        raise ConfigError(f"{path}: early_terminate: needs W&B's controller; run it with `wandb sweep {path}` "
-                          "then `wandb agent SWEEP_ID`, or remove early_terminate to run locally")
+        raise ConfigError(
+            f"{path}: early_terminate: needs W&B's controller; run it with `wandb sweep {path}` "
+            "then `wandb agent SWEEP_ID`, or remove early_terminate to run locally"
+        )
     if "run_cap" in raw and not (isinstance(raw["run_cap"], int) and raw["run_cap"] > 0):
         raise ConfigError(f"{path}: run_cap: got {raw['run_cap']!r}; allowed: a positive integer")
     if raw["method"] == "random" and not raw.get("run_cap"):
-        raise ConfigError(f"{path}: run_cap: got none with method 'random'; allowed: a positive integer "
-                          "(a local random sweep needs a size)")
+        raise ConfigError(
+            f"{path}: run_cap: got none with method 'random'; allowed: a positive integer "
+            "(a local random sweep needs a size)"
+        )
     for key, spec in raw["parameters"].items():
         if raw["method"] == "grid" and not ("value" in spec or "values" in spec):
             raise ConfigError(f"{path}: parameters.{key}: grid needs 'value' or 'values'; got {sorted(spec)}")
@@ -64,8 +77,10 @@ def expand(sweep: dict, seed: int = 0) -> list[dict[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from sweeps.params import HyperParameterSet
+
         if sweep["method"] == "grid":
             from sweeps.grid_search import grid_search_next_runs
+
             size = int(np.prod([len(v["values"]) if "values" in v else 1 for v in sweep["parameters"].values()]))
             size = min(size, sweep.get("run_cap") or size)
             runs = [r for r in grid_search_next_runs([], sweep, n=size) if r is not None]

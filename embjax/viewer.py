@@ -12,6 +12,7 @@ script (`viewer.js`) drives the frames. What the page computes here, in NumPy:
   whether the row has received a gradient yet; marker size grows with log frequency;
 - the curves beside it (train/eval loss, norm growth, mean cosine) from metrics.jsonl.
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,20 +54,25 @@ def run_dirs(path: str, members: list[str] | None = None) -> tuple[list[str], in
     match one of `members`, as names or glob patterns), at most MAX_MEMBERS; and how many were eligible."""
     if _is_run(path):
         if members:
-            raise ValueError(f"--members: got {members!r} for the run directory {path!r}; allowed: --members with "
-                             "a sweep directory")
+            raise ValueError(
+                f"--members: got {members!r} for the run directory {path!r}; allowed: --members with a sweep directory"
+            )
         if not snapshots.frame_steps(path):
-            raise NoSnapshots(f"{path}: no embedding snapshots (snapshots/); allowed: a run trained with "
-                              "log.snapshot_every > 0 (the default)")
+            raise NoSnapshots(
+                f"{path}: no embedding snapshots (snapshots/); allowed: a run trained with "
+                "log.snapshot_every > 0 (the default)"
+            )
         return [path], 1
     names = sorted(n for n in os.listdir(path) if _is_run(os.path.join(path, n))) if os.path.isdir(path) else []
     with_frames = [n for n in names if snapshots.frame_steps(os.path.join(path, n))]
     chosen = [n for n in with_frames if members is None or any(fnmatch.fnmatchcase(n, m) for m in members)]
     if not chosen:
-        raise NoSnapshots(f"{path}: no run directory with embedding snapshots"
-                         + (f" among the members {members}" if members else "")
-                         + f"; allowed: a run or a sweep directory ({len(names)} run(s) here, "
-                         f"{len(with_frames)} with snapshots: {', '.join(with_frames[:8]) or 'none'})")
+        raise NoSnapshots(
+            f"{path}: no run directory with embedding snapshots"
+            + (f" among the members {members}" if members else "")
+            + f"; allowed: a run or a sweep directory ({len(names)} run(s) here, "
+            f"{len(with_frames)} with snapshots: {', '.join(with_frames[:8]) or 'none'})"
+        )
     return [os.path.join(path, n) for n in chosen[:MAX_MEMBERS]], len(chosen)
 
 
@@ -94,7 +100,7 @@ def projection(final: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     mu = X.mean(0)
     _, _, Vt = np.linalg.svd(X - mu, full_matrices=False)
     W = np.zeros((X.shape[1], k))
-    W[:, :min(k, Vt.shape[0])] = Vt[:k].T
+    W[:, : min(k, Vt.shape[0])] = Vt[:k].T
     proj = (X - mu) @ W
     signs = np.sign(proj[np.abs(proj).argmax(0), np.arange(k)])
     return mu, W * np.where(signs == 0, 1.0, signs)
@@ -114,7 +120,7 @@ def neighbours(E: np.ndarray, k: int = NEIGHBOURS, chunk: int = 1024) -> tuple[n
     m = min(N - 1, k + 16)  # candidates: a partial sort keeps the m largest, then an exact sort of those
     idx, cos = np.zeros((N, k), np.int64), np.zeros((N, k), np.float32)
     for a in range(0, N, chunk):
-        G = U[a:a + chunk] @ U.T
+        G = U[a : a + chunk] @ U.T
         G[np.arange(len(G)), np.arange(a, a + len(G))] = -np.inf  # not itself
         part = np.argpartition(-G, m - 1, axis=1)[:, :m]
         vals = np.take_along_axis(G, part, 1)
@@ -124,7 +130,7 @@ def neighbours(E: np.ndarray, k: int = NEIGHBOURS, chunk: int = 1024) -> tuple[n
             for r in np.flatnonzero(vals[:, k - 1] <= vals[:, m - 1]):
                 part[r, :k] = np.argsort(-G[r], kind="stable")[:k]
                 vals[r, :k] = G[r, part[r, :k]]
-        idx[a:a + len(G)], cos[a:a + len(G)] = part[:, :k], vals[:, :k]
+        idx[a : a + len(G)], cos[a : a + len(G)] = part[:, :k], vals[:, :k]
     return idx, cos
 
 
@@ -186,22 +192,34 @@ def member_data(run_dir: str, cfg: dict, label: str) -> dict[str, Any]:
     integer = bool(np.all(counts == np.round(counts)))
     V = len(tokens)
     return {
-        "name": os.path.basename(os.path.normpath(run_dir)), "label": html.escape(label, quote=False), "N": N,
-        "F": F, "V": V, "hidden": int((~finite).any(0).sum()),
-        "steps": snap.steps.tolist(), "total": int(cfg.get("steps", snap.steps[-1])),
-        "ids": rows.tolist(), "tokens": [html.escape(tokens[i], quote=False) for i in rows],  # Plotly reads tags
-        "counts": [float(counts[i]) for i in rows], "count_name": "count" if integer else "p",
+        "name": os.path.basename(os.path.normpath(run_dir)),
+        "label": html.escape(label, quote=False),
+        "N": N,
+        "F": F,
+        "V": V,
+        "hidden": int((~finite).any(0).sum()),
+        "steps": snap.steps.tolist(),
+        "total": int(cfg.get("steps", snap.steps[-1])),
+        "ids": rows.tolist(),
+        "tokens": [html.escape(tokens[i], quote=False) for i in rows],  # Plotly reads tags
+        "counts": [float(counts[i]) for i in rows],
+        "count_name": "count" if integer else "p",
         "classes": None if classes is None else classes[rows].tolist(),
         "bucket": frequency_bucket_of(counts)[rows].tolist(),
         "size": _sizes(counts)[rows].round(2).tolist(),
-        "coords": _b64(coords, "f4"), "norms": _b64(np.linalg.norm(E, axis=2), "f4"),
-        "nn": _b64(np.stack([i for i, _ in nn]), "u2" if N < 2**16 else "u4"), "nn_wide": N >= 2**16,
+        "coords": _b64(coords, "f4"),
+        "norms": _b64(np.linalg.norm(E, axis=2), "f4"),
+        "nn": _b64(np.stack([i for i, _ in nn]), "u2" if N < 2**16 else "u4"),
+        "nn_wide": N >= 2**16,
         "nncos": _b64(np.round(np.stack([c for _, c in nn]) * 10000), "i2"),
         "updated": _b64(snap.updates > 0, "u1"),
         "ranges": [_range(coords[..., j]) for j in range(3)],
-        "rows_note": (f"all {V:,} rows" if N == V else
-                      f"{N:,} of {V:,} rows ({snapshots.TOP_ROWS:,} most frequent + {N - snapshots.TOP_ROWS:,} "
-                      "sampled with a fixed seed); neighbours among these"),
+        "rows_note": (
+            f"all {V:,} rows"
+            if N == V
+            else f"{N:,} of {V:,} rows ({snapshots.TOP_ROWS:,} most frequent + {N - snapshots.TOP_ROWS:,} "
+            "sampled with a fixed seed); neighbours among these"
+        ),
         "curves": _curves(run_dir),
     }
 
@@ -217,16 +235,19 @@ def page_data(dirs: list[str], eligible: int | None = None) -> dict[str, Any]:
 def render(data: dict[str, Any]) -> str:
     """The page: Plotly's bundle, the data as JSON and viewer.js, inlined."""
     from plotly.offline import get_plotlyjs
+
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "viewer.js"), encoding="utf-8") as f:
         script = f.read()
     blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")  # no tag ends it
     title = html.escape(f"embedding space: {data['title']}")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
-            f"<h1>{title}</h1>{_CONTROLS}<div id=\"main\"><div id=\"members\"></div><div id=\"curves\"></div></div>"
-            f'<p id="notes"></p><script id="embjax-data" type="application/json">{blob}</script>'
-            f"<script>{script}</script></body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
+        f'<h1>{title}</h1>{_CONTROLS}<div id="main"><div id="members"></div><div id="curves"></div></div>'
+        f'<p id="notes"></p><script id="embjax-data" type="application/json">{blob}</script>'
+        f"<script>{script}</script></body></html>\n"
+    )
 
 
 def write_page(path: str, members: list[str] | None = None, out: str | None = None) -> str:
@@ -244,9 +265,12 @@ def write_page(path: str, members: list[str] | None = None, out: str | None = No
 
 
 _CONTROLS = """<div id="controls">
-<button id="first" title="first frame (Home)">|&#x25C0;</button><button id="back" title="step back (&larr;)">&#x25C0;&#x25C0;</button>
-<button id="play" title="play / pause (space)">&#x25B6;</button><button id="forward" title="step forward (&rarr;)">&#x25B6;&#x25B6;</button>
-<label>speed <select id="speed"><option value="0.25">0.25&times;</option><option value="1" selected>1&times;</option><option value="4">4&times;</option></select></label>
+<button id="first" title="first frame (Home)">|&#x25C0;</button>
+<button id="back" title="step back (&larr;)">&#x25C0;&#x25C0;</button>
+<button id="play" title="play / pause (space)">&#x25B6;</button>
+<button id="forward" title="step forward (&rarr;)">&#x25B6;&#x25B6;</button>
+<label>speed <select id="speed"><option value="0.25">0.25&times;</option>
+<option value="1" selected>1&times;</option><option value="4">4&times;</option></select></label>
 <input id="slider" type="range" min="0" max="0" value="0" step="1">
 <span id="step-label"></span>
 <label>colour <select id="colour"></select></label>
@@ -254,7 +278,11 @@ _CONTROLS = """<div id="controls">
 </div><div id="legend"></div>"""
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:12px;color:#222}h1{font-size:18px;margin:4px 0}
-#controls{display:flex;gap:8px;align-items:center;flex-wrap:wrap;position:sticky;top:0;background:#fff;z-index:5;padding:4px 0}
-#controls button{font-size:15px;min-width:40px}#slider{flex:1;min-width:200px}#step-label{font-variant-numeric:tabular-nums;min-width:210px}
-#legend span{margin-right:14px;font-size:13px}#legend i{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:4px}
-#members{display:flex;flex-wrap:wrap;gap:6px}#main.single{display:flex;gap:8px;align-items:flex-start}.member{border:1px solid #ddd}#notes{font-size:12px;color:#666}"""
+#controls{display:flex;gap:8px;align-items:center;flex-wrap:wrap;position:sticky;top:0;background:#fff;z-index:5;
+padding:4px 0}
+#controls button{font-size:15px;min-width:40px}#slider{flex:1;min-width:200px}
+#step-label{font-variant-numeric:tabular-nums;min-width:210px}
+#legend span{margin-right:14px;font-size:13px}
+#legend i{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:4px}
+#members{display:flex;flex-wrap:wrap;gap:6px}#main.single{display:flex;gap:8px;align-items:flex-start}
+.member{border:1px solid #ddd}#notes{font-size:12px;color:#666}"""

@@ -1,4 +1,5 @@
 """Benchmarks: `python -m experiments.bench [--case NAME] [--steps N] [--json]` (see embjax/bench.py)."""
+
 import sys
 
 from embjax.bench import main

@@ -1,5 +1,6 @@
 """Published findings about token embeddings, reproduced with computed verdicts:
 `python -m experiments.findings [NAME ...] [--quick] [--out_dir DIR] [--key=value ...]` (see docs/findings.md)."""
+
 import os
 import sys
 

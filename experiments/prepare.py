@@ -1,5 +1,6 @@
 """Tokenise a text corpus once into a memory-mapped token file + metadata (cached; `experiments.train` calls it
 when needed): `python -m experiments.prepare --data.kind=text --data.path=FILES [--data.key=value ...]`."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """Plots + report.md for a run or sweep directory: `python -m experiments.report DIR`."""
+
 import os
 import sys
 

@@ -1,4 +1,6 @@
-"""A whole sweep locally: `python -m experiments.sweep SWEEP.yaml [--out_dir DIR] [--vectorize=auto|on|off] [--key=value ...]`."""
+"""A whole sweep locally:
+`python -m experiments.sweep SWEEP.yaml [--out_dir DIR] [--vectorize=auto|on|off] [--key=value ...]`."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """One training run: `python -m experiments.train [--config PATH] [--section.key=value ...]`."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """The embedding space over training as one offline page: `python -m experiments.view RUN_OR_SWEEP_DIR`."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """Shared helpers: tiny configs that compile in seconds, and a subprocess runner for the CLI."""
+
 import json
 import os
 import subprocess
@@ -12,17 +13,21 @@ import pytest
 # the suite's time. EMBJAX_TEST_XLA_OPT=default runs it as users' runs compile. Processes a test starts
 # with XLA_FLAGS of its own (the device-count meshes) compile as users' do.
 USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # for a test process that runs a long training as users compile it
-if os.environ.get("EMBJAX_TEST_XLA_OPT", "0") != "default" and "optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+if os.environ.get("EMBJAX_TEST_XLA_OPT", "0") != "default" and "optimization_level" not in os.environ.get(
+    "XLA_FLAGS", ""
+):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # one compilation cache for the whole session (fresh per CI run): runs of one shape compile once
 if "EMBJAX_CACHE_DIR" not in os.environ:
     import tempfile
+
     os.environ["EMBJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="embjax-xla-")
 # prepared token files (embjax.prepare) go to a fresh folder too, never the user's ~/.cache
 if "EMBJAX_DATA_DIR" not in os.environ:
     import tempfile
+
     os.environ["EMBJAX_DATA_DIR"] = tempfile.mkdtemp(prefix="embjax-data-")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,20 +42,33 @@ def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per core, at most 4 (each worker and its subprocesses import JAX and compile)."""
     return max(1, min(len(os.sched_getaffinity(0)), 4))
 
+
 # A tiny but complete experiment: every section present, small enough to compile in a few seconds.
 TINY = [
-    "--data.vocab_size=64", "--data.num_classes=4", "--data.seq_len=16", "--data.batch_size=8",
-    "--data.eval_batches=2", "--model.embed_dim=16", "--model.num_layers=1", "--model.num_heads=2",
-    "--steps=30", "--log.every=5", "--log.metrics_every=10", "--log.eval_every=10",
-    "--checkpoint.every=10", "--optim.warmup_steps=5", "--log.progress=false",
+    "--data.vocab_size=64",
+    "--data.num_classes=4",
+    "--data.seq_len=16",
+    "--data.batch_size=8",
+    "--data.eval_batches=2",
+    "--model.embed_dim=16",
+    "--model.num_layers=1",
+    "--model.num_heads=2",
+    "--steps=30",
+    "--log.every=5",
+    "--log.metrics_every=10",
+    "--log.eval_every=10",
+    "--checkpoint.every=10",
+    "--optim.warmup_steps=5",
+    "--log.progress=false",
 ]
 
 
 def run_cli(module, *args, timeout=300, env=None):
     """Run `python -m module args` from the repo root; returns the CompletedProcess."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 @pytest.fixture
@@ -64,7 +82,7 @@ def wait_for_row(path, step, proc, timeout=120):
     while time.time() - t < timeout:
         if os.path.exists(path):
             with open(path) as f:
-                steps = [json.loads(l)["step"] for l in f if l.strip().endswith("}")]
+                steps = [json.loads(line)["step"] for line in f if line.strip().endswith("}")]
             if steps and max(steps) >= step:
                 return
         assert proc.poll() is None, proc.communicate()

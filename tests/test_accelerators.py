@@ -1,4 +1,6 @@
-"""Mixed precision, bfloat16 tables, XLA matmul precision, the profiler hook, members per chunk and the members bench."""
+"""Mixed precision, bfloat16 tables, XLA matmul precision, the profiler hook, members per chunk and the members
+bench."""
+
 import glob
 import json
 import os
@@ -14,7 +16,6 @@ from embjax.config import load_config
 from embjax.data import make_corpus
 from embjax.step import Program, hparams
 from tests.conftest import TINY
-
 
 _BOTH_DTYPES = """
 import json, sys
@@ -34,9 +35,17 @@ def test_bfloat16_compute_trains_like_float32(tmp_path):
     compiling, is this test's time)."""
     import subprocess
     import sys
+
     from tests.conftest import ROOT, USER_XLA_FLAGS
-    p = subprocess.run([sys.executable, "-c", _BOTH_DTYPES, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                       env=dict(os.environ, XLA_FLAGS=USER_XLA_FLAGS), timeout=600)
+
+    p = subprocess.run(
+        [sys.executable, "-c", _BOTH_DTYPES, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, XLA_FLAGS=USER_XLA_FLAGS),
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
     losses = {}
     for dtype in ("float32", "bfloat16"):
@@ -48,9 +57,20 @@ def test_bfloat16_compute_trains_like_float32(tmp_path):
 
 
 def _program(*extra):
-    cfg = load_config(None, [*TINY, "--optim.name=sgd", "--optim.momentum=0", "--optim.lr=0.05",
-                             "--optim.grad_clip=0", "--optim.warmup_steps=0", "--optim.schedule=constant",
-                             "--embedding.init_std=1.0", *extra])
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            "--optim.name=sgd",
+            "--optim.momentum=0",
+            "--optim.lr=0.05",
+            "--optim.grad_clip=0",
+            "--optim.warmup_steps=0",
+            "--optim.schedule=constant",
+            "--embedding.init_std=1.0",
+            *extra,
+        ],
+    )
     return cfg, Program(cfg, make_corpus(cfg))
 
 
@@ -74,7 +94,7 @@ def test_bfloat16_tables_lose_updates_below_their_resolution(param_dtype):
     # parameter dtype on a few entries
     off = E1.astype(np.float32) != expected.astype(np.float32)
     assert off.mean() < 0.02
-    step = 2.0 ** -7 if param_dtype == "bfloat16" else 2.0 ** -21  # two steps of the dtype
+    step = 2.0**-7 if param_dtype == "bfloat16" else 2.0**-21  # two steps of the dtype
     gap = np.abs(E1.astype(np.float64) - expected.astype(np.float64))
     assert np.all(gap <= step * (np.abs(E0) + np.abs(0.05 * g))), gap.max()
     touched = np.any(g != 0, axis=1)
@@ -85,7 +105,7 @@ def test_bfloat16_tables_lose_updates_below_their_resolution(param_dtype):
     else:  # the loss the test is about: entries whose update is under half a bfloat16 step do not change
         entry_moved = E1.astype(np.float32) != E0
         assert entry_moved.sum() < 0.5 * (g != 0).sum()
-        half_step = np.abs(E0) * 2.0 ** -9
+        half_step = np.abs(E0) * 2.0**-9
         assert not entry_moved[np.abs(0.05 * g) < 0.99 * half_step].any()
 
 
@@ -93,12 +113,13 @@ def test_bfloat16_tables_lose_updates_below_their_resolution(param_dtype):
 def test_bfloat16_parameters_keep_float32_adam_state():
     """With bfloat16 parameters Adam's moments stay float32: in bfloat16, b2 = 0.95 or 0.999 rounds (0.999 to
     1.0), and the second moment would stop decaying. After two steps ν equals the float32 recurrence."""
-    cfg = load_config(None, [*TINY, "--model.param_dtype=bfloat16", "--optim.name=adamw", "--optim.b2=0.999",
-                             "--optim.grad_clip=0"])
+    cfg = load_config(
+        None, [*TINY, "--model.param_dtype=bfloat16", "--optim.name=adamw", "--optim.b2=0.999", "--optim.grad_clip=0"]
+    )
     P = Program(cfg, make_corpus(cfg))
     state = jax.jit(P.init)(0, hparams(cfg))
     step = jax.jit(P.step)
-    batches, grads = [], []
+    grads = []
     for _ in range(2):
         batch = P.batch(P.corpus.tables, state)
         grads.append(np.asarray(P.tables.get(jax.jit(jax.grad(P.loss))(state["params"], batch)), np.float64))
@@ -106,8 +127,11 @@ def test_bfloat16_parameters_keep_float32_adam_state():
     dtypes = {x.dtype for x in jax.tree.leaves(state["opt_state"]) if hasattr(x, "dtype") and x.ndim > 0}
     assert dtypes == {jnp.dtype(jnp.float32)}
     assert P.tables.get(state["params"]).dtype == jnp.bfloat16
-    nu = [x for p, x in jax.tree_util.tree_leaves_with_path(state["opt_state"])
-          if "nu" in jax.tree_util.keystr(p) and "embed" in jax.tree_util.keystr(p)][0]
+    nu = [
+        x
+        for p, x in jax.tree_util.tree_leaves_with_path(state["opt_state"])
+        if "nu" in jax.tree_util.keystr(p) and "embed" in jax.tree_util.keystr(p)
+    ][0]
     ref = 0.999 * (0.001 * grads[0] ** 2) + 0.001 * grads[1] ** 2
     np.testing.assert_allclose(np.asarray(nu, np.float64), ref, rtol=2e-2, atol=1e-12)
 
@@ -125,11 +149,14 @@ def test_matmul_precision_reaches_xla():
 
 @pytest.mark.slow
 def test_profile_steps_write_a_trace(tmp_path):
-    assert train_main(TINY + [f"--out_dir={tmp_path}", "--log.wandb=false", "--name=p", "--log.profile_steps=10:20"]) == 0
+    assert (
+        train_main(TINY + [f"--out_dir={tmp_path}", "--log.wandb=false", "--name=p", "--log.profile_steps=10:20"]) == 0
+    )
     xplane = glob.glob(str(tmp_path / "p" / "profile" / "plugins" / "profile" / "*" / "*.xplane.pb"))
     perfetto = glob.glob(str(tmp_path / "p" / "profile" / "plugins" / "profile" / "*" / "*.trace.json.gz"))
     assert len(xplane) == 1 and len(perfetto) == 1
     import gzip
+
     trace = json.loads(gzip.open(perfetto[0]).read())
     names = {e.get("name", "") for e in trace["traceEvents"]}
     assert any("train_steps" in n for n in names)  # the jitted chunk ran while tracing
@@ -139,6 +166,7 @@ def test_profile_steps_write_a_trace(tmp_path):
 
 def test_profile_steps_are_checked():
     from embjax.config import ConfigError
+
     for bad in ("5", "20:10", "0:31", "a:b"):
         with pytest.raises(ConfigError, match="log.profile_steps"):
             load_config(None, [*TINY, f"--log.profile_steps={bad}"])
@@ -149,8 +177,22 @@ def test_group_larger_than_the_memory_budget_trains_in_chunks(tmp_path, monkeypa
     """With a budget for two members, a 4-member vmapped group trains as two chunks of two, each member
     exactly as when it trains alone."""
     from embjax.runner import member_bytes, train, train_group
-    cfgs = [load_config(None, [*TINY, f"--out_dir={tmp_path}", "--log.wandb=false", f"--name=m{i}", f"--seed={i}",
-                               "--steps=10", "--checkpoint.every=0"]) for i in range(4)]
+
+    cfgs = [
+        load_config(
+            None,
+            [
+                *TINY,
+                f"--out_dir={tmp_path}",
+                "--log.wandb=false",
+                f"--name=m{i}",
+                f"--seed={i}",
+                "--steps=10",
+                "--checkpoint.every=0",
+            ],
+        )
+        for i in range(4)
+    ]
     per = member_bytes(Program(cfgs[0], make_corpus(cfgs[0])))
     assert per > 4 * 64 * 16 * 3  # at least the table, its two Adam moments (float32)
     monkeypatch.setenv("EMBJAX_MEMORY_BUDGET", str(int(2.5 * per / 0.9)))
@@ -159,6 +201,7 @@ def test_group_larger_than_the_memory_budget_trains_in_chunks(tmp_path, monkeypa
     assert all(s["status"] == "finished" for s in summaries)
     monkeypatch.delenv("EMBJAX_MEMORY_BUDGET")
     from embjax.config import replace
+
     alone = train(replace(cfgs[3], name="alone"))
     assert alone["vectorized_members"] == 1
     assert summaries[3]["eval/loss"] == pytest.approx(alone["eval/loss"], rel=2e-4)
@@ -168,8 +211,16 @@ def test_group_larger_than_the_memory_budget_trains_in_chunks(tmp_path, monkeypa
 @pytest.mark.slow
 def test_members_bench_runs_on_cpu():
     from tests.conftest import run_cli
-    out = run_cli("experiments.bench", "--case=members", "--members=1,2", "--steps=2", "--json",
-                  "--set=data.seq_len=16", "--set=data.batch_size=8")
+
+    out = run_cli(
+        "experiments.bench",
+        "--case=members",
+        "--members=1,2",
+        "--steps=2",
+        "--json",
+        "--set=data.seq_len=16",
+        "--set=data.batch_size=8",
+    )
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert [r["members"] for r in rows] == [1, 2]
@@ -201,6 +252,7 @@ def test_freed_host_memory_is_reused_not_faulted_in_again(malloc):
     hand them back to the kernel, and every one of the 16,384 pages is faulted in again."""
     import subprocess
     import sys
+
     env = dict(os.environ, EMBJAX_MALLOC="system" if malloc == "system" else "")
     out = subprocess.run([sys.executable, "-c", _REUSE], capture_output=True, text=True, env=env, check=True)
     applied, faults = out.stdout.split()

@@ -1,5 +1,6 @@
 """The code's shape, checked: imports point only downwards through the layers the README draws,
 functions stay short, and the run interface works without a disk."""
+
 import ast
 import glob
 import os
@@ -43,8 +44,9 @@ def test_imports_point_only_downwards():
     layer = {m: i for i, group in enumerate(LAYERS) for m in group}
     modules = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "embjax", "*.py"))} - {"__init__"}
     assert modules == set(layer), "every module has a layer (update LAYERS and the README together)"
-    upward = [(m, dep) for m in modules for dep in _imports(os.path.join(ROOT, "embjax", f"{m}.py"))
-              if layer[dep] <= layer[m]]
+    upward = [
+        (m, dep) for m in modules for dep in _imports(os.path.join(ROOT, "embjax", f"{m}.py")) if layer[dep] <= layer[m]
+    ]
     assert upward == []
 
 
@@ -66,8 +68,8 @@ def test_a_memory_run_trains_without_touching_disk_like_a_run_directory(tmp_path
     from embjax.config import load_config, replace
     from embjax.data import make_corpus
     from embjax.loop import Loop
-    from embjax.signals import Signals
     from embjax.rundir import MemoryRun
+    from embjax.signals import Signals
     from embjax.sinks import read_jsonl
     from embjax.step import Program
 
@@ -82,7 +84,7 @@ def test_a_memory_run_trains_without_touching_disk_like_a_run_directory(tmp_path
     run = MemoryRun(cfg)
     program = Program(cfg, make_corpus(cfg))
     with Signals() as sig:
-        summary, = Loop(program, vmapped=False, signals=sig, show=False).train([run])
+        (summary,) = Loop(program, vmapped=False, signals=sig, show=False).train([run])
     assert os.listdir(empty) == []
     memory = [{"step": s, **{k: v for k, v in r.items() if not k.startswith("perf/")}} for s, r in run.sink.rows]
     assert [r["step"] for r in memory] == [r["step"] for r in disk]

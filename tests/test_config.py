@@ -1,30 +1,34 @@
 """Bad input exits 2 with one line naming the key, what was given and what is allowed; nothing is written."""
+
 import os
 
 import numpy as np
 import pytest
 
 from embjax.cli import train_main
-from embjax.config import load_config, parse_overrides, to_dict, from_dict
+from embjax.config import from_dict, load_config, parse_overrides, to_dict
 from tests.conftest import run_cli
 
 
 def test_defaults_file_matches_dataclass_defaults_where_unset():
     import yaml
+
     from embjax.config import Config, flatten
+
     written = flatten(yaml.safe_load(open("experiments/configs/default.yaml")))
     loaded, defaults = flatten(to_dict(load_config("experiments/configs/default.yaml"))), flatten(to_dict(Config()))
     assert set(loaded) == set(defaults) and set(written) <= set(defaults)
     for key in defaults:  # every key: the file's value where the file sets it, else the dataclass default
         assert loaded[key] == written.get(key, defaults[key]), key
     assert from_dict(to_dict(load_config("experiments/configs/default.yaml"))) == load_config(
-        "experiments/configs/default.yaml")  # round trip
+        "experiments/configs/default.yaml"
+    )  # round trip
 
 
 def test_overrides_forms():
-    assert parse_overrides(["--model.embed_dim=128", "model.tie_embeddings=false", "--log.tags=[a, b]",
-                            "--embedding.scale=sqrt_d"]) == {
-        "model.embed_dim": 128, "model.tie_embeddings": False, "log.tags": ["a", "b"], "embedding.scale": "sqrt_d"}
+    assert parse_overrides(
+        ["--model.embed_dim=128", "model.tie_embeddings=false", "--log.tags=[a, b]", "--embedding.scale=sqrt_d"]
+    ) == {"model.embed_dim": 128, "model.tie_embeddings": False, "log.tags": ["a", "b"], "embedding.scale": "sqrt_d"}
     cfg = load_config(None, ["--log.tags=[a, b]", "--embedding.scale=sqrt_d", "--model.logit_scale=0.5"])
     assert cfg.log.tags == ("a", "b") and cfg.embedding.scale == "sqrt_d" and cfg.model.logit_scale == 0.5
 
@@ -47,8 +51,11 @@ CASES = [
     (["--data.kind=text"], "data.path", "JSON-lines"),
     (["--data.kind=text", "--data.path=/nonexistent/x.txt"], "data.path", "existing"),
     (["--embedding.init=pretrained"], "embedding.pretrained_path", ".npy"),
-    (["--embedding.init=pretrained", "--embedding.pretrained_path=/nonexistent.npy"], "embedding.pretrained_path",
-     "existing"),
+    (
+        ["--embedding.init=pretrained", "--embedding.pretrained_path=/nonexistent.npy"],
+        "embedding.pretrained_path",
+        "existing",
+    ),
     (["--config=/nonexistent.yaml"], "--config", "existing YAML"),
     (["oops"], "oops", "unexpected"),
 ]
@@ -77,13 +84,27 @@ def test_malformed_yaml_and_non_mapping(tmp_path, capsys):
 
 def test_pretrained_shape_mismatch_and_empty_text(tmp_path, capsys):
     np.save(tmp_path / "e.npy", np.zeros((10, 3), np.float32))
-    assert train_main([f"--out_dir={tmp_path}/o", "--embedding.init=pretrained",
-                       f"--embedding.pretrained_path={tmp_path}/e.npy"]) == 2
+    assert (
+        train_main(
+            [f"--out_dir={tmp_path}/o", "--embedding.init=pretrained", f"--embedding.pretrained_path={tmp_path}/e.npy"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "embedding.pretrained_path" in err and "(10, 3)" in err and "(512, 64)" in err
     (tmp_path / "empty.txt").write_text("  \n")
-    assert train_main([f"--out_dir={tmp_path}/o", "--data.kind=text", f"--data.path={tmp_path}/empty.txt",
-                       "--data.tokenizer=byte", "--data.vocab_size=256"]) == 2
+    assert (
+        train_main(
+            [
+                f"--out_dir={tmp_path}/o",
+                "--data.kind=text",
+                f"--data.path={tmp_path}/empty.txt",
+                "--data.tokenizer=byte",
+                "--data.vocab_size=256",
+            ]
+        )
+        == 2
+    )
     assert "holds no text" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o" / "default")
 
@@ -118,6 +139,7 @@ def test_each_field_is_declared_once_and_everything_derives_from_it(monkeypatch,
     import types
 
     import jax
+
     from embjax import config as C
     from embjax.data import make_corpus
     from embjax.rundir import check
@@ -148,6 +170,7 @@ def test_each_field_is_declared_once_and_everything_derives_from_it(monkeypatch,
 
 def test_programs_see_no_per_member_values():
     from embjax import config as C
+
     cfg = load_config(None, ["--optim.lr=0.1"])
     static = C.without_values(cfg)
     assert static.model == cfg.model and static.steps == cfg.steps
@@ -157,13 +180,20 @@ def test_programs_see_no_per_member_values():
     assert C.values(cfg)["optim.embed_weight_decay"] == cfg.optim.weight_decay  # None falls back, as declared
 
 
-@pytest.mark.parametrize("env,needle", [
-    ({"JAX_COORDINATOR_ADDRESS": "localhost:1234"}, "JAX_NUM_PROCESSES: got None"),
-    ({"JAX_COORDINATOR_ADDRESS": "localhost", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"},
-     "JAX_COORDINATOR_ADDRESS: got 'localhost'; allowed: host:port"),
-    ({"JAX_COORDINATOR_ADDRESS": "localhost:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"},
-     "JAX_PROCESS_ID: got '2'"),
-])
+@pytest.mark.parametrize(
+    "env,needle",
+    [
+        ({"JAX_COORDINATOR_ADDRESS": "localhost:1234"}, "JAX_NUM_PROCESSES: got None"),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "localhost", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"},
+            "JAX_COORDINATOR_ADDRESS: got 'localhost'; allowed: host:port",
+        ),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "localhost:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"},
+            "JAX_PROCESS_ID: got '2'",
+        ),
+    ],
+)
 def test_bad_distributed_environment_is_one_line(tmp_path, env, needle):
     p = run_cli("experiments.train", f"--out_dir={tmp_path}", env=env)
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and needle in p.stderr, p.stderr

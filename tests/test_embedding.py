@@ -1,4 +1,5 @@
 """TokenEmbedding through the real module: textbook facts, tying, inits, pretrained, freezing, Linen."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,8 +67,10 @@ def test_init_std(init):
 
 def test_sigma_is_a_value_one_program_for_many():
     """σ can be traced: a vmap over σ gives tables with the asked stds from one compiled init."""
+
     def table(sigma):
         return TokenEmbedding(2000, 32, init_std=sigma, rngs=nnx.Rngs(0)).embedding[...]
+
     sigmas = jnp.array([0.01, 0.1, 1.0])
     out = np.asarray(jax.jit(jax.vmap(table))(sigmas))
     np.testing.assert_allclose(out.std(axis=(1, 2)), np.asarray(sigmas), rtol=0.02)
@@ -76,8 +79,15 @@ def test_sigma_is_a_value_one_program_for_many():
 
 
 def _cfg(**kw):
-    base = {"data.vocab_size": 40, "data.num_classes": 4, "data.seq_len": 8, "data.batch_size": 4,
-            "model.embed_dim": 8, "model.num_layers": 1, "model.num_heads": 2}
+    base = {
+        "data.vocab_size": 40,
+        "data.num_classes": 4,
+        "data.seq_len": 8,
+        "data.batch_size": 4,
+        "model.embed_dim": 8,
+        "model.num_layers": 1,
+        "model.num_heads": 2,
+    }
     base.update(kw)
     return load_config(None, base)
 
@@ -111,9 +121,18 @@ def test_inv_sqrt_d_logit_scale():
 
 
 def test_one_sgd_step_changes_only_looked_up_rows():
-    cfg = _cfg(**{"model.kind": "linear", "model.tie_embeddings": False, "optim.name": "sgd",
-                  "optim.momentum": 0.0, "optim.lr": 0.5, "optim.warmup_steps": 0, "optim.schedule": "constant",
-                  "optim.grad_clip": 0.0})
+    cfg = _cfg(
+        **{
+            "model.kind": "linear",
+            "model.tie_embeddings": False,
+            "optim.name": "sgd",
+            "optim.momentum": 0.0,
+            "optim.lr": 0.5,
+            "optim.warmup_steps": 0,
+            "optim.schedule": "constant",
+            "optim.grad_clip": 0.0,
+        }
+    )
     program = Program(cfg, make_corpus(cfg))
     state = program.init(0, hparams(cfg))
     E0 = np.asarray(state["params"]["embed"]["embedding"])
@@ -131,21 +150,25 @@ def test_one_sgd_step_changes_only_looked_up_rows():
 
 
 def test_freeze_keeps_table_fixed():
-    cfg = _cfg(**{"model.kind": "linear", "model.tie_embeddings": False, "embedding.freeze": True,
-                  "optim.weight_decay": 0.1})
+    cfg = _cfg(
+        **{"model.kind": "linear", "model.tie_embeddings": False, "embedding.freeze": True, "optim.weight_decay": 0.1}
+    )
     program = Program(cfg, make_corpus(cfg))
     state = program.init(0, hparams(cfg))
     E0 = np.asarray(state["params"]["embed"]["embedding"])
     new, _ = jax.jit(program.step)(state, jnp.ones((2, 9), jnp.int32))
     np.testing.assert_array_equal(np.asarray(new["params"]["embed"]["embedding"]), E0)
-    assert not np.array_equal(np.asarray(new["params"]["proj"]["kernel"]), np.asarray(state["params"]["proj"]["kernel"]))
+    assert not np.array_equal(
+        np.asarray(new["params"]["proj"]["kernel"]), np.asarray(state["params"]["proj"]["kernel"])
+    )
 
 
 def test_pretrained_npy_and_word2vec(tmp_path):
     E = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
     np.save(tmp_path / "e.npy", E)
-    emb = TokenEmbedding(6, 4, init="pretrained", pretrained=load_pretrained(str(tmp_path / "e.npy"), 6, 4),
-                         rngs=nnx.Rngs(0))
+    emb = TokenEmbedding(
+        6, 4, init="pretrained", pretrained=load_pretrained(str(tmp_path / "e.npy"), 6, 4), rngs=nnx.Rngs(0)
+    )
     np.testing.assert_array_equal(np.asarray(emb.embedding[...]), E)
     toks = [f"w{i}" for i in range(6)]
     save_word2vec(str(tmp_path / "e.txt"), E[::-1], toks[::-1])  # file order differs from vocab order

@@ -1,15 +1,20 @@
 """Word similarity: Spearman's ρ between cosine similarity of composed word vectors and human scores."""
+
 import numpy as np
 import pytest
 
 from embjax.evals import word_similarity
 
-E = np.array([[1.0, 0.0],    # 0 cat
-              [0.9, 0.1],    # 1 dog
-              [0.0, 1.0],    # 2 car
-              [1.0, 1.0],    # 3 sun
-              [1.0, -1.0],   # 4 flower  (sunflower = mean(sun, flower) = [1, 0])
-              [0.0, 0.0]])   # 5 a zero row
+E = np.array(
+    [
+        [1.0, 0.0],  # 0 cat
+        [0.9, 0.1],  # 1 dog
+        [0.0, 1.0],  # 2 car
+        [1.0, 1.0],  # 3 sun
+        [1.0, -1.0],  # 4 flower  (sunflower = mean(sun, flower) = [1, 0])
+        [0.0, 0.0],
+    ]
+)  # 5 a zero row
 PIECES = {"cat": [0], "dog": [1], "car": [2], "sunflower": [3, 4], "zzz": [], "void": [5]}
 
 
@@ -23,8 +28,10 @@ def test_spearman_against_a_hand_computation(tmp_path):
     """cos: cat-dog 0.9/√0.82 = 0.994, cat-car 0, dog-car 0.1/√0.82 = 0.110, sunflower-cat 1 -> ranks 3 1 2 4;
     human 9 1 2 8 -> ranks 4 1 2 3; d = (-1, 0, 0, 1), ρ = 1 - 6·2 / (4·15) = 0.8. Two pairs are skipped: a word
     with no pieces and a word whose vector is zero."""
-    path = _pairs(tmp_path, "word1,word2,score\n# a comment\ncat,dog,9\ncat,car,1\ndog\tcar\t2\n"
-                            "sunflower cat 8\nzzz,cat,5\nvoid,dog,3\n")
+    path = _pairs(
+        tmp_path,
+        "word1,word2,score\n# a comment\ncat,dog,9\ncat,car,1\ndog\tcar\t2\nsunflower cat 8\nzzz,cat,5\nvoid,dog,3\n",
+    )
     out = word_similarity(E, lambda w: PIECES[w], path)
     assert out["word_sim/spearman"] == pytest.approx(0.8, abs=1e-12)
     assert out["word_sim/pairs"] == 4 and out["word_sim/skipped"] == 2
@@ -34,6 +41,7 @@ def test_a_tokenizers_tokenizer_and_a_dict_give_the_same(tmp_path):
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import Whitespace
+
     vocab = {"cat": 0, "dog": 1, "car": 2, "[UNK]": 3}
     tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = Whitespace()
@@ -58,9 +66,11 @@ def test_log_word_similarity_is_logged_at_every_metrics_step(tmp_path):
     """A planted run with a pairs file of its own token strings: word_sim/* at the metrics steps, and the last
     one equals word_similarity of the saved table."""
     import json
+
     from embjax.cli import train_main
     from embjax.sinks import read_jsonl
     from tests.conftest import TINY
+
     path = _pairs(tmp_path, "t1_c1 t5_c1 9\nt1_c1 t2_c2 1\nt3_c3 t7_c3 8\nt2_c2 t3_c3 2\nt4_c0 nosuchword 5\n")
     assert train_main([*TINY, f"--out_dir={tmp_path}", "--log.wandb=false", f"--log.word_similarity={path}"]) == 0
     rows = [r for r in read_jsonl(tmp_path / "default" / "metrics.jsonl") if "word_sim/spearman" in r]
@@ -77,6 +87,7 @@ def test_log_word_similarity_is_logged_at_every_metrics_step(tmp_path):
 def test_log_word_similarity_file_must_exist(tmp_path, capsys):
     from embjax.cli import train_main
     from tests.conftest import TINY
+
     assert train_main([*TINY, f"--out_dir={tmp_path}", f"--log.word_similarity={tmp_path}/none.txt"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "log.word_similarity: got" in err

@@ -1,4 +1,5 @@
 """Checkpoints, resume and faults with real orbax checkpoints and real processes killed."""
+
 import glob
 import json
 import os
@@ -17,8 +18,14 @@ ARGS = [a for a in TINY if not a.startswith("--steps")] + ["--steps=60", "--log.
 
 def start(out, *extra):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "experiments.train", *ARGS, f"--out_dir={out}", *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", *ARGS, f"--out_dir={out}", *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +97,7 @@ def test_damaged_newest_checkpoint_falls_back(tmp_path, capsys):
         assert train_main(ARGS + [f"--out_dir={tmp_path}", "--steps=40", "--checkpoint.keep=3"]) == 0
     s = json.loads((tmp_path / "default" / "summary.json").read_text())
     assert s["status"] == "finished" and s["step"] == 40
-    rows = [json.loads(l)["step"] for l in open(tmp_path / "default" / "metrics.jsonl")]
+    rows = [json.loads(line)["step"] for line in open(tmp_path / "default" / "metrics.jsonl")]
     assert rows == sorted(set(rows)) and rows[-1] == 40  # no duplicated or missing steps
 
 
@@ -107,18 +114,25 @@ def test_no_restorable_checkpoint_is_refused(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_divergence_is_an_outcome(tmp_path):
-    bad = ["--optim.name=sgd", "--optim.grad_clip=0", "--optim.lr=1e3", "--embedding.init_std=50",
-           "--optim.warmup_steps=0"]
+    bad = [
+        "--optim.name=sgd",
+        "--optim.grad_clip=0",
+        "--optim.lr=1e3",
+        "--embedding.init_std=50",
+        "--optim.warmup_steps=0",
+    ]
     assert train_main(ARGS + [f"--out_dir={tmp_path}", *bad]) == 0
     s = json.loads((tmp_path / "default" / "summary.json").read_text())
     assert s["status"] == "diverged" and 1 <= s["step"] < 60
-    rows = [json.loads(l) for l in open(tmp_path / "default" / "metrics.jsonl")]
+    rows = [json.loads(line) for line in open(tmp_path / "default" / "metrics.jsonl")]
     assert rows[-1]["step"] <= s["step"] + 10  # stopped within a chunk of it
     import numpy as np
+
     assert np.isfinite(np.load(tmp_path / "default" / "embeddings.npy")).all()  # frozen before the bad update
     # the embedding-space page is written for a diverged run too, and says which rows it had to hide
-    from embjax.viewer import page_data
     from embjax import snapshots
+    from embjax.viewer import page_data
+
     frames = snapshots.read(str(tmp_path / "default"))
     hidden = int((~np.isfinite(frames.E.astype(np.float32)).all(2)).any(0).sum())
     assert (tmp_path / "default" / "embedding_space.html").exists()
@@ -137,9 +151,17 @@ def test_skip_nonfinite_updates(tmp_path):
 def test_unreachable_wandb_server_does_not_hang(tmp_path):
     env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40}
     t = time.time()
-    r = run_cli("experiments.train", *[a for a in ARGS if a != "--log.wandb=false"], "--steps=10",
-                f"--out_dir={tmp_path}", "--log.wandb=true", "--log.mode=online", "--log.init_timeout=5",
-                env=env, timeout=180)
+    r = run_cli(
+        "experiments.train",
+        *[a for a in ARGS if a != "--log.wandb=false"],
+        "--steps=10",
+        f"--out_dir={tmp_path}",
+        "--log.wandb=true",
+        "--log.mode=online",
+        "--log.init_timeout=5",
+        env=env,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr
     warning = [line for line in r.stderr.splitlines() if "W&B did not start" in line]
     assert len(warning) == 1 and warning[0].startswith("warning: W&B did not start (")

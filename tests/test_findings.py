@@ -1,6 +1,7 @@
 """Findings: the verdict logic on synthetic runs (a finding that holds, one that fails, one within noise), the
 metrics they read (IsoScore, per-frequency cosines, the planted logit rank, linear CKA, per-layer gradient
 norms) against float64 references, and the outputs they need."""
+
 import json
 import math
 import os
@@ -9,16 +10,27 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY
 
 from embjax.cli import train_main
 from embjax.config import load_config
 from embjax.data import PlantedCorpus, make_corpus
-from embjax.findings import (BY_NAME, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, analyse_bottleneck, analyse_tying,
-                             band, evaluate, interval_verdict, linear_cka, load, write_markdown)
+from embjax.findings import (
+    BY_NAME,
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    analyse_bottleneck,
+    analyse_tying,
+    band,
+    evaluate,
+    interval_verdict,
+    linear_cka,
+    load,
+    write_markdown,
+)
 from embjax.metrics import embedding_report
 from embjax.step import Program, hparams
-
-from conftest import TINY
 
 
 def test_interval_verdict_holds_fails_and_within_noise():
@@ -48,15 +60,24 @@ def _tying_sweep(root, tied_cos, noise):
     for s in (0.02, 0.2, 1.0):
         for tie in (True, False):
             for k in range(3):
-                cos = (tied_cos + noise * (k - 1) if tie and s < 0.5 else 0.02)
-                _run(os.path.join(root, f"s{s}-{tie}-{k}"), {"seed": k, "model": {"tie_embeddings": tie},
-                                                            "embedding": {"init_std": s}, "steps": 600},
-                     {"emb/cos_mean": cos, "emb_centered/cos_mean": 0.03 * cos, "eval/loss": 2.0,
-                      "emb/cos_mean_rest": cos + 0.1, "emb/cos_mean_top10pct": cos - 0.1}, [{"step": 0}])
+                cos = tied_cos + noise * (k - 1) if tie and s < 0.5 else 0.02
+                _run(
+                    os.path.join(root, f"s{s}-{tie}-{k}"),
+                    {"seed": k, "model": {"tie_embeddings": tie}, "embedding": {"init_std": s}, "steps": 600},
+                    {
+                        "emb/cos_mean": cos,
+                        "emb_centered/cos_mean": 0.03 * cos,
+                        "eval/loss": 2.0,
+                        "emb/cos_mean_rest": cos + 0.1,
+                        "emb/cos_mean_top10pct": cos - 0.1,
+                    },
+                    [{"step": 0}],
+                )
 
 
-@pytest.mark.parametrize("tied_cos,noise,verdict", [(0.6, 0.01, REPRODUCED), (0.02, 0.01, NOT_REPRODUCED),
-                                                    (0.25, 0.2, INCONCLUSIVE)])
+@pytest.mark.parametrize(
+    "tied_cos,noise,verdict", [(0.6, 0.01, REPRODUCED), (0.02, 0.01, NOT_REPRODUCED), (0.25, 0.2, INCONCLUSIVE)]
+)
 def test_a_finding_from_runs_on_disk(tmp_path, tied_cos, noise, verdict):
     root = str(tmp_path / "tying")
     _tying_sweep(root, tied_cos, noise)
@@ -68,7 +89,8 @@ def test_a_finding_from_runs_on_disk(tmp_path, tied_cos, noise, verdict):
         assert evaluate(BY_NAME["tying_anisotropy"], runs)[0] == REPRODUCED
     path = write_markdown(str(tmp_path), [(BY_NAME["tying_anisotropy"], root, runs)], ["synthetic"])
     text = open(path).read()
-    assert f"| 1 | [Tying makes the space anisotropic](#1-tying-anisotropy) | **{evaluate(BY_NAME['tying_anisotropy'], runs)[0]}** |" in text
+    verdict = evaluate(BY_NAME["tying_anisotropy"], runs)[0]
+    assert f"| 1 | [Tying makes the space anisotropic](#1-tying-anisotropy) | **{verdict}** |" in text
     assert os.path.exists(tmp_path / "tying_anisotropy.png")
 
 
@@ -77,8 +99,12 @@ def test_the_bottleneck_verdict_reads_the_logit_rank_from_the_summary(tmp_path):
     for d in (2, 4, 8, 16, 32, 64):
         for k in range(3):
             excess = 1.5 * max(0.0, 1 - d / 16) + 0.02 + 0.005 * k  # steep up to r = 16, flat past it
-            _run(os.path.join(root, f"d{d}-{k}"), {"seed": k, "model": {"embed_dim": d}, "steps": 10},
-                 {"eval/loss": 3.0 + excess, "data/entropy_rate": 3.0, "data/logit_rank": 16.0}, [{"step": 0}])
+            _run(
+                os.path.join(root, f"d{d}-{k}"),
+                {"seed": k, "model": {"embed_dim": d}, "steps": 10},
+                {"eval/loss": 3.0 + excess, "data/entropy_rate": 3.0, "data/logit_rank": 16.0},
+                [{"step": 0}],
+            )
     checks, (_, rows) = analyse_bottleneck(load(root))
     assert [c.verdict for c in checks] == [REPRODUCED, REPRODUCED]
     assert checks[0].values == pytest.approx([1.5 * 0.75] * 3)  # d = 4 (≤ r/4) against d = 16
@@ -148,9 +174,19 @@ def test_linear_cka_against_the_hsic_formula_and_its_invariances():
 
 @pytest.mark.slow
 def test_per_layer_gradient_norms_and_the_untied_output_table(tmp_path):
-    cfg = load_config(None, {"data.vocab_size": 64, "data.num_classes": 4, "data.seq_len": 8, "data.batch_size": 4,
-                             "model.embed_dim": 16, "model.num_layers": 2, "model.num_heads": 2,
-                             "model.tie_embeddings": False})
+    cfg = load_config(
+        None,
+        {
+            "data.vocab_size": 64,
+            "data.num_classes": 4,
+            "data.seq_len": 8,
+            "data.batch_size": 4,
+            "model.embed_dim": 16,
+            "model.num_layers": 2,
+            "model.num_heads": 2,
+            "model.tie_embeddings": False,
+        },
+    )
     P = Program(cfg, make_corpus(cfg))
     state = jax.jit(P.init)(0, hparams(cfg))
     batch = P.corpus.sample(P.corpus.tables, jax.random.key(3), 4)
@@ -159,8 +195,13 @@ def test_per_layer_gradient_norms_and_the_untied_output_table(tmp_path):
     norm = lambda t: math.sqrt(sum(float(np.sum(np.asarray(x, np.float64) ** 2)) for x in jax.tree.leaves(t)))
     assert float(m["train/grad_norm_embed"]) == pytest.approx(norm(grads["embed"]), rel=1e-4)
     assert float(m["train/grad_norm_block0"]) == pytest.approx(norm(grads["blocks"][0]), rel=1e-4)
-    args = [a for a in TINY if not a.startswith("--steps")] + ["--steps=5", f"--out_dir={tmp_path}", "--log.wandb=false",
-                                                               "--model.kind=linear", "--model.tie_embeddings=false"]
+    args = [a for a in TINY if not a.startswith("--steps")] + [
+        "--steps=5",
+        f"--out_dir={tmp_path}",
+        "--log.wandb=false",
+        "--model.kind=linear",
+        "--model.tie_embeddings=false",
+    ]
     assert train_main(args) == 0
     out, inp = np.load(tmp_path / "default" / "output_embeddings.npy"), np.load(tmp_path / "default" / "embeddings.npy")
     assert out.shape == inp.shape == (64, 16) and not np.allclose(out, inp)
@@ -170,8 +211,10 @@ def test_per_layer_gradient_norms_and_the_untied_output_table(tmp_path):
 
 def test_verdicts_and_plots_reach_an_offline_wandb_report_run(tmp_path):
     import glob
+
     from embjax.findings import log_to_wandb
     from embjax.sinks import read_wandb_records
+
     root = str(tmp_path / "tying")
     _tying_sweep(root, 0.6, 0.01)
     for cfg_path in glob.glob(f"{root}/*/config.yaml"):  # runs made with W&B on (offline), as by default
@@ -185,10 +228,19 @@ def test_verdicts_and_plots_reach_an_offline_wandb_report_run(tmp_path):
     records = list(read_wandb_records(files[0]))
     run = [r.run for r in records if r.WhichOneof("record_type") == "run"][0]
     assert run.run_group == "tying" and run.display_name == "tying-findings"
-    summary = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "summary"
-               for i in r.summary.update}
+    summary = {
+        i.key: json.loads(i.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "summary"
+        for i in r.summary.update
+    }
     assert summary["finding/tying_anisotropy"] == REPRODUCED
     assert summary["finding/tied_vs_untied"] == evaluate(BY_NAME["tied_vs_untied"], results[1][2])[0]
-    images = {i.nested_key[0]: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "history"
-              for i in r.history.item if list(i.nested_key[1:]) == ["_type"]}
+    images = {
+        i.nested_key[0]: json.loads(i.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+        for i in r.history.item
+        if list(i.nested_key[1:]) == ["_type"]
+    }
     assert images == {"findings/tying_anisotropy": "image-file"}  # the plot (tied vs untied has none)

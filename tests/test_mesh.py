@@ -1,4 +1,5 @@
 """A device mesh on 8 virtual CPU devices: data × model sharding, exact losses, sharded checkpoints."""
+
 import json
 import os
 import subprocess
@@ -20,8 +21,9 @@ def losses(path):
 @pytest.mark.slow
 def test_4x2_mesh_matches_single_device_and_resumes_on_another_shape(tmp_path):
     assert train_main(ARGS + [f"--out_dir={tmp_path}", "--name=one"]) == 0  # one device, this process
-    mesh = run_cli("experiments.train", *ARGS, f"--out_dir={tmp_path}", "--name=mesh", "--mesh.data=4",
-                   "--mesh.model=2", env=EIGHT)
+    mesh = run_cli(
+        "experiments.train", *ARGS, f"--out_dir={tmp_path}", "--name=mesh", "--mesh.data=4", "--mesh.model=2", env=EIGHT
+    )
     assert mesh.returncode == 0, mesh.stderr
     a, b = losses(tmp_path / "one" / "metrics.jsonl"), losses(tmp_path / "mesh" / "metrics.jsonl")
     assert sorted(a) == sorted(b) == [5, 10, 15, 20]
@@ -31,14 +33,25 @@ def test_4x2_mesh_matches_single_device_and_resumes_on_another_shape(tmp_path):
     assert s["mesh"] == {"data": 4, "model": 2} and len(s["devices"]) == 8
     # snapshots gathered from the table split over `model` are the one-device run's frames
     import numpy as np
+
     from embjax import snapshots
+
     fm, f1 = snapshots.read(str(tmp_path / "mesh")), snapshots.read(str(tmp_path / "one"))
     assert fm.steps.tolist() == f1.steps.tolist() == [0, 5, 10, 15, 20]
     assert np.allclose(fm.E.astype(np.float32), f1.E.astype(np.float32), rtol=1e-2, atol=1e-3)
     assert np.array_equal(fm.E[-1], np.load(tmp_path / "mesh" / "embeddings.npy").astype(np.float16))
     # the sharded checkpoint restores onto a 2 × 4 mesh and training goes on
-    r = run_cli("experiments.train", *ARGS[:-2], "--steps=30", "--log.wandb=false", f"--out_dir={tmp_path}",
-                "--name=mesh", "--mesh.data=2", "--mesh.model=4", env=EIGHT)
+    r = run_cli(
+        "experiments.train",
+        *ARGS[:-2],
+        "--steps=30",
+        "--log.wandb=false",
+        f"--out_dir={tmp_path}",
+        "--name=mesh",
+        "--mesh.data=2",
+        "--mesh.model=4",
+        env=EIGHT,
+    )
     assert r.returncode == 0, r.stderr
     assert "from step 20" in r.stderr
     assert sorted(losses(tmp_path / "mesh" / "metrics.jsonl")) == [5, 10, 15, 20, 25, 30]
@@ -79,8 +92,14 @@ print(json.dumps({"spec": str(E.sharding.spec), "head_spec": str(H.sharding.spec
 
 @pytest.mark.slow
 def test_table_is_split_over_model_axis_and_never_gathered():
-    p = subprocess.run([sys.executable, "-c", SHARDING_PROBE], cwd=ROOT, capture_output=True, text=True,
-                       env=dict(os.environ, **EIGHT), timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", SHARDING_PROBE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **EIGHT),
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["spec"] == out["head_spec"] == "P('model', None)"
@@ -104,21 +123,36 @@ def test_mesh_that_does_not_fit_the_devices_is_refused(tmp_path):
 @pytest.mark.slow
 def test_sweep_group_on_a_mesh_runs_every_member(tmp_path):
     import yaml
-    base = {"steps": 10, "data": {"vocab_size": 64, "num_classes": 4, "seq_len": 16, "batch_size": 8,
-                                  "eval_batches": 2},
-            "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2, "parametrization": "mup", "base_width": 8},
-            "mesh": {"data": 4, "model": 2},
-            "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False, "wandb": False}}
+
+    base = {
+        "steps": 10,
+        "data": {"vocab_size": 64, "num_classes": 4, "seq_len": 16, "batch_size": 8, "eval_batches": 2},
+        "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2, "parametrization": "mup", "base_width": 8},
+        "mesh": {"data": 4, "model": 2},
+        "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False, "wandb": False},
+    }
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    sweep = {"name": "ms", "program": "experiments/train.py", "method": "grid",
-             "parameters": {"config": {"value": str(tmp_path / "base.yaml")},
-                            "embedding.init_std": {"values": [0.02, 0.5]}}}
+    sweep = {
+        "name": "ms",
+        "program": "experiments/train.py",
+        "method": "grid",
+        "parameters": {"config": {"value": str(tmp_path / "base.yaml")}, "embedding.init_std": {"values": [0.02, 0.5]}},
+    }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
-    r = run_cli("experiments.sweep", str(tmp_path / "s.yaml"), f"--out_dir={tmp_path}", "--vectorize=on",
-                "--progress=false", env=EIGHT)
+    r = run_cli(
+        "experiments.sweep",
+        str(tmp_path / "s.yaml"),
+        f"--out_dir={tmp_path}",
+        "--vectorize=on",
+        "--progress=false",
+        env=EIGHT,
+    )
     assert r.returncode == 0, r.stderr
-    summaries = [json.load(open(tmp_path / "ms" / d / "summary.json"))
-                 for d in sorted(os.listdir(tmp_path / "ms")) if d.startswith("m")]
+    summaries = [
+        json.load(open(tmp_path / "ms" / d / "summary.json"))
+        for d in sorted(os.listdir(tmp_path / "ms"))
+        if d.startswith("m")
+    ]
     assert [s["status"] for s in summaries] == ["finished", "finished"]
     assert all(s["mesh"] == {"data": 4, "model": 2} for s in summaries)
     assert summaries[0]["emb/norm_mean"] < summaries[1]["emb/norm_mean"]  # σ = 0.02 vs 0.5 really trained

@@ -1,8 +1,10 @@
 """embedding_report against a plain NumPy float64 reference (which may form V×V: the matrices are small)."""
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
-from scipy.stats import rankdata as sp_rankdata, spearmanr
+from scipy.stats import rankdata as sp_rankdata
+from scipy.stats import spearmanr
 
 from embjax.metrics import default_probes, embedding_report, nearest_neighbors, rankdata, spearman
 
@@ -26,9 +28,13 @@ def reference(E, counts=None, labels=None, probe_ids=None):
     _, vecs = np.linalg.eigh(E.T @ E)
     logZ = [logsumexp(E @ (sgn * vecs[:, k])) for k in range(E.shape[1]) for sgn in (1, -1)]
     out = {
-        "emb/norm_mean": norms.mean(), "emb/norm_std": norms.std(), "emb/norm_max": norms.max(),
-        "emb/norm_p50": np.median(norms), "emb/zero_rows": V - n,
-        "emb/cos_mean": off.mean(), "emb/cos_std": off.std(),
+        "emb/norm_mean": norms.mean(),
+        "emb/norm_std": norms.std(),
+        "emb/norm_max": norms.max(),
+        "emb/norm_p50": np.median(norms),
+        "emb/zero_rows": V - n,
+        "emb/cos_mean": off.mean(),
+        "emb/cos_std": off.std(),
         "emb/eff_rank": np.exp(-(p * np.log(p)).sum()),
         "emb/pc1_var_share": ev[-1] / ev.sum(),
         "emb/isotropy": np.exp(min(logZ) - max(logZ)),
@@ -132,6 +138,7 @@ def test_explicit_probes_and_centered_view():
 
 def test_chunking_does_not_change_results(monkeypatch):
     import embjax.metrics as M
+
     E = rng(8).standard_normal((1000, 8)).astype(np.float32)
     labels = np.arange(1000) % 5
     whole = embedding_report(E, labels=labels, counts=np.arange(1000))
@@ -152,6 +159,19 @@ def test_spearman_and_ranks_match_scipy_with_ties():
 def test_report_keys_are_the_contract():
     E = rng(9).standard_normal((50, 4)).astype(np.float32)
     keys = set(embedding_report(E, counts=np.arange(50), labels=np.arange(50) % 2))
-    for k in ("norm_mean", "norm_std", "norm_max", "norm_p50", "cos_mean", "cos_std", "eff_rank", "pc1_var_share",
-              "isotropy", "norm_logfreq_spearman", "class_cos_gap", "knn_class_purity", "zero_rows"):
+    for k in (
+        "norm_mean",
+        "norm_std",
+        "norm_max",
+        "norm_p50",
+        "cos_mean",
+        "cos_std",
+        "eff_rank",
+        "pc1_var_share",
+        "isotropy",
+        "norm_logfreq_spearman",
+        "class_cos_gap",
+        "knn_class_purity",
+        "zero_rows",
+    ):
         assert "emb/" + k in keys

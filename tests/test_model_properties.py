@@ -1,4 +1,5 @@
 """Model and optimizer properties on tiny sizes: causality, padding, positions, schedules, optimizers, text data."""
+
 import math
 
 import jax
@@ -14,8 +15,15 @@ from embjax.step import Program, hparams, schedule_factor
 
 
 def cfg_of(**kw):
-    base = {"data.vocab_size": 50, "data.num_classes": 5, "data.seq_len": 12, "data.batch_size": 4,
-            "model.embed_dim": 16, "model.num_layers": 2, "model.num_heads": 2}
+    base = {
+        "data.vocab_size": 50,
+        "data.num_classes": 5,
+        "data.seq_len": 12,
+        "data.batch_size": 4,
+        "model.embed_dim": 16,
+        "model.num_layers": 2,
+        "model.num_heads": 2,
+    }
     base.update(kw)
     return load_config(None, base)
 
@@ -71,8 +79,16 @@ def test_schedules_by_hand():
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "adafactor"])
 def test_every_optimizer_lowers_the_loss(name):
     lr = {"sgd": 0.5, "adafactor": 0.05}.get(name, 0.01)
-    c = cfg_of(**{"model.kind": "linear", "optim.name": name, "optim.lr": lr, "optim.warmup_steps": 0,
-                  "optim.weight_decay": 0.01, "steps": 40})
+    c = cfg_of(
+        **{
+            "model.kind": "linear",
+            "optim.name": name,
+            "optim.lr": lr,
+            "optim.warmup_steps": 0,
+            "optim.weight_decay": 0.01,
+            "steps": 40,
+        }
+    )
     program = Program(c, make_corpus(c))
     state = program.init(0, hparams(c))
     run = jax.jit(program.train_steps, static_argnums=2)
@@ -91,4 +107,3 @@ def test_jit_and_no_jit_agree():
     assert float(la) == pytest.approx(float(lb), rel=1e-5)
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
-

@@ -1,4 +1,5 @@
 """Two real processes on localhost (JAX's CPU collectives, 2 virtual devices each) against one process with 4."""
+
 import json
 import os
 import shutil
@@ -14,7 +15,12 @@ import pytest
 from tests.conftest import ROOT, TINY, run_cli, wait_for_row
 
 ARGS = [a for a in TINY if not a.startswith("--steps")] + [
-    "--steps=20", "--log.wandb=false", "--mesh.data=2", "--mesh.model=2", "--model.tie_embeddings=false"]
+    "--steps=20",
+    "--log.wandb=false",
+    "--mesh.data=2",
+    "--mesh.model=2",
+    "--model.tie_embeddings=false",
+]
 FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
 
@@ -29,12 +35,21 @@ def start_pair(*args):
     0644 (umask 022), so every file says which process wrote it."""
     port, procs = free_port(), []
     for pid, mask in ((0, 0o022), (1, 0o077)):
-        env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid),
-                   EMBJAX_DISTRIBUTED_TIMEOUT="60")
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(pid),
+            EMBJAX_DISTRIBUTED_TIMEOUT="60",
+        )
         cmd = ["/bin/sh", "-c", f'umask {mask:03o} && exec "$0" "$@"', sys.executable, "-m", "experiments.train"]
-        procs.append(subprocess.Popen([*cmd, *ARGS, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [*cmd, *ARGS, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
     return procs
 
 
@@ -81,11 +96,21 @@ def test_two_processes_equal_one_and_checkpoints_cross_over(tmp_path):
     assert_same_losses(ref, two, [0, 5, 10, 15, 20])
     who = writers(tmp_path / "two")
     assert {f for f, w in who.items() if w == "p1" and not f.startswith("checkpoints")} == set(), who
-    for f in ("config.yaml", "metrics.jsonl", "summary.json", "embeddings.npy", "tokens.tsv", "snapshots/rows.npy",
-              "snapshots/000000020.npz", "embedding_space.html"):
+    for f in (
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "embeddings.npy",
+        "tokens.tsv",
+        "snapshots/rows.npy",
+        "snapshots/000000020.npz",
+        "embedding_space.html",
+    ):
         assert who[f] == "p0", f
     import numpy as np
+
     from embjax import snapshots
+
     f2, f1 = snapshots.read(str(tmp_path / "two")), snapshots.read(str(tmp_path / "copy" / "ref"))  # ref at step 20
     assert f2.steps.tolist() == f1.steps.tolist() == [0, 5, 10, 15, 20]
     assert np.allclose(f2.E.astype(np.float32), f1.E.astype(np.float32), rtol=1e-2, atol=1e-3)
@@ -116,8 +141,7 @@ def test_sigterm_to_the_processes_interrupts_both_at_one_step_with_a_resumable_c
     assert s["status"] == "interrupted" and 15 <= s["step"] < 400
     ckpts = sorted(int(d) for d in os.listdir(tmp_path / "default" / "checkpoints") if d.isdigit())
     assert ckpts[-1] == s["step"]  # both processes saved where they stopped, together
-    r = run_cli("experiments.train", *ARGS, *out[:1], "--steps=400", "--checkpoint.every=1000", env=FOUR,
-                timeout=300)
+    r = run_cli("experiments.train", *ARGS, *out[:1], "--steps=400", "--checkpoint.every=1000", env=FOUR, timeout=300)
     assert r.returncode == 0 and f"from step {s['step']}" in r.stderr, r.stderr
     steps = [json.loads(line)["step"] for line in open(tmp_path / "default" / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 400

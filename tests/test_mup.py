@@ -1,5 +1,6 @@
 """μP beside SP: equal at the base width, per-parameter rules by hand, the coordinate check's direction,
 and divergence on a finite blow-up."""
+
 import json
 import math
 
@@ -14,9 +15,18 @@ from embjax.data import make_corpus
 from embjax.runner import load_inputs
 from embjax.step import Program, hparams
 
-BASE = {"data.vocab_size": 64, "data.num_classes": 4, "data.seq_len": 16, "data.batch_size": 8,
-        "model.num_layers": 1, "model.num_heads": 2, "model.base_width": 8, "optim.warmup_steps": 0,
-        "optim.schedule": "constant", "steps": 100}
+BASE = {
+    "data.vocab_size": 64,
+    "data.num_classes": 4,
+    "data.seq_len": 16,
+    "data.batch_size": 8,
+    "model.num_layers": 1,
+    "model.num_heads": 2,
+    "model.base_width": 8,
+    "optim.warmup_steps": 0,
+    "optim.schedule": "constant",
+    "steps": 100,
+}
 
 
 def program(**kw):
@@ -37,8 +47,13 @@ def run(cfg, P, n):
 @pytest.mark.slow
 @pytest.mark.parametrize("tie,kind", [(True, "transformer"), (False, "transformer"), (False, "linear")])
 def test_mup_at_the_base_width_is_sp_step_for_step(tie, kind):
-    kw = {"model.embed_dim": 8, "model.tie_embeddings": tie, "optim.weight_decay": 0.1, "optim.lr": 0.01,
-          "model.kind": kind}
+    kw = {
+        "model.embed_dim": 8,
+        "model.tie_embeddings": tie,
+        "optim.weight_decay": 0.1,
+        "optim.lr": 0.01,
+        "model.kind": kind,
+    }
     (cs, ps), (cm, pm) = program(**kw), program(**kw, **{"model.parametrization": "mup"})
     (ss, ls), (sm, lm) = run(cs, ps, 6), run(cm, pm, 6)
     assert ls == lm
@@ -51,15 +66,21 @@ def test_per_parameter_learning_rates_and_multipliers_by_hand():
     """One Adam step from fresh moments moves each weight by lr·g/(|g| + ε) ≈ lr·sign(g): so the largest
     move of a parameter is its learning rate. At d₀ = 8 and d = 32 (m = 4), with embed_lr_scale = 0.5."""
     lr, m = 0.01, 4.0
-    kw = {"model.embed_dim": 32, "model.tie_embeddings": False, "optim.lr": lr, "optim.grad_clip": 0.0,
-          "optim.embed_lr_scale": 0.5}
+    kw = {
+        "model.embed_dim": 32,
+        "model.tie_embeddings": False,
+        "optim.lr": lr,
+        "optim.grad_clip": 0.0,
+        "optim.embed_lr_scale": 0.5,
+    }
     moves = {}
     for par in ("sp", "mup"):
         cfg, P = program(**kw, **{"model.parametrization": par})
         s0 = P.init(0, hparams(cfg))
         s1, _ = jax.jit(P.train_steps, static_argnums=2)(s0, P.corpus.tables, 1)
-        moves[par] = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(b) - np.asarray(a)))),
-                                  s0["params"], s1["params"])
+        moves[par] = jax.tree.map(
+            lambda a, b: float(np.max(np.abs(np.asarray(b) - np.asarray(a)))), s0["params"], s1["params"]
+        )
     blk = moves["mup"]["blocks"][0]
     for name in ("qkv", "proj", "fc", "out"):  # hidden matrices: Adam lr η/m under μP, η under SP
         assert blk[name]["kernel"] == pytest.approx(lr / m, rel=1e-3), name
@@ -78,8 +99,9 @@ def test_per_parameter_learning_rates_and_multipliers_by_hand():
         state = P.init(0, hparams(cfg))
         _, sizes[par] = P.loss_and_sizes(state["params"], P.batch(P.corpus.tables, state))
         heads[par] = np.asarray(P.model(state["params"]).logits(h))
-    assert float(sizes["mup"]["coord/attn_logits0"]) == pytest.approx(float(sizes["sp"]["coord/attn_logits0"]) / 2,
-                                                                     rel=1e-5)
+    assert float(sizes["mup"]["coord/attn_logits0"]) == pytest.approx(
+        float(sizes["sp"]["coord/attn_logits0"]) / 2, rel=1e-5
+    )
     np.testing.assert_allclose(heads["mup"], heads["sp"] / m, rtol=1e-6)
 
 
@@ -89,9 +111,17 @@ def test_weight_decay_per_step_is_lr_times_decay_at_every_width():
     μP's hidden matrices get lr/m and λ·m, so lr·λ (the per-step decay) is the same at every width."""
     lr, wd = 0.01, 0.1
     from embjax.step import make_optimizer
+
     for d in (8, 32):
-        cfg, P = program(**{"model.embed_dim": d, "model.parametrization": "mup", "optim.lr": lr,
-                            "optim.weight_decay": wd, "optim.embed_weight_decay": 0.0})
+        cfg, P = program(
+            **{
+                "model.embed_dim": d,
+                "model.parametrization": "mup",
+                "optim.lr": lr,
+                "optim.weight_decay": wd,
+                "optim.embed_weight_decay": 0.0,
+            }
+        )
         params = P.init(0, hparams(cfg))["params"]
         hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams(cfg).items()}
         tx = make_optimizer(P.cfg, hp, P.rules)
@@ -109,8 +139,15 @@ def test_coordinate_check_tells_sp_from_mup():
     for par in ("sp", "mup"):
         sizes = []
         for d in (32, 128):
-            cfg, P = program(**{"model.embed_dim": d, "model.parametrization": par, "optim.lr": 0.01,
-                                "model.base_width": 32, "optim.grad_clip": 0.0})
+            cfg, P = program(
+                **{
+                    "model.embed_dim": d,
+                    "model.parametrization": par,
+                    "optim.lr": 0.01,
+                    "model.base_width": 32,
+                    "optim.grad_clip": 0.0,
+                }
+            )
             state = P.init(0, hparams(cfg))
             step = jax.jit(P.train_steps, static_argnums=2)
             for _ in range(4):
@@ -142,8 +179,16 @@ def test_pretrained_tables_train_in_sp_and_mup(tmp_path):
     E = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32) * 0.1
     np.save(tmp_path / "e.npy", E)
     for par in ("sp", "mup"):
-        cfg = load_config(None, {**BASE, "model.embed_dim": 32, "model.parametrization": par,
-                                 "embedding.init": "pretrained", "embedding.pretrained_path": str(tmp_path / "e.npy")})
+        cfg = load_config(
+            None,
+            {
+                **BASE,
+                "model.embed_dim": 32,
+                "model.parametrization": par,
+                "embedding.init": "pretrained",
+                "embedding.pretrained_path": str(tmp_path / "e.npy"),
+            },
+        )
         corpus, pretrained = load_inputs(cfg)
         P = Program(cfg, corpus, pretrained)
         state, losses = run(cfg, P, 3)
@@ -151,13 +196,16 @@ def test_pretrained_tables_train_in_sp_and_mup(tmp_path):
         np.testing.assert_array_equal(np.asarray(P.init(0, hparams(cfg))["params"]["embed"]["embedding"]), E)
 
 
-@pytest.mark.parametrize("kw,needle", [
-    ({"embedding.scale": "sqrt_d"}, "width-dependent multiplier"),
-    ({"model.logit_scale": "inv_sqrt_d"}, "width-dependent multiplier"),
-    ({"model.kind": "mlp"}, "model.kind='mlp'"),
-    ({"optim.name": "sgd"}, "optim.name='sgd'"),
-    ({"model.base_width": 9}, "model.base_width: got 9"),
-])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        ({"embedding.scale": "sqrt_d"}, "width-dependent multiplier"),
+        ({"model.logit_scale": "inv_sqrt_d"}, "width-dependent multiplier"),
+        ({"model.kind": "mlp"}, "model.kind='mlp'"),
+        ({"optim.name": "sgd"}, "optim.name='sgd'"),
+        ({"model.base_width": 9}, "model.base_width: got 9"),
+    ],
+)
 def test_mup_refuses_what_it_does_not_define(kw, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(None, {**BASE, "model.parametrization": "mup", **kw})

@@ -1,13 +1,14 @@
 """The package: pyproject.toml declares exactly what requirements.txt pins, and the `embjax` console script."""
+
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from importlib import metadata
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -48,6 +49,7 @@ def test_pyproject_declares_exactly_what_requirements_pins():
 
 def test_the_embjax_command_is_installed_and_dispatches():
     from embjax import commands
+
     scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts") if e.name == "embjax"}
     assert scripts == {"embjax": "embjax.commands:main"} == {"embjax": _project()["scripts"]["embjax"]}
     # every command is the function its experiments module runs
@@ -60,6 +62,7 @@ def test_the_embjax_command_is_installed_and_dispatches():
 
 def test_the_embjax_command_bad_input_is_one_line_exit_2(tmp_path, capsys):
     from embjax.commands import main
+
     assert main(["nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: command: got 'nope'; allowed: train | sweep | prepare | findings | report | view | bench"
@@ -72,8 +75,20 @@ def test_the_embjax_command_bad_input_is_one_line_exit_2(tmp_path, capsys):
 def test_the_console_script_runs_as_a_process(tmp_path):
     exe = shutil.which("embjax") or os.path.join(os.path.dirname(sys.executable), "embjax")
     assert os.path.exists(exe), "the embjax console script is not installed (pip install -e . / .[all])"
-    r = subprocess.run([exe, "train", *TINY, f"--out_dir={tmp_path}", "--log.wandb=false", "--steps=5",
-                        "--checkpoint.every=0", "--log.snapshot_every=0"], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [
+            exe,
+            "train",
+            *TINY,
+            f"--out_dir={tmp_path}",
+            "--log.wandb=false",
+            "--steps=5",
+            "--checkpoint.every=0",
+            "--log.snapshot_every=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "default" / "summary.json").exists()

@@ -1,4 +1,5 @@
 """Rare tokens: eval loss and accuracy per frequency bucket, and the token counts they rest on."""
+
 import os
 
 import jax
@@ -187,9 +188,15 @@ def test_hashing_is_identical_across_processes_and_matches_its_definition():
     import json
     import subprocess
     import sys
+
     here = np.asarray(hash_buckets(jnp.arange(5000), 3, 977, seed=11))
-    there = np.array(json.loads(subprocess.run([sys.executable, "-c", _HASH_IN_ANOTHER_PROCESS], capture_output=True,
-                                               text=True, check=True).stdout))
+    there = np.array(
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", _HASH_IN_ANOTHER_PROCESS], capture_output=True, text=True, check=True
+            ).stdout
+        )
+    )
     np.testing.assert_array_equal(here, there)
     np.testing.assert_array_equal(np.asarray(hash_buckets(np.arange(5000), 3, 977, seed=11, xp=np)), here)
     ref = np.array([[_fmix_reference(i, j, 3, 977, 11) for j in range(3)] for i in range(0, 5000, 37)])
@@ -199,9 +206,11 @@ def test_hashing_is_identical_across_processes_and_matches_its_definition():
     assert load.max() < 3 * here.size / 977 and load.min() > 0
 
 
-KIND_ARGS = {"factorized": ["--embedding.kind=factorized", "--embedding.rank=4"],
-             "hashed": ["--embedding.kind=hashed", "--embedding.buckets=24", "--embedding.num_hashes=2"],
-             "adaptive": ["--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]"]}
+KIND_ARGS = {
+    "factorized": ["--embedding.kind=factorized", "--embedding.rank=4"],
+    "hashed": ["--embedding.kind=hashed", "--embedding.buckets=24", "--embedding.num_hashes=2"],
+    "adaptive": ["--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]"],
+}
 
 
 @pytest.mark.slow
@@ -212,9 +221,20 @@ def test_kind_trains_vmapped_checkpoints_and_resumes_exactly(kind, tmp_path):
     from embjax.config import replace
     from embjax.runner import train, train_group
     from embjax.sinks import read_jsonl
-    base = load_config(None, [*TINY, f"--out_dir={tmp_path}", "--log.wandb=false", "--steps=20",
-                              "--log.metrics_every=10", "--optim.schedule=constant", "--model.kind=linear",
-                              *KIND_ARGS[kind]])  # resumable at 10; the layer, not the body, is under test
+
+    base = load_config(
+        None,
+        [
+            *TINY,
+            f"--out_dir={tmp_path}",
+            "--log.wandb=false",
+            "--steps=20",
+            "--log.metrics_every=10",
+            "--optim.schedule=constant",
+            "--model.kind=linear",
+            *KIND_ARGS[kind],
+        ],
+    )  # resumable at 10; the layer, not the body, is under test
     group = train_group([replace(base, name=f"m{s}", seed=s) for s in (0, 1)], vectorize=True, progress=False)
     assert [s["status"] for s in group] == ["finished", "finished"] and group[0]["vectorized_members"] == 2
     assert group[0]["eval/loss"] != group[1]["eval/loss"]
@@ -226,8 +246,11 @@ def test_kind_trains_vmapped_checkpoints_and_resumes_exactly(kind, tmp_path):
     a, b = (read_jsonl(tmp_path / n / "metrics.jsonl") for n in ("straight", "resumed"))
     assert a == b
     V, D = 64, 16
-    expect = {"factorized": V * 4 + 4 * D, "hashed": 24 * D + V * 2,
-              "adaptive": 4 * D + D * D + 12 * 4 + 4 * D + 48 * 1 + 1 * D}[kind]
+    expect = {
+        "factorized": V * 4 + 4 * D,
+        "hashed": 24 * D + V * 2,
+        "adaptive": 4 * D + D * D + 12 * 4 + 4 * D + 48 * 1 + 1 * D,
+    }[kind]
     assert straight["embedding/params"] == expect and straight["embedding/bytes"] == 4 * expect
     E = np.load(tmp_path / "straight" / "embeddings.npy")  # exports and geometry read the effective table
     assert E.shape == (V, D) and straight["emb/norm_mean"] == pytest.approx(np.linalg.norm(E, axis=1).mean(), rel=1e-4)
@@ -235,6 +258,7 @@ def test_kind_trains_vmapped_checkpoints_and_resumes_exactly(kind, tmp_path):
 
 def test_bad_cutoffs_are_one_line_exit_2(tmp_path, capsys):
     from embjax.cli import train_main
+
     assert train_main([*TINY, f"--out_dir={tmp_path}", "--embedding.kind=adaptive", "--embedding.cutoffs=[16, 4]"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "embedding.cutoffs: got [16, 4] with embedding.kind='adaptive'" in err
@@ -246,9 +270,17 @@ def test_bad_cutoffs_are_one_line_exit_2(tmp_path, capsys):
 def test_frequency_scaled_decay_of_rare_rows(power):
     """One SGD step: each row of E moves by -lr·(g + wdᵢ·e) with wdᵢ = embed_weight_decay · (V·fᵢ)^(-power),
     fᵢ the corpus frequency (NumPy float64 reference); other matrices keep the plain weight decay."""
-    cfg, P = _program("--optim.name=sgd", "--optim.momentum=0", "--optim.lr=0.1", "--optim.grad_clip=0",
-                      "--optim.warmup_steps=0", "--optim.schedule=constant", "--optim.weight_decay=0.3",
-                      f"--optim.embed_decay_freq_power={power}", "--model.tie_embeddings=false")
+    cfg, P = _program(
+        "--optim.name=sgd",
+        "--optim.momentum=0",
+        "--optim.lr=0.1",
+        "--optim.grad_clip=0",
+        "--optim.warmup_steps=0",
+        "--optim.schedule=constant",
+        "--optim.weight_decay=0.3",
+        f"--optim.embed_decay_freq_power={power}",
+        "--model.tie_embeddings=false",
+    )
     state = jax.jit(P.init)(0, hparams(cfg))
     batch = P.batch(P.corpus.tables, state)
     g = jax.jit(jax.grad(P.loss))(state["params"], batch)
@@ -268,13 +300,16 @@ def test_frequency_scaled_decay_of_rare_rows(power):
 def test_frequency_scaled_decay_is_capped_and_checked():
     from embjax.config import ConfigError
     from embjax.step import token_decay_scale
+
     hp = {"embed_decay_freq_power": jnp.float32(2.0), "lr": jnp.float32(0.01), "embed_weight_decay": jnp.float32(1.0)}
     scale = np.asarray(token_decay_scale(hp, np.log(np.array([1e-3, 0.5, 1.0, 4.0]))))
     np.testing.assert_allclose(scale, [50.0, 4.0, 1.0, 1 / 16], rtol=1e-5)  # 1e6 capped at 0.5 / (lr · wd)
     big = {"embed_decay_freq_power": jnp.float32(0.0), "lr": jnp.float32(10.0), "embed_weight_decay": jnp.float32(1.0)}
     np.testing.assert_array_equal(np.asarray(token_decay_scale(big, np.log(np.array([1e-3, 4.0])))), [1.0, 1.0])
-    for extra in (["--optim.weight_decay=0"], ["--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]",
-                                               "--optim.weight_decay=0.1"]):
+    for extra in (
+        ["--optim.weight_decay=0"],
+        ["--embedding.kind=adaptive", "--embedding.cutoffs=[4, 16]", "--optim.weight_decay=0.1"],
+    ):
         with pytest.raises(ConfigError, match="optim.embed_decay_freq_power: got 0.5"):
             load_config(None, [*TINY, "--optim.embed_decay_freq_power=0.5", *extra])
 
@@ -293,7 +328,8 @@ for kind, extra in (("factorized", ["--embedding.rank=4"]), ("hashed", ["--embed
     for mesh in ((1, 1), (4, 2)):
         cfg = load_config(None, ["--data.vocab_size=96", "--model.embed_dim=16", "--model.kind=linear",
                                  "--data.seq_len=16", "--data.batch_size=8",
-                                 f"--mesh.data={mesh[0]}", f"--mesh.model={mesh[1]}", f"--embedding.kind={kind}", *extra])
+                                 f"--mesh.data={mesh[0]}", f"--mesh.model={mesh[1]}", f"--embedding.kind={kind}",
+                                 *extra])
         m = make_mesh(cfg) if mesh != (1, 1) else None
         P = Program(cfg, make_corpus(cfg), mesh=m)
         state = jax.jit(P.init, out_shardings=P.state_shardings)(0, hparams(cfg))
@@ -313,9 +349,17 @@ def test_kinds_on_a_mesh_split_their_per_token_arrays_and_match_one_device():
     import json
     import subprocess
     import sys
+
     from tests.conftest import ROOT
-    p = subprocess.run([sys.executable, "-c", KINDS_ON_A_MESH], cwd=ROOT, capture_output=True, text=True,
-                       env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"), timeout=300)
+
+    p = subprocess.run(
+        [sys.executable, "-c", KINDS_ON_A_MESH],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"),
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
     # V-leading arrays (factorized A: V×k, hashed importance: V×h) split over `model`; shared ones replicated
@@ -347,24 +391,47 @@ def test_kinds_work_inside_linen():
 @pytest.mark.slow
 def test_rare_token_sweep_report_shows_loss_by_bucket(tmp_path):
     import yaml
+
     from embjax.cli import sweep_main
+
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({"steps": 10, "data": {"vocab_size": 200, "num_classes": 4, "zipf_exponent": 1.5,
-                                                          "seq_len": 16, "batch_size": 8, "eval_batches": 2},
-                                    "model": {"kind": "linear", "embed_dim": 16},
-                                    "embedding": {"buckets": 20, "rank": 4},
-                                    "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False}}))
-    sweep = {"name": "rt", "program": "experiments/train.py", "method": "grid",
-             "parameters": {"config": {"value": str(base)}, "embedding.kind": {"values": ["table", "hashed"]},
-                            "seed": {"values": [0, 1]}}}
+    base.write_text(
+        yaml.safe_dump(
+            {
+                "steps": 10,
+                "data": {
+                    "vocab_size": 200,
+                    "num_classes": 4,
+                    "zipf_exponent": 1.5,
+                    "seq_len": 16,
+                    "batch_size": 8,
+                    "eval_batches": 2,
+                },
+                "model": {"kind": "linear", "embed_dim": 16},
+                "embedding": {"buckets": 20, "rank": 4},
+                "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False},
+            }
+        )
+    )
+    sweep = {
+        "name": "rt",
+        "program": "experiments/train.py",
+        "method": "grid",
+        "parameters": {
+            "config": {"value": str(base)},
+            "embedding.kind": {"values": ["table", "hashed"]},
+            "seed": {"values": [0, 1]},
+        },
+    }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
     assert sweep_main([str(tmp_path / "s.yaml"), f"--out_dir={tmp_path}", "--log.wandb=false"]) == 0
     report = (tmp_path / "rt" / "report.md").read_text()
     assert (tmp_path / "rt" / "loss_by_bucket.png").exists()
     assert "## Eval loss by frequency bucket" in report
-    rows = [l for l in report.splitlines() if l.startswith("| hashed tied") or l.startswith("| table tied")]
+    rows = [line for line in report.splitlines() if line.startswith(("| hashed tied", "| table tied"))]
     assert len(rows) == 2 and rows[0].split("|")[2].strip() == f"{20 * 16 + 200 * 2:,}"  # hashed: B·d + V·h
     import json
+
     s = [json.load(open(p)) for p in sorted((tmp_path / "rt").glob("*/summary.json"))]
     hashed = [x for x in s if x["embedding/params"] == 20 * 16 + 200 * 2]
     mean_top1 = np.mean([x["eval/loss_bucket_top1"] for x in hashed])

@@ -1,4 +1,5 @@
 """Width-scaling analysis against hand computations."""
+
 import math
 
 import numpy as np
@@ -20,7 +21,12 @@ def test_coord_slopes_average_seeds_first():
     pts = []
     for w in (32, 128):
         mean = math.sqrt(w)
-        pts += [(w, 3, "logits", mean * 0.5), (w, 3, "logits", mean * 1.5), (w, 3, "hidden", 1.0), (w, 3, "hidden", 1.0)]
+        pts += [
+            (w, 3, "logits", mean * 0.5),
+            (w, 3, "logits", mean * 1.5),
+            (w, 3, "hidden", 1.0),
+            (w, 3, "hidden", 1.0),
+        ]
     s = coord_slopes(pts)
     assert s[3]["logits"] == pytest.approx(0.5) and s[3]["hidden"] == pytest.approx(0.0)
 
@@ -53,9 +59,17 @@ def test_report_lr_panels_each_clip_at_their_own_initial_loss():
         model = {"embed_dim": width, "kind": "transformer", "tie_embeddings": True}
         if par is not None:
             model["parametrization"] = par
-        return {"cfg": {"model": model, "embedding": {"init": "normal", "init_std": sigma}, "optim": {"lr": lr},
-                        "seed": 0, "data": {"vocab_size": 512}},
-                "summary": {"status": status, "eval/loss": loss}, "rows": [{"step": 0, "eval/loss": first}]}
+        return {
+            "cfg": {
+                "model": model,
+                "embedding": {"init": "normal", "init_std": sigma},
+                "optim": {"lr": lr},
+                "seed": 0,
+                "data": {"vocab_size": 512},
+            },
+            "summary": {"status": status, "eval/loss": loss},
+            "rows": [{"step": 0, "eval/loss": first}],
+        }
 
     runs = []
     for w in (32, 64):

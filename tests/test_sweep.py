@@ -1,4 +1,5 @@
 """Sweep files, expansion as W&B's engine does it, vectorised groups, resume, divergence, report."""
+
 import csv
 import glob
 import json
@@ -13,17 +14,26 @@ from embjax.cli import sweep_main
 from embjax.sinks import read_jsonl, read_wandb_records
 from embjax.sweep import expand, group_by_shape, load_sweep, member_configs
 
-BASE = {"steps": 20, "data": {"vocab_size": 64, "num_classes": 4, "seq_len": 16, "batch_size": 8, "eval_batches": 2},
-        "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2},
-        "optim": {"warmup_steps": 5}, "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False},
-        "checkpoint": {"every": 10}}
+BASE = {
+    "steps": 20,
+    "data": {"vocab_size": 64, "num_classes": 4, "seq_len": 16, "batch_size": 8, "eval_batches": 2},
+    "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2},
+    "optim": {"warmup_steps": 5},
+    "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False},
+    "checkpoint": {"every": 10},
+}
 
 
 def write(tmp_path, params, method="grid", base=None, **extra):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base or BASE))
-    sweep = {"name": "t", "program": "experiments/train.py", "method": method,
-             "metric": {"name": "eval/loss", "goal": "minimize"},
-             "parameters": {"config": {"value": str(tmp_path / "base.yaml")}, **params}, **extra}
+    sweep = {
+        "name": "t",
+        "program": "experiments/train.py",
+        "method": method,
+        "metric": {"name": "eval/loss", "goal": "minimize"},
+        "parameters": {"config": {"value": str(tmp_path / "base.yaml")}, **params},
+        **extra,
+    }
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(sweep))
     return str(path)
@@ -32,6 +42,7 @@ def write(tmp_path, params, method="grid", base=None, **extra):
 @pytest.mark.slow
 def test_shipped_sweeps_are_valid_w_and_b_sweeps():
     from sweeps.config import SweepConfig
+
     for path in glob.glob("sweeps/*.yaml"):
         raw = yaml.safe_load(open(path))
         with warnings.catch_warnings():
@@ -48,8 +59,13 @@ def test_shipped_sweeps_are_valid_w_and_b_sweeps():
 
 def test_grid_is_exactly_w_and_bs_grid(tmp_path):
     from sweeps import RunState, next_run
-    params = {"model.embed_dim": {"values": [8, 16]}, "embedding.init_std": {"values": [0.02, 0.2, 1.0]},
-              "model.tie_embeddings": {"values": [True, False]}, "seed": {"value": 3}}
+
+    params = {
+        "model.embed_dim": {"values": [8, 16]},
+        "embedding.init_std": {"values": [0.02, 0.2, 1.0]},
+        "model.tie_embeddings": {"values": [True, False]},
+        "seed": {"value": 3},
+    }
     sweep = load_sweep(write(tmp_path, params))
     ours = expand(sweep)
     theirs, runs = [], []
@@ -65,10 +81,12 @@ def test_grid_is_exactly_w_and_bs_grid(tmp_path):
 
 
 def test_random_is_seeded_bounded_and_capped(tmp_path):
-    params = {"optim.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
-              "embedding.init_std": {"distribution": "uniform", "min": 0.01, "max": 0.5},
-              "seed": {"distribution": "int_uniform", "min": 0, "max": 5},
-              "model.tie_embeddings": {"values": [True, False]}}
+    params = {
+        "optim.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
+        "embedding.init_std": {"distribution": "uniform", "min": 0.01, "max": 0.5},
+        "seed": {"distribution": "int_uniform", "min": 0, "max": 5},
+        "model.tie_embeddings": {"values": [True, False]},
+    }
     sweep = load_sweep(write(tmp_path, params, method="random", run_cap=40))
     a, b = expand(sweep), expand(sweep)
     assert a == b and len(a) == 40
@@ -78,19 +96,27 @@ def test_random_is_seeded_bounded_and_capped(tmp_path):
     assert {m["seed"] for m in a} <= set(range(6)) and {m["model.tie_embeddings"] for m in a} == {True, False}
 
 
-@pytest.mark.parametrize("params,extra,needle", [
-    ({}, {}, "parameters: got none"),
-    ({"model.embed_dim": {"values": [8]}}, {"method": "bayes"}, "wandb agent"),
-    ({"model.embed_dim": {"values": [8]}}, {"early_terminate": {"type": "hyperband", "min_iter": 3}}, "early_terminate"),
-    ({"model.embed_dim": {"values": [8]}}, {"method": "random"}, "run_cap"),
-    ({"model.embed_dim": {"values": [8]}}, {"method": "sideways"}, "method"),
-    ({"model.embed_dim": {"min": 8, "max": 16}}, {}, "grid needs"),
-    ({"model.embed_dimm": {"values": [8]}}, {}, "did you mean model.embed_dim"),
-    ({"model.embed_dim": {"values": [0]}}, {}, "model.embed_dim: got 0"),
-])
+@pytest.mark.parametrize(
+    "params,extra,needle",
+    [
+        ({}, {}, "parameters: got none"),
+        ({"model.embed_dim": {"values": [8]}}, {"method": "bayes"}, "wandb agent"),
+        (
+            {"model.embed_dim": {"values": [8]}},
+            {"early_terminate": {"type": "hyperband", "min_iter": 3}},
+            "early_terminate",
+        ),
+        ({"model.embed_dim": {"values": [8]}}, {"method": "random"}, "run_cap"),
+        ({"model.embed_dim": {"values": [8]}}, {"method": "sideways"}, "method"),
+        ({"model.embed_dim": {"min": 8, "max": 16}}, {}, "grid needs"),
+        ({"model.embed_dimm": {"values": [8]}}, {}, "did you mean model.embed_dim"),
+        ({"model.embed_dim": {"values": [0]}}, {}, "model.embed_dim: got 0"),
+    ],
+)
 def test_bad_sweep_files_exit_2(tmp_path, capsys, params, extra, needle):
-    path = write(tmp_path, params, **{k: v for k, v in extra.items() if k != "method"},
-                 method=extra.get("method", "grid"))
+    path = write(
+        tmp_path, params, **{k: v for k, v in extra.items() if k != "method"}, method=extra.get("method", "grid")
+    )
     if not params:
         raw = yaml.safe_load(open(path))
         raw["parameters"] = {}
@@ -103,8 +129,11 @@ def test_bad_sweep_files_exit_2(tmp_path, capsys, params, extra, needle):
 
 @pytest.mark.slow
 def test_vectorized_group_matches_members_run_in_turn(tmp_path, capsys):
-    params = {"embedding.init_std": {"values": [0.02, 0.5]}, "optim.lr": {"values": [0.003, 0.03]},
-              "seed": {"values": [0, 1]}}
+    params = {
+        "embedding.init_std": {"values": [0.02, 0.5]},
+        "optim.lr": {"values": [0.003, 0.03]},
+        "seed": {"values": [0, 1]},
+    }
     path = write(tmp_path, params)
     assert sweep_main([path, f"--out_dir={tmp_path}/on", "--vectorize=on", "--log.wandb=false"]) == 0
     assert sweep_main([path, f"--out_dir={tmp_path}/off", "--vectorize=off", "--log.wandb=false"]) == 0
@@ -135,8 +164,12 @@ def test_vectorized_group_matches_members_run_in_turn(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_diverging_member_is_frozen_others_go_on(tmp_path):
-    params = {"optim.lr": {"values": [0.003, 1000.0]}, "optim.name": {"value": "sgd"},
-              "optim.grad_clip": {"value": 0.0}, "embedding.init_std": {"value": 1.0}}
+    params = {
+        "optim.lr": {"values": [0.003, 1000.0]},
+        "optim.name": {"value": "sgd"},
+        "optim.grad_clip": {"value": 0.0},
+        "embedding.init_std": {"value": 1.0},
+    }
     planted = tmp_path / "pwned"
     path = write(tmp_path, params, command=["touch", str(planted)])  # the local runner never executes this
     assert sweep_main([path, f"--out_dir={tmp_path}", "--vectorize=on", "--log.wandb=false"]) == 0
@@ -163,6 +196,11 @@ def test_rerun_skips_finished_and_groups_by_sweep_in_wandb(tmp_path, capsys):
         assert runs and runs[0].run_group == "t" and runs[0].display_name == os.path.basename(member)
     # the sweep's report run carries the members' embedding-space page next to the plots
     report = sorted(glob.glob(str(tmp_path / "t" / "wandb" / "offline-run-*" / "*.wandb")))[-1]
-    kinds = {i.nested_key[0]: json.loads(i.value_json) for r in read_wandb_records(report)
-             if r.WhichOneof("record_type") == "history" for i in r.history.item if list(i.nested_key[1:]) == ["_type"]}
+    kinds = {
+        i.nested_key[0]: json.loads(i.value_json)
+        for r in read_wandb_records(report)
+        if r.WhichOneof("record_type") == "history"
+        for i in r.history.item
+        if list(i.nested_key[1:]) == ["_type"]
+    }
     assert kinds["report/embedding_space"] == "html-file" and kinds["report/norm_growth"] == "image-file"

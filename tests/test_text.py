@@ -1,5 +1,6 @@
 """Real text at scale: prepared (tokenised once, memory-mapped) corpora from text, JSON lines, Parquet and
 Hugging Face datasets, pretrained tokenizers, streamed batches, and bad input refused before anything is written."""
+
 import glob
 import json
 import os
@@ -7,13 +8,12 @@ import os
 import jax
 import numpy as np
 import pytest
+from conftest import TINY
 
 from embjax.cli import prepare_main, train_main
 from embjax.config import ConfigError, load_config
 from embjax.data import make_corpus
 from embjax.prepare import prepare, read_meta, token_dtype
-
-from conftest import TINY
 
 WORDS = ["embedding", "token", "vector", "matrix", "cosine", "norm", "growth", "scale", "rare", "row"]
 
@@ -33,8 +33,16 @@ def _paragraphs(n, seed=0, words=12):
 
 
 def _cfg(tmp_path, **data):
-    return load_config(None, {"data.kind": "text", "data.seq_len": 16, "data.batch_size": 4,
-                              "data.cache_dir": str(tmp_path / "cache"), **{f"data.{k}": v for k, v in data.items()}})
+    return load_config(
+        None,
+        {
+            "data.kind": "text",
+            "data.seq_len": 16,
+            "data.batch_size": 4,
+            "data.cache_dir": str(tmp_path / "cache"),
+            **{f"data.{k}": v for k, v in data.items()},
+        },
+    )
 
 
 def test_prepare_splits_by_document_and_counts_the_training_stream(tmp_path):
@@ -82,6 +90,7 @@ def test_batches_are_windows_of_the_file_and_a_pure_function_of_key_and_step(tmp
 
     def steps(key):  # five train steps' batches in one compiled scan, as the loop dispatches them
         return jax.lax.scan(lambda c, s: (c, corpus.batch({}, key, s, 4)), 0, np.arange(5))[1]
+
     np.asarray(jax.jit(steps)(jax.random.key(1)))
     assert reads == [(4, 2)] * 5  # one batch of B windows read per step, nothing more
     ev = corpus.eval_batches(None, 2, 4)
@@ -108,15 +117,19 @@ def test_json_lines_parquet_and_datasets_give_the_same_tokens(tmp_path):
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     docs = _paragraphs(80, seed=2)
     with open(tmp_path / "c.jsonl", "w") as f:
         for i, d in enumerate(docs):
             f.write(json.dumps({"id": i, "body": d}) + "\n")
     pq.write_table(pa.table({"body": docs, "id": list(range(80))}), tmp_path / "c.parquet", row_group_size=16)
     datasets.Dataset.from_dict({"body": docs}).save_to_disk(str(tmp_path / "saved"))
-    sources = {"jsonl": {"path": str(tmp_path / "c.jsonl")}, "parquet": {"path": str(tmp_path / "c.parquet")},
-               "saved": {"dataset": str(tmp_path / "saved")},
-               "builder": {"dataset": "json", "path": str(tmp_path / "c.jsonl")}}
+    sources = {
+        "jsonl": {"path": str(tmp_path / "c.jsonl")},
+        "parquet": {"path": str(tmp_path / "c.parquet")},
+        "saved": {"dataset": str(tmp_path / "saved")},
+        "builder": {"dataset": "json", "path": str(tmp_path / "c.jsonl")},
+    }
     streams = {}
     for name, src in sources.items():
         folder = prepare(_cfg(tmp_path, tokenizer="byte", vocab_size=256, text_field="body", **src).data, show=False)
@@ -131,6 +144,7 @@ def test_a_pretrained_tokenizer_file_defines_v_and_pads_to_uint32(tmp_path):
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import Whitespace
+
     vocab = {w: i for i, w in enumerate(["[UNK]", *WORDS, "."] + [f"doc{i}" for i in range(50)])}
     tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = Whitespace()
@@ -140,10 +154,14 @@ def test_a_pretrained_tokenizer_file_defines_v_and_pads_to_uint32(tmp_path):
     assert cfg.data.vocab_size == len(vocab)
     corpus = make_corpus(cfg)
     assert corpus.tokens[1] == "embedding" and corpus.encode("cosine norm") == [vocab["cosine"], vocab["norm"]]
-    assert np.bincount(np.fromfile(os.path.join(corpus.folder, "train.bin"), np.uint16),
-                       minlength=len(vocab))[vocab["."]] == corpus.counts[vocab["."]] > 0
-    big = _cfg(tmp_path, path=str(tmp_path / "a.txt"), tokenizer_file=str(tmp_path / "tokenizer.json"),
-               vocab_size=70_000)
+    assert (
+        np.bincount(np.fromfile(os.path.join(corpus.folder, "train.bin"), np.uint16), minlength=len(vocab))[vocab["."]]
+        == corpus.counts[vocab["."]]
+        > 0
+    )
+    big = _cfg(
+        tmp_path, path=str(tmp_path / "a.txt"), tokenizer_file=str(tmp_path / "tokenizer.json"), vocab_size=70_000
+    )
     assert token_dtype(65_536) == np.uint16 and token_dtype(65_537) == np.uint32
     padded = make_corpus(big)
     assert read_meta(padded.folder)["dtype"] == "uint32" and padded.counts.shape == (70_000,)
@@ -170,8 +188,9 @@ def test_too_few_documents_hold_out_the_tail(tmp_path):
     assert meta["split"]["by"] == "tail" and meta["split"]["eval_tokens"] == n_eval
     ev = np.fromfile(os.path.join(folder, "eval.bin"), np.uint16)
     assert bytes(ev.astype(np.uint8)).decode() == text[-n_eval:]
-    np.testing.assert_array_equal(meta["counts"], np.bincount(np.frombuffer(text[:-n_eval].encode(), np.uint8),
-                                                              minlength=256))
+    np.testing.assert_array_equal(
+        meta["counts"], np.bincount(np.frombuffer(text[:-n_eval].encode(), np.uint8), minlength=256)
+    )
 
 
 BAD = [
@@ -182,8 +201,11 @@ BAD = [
     ("not text", lambda p: [f"--data.path={p}/c.parquet", "--data.text_field=n"], "not text"),
     ("not json", lambda p: [f"--data.path={p}/bad.jsonl"], "not JSON"),
     ("tokenizer", lambda p: [f"--data.path={p}/a.txt", f"--data.tokenizer_file={p}/tok.json"], "does not parse"),
-    ("id beyond V", lambda p: [f"--data.path={p}/a.txt", f"--data.tokenizer_file={p}/ok.json",
-                               "--data.vocab_size=3"], "data.vocab_size"),
+    (
+        "id beyond V",
+        lambda p: [f"--data.path={p}/a.txt", f"--data.tokenizer_file={p}/ok.json", "--data.vocab_size=3"],
+        "data.vocab_size",
+    ),
 ]
 
 
@@ -193,16 +215,24 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(name, args, says, tmp_
     import pyarrow.parquet as pq
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
+
     (tmp_path / "empty.txt").write_text("\n \n")
     (tmp_path / "a.txt").write_text("cosine norm\n\nrow")
     (tmp_path / "c.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     pq.write_table(pa.table({"body": ["x"], "n": [3]}), tmp_path / "c.parquet")
     (tmp_path / "tok.json").write_text('{"model": 3}')
-    Tokenizer(WordLevel({"[UNK]": 0, "a": 1, "b": 2, "c": 3, "d": 4}, unk_token="[UNK]")).save(str(tmp_path / "ok.json"))
+    Tokenizer(WordLevel({"[UNK]": 0, "a": 1, "b": 2, "c": 3, "d": 4}, unk_token="[UNK]")).save(
+        str(tmp_path / "ok.json")
+    )
     cache = tmp_path / "cache"
-    common = ["--data.kind=text", f"--data.cache_dir={cache}", f"--out_dir={tmp_path}/o", "--log.wandb=false",
-              "--log.progress=false"]
+    common = [
+        "--data.kind=text",
+        f"--data.cache_dir={cache}",
+        f"--out_dir={tmp_path}/o",
+        "--log.wandb=false",
+        "--log.progress=false",
+    ]
     for main in (train_main, prepare_main):
         assert main(common + args(tmp_path)) == 2
         err = capsys.readouterr().err.strip()
@@ -214,13 +244,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(name, args, says, tmp_
 def test_a_run_trains_on_a_prepared_corpus_from_the_cli(tmp_path):
     (tmp_path / "a.txt").write_text("\n\n".join(_paragraphs(400, seed=3)))
     args = [a for a in TINY if not a.startswith("--data.vocab_size")] + [
-        "--data.kind=text", f"--data.path={tmp_path}/a.txt", "--data.vocab_size=300",
-        f"--data.cache_dir={tmp_path}/cache", f"--out_dir={tmp_path}/o", "--log.wandb=false", "--name=text"]
+        "--data.kind=text",
+        f"--data.path={tmp_path}/a.txt",
+        "--data.vocab_size=300",
+        f"--data.cache_dir={tmp_path}/cache",
+        f"--out_dir={tmp_path}/o",
+        "--log.wandb=false",
+        "--name=text",
+    ]
     assert train_main(args) == 0
     run = tmp_path / "o" / "text"
     summary = json.load(open(run / "summary.json"))
     assert summary["status"] == "finished" and summary["eval/loss"] < np.log(300)
-    folder, = glob.glob(f"{tmp_path}/cache/a.txt-*")
+    (folder,) = glob.glob(f"{tmp_path}/cache/a.txt-*")
     counts = read_meta(folder)["counts"]
     rows = [line.split("\t") for line in open(run / "tokens.tsv").read().splitlines()[1:]]
     assert [float(r[2]) for r in rows] == [float(c) for c in counts] + [0.0] * (300 - len(counts))

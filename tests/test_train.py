@@ -1,4 +1,5 @@
 """End-to-end runs through the real CLI, loop, orbax and an offline W&B run."""
+
 import glob
 import json
 import os
@@ -52,9 +53,16 @@ def test_same_seed_same_metrics(tiny, tmp_path):
 @pytest.mark.slow
 def test_default_model_learns_below_unigram_entropy(tmp_path):
     """The default experiment's model and corpus (fewer steps): eval loss beats the unigram floor."""
-    args = ["--config=experiments/configs/default.yaml", f"--out_dir={tmp_path}", "--log.wandb=false",
-            "--steps=150", "--log.eval_every=50", "--log.metrics_every=0", "--log.progress=false",
-            "--checkpoint.every=0"]
+    args = [
+        "--config=experiments/configs/default.yaml",
+        f"--out_dir={tmp_path}",
+        "--log.wandb=false",
+        "--steps=150",
+        "--log.eval_every=50",
+        "--log.metrics_every=0",
+        "--log.progress=false",
+        "--checkpoint.every=0",
+    ]
     assert train_main(args) == 0
     s = json.loads((tmp_path / "default" / "summary.json").read_text())
     assert s["eval/loss"] < s["data/unigram_entropy"]
@@ -106,6 +114,6 @@ def test_exports_projector_word2vec_and_capped_wandb_table(tiny, tmp_path):
     big = PlantedCorpus(12_000, 8, 1.1, 3.0, 4, seed=0)
     sink = MemorySink()
     export_projector(str(tmp_path), np.random.default_rng(0).standard_normal((12_000, 3)).astype(np.float32), big, sink)
-    (name, table), = sink.rich[0][1].items()
+    ((name, table),) = sink.rich[0][1].items()
     assert name == "embeddings/top5000_freq_plus_5000_random" and len(table["data"]) == 10_000
     assert [r[0] for r in table["data"][:3]] == big.tokens[:3]  # token 0 is the most frequent

@@ -1,5 +1,6 @@
 """Embedding snapshots and the embedding-space page: the frames are the table at their steps, the page's
 numbers match independent NumPy references, and the page works in a real (headless Chromium) browser."""
+
 import base64
 import glob
 import json
@@ -30,14 +31,21 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("viewsweep")
-    base = {"steps": 20, "data": {"vocab_size": 64, "num_classes": 4, "seq_len": 16, "batch_size": 8, "eval_batches": 2},
-            "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2}, "optim": {"warmup_steps": 5},
-            "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False, "wandb": False},
-            "checkpoint": {"every": 10}}
+    base = {
+        "steps": 20,
+        "data": {"vocab_size": 64, "num_classes": 4, "seq_len": 16, "batch_size": 8, "eval_batches": 2},
+        "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2},
+        "optim": {"warmup_steps": 5},
+        "log": {"every": 5, "metrics_every": 10, "eval_every": 10, "progress": False, "wandb": False},
+        "checkpoint": {"every": 10},
+    }
     (tmp / "base.yaml").write_text(yaml.safe_dump(base))
-    sweep = {"name": "vs", "program": "experiments/train.py", "method": "grid",
-             "parameters": {"config": {"value": str(tmp / "base.yaml")},
-                            "embedding.init_std": {"values": [0.02, 0.2, 1.0]}}}
+    sweep = {
+        "name": "vs",
+        "program": "experiments/train.py",
+        "method": "grid",
+        "parameters": {"config": {"value": str(tmp / "base.yaml")}, "embedding.init_std": {"values": [0.02, 0.2, 1.0]}},
+    }
     (tmp / "s.yaml").write_text(yaml.safe_dump(sweep))
     assert sweep_main([str(tmp / "s.yaml"), f"--out_dir={tmp}"]) == 0
     return tmp / "vs"
@@ -64,12 +72,14 @@ def test_frames_are_the_table_at_their_steps(tmp_path):
     """Through the loop's Run interface: each frame equals the table (float16) and the update counts of the
     checkpoint at the same step; a run directory's last frame is its embeddings.npy."""
     import jax
+
     from embjax.config import load_config
     from embjax.data import make_corpus
     from embjax.loop import Loop
     from embjax.rundir import MemoryRun
     from embjax.signals import Signals
     from embjax.step import Program
+
     cfg = load_config(None, ARGS + ["--checkpoint.every=10", f"--out_dir={tmp_path}"])
     P = Program(cfg, make_corpus(cfg))
     r = MemoryRun(cfg)
@@ -156,7 +166,9 @@ def test_sweep_page_and_the_view_command(sweep, tmp_path, capsys):
     members = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(str(sweep / "*" / "config.yaml")))
     assert len(members) == 3 and (sweep / "embedding_space.html").exists()
     for n in members:  # vmapped or in turn, each member's frames are its own table
-        assert np.array_equal(snapshots.read(str(sweep / n)).E[-1], np.load(sweep / n / "embeddings.npy").astype(np.float16))
+        assert np.array_equal(
+            snapshots.read(str(sweep / n)).E[-1], np.load(sweep / n / "embeddings.npy").astype(np.float16)
+        )
     assert "embedding_space.html" in (sweep / "report.md").read_text()
     data = page_data([str(sweep / n) for n in members])
     assert [m["label"] for m in data["members"]] == ["σ=0.02", "σ=0.2", "σ=1"]  # as the sweep's progress bars
@@ -175,16 +187,24 @@ def test_sweep_page_and_the_view_command(sweep, tmp_path, capsys):
 
 def test_snapshot_every_zero_writes_no_snapshots_or_page(tmp_path):
     assert train_main(ARGS + [f"--out_dir={tmp_path}", "--name=nosnap", "--log.snapshot_every=0"]) == 0
-    assert not (tmp_path / "nosnap" / "snapshots").exists() and not (tmp_path / "nosnap" / "embedding_space.html").exists()
+    assert (
+        not (tmp_path / "nosnap" / "snapshots").exists() and not (tmp_path / "nosnap" / "embedding_space.html").exists()
+    )
     assert view_main([str(tmp_path / "nosnap")]) == 2
 
 
 def test_page_reaches_the_offline_wandb_run(run):
     from embjax.sinks import read_wandb_records
+
     files = glob.glob(str(run / "wandb" / "offline-run-*" / "*.wandb"))
     assert len(files) == 1
-    items = {i.nested_key[0]: json.loads(i.value_json) for r in read_wandb_records(files[0])
-             if r.WhichOneof("record_type") == "history" for i in r.history.item if list(i.nested_key[1:]) == ["_type"]}
+    items = {
+        i.nested_key[0]: json.loads(i.value_json)
+        for r in read_wandb_records(files[0])
+        if r.WhichOneof("record_type") == "history"
+        for i in r.history.item
+        if list(i.nested_key[1:]) == ["_type"]
+    }
     html_keys = [k for k, v in items.items() if v == "html-file"]
     assert html_keys == ["embedding_space"]
     logged = glob.glob(str(run / "wandb" / "offline-run-*" / "files" / "media" / "html" / "embedding_space_*.html"))
@@ -193,9 +213,11 @@ def test_page_reaches_the_offline_wandb_run(run):
 
 # ---- in a real browser: Debian's chromium + chromedriver through Selenium ----
 
+
 @pytest.fixture(scope="module")
 def browser():
     from embjax.bench import chromium_paths, headless_chromium
+
     if chromium_paths() is None:
         if os.environ.get("EMBJAX_REQUIRE_BROWSER"):
             pytest.fail("chromium and chromedriver are required here (apt-get install chromium chromium-driver)")
@@ -208,8 +230,12 @@ def browser():
 def _open(driver, path):
     driver.get(f"file://{path}")
     from selenium.webdriver.support.ui import WebDriverWait
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script(
-        "return !!window.embjaxViewer && document.querySelectorAll('.member .scatterlayer .point').length > 0"))
+
+    WebDriverWait(driver, 20).until(
+        lambda d: d.execute_script(
+            "return !!window.embjaxViewer && document.querySelectorAll('.member .scatterlayer .point').length > 0"
+        )
+    )
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
 
@@ -221,6 +247,7 @@ def _frame(driver):
 
 def _wait(driver, cond, timeout=10):
     from selenium.webdriver.support.ui import WebDriverWait
+
     WebDriverWait(driver, timeout).until(lambda d: cond())
 
 
@@ -230,7 +257,10 @@ def test_browser_controls_play_and_step_exactly_one_frame(browser, run):
     click = lambda i: browser.find_element("id", i).click()
     assert _frame(browser) == (1, 0)
     member = browser.find_element("id", "member-0")
-    before, xs = member.screenshot_as_png, browser.execute_script("return Array.from(document.getElementById('member-0').data[0].x)")
+    before, xs = (
+        member.screenshot_as_png,
+        browser.execute_script("return Array.from(document.getElementById('member-0').data[0].x)"),
+    )
     click("speed")
     browser.find_element("css selector", "#speed option[value='4']").click()
     click("play")
@@ -251,13 +281,18 @@ def test_browser_controls_play_and_step_exactly_one_frame(browser, run):
     assert _frame(browser) == (3, 10)
     click("back")
     assert _frame(browser) == (2, 5)
-    _wait(browser, lambda: "step 5)" in browser.execute_script(
-        "return document.getElementById('member-0').layout.title.text"))
+    _wait(
+        browser,
+        lambda: "step 5)" in browser.execute_script("return document.getElementById('member-0').layout.title.text"),
+    )
     assert browser.execute_script("return document.getElementById('slider').value") == "1"
     browser.find_element("css selector", "#colour option[value='updated']").click()
     assert "never updated" in browser.find_element("id", "legend").text
     click("three")  # the optional 3-D view (software WebGL in headless Chromium)
-    _wait(browser, lambda: browser.execute_script("return document.getElementById('member-0').data[0].type") == "scatter3d")
+    _wait(
+        browser,
+        lambda: browser.execute_script("return document.getElementById('member-0').data[0].type") == "scatter3d",
+    )
     click("forward")
     assert _frame(browser) == (3, 10)
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
@@ -266,23 +301,34 @@ def test_browser_controls_play_and_step_exactly_one_frame(browser, run):
 @pytest.mark.slow
 def test_browser_hover_shows_the_token_and_its_neighbours(browser, run):
     from selenium.webdriver.common.action_chains import ActionChains
+
     _open(browser, run / "embedding_space.html")
     browser.execute_script("window.embjaxViewer.go(6)")  # the last frame: the points spread out
     _wait(browser, lambda: _frame(browser)[0] == 7)
     # the most isolated point on screen (so "closest" hover picks it), in pixels from the plot's centre
     i, dx, dy = browser.execute_script("""
         const gd = document.getElementById('member-0'), fl = gd._fullLayout, t = gd.data[0];
-        const px = Array.from(t.x, v => fl.xaxis.l2p(v) + fl._size.l), py = Array.from(t.y, v => fl.yaxis.l2p(v) + fl._size.t);
+        const px = Array.from(t.x, v => fl.xaxis.l2p(v) + fl._size.l);
+        const py = Array.from(t.y, v => fl.yaxis.l2p(v) + fl._size.t);
         let best = 0, bestD = -1;
         for (let a = 0; a < px.length; a++) { let d = 1e9;
           for (let b = 0; b < px.length; b++) if (a !== b) d = Math.min(d, Math.hypot(px[a] - px[b], py[a] - py[b]));
           if (d > bestD) { bestD = d; best = a; } }
         const r = gd.getBoundingClientRect();
         return [best, px[best] - r.width / 2, py[best] - r.height / 2];""")
-    ActionChains(browser).move_to_element_with_offset(browser.find_element("id", "member-0"), int(dx), int(dy)).perform()
+    ActionChains(browser).move_to_element_with_offset(
+        browser.find_element("id", "member-0"), int(dx), int(dy)
+    ).perform()
     token = f"t{i}_c"
-    _wait(browser, lambda: token in browser.execute_script(
-        "const h = document.querySelector('#member-0 .hovertext'); return h ? h.textContent : ''"))
+    _wait(
+        browser,
+        lambda: (
+            token
+            in browser.execute_script(
+                "const h = document.querySelector('#member-0 .hovertext'); return h ? h.textContent : ''"
+            )
+        ),
+    )
     text = browser.execute_script("return document.querySelector('#member-0 .hovertext').textContent")
     assert f"id {i}," in text and "norm" in text and text.count("(") >= 5  # five neighbours with cosines
 
@@ -296,8 +342,15 @@ def test_browser_sweep_page_shows_every_member_under_shared_controls(browser, sw
     assert points == [64, 64, 64]
     browser.find_element("id", "forward").click()
     browser.find_element("id", "forward").click()
-    _wait(browser, lambda: all("(step 10)" in t for t in browser.execute_script(
-        "return Array.from(document.querySelectorAll('.member'), d => d.layout.title.text)")))
+    _wait(
+        browser,
+        lambda: all(
+            "(step 10)" in t
+            for t in browser.execute_script(
+                "return Array.from(document.querySelectorAll('.member'), d => d.layout.title.text)"
+            )
+        ),
+    )
     assert len(browser.find_elements("id", "play")) == 1  # one set of controls for all
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
@@ -320,6 +373,10 @@ def test_browser_tokens_are_shown_as_written(browser, run, tmp_path):
     _open(browser, copy / "embedding_space.html")
     for i, tok in enumerate(odd):
         browser.execute_script(f"Plotly.Fx.hover('member-0', [{{curveNumber: 0, pointNumber: {i}}}])")
-        _wait(browser, lambda: browser.execute_script(
-            "const h = document.querySelector('#member-0 .hovertext'); return h ? h.textContent : ''").startswith(tok))
+        _wait(
+            browser,
+            lambda tok=tok: browser.execute_script(
+                "const h = document.querySelector('#member-0 .hovertext'); return h ? h.textContent : ''"
+            ).startswith(tok),
+        )
     assert browser.execute_script("return document.querySelectorAll('script').length") == 3  # none injected
