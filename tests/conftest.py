@@ -38,6 +38,25 @@ from embjax.config import enable_compile_cache  # noqa: E402
 enable_compile_cache("auto")
 
 
+# the longest files, as measured (pytest --durations): started first, so that with one worker per core and
+# files kept whole the short files fill the end
+LONGEST_FIRST = [
+    "test_multiprocess.py",
+    "test_train.py",
+    "test_mesh.py",
+    "test_rare_tokens.py",
+    "test_faults.py",
+    "test_accelerators.py",
+    "test_sweep.py",
+    "test_mup.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests keep their order
+
+
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per core, at most 4 (each worker and its subprocesses import JAX and compile)."""
     return max(1, min(len(os.sched_getaffinity(0)), 4))
