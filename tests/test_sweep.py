@@ -188,19 +188,23 @@ def test_rerun_skips_finished_and_groups_by_sweep_in_wandb(tmp_path, capsys):
     assert "4 members in 2 shape group(s); 0 already finished" in captured.out
     assert "wandb sync" in captured.out
     assert sweep_main([path, f"--out_dir={tmp_path}", "--log.wandb=true"]) == 0
-    assert "4 already finished" in capsys.readouterr().out
+    again = capsys.readouterr()
+    assert "4 already finished" in again.out
     for member in glob.glob(str(tmp_path / "t" / "m*")):
         files = glob.glob(os.path.join(member, "wandb", "offline-run-*", "*.wandb"))
         assert len(files) == 1
         runs = [r.run for r in read_wandb_records(files[0]) if r.WhichOneof("record_type") == "run"]
         assert runs and runs[0].run_group == "t" and runs[0].display_name == os.path.basename(member)
-    # the sweep's report run carries the members' embedding-space page next to the plots
-    report = sorted(glob.glob(str(tmp_path / "t" / "wandb" / "offline-run-*" / "*.wandb")))[-1]
-    kinds = {
-        i.nested_key[0]: json.loads(i.value_json)
-        for r in read_wandb_records(report)
-        if r.WhichOneof("record_type") == "history"
-        for i in r.history.item
-        if list(i.nested_key[1:]) == ["_type"]
-    }
-    assert kinds["report/embedding_space"] == "html-file" and kinds["report/norm_growth"] == "image-file"
+    # each report run (one per sweep command) carries the members' embedding-space page next to the plots
+    reports = sorted(glob.glob(str(tmp_path / "t" / "wandb" / "offline-run-*" / "*.wandb")))
+    assert len(reports) == 2, reports
+    for report in reports:
+        kinds = {
+            i.nested_key[0]: json.loads(i.value_json)
+            for r in read_wandb_records(report)
+            if r.WhichOneof("record_type") == "history"
+            for i in r.history.item
+            if list(i.nested_key[1:]) == ["_type"]
+        }
+        what = (report, kinds, captured.err[-2000:], again.err[-2000:])  # on a failure: what the run and sweeps said
+        assert kinds.get("report/embedding_space") == "html-file" and kinds["report/norm_growth"] == "image-file", what
