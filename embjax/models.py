@@ -52,16 +52,19 @@ def sinusoidal_positions(T: int, D: int) -> jax.Array:
 class EmbeddingLM(nnx.Module):
     """Shared parts: the input table, optional norm after lookup, the tied or untied head."""
 
-    def _init_tables(self, cfg: Config, init_std: Any, pretrained, rngs: nnx.Rngs, order=None):
+    def _init_tables(self, cfg: Config, init_std: Any, head_init_std: Any, pretrained, rngs: nnx.Rngs, order=None):
+        """E from embedding.* (σ = init_std, default embedding.init_std); an untied head from model.head_init_std
+        alone (default: the config's), so that a σ sweep moves E and nothing else."""
         V, D, e, dt = cfg.data.vocab_size, cfg.model.embed_dim, cfg.embedding, dtypes(cfg)
+        init_std = e.init_std if init_std is None else init_std
         self.embed = make_embedding(cfg, init_std, pretrained, order, rngs=rngs)
         # An untied head is a second table of the same shape, read through `attend`, so tied and untied
-        # runs have tables to compare. It is drawn like a freshly initialised input table.
-        head_init = "normal" if e.init == "pretrained" else e.init
+        # runs have tables to compare: N(0, head_init_std²) whatever E's init (embedding.init, σ, pretrained).
+        head_std = cfg.model.head_init_std if head_init_std is None else head_init_std
         self.head = (
             None
             if cfg.model.tie_embeddings
-            else TokenEmbedding(V, D, init=head_init, init_std=init_std, rngs=rngs, **dt)
+            else TokenEmbedding(V, D, init="normal", init_std=head_std, rngs=rngs, **dt)
         )
         if e.norm == "layernorm":  # a norm right after the lookup (e.g. BLOOM's embedding LayerNorm)
             self.embed_norm = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt)
@@ -94,9 +97,18 @@ class EmbeddingLM(nnx.Module):
 class LinearLM(EmbeddingLM):
     """The textbook toy: lookup -> one linear map -> softmax over the next token (a bilinear bigram model)."""
 
-    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, order=None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        init_std: Any = None,
+        head_init_std: Any = None,
+        pretrained=None,
+        order=None,
+        rngs: nnx.Rngs,
+    ):
         D = cfg.model.embed_dim
-        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs, order)
+        self._init_tables(cfg, init_std, head_init_std, pretrained, rngs, order)
         self.proj = Linear(D, D, rngs=rngs, **dtypes(cfg))
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
@@ -107,9 +119,18 @@ class LinearLM(EmbeddingLM):
 class MLPLM(EmbeddingLM):
     """Window of the W previous tokens (zeros before the start) -> concat -> GELU MLP -> head."""
 
-    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, order=None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        init_std: Any = None,
+        head_init_std: Any = None,
+        pretrained=None,
+        order=None,
+        rngs: nnx.Rngs,
+    ):
         D, W, F = cfg.model.embed_dim, cfg.model.window, cfg.model.hidden_dim
-        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs, order)
+        self._init_tables(cfg, init_std, head_init_std, pretrained, rngs, order)
         self.window = W
         self.fc = Linear(W * D, F, rngs=rngs, **dtypes(cfg))
         self.out = Linear(F, D, rngs=rngs, **dtypes(cfg))
@@ -162,10 +183,19 @@ class Block(nnx.Module):
 class TransformerLM(EmbeddingLM):
     """Decoder-only: embed (+ positions) -> pre-LN blocks with causal (and padding) masks -> LN -> head."""
 
-    def __init__(self, cfg: Config, *, init_std: Any = None, pretrained=None, order=None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        init_std: Any = None,
+        head_init_std: Any = None,
+        pretrained=None,
+        order=None,
+        rngs: nnx.Rngs,
+    ):
         m = cfg.model
         D, T = m.embed_dim, cfg.data.seq_len
-        self._init_tables(cfg, cfg.embedding.init_std if init_std is None else init_std, pretrained, rngs, order)
+        self._init_tables(cfg, init_std, head_init_std, pretrained, rngs, order)
         self.positions = m.positions
         dt = dtypes(cfg)
         if m.positions == "learned":
@@ -205,10 +235,14 @@ def width_multiplier(cfg: Config) -> float:
     return m.embed_dim / m.base_width if m.parametrization == "mup" else 1.0
 
 
-def build_model(cfg: Config, *, init_std: Any = None, pretrained=None, order=None, rngs: nnx.Rngs) -> EmbeddingLM:
+def build_model(
+    cfg: Config, *, init_std: Any = None, head_init_std: Any = None, pretrained=None, order=None, rngs: nnx.Rngs
+) -> EmbeddingLM:
     """The model `cfg.model.kind` names; `init_std` (σ) may be a traced value; `order`: token ids from most
     to least frequent (the adaptive embedding's clusters)."""
-    return MODELS[cfg.model.kind](cfg, init_std=init_std, pretrained=pretrained, order=order, rngs=rngs)
+    return MODELS[cfg.model.kind](
+        cfg, init_std=init_std, head_init_std=head_init_std, pretrained=pretrained, order=order, rngs=rngs
+    )
 
 
 def make_embedding(cfg: Config, init_std: Any, pretrained=None, order=None, *, rngs: nnx.Rngs) -> TokenEmbedding:

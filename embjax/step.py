@@ -211,7 +211,9 @@ class Program:
         self.cfg, self.corpus, self.pretrained, self.mesh = C.without_values(cfg), corpus, pretrained, mesh
         self.order = np.argsort(-np.asarray(corpus.counts, np.float64), kind="stable")  # ids, most frequent first
         abstract = nnx.eval_shape(
-            lambda: build_model(self.cfg, init_std=1.0, pretrained=pretrained, order=self.order, rngs=nnx.Rngs(0))
+            lambda: build_model(
+                self.cfg, init_std=1.0, head_init_std=1.0, pretrained=pretrained, order=self.order, rngs=nnx.Rngs(0)
+            )
         )
         self.graphdef, _ = nnx.split(abstract)
         self.tables = Tables(abstract)
@@ -224,7 +226,10 @@ class Program:
                 embedding=dataclasses.replace(self.cfg.embedding, init="normal"),
             )
             base = nnx.to_pure_dict(
-                nnx.state(nnx.eval_shape(lambda: build_model(base_cfg, init_std=1.0, rngs=nnx.Rngs(0))), nnx.Param)
+                nnx.state(
+                    nnx.eval_shape(lambda: build_model(base_cfg, init_std=1.0, head_init_std=1.0, rngs=nnx.Rngs(0))),
+                    nnx.Param,
+                )
             )
         self.rules = param_rules(self.cfg, self.tables, params, base)
         self.pad_id = cfg.model.pad_id
@@ -323,6 +328,7 @@ class Program:
         model = build_model(
             self.cfg,
             init_std=hp["init_std"],
+            head_init_std=hp["head_init_std"],
             pretrained=self.pretrained,
             order=self.order,
             rngs=nnx.Rngs(params=k_params),

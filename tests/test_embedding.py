@@ -92,6 +92,47 @@ def _cfg(**kw):
     return load_config(None, base)
 
 
+def test_the_untied_head_has_its_own_sigma_one_key_one_table():
+    """embedding.init_std moves E alone and model.head_init_std the untied head alone: in a group vmapped over
+    both (one compiled init), E scales with its σ, the head with its own, and neither follows the other."""
+    cfg = _cfg(**{"model.tie_embeddings": False, "data.vocab_size": 400, "model.embed_dim": 32})
+    P = Program(cfg, make_corpus(cfg))
+    hp = hparams(cfg)
+    sig, head = jnp.array([0.02, 1.0, 0.02]), jnp.array([0.02, 0.02, 0.5])  # σ_E and σ_head per member
+    hps = {**{k: jnp.full(3, v, jnp.float32) for k, v in hp.items()}, "init_std": sig, "head_init_std": head}
+    params = jax.jit(jax.vmap(P.init, in_axes=(None, 0)))(0, hps)["params"]
+    E, H = (np.asarray(params[name]["embedding"], np.float64) for name in ("embed", "head"))
+    np.testing.assert_array_equal(H[0], H[1])  # σ_E 0.02 -> 1: the head is bit-identical
+    np.testing.assert_array_equal(E[0], E[2])  # σ_head 0.02 -> 0.5: E is bit-identical
+    np.testing.assert_allclose(E[1], E[0] * 50.0, rtol=1e-5)  # one unit draw, scaled by σ_E
+    np.testing.assert_allclose(H[2], H[0] * 25.0, rtol=1e-5)  # and by σ_head
+    np.testing.assert_allclose(H.std(axis=(1, 2)), [0.02, 0.02, 0.5], rtol=0.05)  # N(0, σ_head²), 400 × 32 draws
+    # the default head σ is 0.02 whatever E's init: a scaled_normal or pretrained E leaves it alone
+    assert hp["head_init_std"] == 0.02 and load_config(None, {}).model.head_init_std == 0.02
+
+
+@pytest.mark.slow
+def test_initial_loss_of_an_untied_model_does_not_follow_sigma():
+    """Untied, σ_E = 0.02 and 1 (head at its default): the step-0 eval loss is within 0.1 nats of each
+    other and of ln V (the head's small logits), where drawing the head with σ_E used to start at ~25 nats."""
+    cfg = load_config(
+        None,
+        [
+            "--model.tie_embeddings=false",
+            "--data.vocab_size=512",
+            "--model.embed_dim=64",
+            "--model.num_layers=2",
+            "--model.num_heads=4",
+            "--data.seq_len=32",
+        ],
+    )
+    P = Program(cfg, make_corpus(cfg))
+    batches = P.corpus.eval_batches(jax.random.key(3), 2, cfg.data.batch_size)
+    init, evaluate = jax.jit(P.init), jax.jit(P.evaluate)
+    loss = {s: float(evaluate(init(0, {**hparams(cfg), "init_std": s}), batches)["eval/loss"]) for s in (0.02, 1.0)}
+    assert abs(loss[1.0] - loss[0.02]) < 0.1 and abs(loss[0.02] - np.log(512)) < 0.1, loss
+
+
 def test_tied_has_one_table_and_logits_are_h_Et():
     tied = build_model(_cfg(**{"model.kind": "linear", "model.tie_embeddings": True}), rngs=nnx.Rngs(0))
     untied = build_model(_cfg(**{"model.kind": "linear", "model.tie_embeddings": False}), rngs=nnx.Rngs(0))
