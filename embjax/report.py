@@ -62,11 +62,6 @@ def _save(fig, path: str) -> bool:
     return True
 
 
-def _sigma_label(cfg: dict) -> str:
-    init, std = _get(cfg, "embedding.init"), _get(cfg, "embedding.init_std")
-    return f"{init} σ={std:g}" if init != "normal" else f"σ={std:g}"
-
-
 def plot_loss_vs_sigma(runs, path) -> bool:
     import matplotlib.pyplot as plt
 
@@ -106,30 +101,73 @@ def plot_loss_vs_sigma(runs, path) -> bool:
     return _save(fig, path)
 
 
-def plot_over_steps(runs, key, ylabel, title, path, color_by) -> bool:
-    import matplotlib.pyplot as plt
+# which of the keys that vary across a sweep's runs a step plot shows how: colour, then line style, then
+# one panel per value of the rest (seeds are replicates: drawn alike, never in the legend)
+_NOT_SHOWN = {"name", "out_dir", "seed", "config"}
+_COLOUR_FIRST = ("embedding.init_std", "optim.lr", "model.parametrization", "embedding.kind")
+_STYLE_FIRST = ("model.tie_embeddings",)
+_STYLES = ("-", "--", ":", "-.")
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = 0
-    labels = sorted({color_by(r["cfg"]) for r in runs})
-    colors = dict(zip(labels, plt.cm.tab10(np.arange(len(labels)) % 10)))
-    seen = set()
-    for r in runs:
-        x, y = _series(r["rows"], key)
-        if not len(x):
-            continue
-        lab = color_by(r["cfg"])
-        ax.plot(x, y, color=colors[lab], alpha=0.7, label=None if lab in seen else lab)
-        seen.add(lab)
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
+
+def varied_keys(runs) -> list[str]:
+    """The config keys whose values differ between the runs (identity keys and the seed left out)."""
+    from .config import flatten
+
+    flat = [flatten(r["cfg"]) for r in runs]
+    keys = sorted({k for f in flat for k in f} - _NOT_SHOWN)
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+
+
+def encodings(keys: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """(colour key, line-style key, panel keys) of a step plot for the varied keys."""
+    colour = next((k for k in _COLOUR_FIRST if k in keys), keys[0] if keys else None)
+    rest = [k for k in keys if k != colour]
+    style = next((k for k in _STYLE_FIRST if k in rest), rest[0] if rest else None)
+    return colour, style, [k for k in rest if k != style]
+
+
+def _values_of(runs, key: str | None) -> list[Any]:
+    """A key's distinct values across the runs: numbers in order, then the rest by their text."""
+    vals = {json.dumps(_get(r["cfg"], key) if key else None, sort_keys=True) for r in runs}
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    return sorted((json.loads(v) for v in vals), key=lambda v: (not num(v), v if num(v) else json.dumps(v)))
+
+
+def plot_over_steps(runs, key, ylabel, title, path) -> bool:
+    """`key` against the step for every run; colour, line style and panels tell apart every key the runs vary
+    (e.g. colour σ, line style tying, a panel per d), and the legend names each value."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from .sweep import value_label
+
+    runs = [r for r in runs if len(_series(r["rows"], key)[0])]
+    if not runs:
         return False
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    colour, style, panel_keys = encodings(varied_keys(runs))
+    of = lambda r, k: json.dumps(_get(r["cfg"], k) if k else None, sort_keys=True)
+    colours = {json.dumps(v, sort_keys=True): plt.cm.tab10(i % 10) for i, v in enumerate(_values_of(runs, colour))}
+    styles = {json.dumps(v, sort_keys=True): _STYLES[i % 4] for i, v in enumerate(_values_of(runs, style))}
+    panels = sorted({tuple(of(r, k) for k in panel_keys) for r in runs})
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 2.6, 4.2), sharey=True, squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for r in (r for r in runs if tuple(of(r, k) for k in panel_keys) == panel):
+            ax.plot(*_series(r["rows"], key), color=colours[of(r, colour)], ls=styles[of(r, style)], alpha=0.75)
+        ax.set_title(" ".join(value_label(k, json.loads(v)) for k, v in zip(panel_keys, panel)) or title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    handles = []
+    if colour:
+        handles += [Line2D([], [], color=c, label=value_label(colour, json.loads(v))) for v, c in colours.items()]
+    if style:
+        handles += [
+            Line2D([], [], color="0.3", ls=s, label=value_label(style, json.loads(v))) for v, s in styles.items()
+        ]
+    if handles:
+        axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    if panel_keys:
+        fig.suptitle(title)
     return _save(fig, path)
 
 
@@ -432,31 +470,21 @@ def make_report(root: str, wandb_group: str | None = None) -> str:
 def _plots(root: str, runs: list[dict]) -> dict[str, str]:
     """Every plot the runs allow, written into root: {file name: title}."""
     plots = {}
-    tie = lambda c: "tied" if _get(c, "model.tie_embeddings") else "untied"
     specs = [
         ("loss_vs_sigma.png", lambda p: plot_loss_vs_sigma(runs, p), "Final eval loss against σ"),
         (
             "norm_growth.png",
-            lambda p: plot_over_steps(
-                runs, "emb/norm_growth", "mean ‖eᵢ‖ / step 0", "Row-norm growth", p, _sigma_label
-            ),
+            lambda p: plot_over_steps(runs, "emb/norm_growth", "mean ‖eᵢ‖ / step 0", "Row-norm growth", p),
             "Row-norm growth",
         ),
         (
             "cos_mean.png",
-            lambda p: plot_over_steps(runs, "emb/cos_mean", "mean cos(eᵢ, eⱼ)", "Mean cosine by tying", p, tie),
+            lambda p: plot_over_steps(runs, "emb/cos_mean", "mean cos(eᵢ, eⱼ)", "Mean cosine", p),
             "Mean cosine over steps",
         ),
         (
             "eval_loss.png",
-            lambda p: plot_over_steps(
-                runs,
-                "eval/loss",
-                "eval loss (nats)",
-                "Eval loss",
-                p,
-                lambda c: f"d={_get(c, 'model.embed_dim')} {tie(c)}",
-            ),
+            lambda p: plot_over_steps(runs, "eval/loss", "eval loss (nats)", "Eval loss", p),
             "Eval loss over steps",
         ),
         ("coord_check.png", lambda p: plot_coord_check(runs, p), "Coordinate check"),

@@ -153,7 +153,12 @@ _SYMBOLS = {"embedding.init_std": "σ", "model.embed_dim": "d", "model.tie_embed
 
 def member_label(cfg: Config, keys: list[str]) -> str:
     """A member named by its swept values, e.g. `d=32 σ=0.2 seed=1`."""
-    return " ".join(f"{_SYMBOLS.get(k, k.rpartition('.')[2])}={_fmt(C.get(cfg, k))}" for k in keys) or cfg.name
+    return " ".join(value_label(k, C.get(cfg, k)) for k in keys) or cfg.name
+
+
+def value_label(key: str, value: Any) -> str:
+    """One swept value as labels show it: `σ=0.2`, `tied=true`, `warmup_steps=10`."""
+    return f"{_SYMBOLS.get(key, key.rpartition('.')[2])}={_fmt(value)}"
 
 
 def swept_keys(sweep: dict) -> list[str]:

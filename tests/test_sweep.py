@@ -208,3 +208,54 @@ def test_rerun_skips_finished_and_groups_by_sweep_in_wandb(tmp_path, capsys):
         }
         what = (report, kinds, captured.err[-2000:], again.err[-2000:])  # on a failure: what the run and sweeps said
         assert kinds.get("report/embedding_space") == "html-file" and kinds["report/norm_growth"] == "image-file", what
+
+
+def test_step_plots_tell_apart_every_swept_key(tmp_path, monkeypatch):
+    """d × σ × tying × seed (the quickstart's grid): colour σ, line style tying, a panel per d, seeds drawn alike;
+    every drawn line's (colour, style, panel) names its run's values, and the legend names each value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from embjax.report import encodings, plot_over_steps, varied_keys
+
+    runs = []
+    for d in (16, 32):
+        for s in (0.02, 0.2, 1.0):
+            for tie in (True, False):
+                for seed in (0, 1):
+                    cfg = {
+                        "name": f"m{d}{s}{tie}{seed}",
+                        "seed": seed,
+                        "out_dir": "x",
+                        "model": {"embed_dim": d, "tie_embeddings": tie, "num_layers": 1},
+                        "embedding": {"init_std": s, "init": "normal"},
+                    }
+                    rows = [{"step": t, "emb/norm_growth": 1 + t * s * d / (1 + tie)} for t in (0, 10)]
+                    runs.append({"cfg": cfg, "rows": rows})
+    assert varied_keys(runs) == ["embedding.init_std", "model.embed_dim", "model.tie_embeddings"]
+    assert encodings(varied_keys(runs)) == ("embedding.init_std", "model.tie_embeddings", ["model.embed_dim"])
+    assert encodings(["model.embed_dim", "optim.lr"]) == ("optim.lr", "model.embed_dim", [])
+    figs = []
+    monkeypatch.setattr("embjax.report._save", lambda fig, path: figs.append(fig) or True)
+    assert plot_over_steps(runs, "emb/norm_growth", "growth", "Row-norm growth", str(tmp_path / "p.png"))
+    (fig,) = figs
+    axes = [ax for ax in fig.axes if ax.lines]
+    assert [ax.get_title() for ax in axes] == ["d=16", "d=32"]
+    legend = [t.get_text() for t in axes[-1].get_legend().get_texts()]
+    assert legend == ["σ=0.02", "σ=0.2", "σ=1", "tied=false", "tied=true"]
+    colour = {h.get_label(): h.get_color() for h in axes[-1].get_legend().legend_handles}
+    style = {h.get_label(): h.get_linestyle() for h in axes[-1].get_legend().legend_handles}
+    for ax, d in zip(axes, (16, 32)):
+        assert len(ax.lines) == 12  # 3 σ × 2 tying × 2 seeds
+        for line in ax.lines:  # the growth at step 10 says which run drew it: it must match the encodings
+            ((s, tie),) = {
+                (s, tie)
+                for s in (0.02, 0.2, 1.0)
+                for tie in (True, False)
+                if line.get_ydata()[1] == pytest.approx(1 + 10 * s * d / (1 + tie))
+            }
+            assert tuple(line.get_color()) == tuple(colour[f"σ={s:g}"])
+            assert line.get_linestyle() == style[f"tied={str(tie).lower()}"]
+    plt.close(fig)
