@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import threading
+import time
 from typing import Any, Protocol
 
 
@@ -154,9 +155,34 @@ class ConsoleSink(NullSink):
         self.bar.close()
 
 
+def _start_wandb(wandb: Any, kwargs: dict, init_timeout: float) -> dict[str, Any]:
+    """wandb.init(**kwargs) in a thread waited for init_timeout + 5 s: {"run": run}, {"error": err} or {} (no
+    answer). A start that failed at once (not one that waited) is tried once more, a second later."""
+    result: dict[str, Any] = {}
+
+    def start():
+        try:
+            result["run"] = wandb.init(**kwargs)
+        except BaseException as err:  # noqa: BLE001 - any failure means: go on without W&B
+            result["error"] = err
+
+    for attempt in range(2):
+        result.clear()
+        t0 = time.monotonic()
+        t = threading.Thread(target=start, daemon=True)
+        t.start()
+        t.join(init_timeout + 5.0)
+        if "error" not in result or time.monotonic() - t0 > min(5.0, init_timeout / 2):
+            break
+        if attempt == 0:
+            time.sleep(1.0)
+    return result
+
+
 class WandbSink(NullSink):
     """One W&B run (offline unless log.mode=online). Start-up is bounded: past `init_timeout`
-    seconds or on any error the run goes on without W&B and says so in one warning."""
+    seconds or on any error the run goes on without W&B and says so in one warning. A start that fails at
+    once (a transient failure, such as W&B's service starting on a busy machine) is tried once more."""
 
     def __init__(
         self,
@@ -196,17 +222,7 @@ class WandbSink(NullSink):
             reinit="create_new",
             settings=wandb.Settings(init_timeout=init_timeout, console="off", x_disable_stats=True, silent=True),
         )
-        result: dict[str, Any] = {}
-
-        def start():
-            try:
-                result["run"] = wandb.init(**kwargs)
-            except BaseException as err:  # noqa: BLE001 - any failure means: go on without W&B
-                result["error"] = err
-
-        t = threading.Thread(target=start, daemon=True)
-        t.start()
-        t.join(init_timeout + 5.0)
+        result = _start_wandb(wandb, kwargs, init_timeout)
         if "run" in result:
             self.run = result["run"]
         else:

@@ -168,3 +168,32 @@ def test_unreachable_wandb_server_does_not_hang(tmp_path):
     assert "sinks.py" not in r.stderr and "warn(" not in r.stderr  # a sentence, not a line of our source
     assert time.time() - t < 120
     assert json.loads((tmp_path / "default" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_a_wandb_start_that_fails_at_once_is_tried_again(tmp_path, monkeypatch, capsys):
+    """W&B's start raising once (injected: the first wandb.init call fails) costs nothing: the second try makes
+    the real offline run, read back from its .wandb file; two failures are one warning and local files only."""
+    import wandb
+
+    from embjax.sinks import WandbSink, read_wandb_records
+
+    real, calls = wandb.init, []
+
+    def flaky(**kw):
+        calls.append(kw["name"])
+        if len(calls) == 1 or kw["name"] == "never":
+            raise RuntimeError("service did not start")
+        return real(**kw)
+
+    monkeypatch.setattr(wandb, "init", flaky)
+    sink = WandbSink(str(tmp_path), {"k": 1}, project="p", name="again", mode="offline", init_timeout=10)
+    sink.log(0, {"x": 1.5})
+    sink.close("finished")
+    assert calls == ["again", "again"] and "W&B did not start" not in capsys.readouterr().err
+    (f,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "*.wandb"))
+    runs = [r.run for r in read_wandb_records(f) if r.WhichOneof("record_type") == "run"]
+    assert runs and runs[0].display_name == "again"
+    never = WandbSink(str(tmp_path / "n"), {}, project="p", name="never", mode="offline", init_timeout=10)
+    assert never.run is None and calls[2:] == ["never", "never"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["warning: W&B did not start (service did not start); continuing with local files only"]

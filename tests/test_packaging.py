@@ -5,10 +5,10 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -41,7 +41,8 @@ def test_pyproject_declares_exactly_what_requirements_pins():
     names = [canonicalize_name(r.name) for r in everything]
     assert len(names) == len(set(names)), "a package declared twice"
     assert set(names) == set(pins), (sorted(set(pins) - set(names)), sorted(set(names) - set(pins)))
-    for r in everything:  # the pinned version is one the declaration allows
+    for r in everything:  # a compatible release (or exactly) of the pinned version, nothing looser
+        assert len(r.specifier) == 1 and next(iter(r.specifier)).operator in ("~=", "=="), r
         assert r.specifier.contains(pins[canonicalize_name(r.name)]), (r, pins[canonicalize_name(r.name)])
     # [all] is every extra, so `pip install .[all]` installs the whole pinned set
     assert sorted(map(str, extras["all"])) == sorted(str(r) for k, rs in extras.items() if k != "all" for r in rs)
