@@ -208,8 +208,10 @@ class TransformerLM(EmbeddingLM):
         )
         self.ln_f = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt)
 
-    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
-        """(embedding output, final hidden state, {blockI: mean |x| after block I, attn_logitsI: mean |score|})."""
+    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None, probes=None) -> tuple:
+        """(embedding output, final hidden state, {blockI: mean |x| after block I, attn_logitsI: mean |score|}).
+        probes: None, or one (B, T, D) array per block added to its input (zeros: the gradient with respect to
+        a probe is ∂L/∂x at that block's input, the residual stream its first LayerNorm reads)."""
         B, T = tok_BxT.shape
         x_BxTxD = emb_BxTxD = self.lookup(tok_BxT)
         if self.positions == "learned":
@@ -221,6 +223,8 @@ class TransformerLM(EmbeddingLM):
             allowed_BxTxT = allowed_BxTxT & (mask_BxT[:, None, :] | jnp.eye(T, dtype=bool))
         coords = {}
         for i, block in enumerate(self.blocks):
+            if probes is not None:
+                x_BxTxD = x_BxTxD + probes[i].astype(x_BxTxD.dtype)
             x_BxTxD, coords[f"attn_logits{i}"] = block(x_BxTxD, allowed_BxTxT)
             coords[f"block{i}"] = mean_abs(x_BxTxD)
         return emb_BxTxD, self.ln_f(x_BxTxD), coords

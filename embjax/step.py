@@ -272,15 +272,16 @@ class Program:
         """Mean next-token cross-entropy (nats) over non-padding targets."""
         return self.loss_and_sizes(params, tok_BxT1)[0]
 
-    def forward(self, params: Any, tok_BxT1: jax.Array) -> tuple[jax.Array, jax.Array, dict]:
+    def forward(self, params: Any, tok_BxT1: jax.Array, probes=None) -> tuple[jax.Array, jax.Array, dict]:
         """(logits, per-token cross-entropy, sizes): the sizes are the mean |coordinate| of the embedding
         output, each block's output and attention scores, the final hidden state and the logits (what a
-        μP coordinate check plots against width)."""
+        μP coordinate check plots against width). probes: the transformer's zero probes at each block's input."""
         inp_BxT, tgt_BxT = tok_BxT1[:, :-1], tok_BxT1[:, 1:]
         mask_BxT = None if self.pad_id is None else inp_BxT != self.pad_id
         model = self.model(params)
         with precision(self.cfg.model.matmul_precision):
-            emb_BxTxD, h_BxTxD, coords = model.features_and_coords(inp_BxT, mask_BxT)
+            extra = {} if probes is None else {"probes": probes}
+            emb_BxTxD, h_BxTxD, coords = model.features_and_coords(inp_BxT, mask_BxT, **extra)
             logits_BxTxV = model.logits(h_BxTxD)
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), tgt_BxT)
         sizes = {
@@ -300,9 +301,9 @@ class Program:
             else (tgt_BxT != self.pad_id).astype(jnp.float32)
         )
 
-    def loss_and_sizes(self, params: Any, tok_BxT1: jax.Array) -> tuple[jax.Array, dict]:
+    def loss_and_sizes(self, params: Any, tok_BxT1: jax.Array, probes=None) -> tuple[jax.Array, dict]:
         """The mean loss over non-padding targets, and the sizes (see forward)."""
-        _, ce_BxT, sizes = self.forward(params, tok_BxT1)
+        _, ce_BxT, sizes = self.forward(params, tok_BxT1, probes)
         if self.pad_id is None:
             return ce_BxT.mean(), sizes
         w_BxT = self.target_weights(tok_BxT1)
@@ -356,7 +357,10 @@ class Program:
         """One optimizer step: `(state, batch) -> (state, metrics)`. A non-finite step freezes the state
         there (or is skipped); so does a loss above the divergence bound for `divergence_patience` steps."""
         params, hp = state["params"], state["hp"]
-        (loss, sizes), grads = jax.value_and_grad(self.loss_and_sizes, has_aux=True)(params, tok_BxT1)
+        probes = self._stream_probes(tok_BxT1)
+        (loss, sizes), (grads, stream) = jax.value_and_grad(self.loss_and_sizes, (0, 2), has_aux=True)(
+            params, tok_BxT1, probes
+        )
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         tx = make_optimizer(self.cfg, hp, self.rules, self.log_rel_freq)
@@ -388,6 +392,10 @@ class Program:
         parts = {"train/grad_norm_embed": optax.tree.norm(self.tables.subtree(grads))}  # the input layer's gradient
         if "blocks" in grads:  # and the first block's (Takase et al.'s small-σ effect enters through its LN)
             parts["train/grad_norm_block0"] = optax.tree.norm(grads["blocks"][0])
+            # ‖∂L/∂x‖ at the first block's input (its LayerNorm's input: Takase et al.'s quantity), and its
+            # ratio to the last block's
+            first, last = (optax.tree.norm(stream[i]) for i in (0, -1))
+            parts["train/grad_norm_stream0"], parts["train/grad_stream_ratio"] = first, first / last
         return new_state, {
             "train/loss": loss,
             "train/grad_norm": grad_norm,
@@ -396,6 +404,14 @@ class Program:
             **parts,
             **sizes,
         }
+
+    def _stream_probes(self, tok_BxT1: jax.Array) -> list | None:
+        """Zeros added to each transformer block's input, so the step's gradient includes ∂L/∂x there."""
+        if self.cfg.model.kind != "transformer":
+            return None
+        B, T1 = tok_BxT1.shape
+        shape = (B, T1 - 1, self.cfg.model.embed_dim)
+        return [jnp.zeros(shape, jnp.dtype(self.cfg.model.compute_dtype)) for _ in range(self.cfg.model.num_layers)]
 
     def batch(self, tables: dict, state: dict) -> jax.Array:
         key = jax.random.wrap_key_data(state["rng"])

@@ -7,6 +7,7 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
@@ -244,3 +245,56 @@ def test_verdicts_and_plots_reach_an_offline_wandb_report_run(tmp_path):
         if list(i.nested_key[1:]) == ["_type"]
     }
     assert images == {"findings/tying_anisotropy": "image-file"}  # the plot (tied vs untied has none)
+
+
+def test_stream_gradient_is_the_gradient_at_the_first_layernorms_input():
+    """train/grad_norm_stream0 (a zero probe at each block's input) equals ‖∂L/∂x‖ from jax.grad of the loss
+    written as a function of the first block's input x (embedding + positions), and the ratio uses the last
+    block's the same way; the probes change nothing else (loss and parameter gradients as without them)."""
+    import optax
+
+    cfg = load_config(
+        None,
+        {
+            "data.vocab_size": 64,
+            "data.num_classes": 4,
+            "data.seq_len": 8,
+            "data.batch_size": 4,
+            "model.embed_dim": 16,
+            "model.num_layers": 2,
+            "model.num_heads": 2,
+            "model.tie_embeddings": False,
+            "embedding.init_std": 0.01,
+        },
+    )
+    P = Program(cfg, make_corpus(cfg))
+    state = jax.jit(P.init)(0, hparams(cfg))
+    batch = P.corpus.sample(P.corpus.tables, jax.random.key(3), 4)
+    _, m = jax.jit(P.step)(state, batch)
+    model = P.model(state["params"])
+    inp, tgt = batch[:, :-1], batch[:, 1:]
+    T = inp.shape[1]
+    allowed = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (4, T, T))
+
+    def loss_from(i, x):  # the loss as a function of block i's input
+        for block in model.blocks[i:]:
+            x, _ = block(x, allowed)
+        logits = model.logits(model.ln_f(x))
+        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), tgt).mean()
+
+    x0 = model.lookup(inp) + model.pos[...][:T]
+    g0 = np.asarray(jax.jit(jax.grad(lambda x: loss_from(0, x)))(x0), np.float64)
+    x1, _ = model.blocks[0](x0, allowed)
+    g1 = np.asarray(jax.jit(jax.grad(lambda x: loss_from(1, x)))(x1), np.float64)
+    assert float(m["train/grad_norm_stream0"]) == pytest.approx(np.linalg.norm(g0), rel=1e-4)
+    assert float(m["train/grad_stream_ratio"]) == pytest.approx(np.linalg.norm(g0) / np.linalg.norm(g1), rel=1e-4)
+    loss, grads = jax.jit(jax.value_and_grad(P.loss))(state["params"], batch)
+    assert float(m["train/loss"]) == pytest.approx(float(loss), rel=1e-6)
+    assert float(m["train/grad_norm"]) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-5)
+    # a model without blocks logs no stream gradient
+    lin = load_config(None, {"data.vocab_size": 64, "model.kind": "linear", "model.embed_dim": 16})
+    PL = Program(lin, make_corpus(lin))
+    _, ml = jax.jit(PL.step)(
+        jax.jit(PL.init)(0, hparams(lin)), PL.corpus.sample(PL.corpus.tables, jax.random.key(3), 4)
+    )
+    assert "train/grad_norm_stream0" not in ml and np.isfinite(float(ml["train/loss"]))
