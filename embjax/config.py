@@ -92,6 +92,9 @@ class ModelConfig:
     # σ of an untied output head, N(0, σ²), apart from embedding.init_std (E's σ): a σ sweep moves E alone. 0.02 is
     # GPT-2's and BERT's output init and today's default E σ, so default runs start as before (see docs/metrics.md)
     head_init_std: float = setting(0.02, range=(0.0, 1e4), low_open=True, role=VALUE)
+    # the attention query projection starts at zero (scores 0: uniform attention at step 0), in SP and μP alike,
+    # as mup's own transformer example does
+    zero_query_init: bool = False
     logit_scale: LogitScale = 1.0
     positions: Literal["learned", "sinusoidal", "none"] = "learned"
     num_layers: int = setting(2, range=(1, 256))
@@ -143,6 +146,10 @@ class OptimConfig:
     warmup_steps: int = setting(50, range=(0, 10**9))
     grad_clip: float = setting(1.0, range=(0.0, 1e9), role=VALUE)  # global norm; 0 turns clipping off
     embed_lr_scale: float = setting(1.0, range=(0.0, 1e6), low_open=True, role=VALUE)  # × lr of the input table alone
+    # × lr of the vectors alone (LayerNorm gains and biases, linear biases) and of the learned position table alone:
+    # width-independent constants, as mup's base-width tuning sets them (docs/mup.md); 1 = the plain lr
+    vector_lr_scale: float = setting(1.0, range=(0.0, 1e6), low_open=True, role=VALUE)
+    pos_lr_scale: float = setting(1.0, range=(0.0, 1e6), low_open=True, role=VALUE)
     # the input layer's per-token rows decay at embed_weight_decay × (V·f_token)^(-power): rare rows more (0: uniform)
     embed_decay_freq_power: float = setting(0.0, range=(0.0, 2.0), role=VALUE)
     skip_nonfinite: bool = False  # skip a non-finite update instead of stopping the run

@@ -154,10 +154,14 @@ class Block(nnx.Module):
     Scores are q·k/√K under SP; under μP q·k/√(K·m) = q·k·√K₀/K (K₀ the head width at the base width),
     which is the same number at m = 1 and 1/K-scaled as the width grows."""
 
-    def __init__(self, D: int, H: int, F: int, *, width_mult: float = 1.0, rngs: nnx.Rngs, **dt):
+    def __init__(
+        self, D: int, H: int, F: int, *, width_mult: float = 1.0, zero_query: bool = False, rngs: nnx.Rngs, **dt
+    ):
         self.H, self.width_mult = H, width_mult
         self.ln1, self.ln2 = (nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt) for _ in range(2))
         self.qkv = Linear(D, 3 * D, rngs=rngs, **dt)
+        if zero_query:  # the fused kernel's outputs are (q, k, v) × heads × K: q is its first D columns
+            self.qkv.kernel[...] = self.qkv.kernel[...].at[:, :D].set(0)
         self.proj = Linear(D, D, rngs=rngs, **dt)
         self.fc = Linear(D, F, rngs=rngs, **dt)
         self.out = Linear(F, D, rngs=rngs, **dt)
@@ -202,7 +206,15 @@ class TransformerLM(EmbeddingLM):
             self.pos = nnx.Param((0.02 * jax.random.normal(rngs.params(), (T, D))).astype(dt["param_dtype"]))
         self.blocks = nnx.List(
             [
-                Block(D, m.num_heads, m.mlp_ratio * D, width_mult=width_multiplier(cfg), rngs=rngs, **dt)
+                Block(
+                    D,
+                    m.num_heads,
+                    m.mlp_ratio * D,
+                    width_mult=width_multiplier(cfg),
+                    zero_query=m.zero_query_init,
+                    rngs=rngs,
+                    **dt,
+                )
                 for _ in range(m.num_layers)
             ]
         )

@@ -49,7 +49,7 @@ def hparams(cfg: Config) -> dict[str, float]:
 @dataclass(frozen=True)
 class Rule:
     """How the optimizer treats one parameter: its group (embed: the input table; table: another
-    embedding table; matrix; vector) and μP's multipliers on its learning rate and weight decay."""
+    embedding table; matrix; vector; pos: the learned position table) and μP's multipliers on its learning rate and weight decay."""
 
     group: str
     lr_mult: float = 1.0
@@ -75,6 +75,8 @@ def param_rules(cfg: Config, tables: Tables, params: Any, base_params: Any) -> A
             )
         if x.ndim < 2:
             return Rule("vector")
+        if getattr(path[0], "key", None) == "pos":  # the learned position table: lr × optim.pos_lr_scale
+            return Rule("pos")
         grown = [a != b for a, b in zip(x.shape, base.shape)]
         if mup and sum(grown) == 2:
             m = x.shape[0] / base.shape[0]  # the fan-in's width multiplier
@@ -102,7 +104,7 @@ def decay_by_rule(rules: Any, hp: dict, log_rel_freq: Any = None) -> optax.Gradi
     def decayed(g, p, r):
         if r.group == "vector":
             return g
-        wd = hp["weight_decay"] if r.group == "matrix" else hp["embed_weight_decay"]
+        wd = hp["weight_decay"] if r.group in ("matrix", "pos") else hp["embed_weight_decay"]
         wd = wd if r.decay_mult == 1.0 else wd * r.decay_mult
         if r.per_token and scale_V is not None:
             wd = wd * scale_V.reshape(-1, *[1] * (p.ndim - 1))
@@ -114,10 +116,12 @@ def decay_by_rule(rules: Any, hp: dict, log_rel_freq: Any = None) -> optax.Gradi
 
 
 def scale_by_rule(rules: Any, hp: dict) -> optax.GradientTransformation:
-    """Per-parameter learning-rate multipliers: μP's 1/m on hidden matrices, embed_lr_scale on the input table."""
+    """Per-parameter learning-rate multipliers: μP's 1/m on hidden matrices, embed_lr_scale on the input table,
+    vector_lr_scale on vectors (norm gains, biases), pos_lr_scale on the learned position table."""
+    by_group = {"embed": "embed_lr_scale", "vector": "vector_lr_scale", "pos": "pos_lr_scale"}
 
     def scaled(u, r):
-        mult = hp["embed_lr_scale"] if r.group == "embed" else None
+        mult = hp[by_group[r.group]] if r.group in by_group else None
         if r.lr_mult != 1.0:
             mult = r.lr_mult if mult is None else mult * r.lr_mult
         return u if mult is None else u * mult

@@ -44,15 +44,35 @@ def run(cfg, P, n):
     return state, out
 
 
+# μP's width-independent base constants, each away from its default (docs/mup.md)
+BASE_CONSTANTS = {
+    "optim.vector_lr_scale": 0.5,
+    "optim.pos_lr_scale": 0.25,
+    "model.zero_query_init": True,
+    "model.head_init_std": 0.16,
+    "model.logit_scale": 2.0,
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("tie,kind", [(True, "transformer"), (False, "transformer"), (False, "linear")])
-def test_mup_at_the_base_width_is_sp_step_for_step(tie, kind):
+@pytest.mark.parametrize(
+    "tie,kind,constants",
+    [
+        (True, "transformer", False),
+        (False, "transformer", False),
+        (False, "linear", False),
+        (False, "transformer", True),
+        (True, "transformer", True),
+    ],
+)
+def test_mup_at_the_base_width_is_sp_step_for_step(tie, kind, constants):
     kw = {
         "model.embed_dim": 8,
         "model.tie_embeddings": tie,
         "optim.weight_decay": 0.1,
         "optim.lr": 0.01,
         "model.kind": kind,
+        **(BASE_CONSTANTS if constants else {}),
     }
     (cs, ps), (cm, pm) = program(**kw), program(**kw, **{"model.parametrization": "mup"})
     (ss, ls), (sm, lm) = run(cs, ps, 6), run(cm, pm, 6)
@@ -209,3 +229,59 @@ def test_pretrained_tables_train_in_sp_and_mup(tmp_path):
 def test_mup_refuses_what_it_does_not_define(kw, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(None, {**BASE, "model.parametrization": "mup", **kw})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("par", ["sp", "mup"])
+def test_vector_and_position_lr_scales_move_exactly_their_parameters(par):
+    """One Adam step from fresh moments moves each weight by lr·g/(|g| + ε) ≈ lr·sign(g), so a parameter's largest
+    move is its learning rate: with vector_lr_scale = 0.5 and pos_lr_scale = 0.25, LayerNorm gains and biases
+    and linear biases move 0.5·lr, the position table 0.25·lr, and everything else as without them
+    (hidden matrices lr/m under μP), at d = 8 (= d₀) and d = 32. A hand computation of each rule."""
+    lr = 0.01
+    for d in (8, 32):
+        m = d / 8 if par == "mup" else 1.0
+        cfg, P = program(
+            **{
+                "model.embed_dim": d,
+                "model.tie_embeddings": False,
+                "optim.lr": lr,
+                "optim.grad_clip": 0.0,
+                "optim.vector_lr_scale": 0.5,
+                "optim.pos_lr_scale": 0.25,
+                "model.parametrization": par,
+            }
+        )
+        s0 = P.init(0, hparams(cfg))
+        s1, _ = jax.jit(P.train_steps, static_argnums=2)(s0, P.corpus.tables, 1)
+        move = jax.tree.map(
+            lambda a, b: float(np.max(np.abs(np.asarray(b) - np.asarray(a)))), s0["params"], s1["params"]
+        )
+        blk = move["blocks"][0]
+        for name in ("ln1", "ln2"):
+            assert blk[name]["scale"] == pytest.approx(0.5 * lr, rel=1e-3), (d, name)
+            assert blk[name]["bias"] == pytest.approx(0.5 * lr, rel=1e-3), (d, name)
+        assert move["ln_f"]["scale"] == pytest.approx(0.5 * lr, rel=1e-3)
+        for name in ("qkv", "proj", "fc", "out"):
+            assert blk[name]["bias"] == pytest.approx(0.5 * lr, rel=1e-3), (d, name)
+            assert blk[name]["kernel"] == pytest.approx(lr / m, rel=1e-3), (d, name)
+        assert move["pos"] == pytest.approx(0.25 * lr, rel=1e-3)
+        assert move["embed"]["embedding"] == pytest.approx(lr, rel=1e-3)
+        assert move["head"]["embedding"] == pytest.approx(lr, rel=1e-3)
+
+
+def test_zero_query_init_zeroes_the_queries_alone():
+    """model.zero_query_init: every block's fused QKV kernel starts with its query columns (the first d) at zero,
+    keys and values as drawn without it, in SP and μP; the first step's attention scores are then exactly 0."""
+    for par in ("sp", "mup"):
+        kw = {"model.embed_dim": 16, "model.parametrization": par, "model.num_layers": 2}
+        (c0, p0), (c1, p1) = program(**kw), program(**kw, **{"model.zero_query_init": True})
+        a, b = p0.init(0, hparams(c0))["params"], p1.init(0, hparams(c1))["params"]
+        for layer in range(2):
+            ka, kb = (np.asarray(p["blocks"][layer]["qkv"]["kernel"]) for p in (a, b))
+            assert np.abs(ka[:, :16]).max() > 0  # drawn, without the key
+            np.testing.assert_array_equal(kb[:, :16], 0.0)
+            np.testing.assert_array_equal(kb[:, 16:], ka[:, 16:])
+        state = p1.init(0, hparams(c1))
+        _, m = jax.jit(p1.step)(state, p1.batch(p1.corpus.tables, state))
+        assert float(m["coord/attn_logits0"]) == 0.0 and float(m["coord/attn_logits1"]) == 0.0
