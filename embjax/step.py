@@ -49,7 +49,8 @@ def hparams(cfg: Config) -> dict[str, float]:
 @dataclass(frozen=True)
 class Rule:
     """How the optimizer treats one parameter: its group (embed: the input table; table: another
-    embedding table; matrix; vector; pos: the learned position table) and μP's multipliers on its learning rate and weight decay."""
+    embedding table; matrix; vector; pos: the learned position table) and μP's multipliers on its learning
+    rate and weight decay."""
 
     group: str
     lr_mult: float = 1.0

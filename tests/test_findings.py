@@ -298,3 +298,36 @@ def test_stream_gradient_is_the_gradient_at_the_first_layernorms_input():
         jax.jit(PL.init)(0, hparams(lin)), PL.corpus.sample(PL.corpus.tables, jax.random.key(3), 4)
     )
     assert "train/grad_norm_stream0" not in ml and np.isfinite(float(ml["train/loss"]))
+
+
+def test_small_sigma_reads_the_stream_gradient_at_the_first_step():
+    """Finding 3's checks on hand-made runs: ‖∂L/∂x₀‖ = c/σ (slope −1, noise-free per seed) and 8× smaller with √d
+    is reproduced on every check; the same runs with the gradient flat in σ are not reproduced on the slopes."""
+    from embjax.findings import analyse_small_sigma, evaluate
+
+    def runs(power):
+        out = []
+        for s in (0.001, 0.01, 0.1, 1.0):
+            for scale in (1.0, "sqrt_d"):
+                for seed in (0, 1, 2):
+                    g = (1 + 0.01 * seed) * s**power / (8 if scale == "sqrt_d" else 1)
+                    rows = [
+                        {
+                            "step": t,
+                            "train/grad_norm_stream0": g * (1 + 0.001 * t),
+                            "train/grad_norm_embed": g / 3,
+                            "train/grad_norm_block0": 1.0,
+                        }
+                        for t in range(1, 11)
+                    ]
+                    cfg = {"seed": seed, "embedding": {"init_std": s, "scale": scale}}
+                    out.append({"cfg": cfg, "rows": rows, "summary": {"status": "finished"}})
+        return out
+
+    checks, (cols, rows) = analyse_small_sigma(runs(-1.0))
+    assert [c.verdict for c in checks] == [REPRODUCED] * 4
+    assert checks[0].values == pytest.approx([-1.0] * 3) and checks[3].values == pytest.approx([math.log(1 / 8)] * 3)
+    assert len(rows) == 8 and cols[3] == "‖∂L/∂x₀‖ step 1"
+    flat, _ = analyse_small_sigma(runs(0.0))
+    assert [c.verdict for c in flat[:3]] == [NOT_REPRODUCED] * 3
+    assert evaluate(BY_NAME["small_sigma_preln"], runs(-1.0))[0] == REPRODUCED
