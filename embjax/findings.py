@@ -92,6 +92,35 @@ class Finding:
     quick: dict = field(default_factory=dict)  # --quick: {"steps": N, "parameters": {key: values}}
 
 
+# The protocol audit (issue 22): per finding, what varies, what is held fixed, and what could still confound it
+AUDITS = {
+    "tying_anisotropy": "Varied: tying × σ_E ∈ {0.02, 0.2, 1} × seed. Held fixed: data, model, optimizer, steps, "
+    "and (since model.head_init_std) the untied head's init at 0.02 whatever σ_E; before, the head was drawn with "
+    "σ_E, so σ moved the output logits too. Could confound: an untied model has a second table (more parameters) "
+    "and its input table receives only input-side gradients, which is the mechanism under test, not a confound.",
+    "frequency_rows": "Varied: tying × embedding weight decay {0, 0.5} × seed (σ_E = 0.02, head 0.02). Held fixed: "
+    "data (Zipf 1.1), model, optimizer, steps. Could confound: the decay also applies to the untied head "
+    "(embed_weight_decay covers every embedding table), so the decay check moves the readout too.",
+    "small_sigma_preln": "Varied: σ_E × embedding scale {1, √d} × seed. Held fixed: the untied head at 0.02, no "
+    "position table, data, model, optimizer. Could confound: nothing known; before this protocol the head moved "
+    "with σ, learned positions capped the LayerNorm input's scale, and block-0 parameter gradients (which carry "
+    "no 1/σ) were measured.",
+    "softmax_bottleneck": "Varied: d × seed (linear LM, untied). Held fixed: corpus and its logit rank, optimizer, "
+    "steps. Could confound: 1,500 steps may leave small-d models short of their optimum, which would overstate "
+    "the fall below r; the head's init is fixed at 0.02 and E's σ is 0.02 at every d.",
+    "tied_vs_untied": "Varied: tying × seed (the σ_E = 0.02 members of the tying sweep; head 0.02, as before). "
+    "Held fixed: data, model, optimizer, steps. Could confound: the untied model has twice the embedding "
+    "parameters; the same lr serves both.",
+    "mup_coord_check": "Varied: parametrization × width × seed. Held fixed: lr, base width, data, steps. Could "
+    "confound: μP's base constants are at their defaults (no query zero-init: the attention scores' growth "
+    "counts against 'every activation'); the model is tied, so the table is also the readout (×1/m).",
+    "mup_lr_transfer": "Varied: parametrization × width × lr × seed. Held fixed: data, steps, base width. Could "
+    "confound: μP's base constants (readout init, position and vector lrs, query init) are untuned at d₀, while "
+    "SP at its own best lr per width effectively changes them with width (issue 22); the tuning sweep is not "
+    "built yet.",
+}
+
+
 # ---------------------------------------------------------------------------------------
 # Reading runs
 
@@ -765,9 +794,8 @@ FINDINGS = [
         "added after the lookup would cap the LayerNorm input's scale), the output head fixed at "
         "model.head_init_std = 0.02 whatever σ; AdamW lr 3e-3, warm-up 9 steps; σ ∈ {0.001, 0.01, 0.1, 1} × "
         "embedding scale {1, √d} × seeds {0, 1, 2}; train/grad_norm_stream0 (‖∂L/∂x‖ at the first block's input, "
-        "a zero probe's gradient) at every one of the first 10 steps. Varied: σ and the scale. Held fixed: the "
-        "head, the data, the model, the optimizer. Could confound: nothing known; the bands come from the "
-        "argument (slope −1, √d cuts it by 8), not from earlier runs.",
+        "a zero probe's gradient) at every one of the first 10 steps; the bands come from the argument (slope −1, "
+        "√d cuts it by 8), not from earlier runs.",
         "Each check below, on the per-seed values' mean ± 2 standard errors.",
         "small_sigma",
         analyse_small_sigma,
@@ -892,6 +920,7 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
             f"- **Source.** {f.source}",
             f"- **Protocol.** {f.protocol} "
             f"Sweep `sweeps/findings/{f.sweep}.yaml`; ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`.",
+            *([f"- **Audit.** {AUDITS[f.name]}"] if f.name in AUDITS else []),
             f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band lies "
             "inside its interval, not reproduced when it lies outside, inconclusive when it straddles an edge.",
             "",
