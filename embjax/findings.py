@@ -464,6 +464,10 @@ def analyse_small_sigma(runs: list[dict]) -> tuple[list[Check], Table]:
             hi=math.log(0.5),
         ),
     ]
+    return checks, _small_sigma_table(runs, sigmas, stream)
+
+
+def _small_sigma_table(runs: list[dict], sigmas: list, stream: str) -> Table:
     rows = []
     for scale in (1.0, "sqrt_d"):
         for s in sigmas:
@@ -484,7 +488,7 @@ def analyse_small_sigma(runs: list[dict]) -> tuple[list[Check], Table]:
         "embedding ‖g‖ steps 1–5",
         "first block ‖g‖ steps 1–5",
     ]
-    return checks, (cols, rows)
+    return cols, rows
 
 
 # ---------------------------------------------------------------------------------------
