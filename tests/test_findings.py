@@ -247,6 +247,7 @@ def test_verdicts_and_plots_reach_an_offline_wandb_report_run(tmp_path):
     assert images == {"findings/tying_anisotropy": "image-file"}  # the plot (tied vs untied has none)
 
 
+@pytest.mark.slow
 def test_stream_gradient_is_the_gradient_at_the_first_layernorms_input():
     """train/grad_norm_stream0 (a zero probe at each block's input) equals ‖∂L/∂x‖ from jax.grad of the loss
     written as a function of the first block's input x (embedding + positions), and the ratio uses the last

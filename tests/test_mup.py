@@ -270,18 +270,19 @@ def test_vector_and_position_lr_scales_move_exactly_their_parameters(par):
         assert move["head"]["embedding"] == pytest.approx(lr, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_zero_query_init_zeroes_the_queries_alone():
     """model.zero_query_init: every block's fused QKV kernel starts with its query columns (the first d) at zero,
     keys and values as drawn without it, in SP and μP; the first step's attention scores are then exactly 0."""
     for par in ("sp", "mup"):
         kw = {"model.embed_dim": 16, "model.parametrization": par, "model.num_layers": 2}
         (c0, p0), (c1, p1) = program(**kw), program(**kw, **{"model.zero_query_init": True})
-        a, b = p0.init(0, hparams(c0))["params"], p1.init(0, hparams(c1))["params"]
+        a, b = jax.jit(p0.init)(0, hparams(c0))["params"], jax.jit(p1.init)(0, hparams(c1))["params"]
         for layer in range(2):
             ka, kb = (np.asarray(p["blocks"][layer]["qkv"]["kernel"]) for p in (a, b))
             assert np.abs(ka[:, :16]).max() > 0  # drawn, without the key
             np.testing.assert_array_equal(kb[:, :16], 0.0)
             np.testing.assert_array_equal(kb[:, 16:], ka[:, 16:])
-        state = p1.init(0, hparams(c1))
+        state = jax.jit(p1.init)(0, hparams(c1))
         _, m = jax.jit(p1.step)(state, p1.batch(p1.corpus.tables, state))
         assert float(m["coord/attn_logits0"]) == 0.0 and float(m["coord/attn_logits1"]) == 0.0
