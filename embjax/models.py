@@ -52,7 +52,9 @@ def sinusoidal_positions(T: int, D: int) -> jax.Array:
 class EmbeddingLM(nnx.Module):
     """Shared parts: the input table, optional norm after lookup, the tied or untied head."""
 
-    def _init_tables(self, cfg: Config, init_std: Any, head_init_std: Any, pretrained, rngs: nnx.Rngs, order=None):
+    def _init_tables(
+        self, cfg: Config, rngs: nnx.Rngs, init_std: Any = None, head_init_std: Any = None, pretrained=None, order=None
+    ):
         """E from embedding.* (σ = init_std, default embedding.init_std); an untied head from model.head_init_std
         alone (default: the config's), so that a σ sweep moves E and nothing else."""
         V, D, e, dt = cfg.data.vocab_size, cfg.model.embed_dim, cfg.embedding, dtypes(cfg)
@@ -97,18 +99,9 @@ class EmbeddingLM(nnx.Module):
 class LinearLM(EmbeddingLM):
     """The textbook toy: lookup -> one linear map -> softmax over the next token (a bilinear bigram model)."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        *,
-        init_std: Any = None,
-        head_init_std: Any = None,
-        pretrained=None,
-        order=None,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, cfg: Config, *, rngs: nnx.Rngs, **tables: Any):  # tables: see EmbeddingLM._init_tables
         D = cfg.model.embed_dim
-        self._init_tables(cfg, init_std, head_init_std, pretrained, rngs, order)
+        self._init_tables(cfg, rngs, **tables)
         self.proj = Linear(D, D, rngs=rngs, **dtypes(cfg))
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
@@ -119,18 +112,9 @@ class LinearLM(EmbeddingLM):
 class MLPLM(EmbeddingLM):
     """Window of the W previous tokens (zeros before the start) -> concat -> GELU MLP -> head."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        *,
-        init_std: Any = None,
-        head_init_std: Any = None,
-        pretrained=None,
-        order=None,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, cfg: Config, *, rngs: nnx.Rngs, **tables: Any):  # tables: see EmbeddingLM._init_tables
         D, W, F = cfg.model.embed_dim, cfg.model.window, cfg.model.hidden_dim
-        self._init_tables(cfg, init_std, head_init_std, pretrained, rngs, order)
+        self._init_tables(cfg, rngs, **tables)
         self.window = W
         self.fc = Linear(W * D, F, rngs=rngs, **dtypes(cfg))
         self.out = Linear(F, D, rngs=rngs, **dtypes(cfg))
@@ -187,19 +171,10 @@ class Block(nnx.Module):
 class TransformerLM(EmbeddingLM):
     """Decoder-only: embed (+ positions) -> pre-LN blocks with causal (and padding) masks -> LN -> head."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        *,
-        init_std: Any = None,
-        head_init_std: Any = None,
-        pretrained=None,
-        order=None,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, cfg: Config, *, rngs: nnx.Rngs, **tables: Any):  # tables: see EmbeddingLM._init_tables
         m = cfg.model
         D, T = m.embed_dim, cfg.data.seq_len
-        self._init_tables(cfg, init_std, head_init_std, pretrained, rngs, order)
+        self._init_tables(cfg, rngs, **tables)
         self.positions = m.positions
         dt = dtypes(cfg)
         if m.positions == "learned":

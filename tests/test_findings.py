@@ -173,21 +173,22 @@ def test_linear_cka_against_the_hsic_formula_and_its_invariances():
     assert linear_cka(X, 3 * X @ Q + 1) == pytest.approx(1.0, abs=1e-12)
 
 
+# a tiny untied 2-layer transformer: the per-layer and residual-stream gradient tests' model
+UNTIED_2_LAYERS = {
+    "data.vocab_size": 64,
+    "data.num_classes": 4,
+    "data.seq_len": 8,
+    "data.batch_size": 4,
+    "model.embed_dim": 16,
+    "model.num_layers": 2,
+    "model.num_heads": 2,
+    "model.tie_embeddings": False,
+}
+
+
 @pytest.mark.slow
 def test_per_layer_gradient_norms_and_the_untied_output_table(tmp_path):
-    cfg = load_config(
-        None,
-        {
-            "data.vocab_size": 64,
-            "data.num_classes": 4,
-            "data.seq_len": 8,
-            "data.batch_size": 4,
-            "model.embed_dim": 16,
-            "model.num_layers": 2,
-            "model.num_heads": 2,
-            "model.tie_embeddings": False,
-        },
-    )
+    cfg = load_config(None, UNTIED_2_LAYERS)
     P = Program(cfg, make_corpus(cfg))
     state = jax.jit(P.init)(0, hparams(cfg))
     batch = P.corpus.sample(P.corpus.tables, jax.random.key(3), 4)
@@ -254,20 +255,7 @@ def test_stream_gradient_is_the_gradient_at_the_first_layernorms_input():
     block's the same way; the probes change nothing else (loss and parameter gradients as without them)."""
     import optax
 
-    cfg = load_config(
-        None,
-        {
-            "data.vocab_size": 64,
-            "data.num_classes": 4,
-            "data.seq_len": 8,
-            "data.batch_size": 4,
-            "model.embed_dim": 16,
-            "model.num_layers": 2,
-            "model.num_heads": 2,
-            "model.tie_embeddings": False,
-            "embedding.init_std": 0.01,
-        },
-    )
+    cfg = load_config(None, {**UNTIED_2_LAYERS, "embedding.init_std": 0.01})
     P = Program(cfg, make_corpus(cfg))
     state = jax.jit(P.init)(0, hparams(cfg))
     batch = P.corpus.sample(P.corpus.tables, jax.random.key(3), 4)
