@@ -95,6 +95,9 @@ class ModelConfig:
     # the attention query projection starts at zero (scores 0: uniform attention at step 0), in SP and μP alike,
     # as mup's own transformer example does
     zero_query_init: bool = False
+    # a factor on the attention scores (mup's attn_mult): q·k·attn_mult/√K under SP, q·k·attn_mult·√K₀/K under μP; a
+    # width-independent base constant (docs/mup.md). A shape key: members that differ in it compile apart
+    attn_mult: float = setting(1.0, range=(0.0, 1e4), low_open=True)
     logit_scale: LogitScale = 1.0
     positions: Literal["learned", "sinusoidal", "none"] = "learned"
     num_layers: int = setting(2, range=(1, 256))

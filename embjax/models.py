@@ -136,12 +136,21 @@ class Block(nnx.Module):
     """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x)); fused QKV, exact GELU.
 
     Scores are q·k/√K under SP; under μP q·k/√(K·m) = q·k·√K₀/K (K₀ the head width at the base width),
-    which is the same number at m = 1 and 1/K-scaled as the width grows."""
+    which is the same number at m = 1 and 1/K-scaled as the width grows; both times attn_mult (model.attn_mult)."""
 
     def __init__(
-        self, D: int, H: int, F: int, *, width_mult: float = 1.0, zero_query: bool = False, rngs: nnx.Rngs, **dt
+        self,
+        D: int,
+        H: int,
+        F: int,
+        *,
+        width_mult: float = 1.0,
+        zero_query: bool = False,
+        attn_mult: float = 1.0,
+        rngs: nnx.Rngs,
+        **dt,
     ):
-        self.H, self.width_mult = H, width_mult
+        self.H, self.width_mult, self.attn_mult = H, width_mult, attn_mult
         self.ln1, self.ln2 = (nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt) for _ in range(2))
         self.qkv = Linear(D, 3 * D, rngs=rngs, **dt)
         if zero_query:  # the fused kernel's outputs are (q, k, v) × heads × K: q is its first D columns
@@ -159,6 +168,8 @@ class Block(nnx.Module):
         s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK, preferred_element_type=jnp.float32) / math.sqrt(
             K * self.width_mult
         )
+        if self.attn_mult != 1.0:  # a separate multiply, so that the default's program is unchanged bit for bit
+            s_BxHxTxT = s_BxHxTxT * self.attn_mult
         n_allowed = self.H * jnp.sum(allowed_BxTxT, dtype=jnp.float32)
         score_l1 = jnp.sum(jnp.where(allowed_BxTxT[:, None], jnp.abs(s_BxHxTxT), 0.0)) / jnp.maximum(n_allowed, 1)
         s_BxHxTxT = jnp.where(allowed_BxTxT[:, None], s_BxHxTxT, jnp.finfo(s_BxHxTxT.dtype).min)
@@ -187,6 +198,7 @@ class TransformerLM(EmbeddingLM):
                     m.mlp_ratio * D,
                     width_mult=width_multiplier(cfg),
                     zero_query=m.zero_query_init,
+                    attn_mult=m.attn_mult,
                     rngs=rngs,
                     **dt,
                 )

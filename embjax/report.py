@@ -227,6 +227,13 @@ def plot_coord_check(runs, path, max_steps: int = 5) -> bool:
     return _save(fig, path)
 
 
+def _slope_cell(slope, points, step, key) -> str:
+    if slope is not None and np.isfinite(slope):
+        return f"{slope:+.2f}"
+    values = [v for _, s, k, v in points if s == step and k == key]
+    return "zero" if values and all(v == 0 for v in values) else "n/a"
+
+
 def coord_slope_lines(runs, max_steps: int = 5) -> list[str]:
     """report.md's table of log–log slopes of each activation against width, per parametrisation and step."""
     data = _coord_points(runs)
@@ -238,13 +245,14 @@ def coord_slope_lines(runs, max_steps: int = 5) -> list[str]:
         if len({w for w, _, _, _ in data[p]}) < 2 or not keys:
             continue
         lines += [
-            f"**{'μP' if p == 'mup' else 'SP'}**: slope of log mean |x| against log width",
+            f"**{'μP' if p == 'mup' else 'SP'}**: slope of log mean |x| against log width (step t: step t's forward "
+            "pass, after t − 1 updates; 'zero': exactly 0 at every width, e.g. zero-initialised queries' scores)",
             "",
             "| step | " + " | ".join(keys) + " |",
             "|---" * (len(keys) + 1) + "|",
         ]
         lines += [
-            f"| {s} | " + " | ".join(f"{slopes[s].get(k, float('nan')):+.2f}" for k in keys) + " |" for s in steps
+            f"| {s} | " + " | ".join(_slope_cell(slopes[s].get(k), data[p], s, k) for k in keys) + " |" for s in steps
         ]
         lines.append("")
     return lines

@@ -51,6 +51,7 @@ BASE_CONSTANTS = {
     "model.zero_query_init": True,
     "model.head_init_std": 0.16,
     "model.logit_scale": 2.0,
+    "model.attn_mult": 2.0,
 }
 
 
@@ -268,6 +269,27 @@ def test_vector_and_position_lr_scales_move_exactly_their_parameters(par):
         assert move["pos"] == pytest.approx(0.25 * lr, rel=1e-3)
         assert move["embed"]["embedding"] == pytest.approx(lr, rel=1e-3)
         assert move["head"]["embedding"] == pytest.approx(lr, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_attn_mult_multiplies_the_attention_scores_alone():
+    """model.attn_mult = 2.5 under μP at d = 8 (= d₀, where μP is SP) and d = 32: from one seed the weights are
+    the same, the first block's mean |score| is exactly 2.5× the default's (by hand: the scores are
+    q·k·attn_mult/√(K·m); the second block's input has moved with the first's
+    attention), and nothing before the scores changes."""
+    for par in ("mup",):
+        for d in (8, 32):
+            kw = {"model.embed_dim": d, "model.parametrization": par, "model.num_layers": 2}
+            sizes = []
+            for mult in (1.0, 2.5):
+                cfg, P = program(**kw, **{"model.attn_mult": mult})
+                state = jax.jit(P.init)(0, hparams(cfg))
+                sizes.append(jax.jit(P.loss_and_sizes)(state["params"], P.batch(P.corpus.tables, state))[1])
+            assert float(sizes[1]["coord/attn_logits0"]) == pytest.approx(
+                2.5 * float(sizes[0]["coord/attn_logits0"]), rel=1e-5
+            ), (par, d)
+            assert float(sizes[1]["coord/embed_out"]) == float(sizes[0]["coord/embed_out"])
+            assert float(sizes[1]["coord/block0"]) != float(sizes[0]["coord/block0"])  # the attention moved
 
 
 @pytest.mark.slow
