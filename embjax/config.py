@@ -155,6 +155,10 @@ class OptimConfig:
     pos_lr_scale: float = setting(1.0, range=(0.0, 1e6), low_open=True, role=VALUE)
     # the input layer's per-token rows decay at embed_weight_decay × (V·f_token)^(-power): rare rows more (0: uniform)
     embed_decay_freq_power: float = setting(0.0, range=(0.0, 2.0), role=VALUE)
+    # dense: every row of every parameter moves each step (Adam's moments, weight decay); lazy: a per-token row of an
+    # embedding table whose gradient is exactly 0 this step keeps its parameters and optimizer state (LazyAdam,
+    # SparseAdam); bias correction keeps the global step count, as LazyAdam does (docs/metrics.md)
+    row_updates: Literal["dense", "lazy"] = "dense"
     skip_nonfinite: bool = False  # skip a non-finite update instead of stopping the run
     # a member whose train loss stays above this (null: 10 · ln V) and above twice its first loss for
     # divergence_patience steps is diverged
@@ -429,6 +433,11 @@ def _validate(cfg: Config) -> None:
             )
             + "; allowed: 0, or a table, factorized or hashed "
             "layer with optim.embed_weight_decay (or weight_decay) > 0"
+        )
+    if o.row_updates == "lazy" and o.name == "adafactor":
+        raise ConfigError(
+            "optim.row_updates: got 'lazy' with optim.name='adafactor' (its factored second moment is shared "
+            "by rows); allowed: 'lazy' with adamw, adam or sgd, or 'dense'"
         )
     if cfg.log.word_similarity is not None and not (
         os.path.isfile(cfg.log.word_similarity) and os.path.getsize(cfg.log.word_similarity) > 0

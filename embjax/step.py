@@ -13,6 +13,8 @@ Dimensions: B batch, T time, V vocabulary. A train state is a plain pytree (dict
   loss0          float32 the first finite loss (a blow-up must also pass twice it)
   norm0          float32 mean row norm of E at step 0, for emb/norm_growth
   row_updates    int32[V] steps in which each row of E received a nonzero gradient
+  row_anchor     float32[V, d] each row of E as it was after the last step whose batch held its token (the
+                 untouched-row drift is measured from it)
 Shapes and structure are static per compiled program; everything in `hp` and the seed are values.
 """
 
@@ -198,6 +200,29 @@ def precision(name: str):
     return contextlib.nullcontext() if name == "default" else jax.default_matmul_precision(name)
 
 
+def _rows_where(rows_V: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """a's rows where rows_V, b's elsewhere (rows: the leading axis)."""
+    return jax.lax.select(jnp.broadcast_to(rows_V.reshape(-1, *[1] * (a.ndim - 1)), a.shape), a, b)
+
+
+def lazy_rows(rows: Any, updates: Any, new_opt: Any, old_opt: Any) -> tuple[Any, Any]:
+    """optim.row_updates=lazy: rows (a tree like the parameters: a (V,) bool of rows with a nonzero gradient for
+    each per-token array, None elsewhere) keep their update; the others get a zero update and keep their
+    optimizer state (every parameter-shaped part of the optax state: Adam's moments, SGD's trace)."""
+    pdef = jax.tree.structure(updates)
+    keep = lambda r, new, old: new if r is None or new.shape[:1] != r.shape else _rows_where(r, new, old)
+    is_rows = lambda x: x is None
+    updates = jax.tree.map(lambda r, u: keep(r, u, jnp.zeros_like(u)), rows, updates, is_leaf=is_rows)
+
+    def part(new, old):
+        if jax.tree.structure(new) != pdef:
+            return new
+        return jax.tree.map(keep, rows, new, old, is_leaf=is_rows)
+
+    is_param_tree = lambda x: jax.tree.structure(x) == pdef
+    return updates, jax.tree.map(part, new_opt, old_opt, is_leaf=is_param_tree)
+
+
 def _tree_where(pred, a, b):
     # lax.select, not jnp.where: jnp.where's nested jit hides shardings from the SPMD partitioner,
     # which then all-gathers vocabulary-sharded tables to select between them. The result keeps b's dtypes
@@ -258,7 +283,7 @@ class Program:
 
     def per_row(self, path: tuple, leaf: Any) -> bool:
         """Leaves with one entry per vocabulary row: the tables, their optimizer moments, row counters."""
-        rows = self.tables.per_token(path) or path_keys(path) in (("row_updates",), ("token_counts",))
+        rows = self.tables.per_token(path) or path_keys(path) in (("row_updates",), ("token_counts",), ("row_anchor",))
         return rows and tuple(leaf.shape[:1]) == (self.cfg.data.vocab_size,)
 
     # -- pieces ------------------------------------------------------------------------
@@ -354,6 +379,7 @@ class Program:
             "loss0": jnp.full((), jnp.nan, jnp.float32),
             "norm0": jnp.linalg.norm(self.table(params), axis=-1).mean(),
             "row_updates": jnp.zeros((self.cfg.data.vocab_size,), jnp.int32),
+            "row_anchor": self.table(params),
             "token_counts": jnp.zeros((self.cfg.data.vocab_size,), jnp.int32),  # occurrences in trained batches
         }
 
@@ -370,6 +396,8 @@ class Program:
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         tx = make_optimizer(self.cfg, hp, self.rules, self.log_rel_freq)
         updates, opt_state = tx.update(_float32(grads), state["opt_state"], params)
+        if self.cfg.optim.row_updates == "lazy":
+            updates, opt_state = lazy_rows(self._grad_rows(grads), updates, opt_state, state["opt_state"])
         new_params = optax.apply_updates(params, updates)
         live = state["diverged_at"] < 0
         loss0 = jnp.where(finite & jnp.isnan(state["loss0"]), loss, state["loss0"])  # the first finite loss
@@ -381,10 +409,13 @@ class Program:
         touched_V = self.tables.touched(grads)  # tokens whose own parameters got a nonzero gradient
         rows_touched = touched_V.mean()
         stop_here = live & ((~finite & (not self.cfg.optim.skip_nonfinite)) | blown_up)
+        new_params = _tree_where(apply, new_params, params)
+        drift, anchor = self._untouched_drift(state, params, new_params, tok_BxT1)
         new_state = dict(
             state,
             step=state["step"] + 1,
-            params=_tree_where(apply, new_params, params),
+            params=new_params,
+            row_anchor=anchor,
             opt_state=_tree_where(apply, opt_state, state["opt_state"]),
             diverged_at=jnp.where(stop_here, state["step"] + 1, state["diverged_at"]),
             skipped=state["skipped"] + (~finite & live).astype(jnp.int32),
@@ -406,9 +437,40 @@ class Program:
             "train/grad_norm": grad_norm,
             "train/lr": lr,
             "emb/grad_row_frac": rows_touched,
+            **drift,
             **parts,
             **sizes,
         }
+
+    def _grad_rows(self, grads: Any) -> Any:
+        """For each per-token array: (V,) bool, the rows with a nonzero gradient; None for every other parameter."""
+        V = self.cfg.data.vocab_size
+
+        def rows(path, g):
+            if not self.tables.per_token(path) or g.shape[:1] != (V,):
+                return None
+            return jnp.any(g.reshape(V, -1) != 0, axis=1)
+
+        return jax.tree_util.tree_map_with_path(rows, grads)
+
+    def _untouched_drift(self, state: dict, params: Any, new_params: Any, tok_BxT1: jax.Array) -> tuple[dict, Any]:
+        """emb/untouched_drift: the mean ‖eᵢ(after this step) − eᵢ(after the last step whose inputs held token i)‖
+        over the tokens absent from this step's inputs (0 when every token is present); emb/untouched_moved_frac:
+        the fraction of the V rows that changed in this step without their token in its inputs. And the new
+        anchors (rows of E after the last step that held their token)."""
+        V = self.cfg.data.vocab_size
+        inp = tok_BxT1[:, :-1].reshape(-1)
+        present_V = jnp.zeros((V,), bool).at[inp].set(True)
+        before, after = self.table(params), self.table(new_params)
+        absent = ~present_V
+        n_absent = jnp.maximum(absent.sum(), 1).astype(jnp.float32)
+        drift_V = jnp.linalg.norm(after - state["row_anchor"], axis=-1)
+        moved_V = jnp.any(after != before, axis=-1)
+        metrics = {
+            "emb/untouched_drift": jnp.sum(jnp.where(absent, drift_V, 0.0)) / n_absent,
+            "emb/untouched_moved_frac": jnp.mean((absent & moved_V).astype(jnp.float32)),
+        }
+        return metrics, _rows_where(present_V, after, state["row_anchor"])
 
     def _stream_probes(self, tok_BxT1: jax.Array) -> list | None:
         """Zeros added to each transformer block's input, so the step's gradient includes ∂L/∂x there."""
