@@ -421,6 +421,22 @@ def _validate(cfg: Config) -> None:
         _validate_mup(cfg)
     if e.kind != "table":
         _validate_kind(cfg)
+    _validate_optim(cfg)
+    if cfg.log.word_similarity is not None and not (
+        os.path.isfile(cfg.log.word_similarity) and os.path.getsize(cfg.log.word_similarity) > 0
+    ):
+        raise ConfigError(
+            f"log.word_similarity: got {cfg.log.word_similarity!r}; allowed: null or an existing, "
+            "non-empty 'word word score' file"
+        )
+    if cfg.log.profile_steps:
+        profile_range(cfg.log.profile_steps, cfg.steps)
+    if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
+        raise ConfigError(f"name: got {cfg.name!r}; allowed: a non-empty name without '/'")
+
+
+def _validate_optim(cfg: Config) -> None:
+    e = cfg.embedding
     o = cfg.optim
     embed_wd = o.weight_decay if o.embed_weight_decay is None else o.embed_weight_decay
     if o.embed_decay_freq_power > 0 and (embed_wd == 0 or e.kind == "adaptive"):
@@ -439,17 +455,6 @@ def _validate(cfg: Config) -> None:
             "optim.row_updates: got 'lazy' with optim.name='adafactor' (its factored second moment is shared "
             "by rows); allowed: 'lazy' with adamw, adam or sgd, or 'dense'"
         )
-    if cfg.log.word_similarity is not None and not (
-        os.path.isfile(cfg.log.word_similarity) and os.path.getsize(cfg.log.word_similarity) > 0
-    ):
-        raise ConfigError(
-            f"log.word_similarity: got {cfg.log.word_similarity!r}; allowed: null or an existing, "
-            "non-empty 'word word score' file"
-        )
-    if cfg.log.profile_steps:
-        profile_range(cfg.log.profile_steps, cfg.steps)
-    if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
-        raise ConfigError(f"name: got {cfg.name!r}; allowed: a non-empty name without '/'")
 
 
 def _validate_kind(cfg: Config) -> None:

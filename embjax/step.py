@@ -456,7 +456,7 @@ class Program:
     def _untouched_drift(self, state: dict, params: Any, new_params: Any, tok_BxT1: jax.Array) -> tuple[dict, Any]:
         """emb/untouched_drift: the mean ‖eᵢ(after this step) − eᵢ(after the last step whose inputs held token i)‖
         over the tokens absent from this step's inputs (0 when every token is present); emb/untouched_moved_frac:
-        the fraction of the V rows that changed in this step without their token in its inputs. And the new
+        the fraction of those absent tokens' rows that changed in this step. And the new
         anchors (rows of E after the last step that held their token)."""
         V = self.cfg.data.vocab_size
         inp = tok_BxT1[:, :-1].reshape(-1)
@@ -468,7 +468,7 @@ class Program:
         moved_V = jnp.any(after != before, axis=-1)
         metrics = {
             "emb/untouched_drift": jnp.sum(jnp.where(absent, drift_V, 0.0)) / n_absent,
-            "emb/untouched_moved_frac": jnp.mean((absent & moved_V).astype(jnp.float32)),
+            "emb/untouched_moved_frac": jnp.sum((absent & moved_V).astype(jnp.float32)) / n_absent,
         }
         return metrics, _rows_where(present_V, after, state["row_anchor"])
 
