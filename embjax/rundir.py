@@ -11,12 +11,16 @@ process 0 writes files or talks to W&B. `MemoryRun` keeps it all in memory.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -99,6 +103,78 @@ def summarize(cfg: Config, info: dict, o: Outcome) -> dict[str, Any]:
     return out
 
 
+class RunLocked(ConfigError):
+    """Another live process holds the run directory."""
+
+
+class RunLock:
+    """One writer per run directory: `<out_dir>/.<name>.lock` (beside the directory, so --overwrite's removal of
+    the directory leaves it), created exclusively with {pid, host, since, command}. A lock whose process is gone
+    (same host, pid not alive) is taken over; a live one, or one from another host, refuses with one line."""
+
+    def __init__(self, run_dir: str):
+        head, name = os.path.split(os.path.normpath(run_dir))
+        self.run_dir, self.path, self.held = run_dir, os.path.join(head, f".{name}.lock"), False
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        me["command"] = " ".join(sys.argv)[:300]
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_or_refuse(me["host"])
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            atexit.register(self.release)
+            return
+        raise RunLocked(f"run {self.run_dir!r}: could not take its lock {self.path!r}; allowed: one process per run")
+
+    def _take_over_or_refuse(self, host: str) -> None:
+        try:
+            with open(self.path) as f:
+                held = json.load(f)
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        except (OSError, ValueError):
+            held = {}  # half-written by a process that died while writing it: stale
+        pid, where = held.get("pid"), held.get("host")
+        if where not in (None, host):
+            raise RunLocked(
+                f"run {self.run_dir!r} is in use: locked by pid {pid} on host {where} since {held.get('since')}; "
+                f"allowed: one process per run (if nothing on {where} runs it any more, delete {self.path})"
+            )
+        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):  # (this process's own: a run it left)
+            raise RunLocked(
+                f"run {self.run_dir!r} is in use: locked by pid {pid} on host {where} since {held.get('since')} "
+                f"({held.get('command', '?')}); allowed: one process per run (wait for it, or stop it)"
+            )
+        stale = f"{self.path}.stale-{os.getpid()}"  # a rename: of two processes taking it over, one wins the create
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path, stale)
+            os.remove(stale)
+            if pid != os.getpid():
+                print(f"{self.run_dir}: took over the lock of pid {pid} (no longer running)", file=sys.stderr)
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
 def check(cfg: Config, overwrite: bool) -> bool:
     """Decide before writing anything: True to resume. A changed config is refused unless overwrite
     (which then removes the old run); only keys declared resumable may differ."""
@@ -153,7 +229,17 @@ class RunDir:
 
     def __init__(self, cfg: Config, *, overwrite: bool = False, label: str | None = None):
         self.cfg, self.label = cfg, label or cfg.name
-        self.resume = check(cfg, overwrite)  # nothing is written before this has passed
+        self.lock = RunLock(cfg.run_dir)
+        if is_main_process():  # process 0 holds a multi-process run's lock
+            with contextlib.suppress(OSError):
+                os.makedirs(cfg.out_dir, exist_ok=True)  # (check() names an out_dir that cannot be written)
+            if os.path.isdir(cfg.out_dir):
+                self.lock.acquire()
+        try:
+            self.resume = check(cfg, overwrite)  # nothing is written before this has passed
+        except BaseException:
+            self.lock.release()
+            raise
         self.path = cfg.run_dir
         self.writer = is_main_process()
         self.corpus: Corpus | None = None
@@ -270,10 +356,13 @@ class RunDir:
                 if o.status in ("finished", "diverged") and self.writer and snapshots.frame_steps(self.path):
                     self._write_page()
             finally:
-                self.sink.summary(summary)
-                self.sink.close(o.status)
-                if self.wandb is not None:
-                    summary["_wandb_sync"] = self.wandb.sync_hint()
+                try:
+                    self.sink.summary(summary)
+                    self.sink.close(o.status)
+                    if self.wandb is not None:
+                        summary["_wandb_sync"] = self.wandb.sync_hint()
+                finally:
+                    self.lock.release()
         return summary
 
     def _write_outputs(self, o: Outcome) -> None:

@@ -54,6 +54,8 @@ def test_kill9_then_resume_is_identical(tmp_path, reference, reference_frames, k
     p.wait()
     r = run_cli("experiments.train", *ARGS, f"--out_dir={tmp_path}")
     assert r.returncode == 0, r.stderr
+    assert f"took over the lock of pid {p.pid} (no longer running)" in r.stderr  # the killed run's lock
+    assert not os.path.exists(tmp_path / ".default.lock")  # released at the end
     if kill_after > 10:
         assert "resuming" in r.stderr
     assert (tmp_path / "default" / "metrics.jsonl").read_text() == reference
@@ -197,3 +199,40 @@ def test_a_wandb_start_that_fails_at_once_is_tried_again(tmp_path, monkeypatch, 
     assert never.run is None and calls[2:] == ["never", "never"]
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["warning: W&B did not start (service did not start); continuing with local files only"]
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_live_run_is_refused_in_one_line(tmp_path, capsys):
+    """One writer per run directory: while a real training process holds the run, a second one (this process)
+    gets one line naming the run, the holder's pid, host and start time, and exit 2, and writes nothing."""
+    import socket
+
+    p = start(tmp_path, "--steps=100000")
+    try:
+        wait_for_row(tmp_path / "default" / "metrics.jsonl", 3, p)
+        lock = json.loads((tmp_path / ".default.lock").read_text())
+        assert lock["pid"] == p.pid and lock["host"] == socket.gethostname()
+        rows_before = (tmp_path / "default" / "metrics.jsonl").stat().st_size
+        assert train_main(ARGS + [f"--out_dir={tmp_path}", "--steps=100000"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"error: run {str(tmp_path / 'default')!r} is in use: locked by pid {p.pid} on host "
+            f"{socket.gethostname()} since {lock['since']} ({lock['command']}); allowed: one process per run "
+            "(wait for it, or stop it)"
+        ]
+        assert p.poll() is None and (tmp_path / "default" / "metrics.jsonl").stat().st_size >= rows_before
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_lock_from_another_host_says_how_to_clear_it(tmp_path, capsys):
+    held = {"pid": 1, "host": "gpu-node-7", "since": "2026-11-30 09:00:00"}
+    (tmp_path / ".default.lock").write_text(json.dumps(held))
+    assert train_main(ARGS + [f"--out_dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: run {str(tmp_path / 'default')!r} is in use: locked by pid 1 on host gpu-node-7 since "
+        f"2026-11-30 09:00:00; allowed: one process per run (if nothing on gpu-node-7 runs it any more, delete "
+        f"{tmp_path / '.default.lock'})"
+    )
+    assert not (tmp_path / "default").exists()
