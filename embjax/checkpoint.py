@@ -14,8 +14,11 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-# orbax logs every save at INFO through absl; a research console wants the progress bar instead
-logging.getLogger("absl").setLevel(logging.WARNING)
+# orbax logs every save at INFO through absl; a research console wants the progress bar instead. Its save threads
+# also log a failed write (a full disk) as an ERROR with a traceback before the save's caller sees it: the run
+# reports that itself, in one line (runner.write_failure), so only CRITICAL gets through
+logging.getLogger("absl").setLevel(logging.CRITICAL)
+logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # (its "Task exception was never retrieved", the same)
 
 
 class CheckpointError(RuntimeError):

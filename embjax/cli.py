@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .config import ConfigError, load_config, parse_value
+from .config import ConfigError, OutputError, load_config, parse_value
 from .hostmem import keep_freed_memory
 
 
@@ -56,6 +56,9 @@ def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
             return main(sys.argv[1:] if argv is None else argv)
         except ConfigError as err:
             return _fail(str(err))
+        except OutputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

@@ -29,6 +29,10 @@ class ConfigError(ValueError):
     """A bad key, type or value in a config, override or sweep file (exit status 2)."""
 
 
+class OutputError(Exception):
+    """An essential output of a run (a checkpoint, metrics.jsonl, summary.json) could not be written (exit 1)."""
+
+
 # Each field is declared once, here: its default, its allowed range and its role. Everything that
 # sorts keys derives from these declarations: range validation, the per-member values a vmapped
 # sweep group varies (`values`), the keys that only name or place a run (left out of sweep grouping)

@@ -35,7 +35,7 @@ from .data import Corpus
 from .mesh import is_main_process
 from .metrics import export_projector
 from .models import embedding_size
-from .sinks import CompositeSink, JsonlSink, MemorySink, NullSink, WandbSink, truncate_jsonl
+from .sinks import CompositeSink, JsonlSink, MemorySink, NullSink, WandbSink, remove_quietly, truncate_jsonl
 from .viewer import write_page
 
 CHECKPOINTS, CONFIG_FILE, WANDB_ID = "checkpoints", "config.yaml", "wandb_id.txt"
@@ -165,6 +165,17 @@ class RunLock:
                 os.remove(self.path)
 
 
+def write_text_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -249,6 +260,7 @@ class RunDir:
         self.sink: Any = NullSink()
         self.summary: dict | None = None
         self.last_logged: int | None = None
+        self.lost: set[str] = set()  # optional outputs given up after a failed write
 
     def open(self, corpus: Corpus, wandb_group: str | None = None) -> None:
         """Create the directory, write config.yaml (and corpus.json for a corpus the config does not pin),
@@ -269,10 +281,7 @@ class RunDir:
         self.ckpt = Checkpointer(os.path.join(self.path, CHECKPOINTS), keep=cfg.checkpoint.keep)
         if not self.writer:
             return
-        tmp = os.path.join(self.path, f"{CONFIG_FILE}.tmp")
-        with open(tmp, "w") as f:
-            f.write(C.dump_yaml(cfg))
-        os.replace(tmp, os.path.join(self.path, CONFIG_FILE))
+        write_text_atomic(os.path.join(self.path, CONFIG_FILE), C.dump_yaml(cfg))
         if ident is not None:
             with open(ident_path, "w") as f:
                 json.dump(ident, f)
@@ -325,11 +334,22 @@ class RunDir:
         self.last_logged = step  # the final exports join this step's row in W&B (no extra history step)
 
     def log_rich(self, step: int | None, items: dict[str, Any]) -> None:
-        self.sink.log_rich(step, items)
+        self._optional(f"W&B media {', '.join(items)}", self.sink.log_rich, step, items)
 
     def snapshot(self, step: int, rows: np.ndarray, E: np.ndarray, updates: np.ndarray) -> None:
-        if self.writer:
-            snapshots.write_frame(self.path, step, rows, E, updates)
+        if self.writer and "snapshots" not in self.lost:
+            if not self._optional(f"snapshot {step}", snapshots.write_frame, self.path, step, rows, E, updates):
+                self.lost.add("snapshots")  # the page shows the frames written so far
+
+    def _optional(self, what: str, fn: Any, *args: Any) -> bool:
+        """An optional output (snapshots, exports, the page, W&B media): a failed write is one warning and the
+        run goes on. Returns whether it was written."""
+        try:
+            fn(*args)
+            return True
+        except OSError as err:
+            print(f"warning: {self.path}: {what} not written ({err.strerror or err}); the run goes on", file=sys.stderr)
+            return False
 
     def checkpoint(self, step: int, state: Any) -> None:
         """Every row (and snapshot) up to `step` is on disk before checkpoint `step` exists."""
@@ -338,32 +358,42 @@ class RunDir:
         self.ckpt.save(step, state, C.to_dict(self.cfg))
 
     def finish(self, o: Outcome) -> dict[str, Any]:
-        """summary.json (always); with a good final state, the last checkpoint and the exports. Once: a
-        second call (after a crash was already summarised) returns the first summary."""
+        """The essential outputs first: the last checkpoint (with a good final state), then summary.json (always);
+        then the optional ones, each of which costs only itself when it cannot be written: the exports, the page,
+        W&B's summary. Once: a second call (after a crash was already summarised) returns the first summary."""
         if self.summary is not None:
             return self.summary
         summary = self.summary = summarize(self.cfg, self.corpus.info, o)
         try:
-            if o.state is not None and o.status == "finished":
-                self.ckpt.save(o.step, o.state, C.to_dict(self.cfg), force=True)
-            if o.E is not None and self.writer:
-                self._write_outputs(o)
-        finally:
             try:
+                if o.state is not None and o.status == "finished":
+                    self.ckpt.save(o.step, o.state, C.to_dict(self.cfg), force=True)
                 if self.ckpt is not None:
                     self.ckpt.close()  # waits for the async saves
-                # the page last (a stopped run gets it when it resumes and ends), so it never delays a stop
-                if o.status in ("finished", "diverged") and self.writer and snapshots.frame_steps(self.path):
-                    self._write_page()
+            except BaseException as err:
+                summary.update(status="failed", error=f"checkpoint not written: {type(err).__name__}: {err}"[:500])
+                raise
             finally:
-                try:
-                    self.sink.summary(summary)
-                    self.sink.close(o.status)
-                    if self.wandb is not None:
-                        summary["_wandb_sync"] = self.wandb.sync_hint()
-                finally:
-                    self.lock.release()
+                if self.jsonl is not None:
+                    self.jsonl.summary(summary)
+            if o.E is not None and self.writer:
+                self._optional("the exports (embeddings.npy, projector files)", self._write_outputs, o)
+            # the page last (a stopped run gets it when it resumes and ends), so it never delays a stop
+            if o.status in ("finished", "diverged") and self.writer and snapshots.frame_steps(self.path):
+                self._write_page()
+        finally:
+            try:
+                self._close_sinks(o.status, summary)
+            finally:
+                self.lock.release()
         return summary
+
+    def _close_sinks(self, status: str, summary: dict) -> None:
+        if self.wandb is not None:
+            self._optional("the W&B summary", self.wandb.summary, summary)
+        self.sink.close(status)
+        if self.wandb is not None:
+            summary["_wandb_sync"] = self.wandb.sync_hint()
 
     def _write_outputs(self, o: Outcome) -> None:
         """embeddings.npy (float32 V×d; untied: output_embeddings.npy too), row_updates.npy, projector files."""
@@ -394,7 +424,7 @@ class RunDir:
                 f"warning: {self.path}: embedding_space.html not written ({type(err).__name__}: {err})", file=sys.stderr
             )
             return
-        self.sink.log_rich(self.last_logged, {"embedding_space": {"kind": "html", "path": path}})
+        self.log_rich(self.last_logged, {"embedding_space": {"kind": "html", "path": path}})
 
 
 class MemoryRun:

@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import glob
 import os
+import re
+import shutil
+import sys
 from collections.abc import Iterator
 from typing import Any
 
+import jax
 import numpy as np
 import yaml
 
 from . import config as C
-from .config import Config, ConfigError
+from .config import Config, ConfigError, OutputError
 from .data import Corpus, make_corpus
 from .embedding import load_pretrained
 from .loop import Loop
 from .mesh import barrier, make_mesh
-from .rundir import RunDir, check, finished_summary
+from .rundir import CHECKPOINTS, RunDir, check, finished_summary
 from .signals import Signals
+from .sinks import remove_quietly
+from .snapshots import MAX_ROWS, snapshot_every
 from .step import Program
 from .sweep import group_by_shape, load_sweep, member_configs, member_label, sweep_name, swept_keys
 
@@ -76,6 +84,8 @@ def train_group(
     mesh = make_mesh(base)
     corpus, pretrained = load_inputs(base)
     program = Program(base, corpus, pretrained, mesh=mesh)
+    if runs and runs[0].writer:
+        warn_if_short_of_disk(base.out_dir, disk_need(program, len(runs)))
     for r in runs:
         r.open(corpus, wandb_group=group)
     vmapped = vectorize and len(runs) > 1
@@ -89,11 +99,94 @@ def train_group(
             show=base.log.progress if progress is None else progress,
             desc=desc,
         )
-        out = loop.train(runs)
+        try:
+            out = loop.train(runs)
+        except Exception as err:
+            failed = os_error(err)
+            if failed is None:
+                raise
+            raise OutputError(write_failure(failed, runs)) from None
     if sig.received:
         for s in out:
             s["_signal"] = sig.received
     return out
+
+
+_FULL = ("RESOURCE_EXHAUSTED", "No space left on device", "Disk quota exceeded")
+
+
+def os_error(err: BaseException | None) -> OSError | None:
+    """The first OSError behind an exception, or None. Orbax's writer (tensorstore) reports a full disk as a ValueError
+    "RESOURCE_EXHAUSTED: ... local file "PATH" ...": that counts too."""
+    found: list[OSError] = []
+    while err is not None and len(found) < 16:
+        if isinstance(err, OSError):
+            found.append(err)
+        elif any(m in str(err) for m in _FULL):
+            where = re.search(r'local file "([^"]+)"', str(err)) or re.search(r'"(/[^"]+)"', str(err))
+            found.append(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where.group(1) if where else None))
+        err = err.__cause__ or err.__context__
+    # the first failure is the innermost (a summary that then failed too wraps it); prefer one that names its file
+    named = [e for e in found if e.filename]
+    return (named or found or [None])[-1]
+
+
+def write_failure(err: OSError, runs: list) -> str:
+    """One line: what could not be written, the free space there, the last good checkpoint, how to resume.
+    Temporary files and half-written checkpoints the failure left are removed first."""
+    what = err.filename or "an output"
+    run = next((r for r in runs if str(what).startswith(r.path)), runs[0])
+    for tmp in glob.glob(os.path.join(run.path, "**", "*.tmp*"), recursive=True):
+        remove_quietly(tmp)
+    for tmp in glob.glob(os.path.join(run.path, CHECKPOINTS, "*orbax-checkpoint-tmp*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+    steps = (
+        sorted(int(n) for n in os.listdir(os.path.join(run.path, CHECKPOINTS)) if n.isdigit())
+        if os.path.isdir(os.path.join(run.path, CHECKPOINTS))
+        else []
+    )
+    last = f"step {steps[-1]} in {os.path.join(run.path, CHECKPOINTS, str(steps[-1]))}" if steps else "none yet"
+    return (
+        f"could not write {what} ({err.strerror or err}); {free_mib(run.path):,.1f} MiB free there; last good "
+        f"checkpoint: {last}; to resume, free some space and run the same command again"
+    )
+
+
+def disk_need(program: Program, members: int) -> dict[str, float]:
+    """Bytes a group of runs may write (an estimate): checkpoints (keep + 1 while a new one is written), the
+    embedding snapshots, and the page and exports (the page holds the frames as text, plus Plotly's bundle)."""
+    cfg = program.cfg
+    state = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(program.abstract_state))
+    every = snapshot_every(cfg.steps, cfg.log.every, cfg.log.snapshot_every)
+    rows = min(cfg.data.vocab_size, MAX_ROWS) if every else 0
+    frames = (cfg.steps // every + 1) if every else 0
+    snaps = frames * rows * (cfg.model.embed_dim * 2 + 4)
+    tables = cfg.data.vocab_size * cfg.model.embed_dim * 4 * (1 if cfg.model.tie_embeddings else 2)
+    return {
+        "checkpoints": members * (cfg.checkpoint.keep + 1) * state,
+        "snapshots": members * snaps,
+        "page and exports": members * (3 * snaps + 3 * tables + (5 * 2**20 if every else 0)),
+    }
+
+
+def warn_if_short_of_disk(out_dir: str, need: dict[str, float]) -> bool:
+    """A warning naming both numbers when the estimate exceeds the free space under out_dir."""
+    free, total = free_mib(out_dir), sum(need.values()) / 2**20
+    if total <= free:
+        return False
+    parts = ", ".join(f"{k} {v / 2**20:,.1f}" for k, v in need.items())
+    print(
+        f"warning: {out_dir}: this run may need about {total:,.1f} MiB ({parts}) but {free:,.1f} MiB are free; "
+        "it stops with a message where an essential file cannot be written",
+        file=sys.stderr,
+    )
+    return True
+
+
+def free_mib(path: str) -> float:
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path or ".").free / 2**20
 
 
 def memory_budget() -> int | None:

@@ -7,7 +7,9 @@ function of (config, seed): timings go to the console, W&B and summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -25,11 +27,25 @@ def _clean(v: Any) -> Any:
 
 def write_json_atomic(path: str, obj: Any) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=float)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=float)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # a failed write (a full disk) leaves no temporary file behind, and names the file
+        remove_quietly(tmp)
+        raise OSError(err.errno, err.strerror, path) from err
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 class Sink(Protocol):
@@ -85,11 +101,21 @@ class JsonlSink(NullSink):
 
     def log(self, step, row):
         kept = {k: _clean(v) for k, v in row.items() if not k.startswith("perf/")}
-        self._f.write(json.dumps({"step": step, **kept}, sort_keys=False) + "\n")
+        with self._named():
+            self._f.write(json.dumps({"step": step, **kept}, sort_keys=False) + "\n")
 
     def flush(self):
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        with self._named():
+            self._f.flush()
+            os.fsync(self._f.fileno())
+
+    @contextlib.contextmanager
+    def _named(self):
+        """A failed write says which file it was."""
+        try:
+            yield
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, self.path) from err
 
     def summary(self, summary):
         write_json_atomic(self.summary_path, summary)
@@ -114,9 +140,13 @@ def truncate_jsonl(path: str, last_step: int) -> None:
             if row.get("step", -1) <= last_step:
                 kept.append(line if line.endswith("\n") else line + "\n")
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -159,6 +189,9 @@ def _start_wandb(wandb: Any, kwargs: dict, init_timeout: float) -> dict[str, Any
     """wandb.init(**kwargs) in a thread waited for init_timeout + 5 s: {"run": run}, {"error": err} or {} (no
     answer). A start that failed at once (not one that waited) is tried once more, a second later."""
     result: dict[str, Any] = {}
+    # W&B logs to files in the run directory from its own threads; on a full disk Python's logging would print a
+    # traceback per failed record. A log record that cannot be written is dropped instead (the run says what matters)
+    logging.raiseExceptions = False
 
     def start():
         try:

@@ -15,6 +15,7 @@ resumed run drops the frames after the step it resumes from (it writes them agai
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from dataclasses import dataclass
@@ -52,11 +53,16 @@ def _frame_path(run_dir: str, step: int) -> str:
 
 def _atomic(path: str, write) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())  # durable before the checkpoint that follows it
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # durable before the checkpoint that follows it
+        os.replace(tmp, path)
+    except BaseException:  # a failed write (a full disk) leaves no temporary file behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def write_frame(run_dir: str, step: int, rows: np.ndarray, E: np.ndarray, updates: np.ndarray) -> None:

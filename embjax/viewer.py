@@ -16,6 +16,7 @@ script (`viewer.js`) drives the frames. What the page computes here, in NumPy:
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import html
 import json
@@ -258,9 +259,14 @@ def write_page(path: str, members: list[str] | None = None, out: str | None = No
     page = render(page_data(dirs, eligible))  # built before any file is opened: a failure leaves nothing behind
     out = out or os.path.join(path, PAGE)
     tmp = f"{out}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.replace(tmp, out)
+    except BaseException:  # a full disk leaves no half page behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     return out
 
 

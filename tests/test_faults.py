@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -236,3 +237,80 @@ def test_a_lock_from_another_host_says_how_to_clear_it(tmp_path, capsys):
         f"{tmp_path / '.default.lock'})"
     )
     assert not (tmp_path / "default").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real small file system (tmpfs, 4 MiB) where this machine lets the test mount one, else None (the tests
+    then inject ENOSPC where the writer writes)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], capture_output=True)
+    yield where if mounted.returncode == 0 else None
+    if mounted.returncode == 0:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _no_temporaries(root):
+    left = [p for p in glob.glob(f"{root}/**/*", recursive=True) if ".tmp" in os.path.basename(p)]
+    assert left == [], left
+
+
+@pytest.mark.slow
+def test_a_full_disk_costs_an_optional_output_only_itself(small_disk, tmp_path, monkeypatch, capsys):
+    """The embedding-space page (5 MiB: Plotly inlined) does not fit: one warning, the run still finishes with
+    summary.json and its checkpoint, exit 0, and no temporary file is left."""
+    out = small_disk
+    if out is None:
+        out = tmp_path / "out"
+
+        def full(*args, **kwargs):
+            raise OSError(28, "No space left on device", str(out / "default" / "embedding_space.html"))
+
+        monkeypatch.setattr("embjax.rundir.write_page", full)
+    assert train_main(ARGS + [f"--out_dir={out}"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("warning", "error"))]
+    page = [line for line in err if "embedding_space.html not written" in line]
+    assert len(page) == 1 and "No space left on device" in page[0], err
+    assert not any(line.startswith("error") for line in err)
+    run = out / "default"
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert (run / "checkpoints" / "60").is_dir() and not (run / "embedding_space.html").exists()
+    _no_temporaries(out)
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_a_checkpoint_ends_the_run_in_one_line(small_disk, tmp_path, monkeypatch, capsys):
+    """A checkpoint cannot be written: one line (what, the free space, the last good checkpoint, how to resume),
+    exit 1, no traceback, no temporary file or half checkpoint left; summary.json says failed. On the real small
+    disk the first essential write to fail may be the checkpoint or the metrics flushed just before it."""
+    out = small_disk
+    if out is not None:  # leave about 100 KiB: the config, metrics and snapshots fit, a checkpoint does not
+        free = os.statvfs(out).f_bavail * os.statvfs(out).f_frsize
+        with open(out / "filler", "wb") as f:
+            f.write(b"\0" * (free - 100 * 1024))
+    else:
+        out = tmp_path / "out"
+        from embjax.checkpoint import Checkpointer
+
+        def full(self, step, *args, **kwargs):
+            raise OSError(28, "No space left on device", os.path.join(self.directory, str(step)))
+
+        monkeypatch.setattr(Checkpointer, "save", full)
+    assert train_main(ARGS + [f"--out_dir={out}", "--checkpoint.every=20"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(lines) == 1, err
+    run = out / "default"
+    assert re.fullmatch(
+        rf"error: could not write {re.escape(str(run))}/(checkpoints/\S+|metrics\.jsonl|summary\.json) "
+        r"\(No space left on device\); "
+        r"[\d,.]+ MiB free there; last good checkpoint: none yet; to resume, free some space and run the same "
+        r"command again",
+        lines[0],
+    ), lines[0]
+    _no_temporaries(out)
+    assert not glob.glob(f"{run}/checkpoints/*orbax-checkpoint-tmp*")
+    if (run / "summary.json").exists():
+        assert json.loads((run / "summary.json").read_text())["status"] == "failed"
