@@ -22,7 +22,7 @@ LAYERS = [
     {"models"},
     {"data", "metrics", "mesh", "profiler"},
     {"prepare"},
-    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals", "snapshots"},
+    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals", "snapshots", "pretrained"},
     {"stats"},
 ]
 
