@@ -127,7 +127,13 @@ class EmbeddingConfig:
     init_std: float = setting(0.02, range=(0.0, 1e4), low_open=True, role=VALUE)  # σ
     scale: Scale = 1.0
     norm: Literal["none", "layernorm", "rmsnorm"] = "none"
-    pretrained_path: str | None = None  # .npy (V×d) or word2vec text
+    # a .npy (+ tokens), word2vec text/binary, GloVe, fastText .vec, .safetensors, a Hugging Face model folder or an
+    # embjax run directory (embjax.pretrained); rows are matched to the vocabulary by token string, or by id
+    pretrained_path: str | None = None
+    # vocabulary rows the source lacks: init (N(0, σ²), σ the matched rows' std), mean, zero, or error
+    pretrained_missing: Literal["init", "mean", "zero", "error"] = "init"
+    # a source wider than model.embed_dim: error, pca (its d principal components), or truncate (its first d columns)
+    pretrained_project: Literal["error", "pca", "truncate"] = "error"
     freeze: bool = False
     # the input layer: a V×d table, ALBERT's factorized table, hash embeddings, or adaptive input clusters
     kind: Literal["table", "factorized", "hashed", "adaptive"] = "table"
@@ -417,7 +423,7 @@ def _validate(cfg: Config) -> None:
     if e.init == "pretrained" and not e.pretrained_path:
         raise ConfigError(
             "embedding.pretrained_path: got null with embedding.init='pretrained'; "
-            "allowed: a .npy or word2vec text file"
+            "allowed: a .npy, word2vec, GloVe, fastText or .safetensors file, a Hugging Face model folder or a run"
         )
     if m.pad_id is not None and not 0 <= m.pad_id < d.vocab_size:
         raise ConfigError(f"model.pad_id: got {m.pad_id}; allowed: null or an id in [0, {d.vocab_size})")

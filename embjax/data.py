@@ -57,6 +57,7 @@ class Corpus:
     labels: np.ndarray | None  # (V,) int ground-truth classes, if the corpus has them
     info: dict[str, float]  # e.g. data/unigram_entropy, data/entropy_rate (nats)
     tables: dict[str, Any]  # arrays `batch` reads; passed into jit as arguments, never baked in
+    pretrained_matched = None  # (V,) bool once a pretrained table was aligned to this vocabulary (tokens.tsv marks)
 
     def batch(self, tables: dict, key: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
         raise NotImplementedError

@@ -405,12 +405,18 @@ class RunDir:
         export_projector(self.path, o.E, self.corpus, self.sink, step=self.last_logged)
 
     def _write_tokens(self) -> None:
-        """tokens.tsv: id, token, count[, class]."""
-        corpus = self.corpus
+        """tokens.tsv: id, token, count[, class][, pretrained: 1 for a row from the pretrained source, 0 filled]."""
+        corpus, marks = self.corpus, self.corpus.pretrained_matched
         with open(os.path.join(self.path, "tokens.tsv"), "w", encoding="utf-8") as f:
-            f.write("id\ttoken\tcount" + ("\tclass" if corpus.labels is not None else "") + "\n")
+            f.write(
+                "id\ttoken\tcount"
+                + ("\tclass" if corpus.labels is not None else "")
+                + ("\tpretrained" if marks is not None else "")
+                + "\n"
+            )
             for i, tok in enumerate(corpus.tokens):
                 extra = f"\t{int(corpus.labels[i])}" if corpus.labels is not None else ""
+                extra += f"\t{int(marks[i])}" if marks is not None else ""
                 f.write(f"{i}\t{tok}\t{corpus.counts[i]:.10g}{extra}\n")
 
     def _write_page(self) -> None:

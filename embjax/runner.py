@@ -25,9 +25,9 @@ import yaml
 from . import config as C
 from .config import Config, ConfigError, OutputError
 from .data import Corpus, make_corpus
-from .embedding import load_pretrained
 from .loop import Loop
 from .mesh import barrier, make_mesh
+from .pretrained import align, read_source
 from .rundir import CHECKPOINTS, RunDir, check, finished_summary
 from .signals import Signals
 from .sinks import remove_quietly
@@ -41,14 +41,56 @@ def load_inputs(cfg: Config) -> tuple[Corpus, np.ndarray | None]:
     corpus = make_corpus(cfg, show=cfg.log.progress)  # a text corpus is prepared here once, then reused
     pretrained = None
     if cfg.embedding.init == "pretrained":
-        path = cfg.embedding.pretrained_path
-        try:
-            pretrained = load_pretrained(
-                path, cfg.data.vocab_size, cfg.model.embed_dim, tokens=None if path.endswith(".npy") else corpus.tokens
-            )
-        except ValueError as err:
-            raise ConfigError(f"embedding.pretrained_path: {err}") from None
+        pretrained = load_pretrained_table(cfg, corpus)
     return corpus, pretrained
+
+
+def load_pretrained_table(cfg: Config, corpus: Corpus) -> np.ndarray:
+    """E (V×d) from embedding.pretrained_path, aligned to the corpus's vocabulary (embjax.pretrained): by id when
+    the source has no token strings or is a model folder whose tokenizer.json is the run's data.tokenizer_file,
+    else by token string. The summary (and tokens.tsv's `pretrained` column) say what matched and how."""
+    e = cfg.embedding
+    try:
+        src = read_source(e.pretrained_path)
+        by_id = bool(
+            src.tokenizer_file and cfg.data.tokenizer_file and _same_file(src.tokenizer_file, cfg.data.tokenizer_file)
+        )
+        al = align(
+            src,
+            corpus.tokens,
+            d=cfg.model.embed_dim,
+            missing=e.pretrained_missing,
+            project=e.pretrained_project,
+            by_id=by_id,
+        )
+    except ValueError as err:  # (align names its arguments: say which config keys they are)
+        msg = (
+            str(err)
+            .replace("project=", "embedding.pretrained_project=")
+            .replace("missing=", "embedding.pretrained_missing=")
+        )
+        raise ConfigError(f"embedding.pretrained_path: {msg}") from None
+    how = ", ".join(f"{n} {k}" for k, n in al.how.items() if n)
+    print(
+        f"pretrained: {src.describe()}; {int(al.matched.sum())} of {len(al.matched)} vocabulary rows matched ({how})"
+        + (f"; {len(al.initialised)} filled ({e.pretrained_missing})" if al.initialised else ""),
+        file=sys.stderr,
+    )
+    corpus.info.update(
+        {
+            "embedding/pretrained_matched": int(al.matched.sum()),
+            "embedding/pretrained_initialised": len(al.initialised),
+            "embedding/pretrained_source": src.describe(),
+            **{f"embedding/pretrained_matched_{k}": n for k, n in al.how.items()},
+        }
+    )
+    corpus.pretrained_matched = al.matched
+    return al.E
+
+
+def _same_file(a: str, b: str) -> bool:
+    with open(a, "rb") as f, open(b, "rb") as g:
+        return f.read() == g.read()
 
 
 @contextlib.contextmanager

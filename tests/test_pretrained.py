@@ -375,3 +375,39 @@ def test_truncate_and_width_errors():
     assert "got 6" in _one_line_error(align, src, ["a"], d=8, project="pca")  # a projection never widens
     assert "at least d=3" in _one_line_error(align, src, ["a", "b"], d=3, project="pca")
     assert "project: got 'svd'" in _one_line_error(align, src, ["a"], d=6, project="svd")
+
+
+def test_a_run_starts_from_a_partial_word2vec_binary_and_says_what_matched(tmp_path, capsys):
+    """A gensim-written word2vec binary holding half of the run's tokens (in another order, upper-cased): the run
+    matches them (lowercase fallback), fills the rest at the matched rows' σ, says so on its first log line, in
+    summary.json and in tokens.tsv's `pretrained` column; with the table frozen its final rows are the file's."""
+    from gensim.models import KeyedVectors
+
+    from embjax.cli import train_main
+    from embjax.config import load_config
+    from embjax.data import make_corpus
+    from tests.conftest import TINY
+
+    tokens = make_corpus(load_config(None, TINY)).tokens
+    rng = np.random.default_rng(1)
+    kept = [t for i, t in enumerate(tokens) if i % 2 == 0][::-1]
+    E = (0.3 * rng.standard_normal((len(kept), 16))).astype(np.float32)
+    kv = KeyedVectors(16)
+    kv.add_vectors([t.upper() for t in kept], E)
+    kv.save_word2vec_format(str(tmp_path / "w.bin"), binary=True)
+    args = [f"--out_dir={tmp_path}", "--log.wandb=false", "--steps=5", "--embedding.freeze=true"]
+    args += ["--embedding.init=pretrained", f"--embedding.pretrained_path={tmp_path / 'w.bin'}"]
+    assert train_main(TINY + args) == 0
+    err = capsys.readouterr().err
+    assert f"pretrained: word2vec binary {str(tmp_path / 'w.bin')!r}: 32 × 16 float32" in err
+    assert "32 of 64 vocabulary rows matched (32 lowercase); 32 filled (init)" in err
+    s = json.load(open(tmp_path / "default" / "summary.json"))
+    assert s["embedding/pretrained_matched"] == 32 and s["embedding/pretrained_initialised"] == 32
+    lines = (tmp_path / "default" / "tokens.tsv").read_text().splitlines()
+    assert lines[0] == "id\ttoken\tcount\tclass\tpretrained"
+    assert [int(line.split("\t")[-1]) for line in lines[1:]] == [1 - i % 2 for i in range(64)]
+    final = np.load(tmp_path / "default" / "embeddings.npy")
+    for j, t in enumerate(kept):
+        np.testing.assert_array_equal(final[tokens.index(t)], E[j])
+    filled = final[1::2]
+    assert abs(filled.std() / E.std() - 1) < 0.15  # drawn at the matched rows' σ (512 draws)
