@@ -20,6 +20,7 @@ import yaml
 
 Scale = float | Literal["sqrt_d"]
 LogitScale = float | Literal["inv_sqrt_d"]
+Freeze = bool | Literal["pretrained"]
 
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -134,7 +135,10 @@ class EmbeddingConfig:
     pretrained_missing: Literal["init", "mean", "zero", "error"] = "init"
     # a source wider than model.embed_dim: error, pca (its d principal components), or truncate (its first d columns)
     pretrained_project: Literal["error", "pca", "truncate"] = "error"
-    freeze: bool = False
+    # false; true (every row); pretrained (the rows the pretrained source gave; filled rows train)
+    freeze: Freeze = False
+    # the step at which frozen rows start training (null: never)
+    unfreeze_at: int | None = setting(None, range=(1, 10**9))
     # the input layer: a V×d table, ALBERT's factorized table, hash embeddings, or adaptive input clusters
     kind: Literal["table", "factorized", "hashed", "adaptive"] = "table"
     rank: int = setting(16, range=(1, 2**16))  # factorized: k (V·k + k·d parameters)
@@ -419,6 +423,16 @@ def _validate(cfg: Config) -> None:
     if d.kind == "planted" and d.num_classes > d.vocab_size:
         raise ConfigError(
             f"data.num_classes: got {d.num_classes} with data.vocab_size={d.vocab_size}; allowed: at most vocab_size"
+        )
+    if e.freeze == "pretrained" and e.init != "pretrained":
+        raise ConfigError(
+            f"embedding.freeze: got 'pretrained' with embedding.init={e.init!r}; allowed: true or false, or "
+            "'pretrained' with embedding.init=pretrained"
+        )
+    if e.unfreeze_at is not None and e.freeze is False:
+        raise ConfigError(
+            f"embedding.unfreeze_at: got {e.unfreeze_at} with embedding.freeze=false; allowed: null, or a step "
+            "with embedding.freeze true or 'pretrained'"
         )
     if e.init == "pretrained" and not e.pretrained_path:
         raise ConfigError(

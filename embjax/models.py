@@ -251,7 +251,10 @@ def build_model(
 def make_embedding(cfg: Config, init_std: Any, pretrained=None, order=None, *, rngs: nnx.Rngs) -> TokenEmbedding:
     """The input embedding layer `embedding.kind` names (table, factorized, hashed, adaptive)."""
     V, D, e = cfg.data.vocab_size, cfg.model.embed_dim, cfg.embedding
-    common = dict(init=e.init, init_std=init_std, scale=e.scale, freeze=e.freeze, rngs=rngs, **dtypes(cfg))
+    # frozen for good: the layer stops the gradient (the optimizer keeps no state for it); frozen rows, or rows
+    # that thaw at embedding.unfreeze_at, are held by the train step instead (step.Program.held_rows)
+    frozen = e.freeze is True and e.unfreeze_at is None
+    common = dict(init=e.init, init_std=init_std, scale=e.scale, freeze=frozen, rngs=rngs, **dtypes(cfg))
     if e.kind == "factorized":
         return FactorizedEmbedding(V, D, rank=e.rank, **common)
     if e.kind == "hashed":

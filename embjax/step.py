@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from optax import MaskedNode
 
 from . import config as C
 from .config import Config
@@ -89,6 +90,10 @@ def param_rules(cfg: Config, tables: Tables, params: Any, base_params: Any) -> A
     return jax.tree_util.tree_map_with_path(rule, params, base_params)
 
 
+def _is_rule(x: Any) -> bool:
+    return isinstance(x, Rule)
+
+
 def token_decay_scale(hp: dict, log_rel_freq: Any) -> jax.Array:
     """(V,) multipliers on the input layer's per-token decay: (V·fᵢ)^(−embed_decay_freq_power), fᵢ the token's
     corpus frequency; 1 at the uniform frequency 1/V, larger for rarer tokens (regularise rare rows). Capped so
@@ -104,8 +109,8 @@ def decay_by_rule(rules: Any, hp: dict, log_rel_freq: Any = None) -> optax.Gradi
     vectors (biases, norm scales) not at all."""
     scale_V = None if log_rel_freq is None else token_decay_scale(hp, log_rel_freq)
 
-    def decayed(g, p, r):
-        if r.group == "vector":
+    def decayed(r, g, p):
+        if r.group == "vector" or isinstance(g, MaskedNode):  # (MaskedNode: a frozen table's, outside the chain)
             return g
         wd = hp["weight_decay"] if r.group in ("matrix", "pos") else hp["embed_weight_decay"]
         wd = wd if r.decay_mult == 1.0 else wd * r.decay_mult
@@ -114,7 +119,8 @@ def decay_by_rule(rules: Any, hp: dict, log_rel_freq: Any = None) -> optax.Gradi
         return g + wd * p
 
     return optax.GradientTransformation(
-        lambda params: optax.EmptyState(), lambda u, state, params: (jax.tree.map(decayed, u, params, rules), state)
+        lambda params: optax.EmptyState(),
+        lambda u, state, params: (jax.tree.map(decayed, rules, u, params, is_leaf=_is_rule), state),
     )
 
 
@@ -123,14 +129,17 @@ def scale_by_rule(rules: Any, hp: dict) -> optax.GradientTransformation:
     vector_lr_scale on vectors (norm gains, biases), pos_lr_scale on the learned position table."""
     by_group = {"embed": "embed_lr_scale", "vector": "vector_lr_scale", "pos": "pos_lr_scale"}
 
-    def scaled(u, r):
+    def scaled(r, u):
+        if isinstance(u, MaskedNode):
+            return u
         mult = hp[by_group[r.group]] if r.group in by_group else None
         if r.lr_mult != 1.0:
             mult = r.lr_mult if mult is None else mult * r.lr_mult
         return u if mult is None else u * mult
 
     return optax.GradientTransformation(
-        lambda params: optax.EmptyState(), lambda u, state, params=None: (jax.tree.map(scaled, u, rules), state)
+        lambda params: optax.EmptyState(),
+        lambda u, state, params=None: (jax.tree.map(scaled, rules, u, is_leaf=_is_rule), state),
     )
 
 
@@ -186,8 +195,9 @@ def make_optimizer(cfg: Config, hp: dict, rules: Any, log_rel_freq: Any = None) 
         parts += [optax.scale_by_factored_rms(), decay]
     parts += [optax.scale_by_learning_rate(lambda count: hp["lr"] * factor(count)), scale_by_rule(rules, hp)]
     frozen = jax.tree.map(lambda r: r.frozen, rules)
-    if any(jax.tree.leaves(frozen)):
-        parts += [optax.masked(optax.set_to_zero(), frozen)]
+    if any(jax.tree.leaves(frozen)):  # frozen tables: no optimizer state at all, a zero update
+        trainable = jax.tree.map(lambda f: not f, frozen)
+        return optax.chain(optax.masked(optax.chain(*parts), trainable), optax.masked(optax.set_to_zero(), frozen))
     return optax.chain(*parts)
 
 
@@ -262,6 +272,14 @@ class Program:
                 )
             )
         self.rules = param_rules(self.cfg, self.tables, params, base)
+        # rows of the input table the step holds: the pretrained ones (embedding.freeze=pretrained), or all of them
+        # until embedding.unfreeze_at; None when nothing is held row by row
+        e = cfg.embedding
+        self.held_rows = None
+        if e.freeze == "pretrained":
+            self.held_rows = np.asarray(corpus.pretrained_matched, bool)
+        elif e.freeze is True and e.unfreeze_at is not None:
+            self.held_rows = np.ones(cfg.data.vocab_size, bool)
         self.pad_id = cfg.model.pad_id
         # each token's frequency bucket (FREQ_BUCKETS: top 1 %, 1-10 %, rest) by the corpus's counts; a token not
         # yet seen in training (the state's token_counts) counts as unseen when evaluated
@@ -398,6 +416,10 @@ class Program:
         updates, opt_state = tx.update(_float32(grads), state["opt_state"], params)
         if self.cfg.optim.row_updates == "lazy":
             updates, opt_state = lazy_rows(self._grad_rows(grads), updates, opt_state, state["opt_state"])
+        if self.held_rows is not None:  # frozen rows (until embedding.unfreeze_at): no update, no state change
+            updates, opt_state = lazy_rows(
+                self._train_rows(grads, state["step"]), updates, opt_state, state["opt_state"]
+            )
         new_params = optax.apply_updates(params, updates)
         live = state["diverged_at"] < 0
         loss0 = jnp.where(finite & jnp.isnan(state["loss0"]), loss, state["loss0"])  # the first finite loss
@@ -452,6 +474,18 @@ class Program:
             return jnp.any(g.reshape(V, -1) != 0, axis=1)
 
         return jax.tree_util.tree_map_with_path(rows, grads)
+
+    def _train_rows(self, grads: Any, step: jax.Array) -> Any:
+        """For the input table's per-token arrays: (V,) bool, the rows that train at this step (not held)."""
+        e = self.cfg.embedding
+        held_V = jnp.asarray(self.held_rows) & (step < (e.unfreeze_at if e.unfreeze_at is not None else 2**31 - 1))
+        V = self.cfg.data.vocab_size
+        pick = lambda path, g: (
+            ~held_V
+            if self.tables.name_of(path) == "embed" and self.tables.per_token(path) and g.shape[:1] == (V,)
+            else None
+        )
+        return jax.tree_util.tree_map_with_path(pick, grads)
 
     def _untouched_drift(self, state: dict, params: Any, new_params: Any, tok_BxT1: jax.Array) -> tuple[dict, Any]:
         """emb/untouched_drift: the mean ‖eᵢ(after this step) − eᵢ(after the last step whose inputs held token i)‖

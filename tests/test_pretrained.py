@@ -411,3 +411,53 @@ def test_a_run_starts_from_a_partial_word2vec_binary_and_says_what_matched(tmp_p
         np.testing.assert_array_equal(final[tokens.index(t)], E[j])
     filled = final[1::2]
     assert abs(filled.std() / E.std() - 1) < 0.15  # drawn at the matched rows' σ (512 draws)
+
+
+def _frozen_run(tmp_path, name, *extra):
+    """A run from a .npy holding the first 40 of 64 rows (by id: the rest filled), 8 AdamW steps with decay,
+    checkpointed every step: {step: the input table} and the last state's optimizer leaves under `embed`."""
+    import orbax.checkpoint as ocp
+
+    from embjax.cli import train_main
+    from tests.conftest import TINY
+
+    E = (0.5 * np.random.default_rng(2).standard_normal((40, 16))).astype(np.float32)
+    np.save(tmp_path / "E40.npy", E)
+    args = [f"--out_dir={tmp_path}", f"--name={name}", "--log.wandb=false", "--steps=8", "--checkpoint.every=1"]
+    args += ["--checkpoint.keep=10", "--optim.weight_decay=0.1", "--embedding.init=pretrained"]
+    args += [f"--embedding.pretrained_path={tmp_path / 'E40.npy'}", "--model.tie_embeddings=false", *extra]
+    assert train_main([a for a in TINY if not a.startswith("--steps")] + args) == 0
+    tables, embed_state = {}, None
+    with ocp.CheckpointManager(str(tmp_path / name / "checkpoints")) as m:
+        for step in m.all_steps():
+            state = m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+            tables[step] = np.asarray(state["params"]["embed"]["embedding"])
+            embed_state = [
+                np.asarray(x)
+                for p, x in jax.tree_util.tree_leaves_with_path(state["opt_state"])
+                if "'embed'" in jax.tree_util.keystr(p) and np.ndim(x) == 2
+            ]
+    return E, tables, embed_state
+
+
+import jax  # noqa: E402
+
+
+@pytest.mark.slow
+def test_freeze_modes_hold_exactly_their_rows(tmp_path):
+    """freeze=pretrained: the 40 matched rows are bit-identical after 8 AdamW steps with weight decay and their
+    optimizer-state rows stay zero, the 24 filled rows train. freeze=true: every row identical and the optimizer
+    keeps no state for the table. unfreeze_at=4 (with freeze=pretrained): held through step 4, trained after."""
+    E, tables, state = _frozen_run(tmp_path, "rows", "--embedding.freeze=pretrained")
+    assert sorted(tables)[-1] == 8
+    np.testing.assert_array_equal(tables[8][:40], E)
+    assert np.all(np.any(tables[8][40:] != tables[1][40:], axis=1))
+    assert len(state) == 2 and all(np.all(s[:40] == 0) and np.any(s[40:] != 0) for s in state)  # Adam's mu, nu
+    _, tables, state = _frozen_run(tmp_path, "all", "--embedding.freeze=true")
+    np.testing.assert_array_equal(tables[8][:40], E)
+    np.testing.assert_array_equal(tables[8], tables[1])
+    assert state == []
+    _, tables, _ = _frozen_run(tmp_path, "thaw", "--embedding.freeze=pretrained", "--embedding.unfreeze_at=4")
+    for step in (1, 2, 3, 4):
+        np.testing.assert_array_equal(tables[step][:40], E)
+    assert np.all(np.any(tables[5][:40] != E, axis=1))
