@@ -111,17 +111,16 @@ AUDITS = {
     "tied_vs_untied": "Varied: tying × seed (the σ_E = 0.02 members of the tying sweep; head 0.02, as before). "
     "Held fixed: data, model, optimizer, steps. Could confound: the untied model has twice the embedding "
     "parameters; the same lr serves both.",
-    "mup_coord_check": "Varied: parametrization × width × seed. Held fixed: lr, base width, data, steps. Could "
-    "confound: μP's base constants are at their defaults (no query zero-init: the attention scores' growth "
-    "counts against 'every activation'); the model is tied, so the table is also the readout (×1/m).",
-    "row_sparse_updates": "Varied: optimizer {SGD, AdamW} × row updates {dense, lazy} × tying × seed. Held fixed: "
-    "data (Zipf 1.5), model, lr, steps, no weight decay. Could confound: SGD at AdamW's lr barely trains, so only "
-    "its drift (a structural zero) is compared, not its loss; with weight decay on, dense drift would be larger "
-    "(decay moves every row); the rare-token comparison is lazy vs dense AdamW at one lr.",
-    "mup_lr_transfer": "Varied: parametrization × width × lr × seed. Held fixed: data, steps, base width. Could "
-    "confound: μP's base constants (readout init, position and vector lrs, query init) are untuned at d₀, while "
-    "SP at its own best lr per width effectively changes them with width (issue 22); the tuning sweep is not "
-    "built yet.",
+    "mup_coord_check": "Varied: parametrization × width × seed. Held fixed: lr, base width, data, steps; queries "
+    "start at zero in SP and μP alike (model.zero_query_init, as mup's example; before issue 22 they did not, and "
+    "the check also counted logged step 1, which is the initialisation's forward pass: now steps 2–5, after ≥ 1 "
+    "update). Could confound: the model is tied, so the table is also the readout (× 1/m); at these widths "
+    "(K = 8 … 64 per head) a fresh query's scores are a mix of a part that grows like K and a random part like "
+    "√K, so the 1/K-scaled scores can shrink with width for the first updates (a finite-width transient).",
+    "mup_lr_transfer": "Varied: parametrization × width × lr × seed. Held fixed: data, steps, base width, and μP's "
+    "base-width constants, tuned at d₀ by sweeps/mup_base.yaml before this run (zero queries, readout × 8, "
+    "attention × 2, position lr × 1/8, vector lr × 1/4; SP uses the same constants). Could confound: the tuning "
+    "used the same task and seeds 0–1 (seeds 0–2 here), so d₀'s loss is optimistic for both parametrisations alike.",
 }
 
 
@@ -951,9 +950,10 @@ FINDINGS = [
         "Under μP every activation's typical size is independent of width during training; under standard "
         "parametrisation with Adam the output logits grow with width.",
         "Yang et al. 2021, Tensor Programs V (μTransfer), Fig. 5 and Appendix D.1 (coordinate check).",
-        "Planted corpus (V = 512), 2-layer transformer, d ∈ {32, 64, 128, 256}, d₀ = 32, Adam lr 1e-2, 5 steps, "
-        "SP/μP × seeds {0, 1, 2}; mean |x| of the embedding output, each block, attention logits and output logits "
-        "at every step; log–log slopes against width.",
+        "Planted corpus (V = 512), 2-layer transformer with zero-initialised queries, d ∈ {32, 64, 128, 256}, "
+        "d₀ = 32, Adam lr 1e-2, 5 steps, SP/μP × seeds {0, 1, 2}; mean |x| of the embedding output, each block, "
+        "attention logits and output logits at every step (logged step t: step t's forward pass, after t − 1 "
+        "updates); log–log slopes against width.",
         "Each check below, on the per-seed values' mean ± 2 standard errors.",
         "coord_check",
         analyse_coord_check,
@@ -965,8 +965,9 @@ FINDINGS = [
         "Learning-rate transfer",
         "Under μP the best learning rate found at a small width is the best at a larger width; under SP it moves.",
         "Yang et al. 2021, Tensor Programs V, Fig. 1 and §5.",
-        "Planted corpus (V = 512), 2-layer transformer, d ∈ {32, 128}, d₀ = 32, AdamW, lr ∈ 2^-11 … 2^-5 (×2 "
-        "grid), 200 steps, SP/μP × seeds {0, 1, 2}; final eval loss clipped at the initial loss (the mean step-0 "
+        "Planted corpus (V = 512), 2-layer transformer, d ∈ {32, 128}, d₀ = 32, μP's base constants tuned at d₀ "
+        "(sweeps/mup_base.yaml), AdamW, lr ∈ 2^-11 … 2^-5 (×2 grid), 200 steps, SP/μP × seeds {0, 1, 2}; "
+        "final eval loss clipped at the initial loss (the mean step-0 "
         "eval loss), a diverged member counted there (Wortsman et al. 2023), as in the report's plot.",
         "Each check below, on the per-seed values' mean ± 2 standard errors.",
         "lr_transfer",

@@ -179,6 +179,41 @@ def test_coordinate_check_tells_sp_from_mup():
 
 
 @pytest.mark.slow
+def test_zero_query_coordinate_check_is_flat_at_two_widths():
+    """With zero-initialised queries, μP at d = 32 and 128 (d₀ = 32, two blocks), 4 Adam steps at lr 1e-2: after
+    the first update the embedding output, every block's output and the final hidden state, and after the
+    second the logits, have |log–log slope against width| ≤ 0.15; SP's logits and block outputs grow (slope ≥ 0.25). The attention scores
+    are left out: under μP they shrink with width for the first updates at these widths (docs/mup.md)."""
+    sizes = {}
+    for par in ("sp", "mup"):
+        for d in (32, 128):
+            cfg, P = program(
+                **{
+                    "model.embed_dim": d,
+                    "model.parametrization": par,
+                    "model.base_width": 32,
+                    "model.num_layers": 2,
+                    "model.zero_query_init": True,
+                    "optim.lr": 0.01,
+                    "optim.name": "adam",
+                    "optim.grad_clip": 0.0,
+                    "data.batch_size": 16,
+                }
+            )
+            state, step, seen = P.init(0, hparams(cfg)), jax.jit(P.train_steps, static_argnums=2), []
+            for _ in range(4):
+                state, m = step(state, P.corpus.tables, 1)
+                seen.append({k: float(v) for k, v in m.items() if k.startswith("coord/")})
+            sizes[par, d] = seen
+    keys = ["coord/embed_out", "coord/block0", "coord/block1", "coord/hidden", "coord/logits"]
+    slope = lambda par, t, k: math.log(sizes[par, 128][t][k] / sizes[par, 32][t][k]) / math.log(4)
+    for t in (1, 2, 3):  # logged steps 2–4: after 1–3 updates; after one update the logits still carry the
+        for k in keys[:-1] if t == 1 else keys:  # init's readout, which μP's 1/m shrinks like 1/√d (docs/mup.md)
+            assert abs(slope("mup", t, k)) <= 0.15, (t, k, slope("mup", t, k))
+    assert slope("sp", 3, "coord/logits") >= 0.25 and slope("sp", 3, "coord/block1") >= 0.25
+
+
+@pytest.mark.slow
 def test_finite_blow_up_ends_diverged_and_a_healthy_run_does_not(tiny, tmp_path):
     assert train_main(tiny + ["--name=hot", "--optim.lr=1000", "--optim.grad_clip=0", "--steps=60"]) == 0
     s = json.load(open(tmp_path / "hot" / "summary.json"))
