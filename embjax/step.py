@@ -412,14 +412,7 @@ class Program:
         )
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        tx = make_optimizer(self.cfg, hp, self.rules, self.log_rel_freq)
-        updates, opt_state = tx.update(_float32(grads), state["opt_state"], params)
-        if self.cfg.optim.row_updates == "lazy":
-            updates, opt_state = lazy_rows(self._grad_rows(grads), updates, opt_state, state["opt_state"])
-        if self.held_rows is not None:  # frozen rows (until embedding.unfreeze_at): no update, no state change
-            updates, opt_state = lazy_rows(
-                self._train_rows(grads, state["step"]), updates, opt_state, state["opt_state"]
-            )
+        updates, opt_state = self._update(state, grads)
         new_params = optax.apply_updates(params, updates)
         live = state["diverged_at"] < 0
         loss0 = jnp.where(finite & jnp.isnan(state["loss0"]), loss, state["loss0"])  # the first finite loss
@@ -463,6 +456,17 @@ class Program:
             **parts,
             **sizes,
         }
+
+    def _update(self, state: dict, grads: Any) -> tuple[Any, Any]:
+        """The optimizer's updates and new state; lazy rows and held (frozen) rows keep their state."""
+        tx = make_optimizer(self.cfg, state["hp"], self.rules, self.log_rel_freq)
+        old = state["opt_state"]
+        updates, opt_state = tx.update(_float32(grads), old, state["params"])
+        if self.cfg.optim.row_updates == "lazy":
+            updates, opt_state = lazy_rows(self._grad_rows(grads), updates, opt_state, old)
+        if self.held_rows is not None:  # frozen rows (until embedding.unfreeze_at): no update, no state change
+            updates, opt_state = lazy_rows(self._train_rows(grads, state["step"]), updates, opt_state, old)
+        return updates, opt_state
 
     def _grad_rows(self, grads: Any) -> Any:
         """For each per-token array: (V,) bool, the rows with a nonzero gradient; None for every other parameter."""

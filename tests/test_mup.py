@@ -182,8 +182,9 @@ def test_coordinate_check_tells_sp_from_mup():
 def test_zero_query_coordinate_check_is_flat_at_two_widths():
     """With zero-initialised queries, μP at d = 32 and 128 (d₀ = 32, two blocks), 4 Adam steps at lr 1e-2: after
     the first update the embedding output, every block's output and the final hidden state, and after the
-    second the logits, have |log–log slope against width| ≤ 0.15; SP's logits and block outputs grow (slope ≥ 0.25). The attention scores
-    are left out: under μP they shrink with width for the first updates at these widths (docs/mup.md)."""
+    second the logits, have |log–log slope against width| ≤ 0.15; SP's logits and block outputs grow (slope
+    ≥ 0.25). The attention scores are left out: under μP they shrink with width for the first updates at these
+    widths (docs/mup.md)."""
     sizes = {}
     for par in ("sp", "mup"):
         for d in (32, 128):
