@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,10 +106,27 @@ def read(run_dir: str) -> Snapshots | None:
     steps = frame_steps(run_dir)
     if not steps:
         return None
-    rows = np.load(os.path.join(run_dir, FOLDER, "rows.npy"))
+    rows = _load(os.path.join(run_dir, FOLDER, "rows.npy"), lambda a: a)
     E, updates = [], []
     for s in steps:
-        with np.load(_frame_path(run_dir, s)) as z:
-            E.append(z["E"])
-            updates.append(z["updates"])
+        e, u = _load(_frame_path(run_dir, s), lambda z: (z["E"], z["updates"]))
+        E.append(e)
+        updates.append(u)
     return Snapshots(rows, np.asarray(steps), np.stack(E), np.stack(updates))
+
+
+def _load(path: str, take):
+    """take(np.load(path)) for a snapshot file; one that does not parse is a ValueError naming it as damaged (never
+    loaded with pickle: a snapshot holds numbers only)."""
+    try:
+        with contextlib.ExitStack() as stack:
+            obj = np.load(path, allow_pickle=False)
+            if hasattr(obj, "close"):
+                stack.callback(obj.close)
+            return take(obj)
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile, OSError) as err:
+        why = "it holds Python objects, not numbers" if "pickle" in str(err) else type(err).__name__
+        raise ValueError(
+            f"{path}: damaged snapshot ({why}); allowed: the .npy/.npz files a run writes (delete the damaged "
+            "file, or resume the run to write its frames again)"
+        ) from None

@@ -314,3 +314,27 @@ def test_a_full_disk_at_a_checkpoint_ends_the_run_in_one_line(small_disk, tmp_pa
     assert not glob.glob(f"{run}/checkpoints/*orbax-checkpoint-tmp*")
     if (run / "summary.json").exists():
         assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("damage", ["pickled", "truncated"])
+def test_a_damaged_snapshot_is_named_and_never_unpickled(tmp_path, capsys, damage):
+    """experiments.view on a run whose snapshot frame is damaged: one line naming the file as damaged, exit 2,
+    and no suggestion to load it unsafely."""
+    import numpy as np
+
+    from embjax import snapshots
+    from embjax.cli import view_main
+
+    assert train_main(ARGS + [f"--out_dir={tmp_path}", "--steps=10"]) == 0
+    run = tmp_path / "default"
+    frame = run / "snapshots" / f"{snapshots.frame_steps(str(run))[1]:09d}.npz"
+    if damage == "pickled":
+        with open(frame, "wb") as f:
+            np.savez(f, E=np.array([object()], dtype=object), updates=np.zeros(4, np.int32))
+    else:
+        frame.write_bytes(frame.read_bytes()[:40])
+    capsys.readouterr()
+    assert view_main([str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {frame}: damaged snapshot (") and "allow_pickle" not in err, err
+    assert len(err.splitlines()) == 1
