@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import Config, ConfigError
-from .prepare import prepare, read_meta
+from .prepare import prepare, read_meta, verify
 
 
 def _entropy(p: np.ndarray) -> float:
@@ -182,6 +182,7 @@ class TextCorpus(Corpus):
 
     def __init__(self, folder: str, vocab_size: int, seq_len: int):
         meta = read_meta(folder)
+        verify(folder, meta)  # a truncated or altered token file is named, not trained on
         self.folder, self.meta = folder, meta
         dtype, split = np.dtype(meta["dtype"]), meta["split"]
         self.train = (

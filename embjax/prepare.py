@@ -19,6 +19,7 @@ held-out or no train document) holds out the tail of the token stream instead; m
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -414,6 +415,8 @@ def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> 
     )
     return {
         "format": FORMAT,
+        # each token file's size and SHA-1, checked when the corpus is opened (verify)
+        "files": {f"{s}.bin": _file_digest(os.path.join(tmp, f"{s}.bin")) for s in ("train", "eval")},
         "source": {
             "name": source.name,
             "path": d.path,
@@ -490,5 +493,53 @@ def _prepare(d: DataConfig, source: Source | None, final: str, show: bool) -> st
 
 
 def read_meta(folder: str) -> dict:
-    with open(os.path.join(folder, "meta.json")) as f:
-        return json.load(f)
+    try:
+        with open(os.path.join(folder, "meta.json")) as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(_damaged(folder, "meta.json", "it does not parse")) from None
+
+
+def _file_digest(path: str) -> dict:
+    sha = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(4 << 20), b""):
+            sha.update(block)
+    return {"bytes": os.path.getsize(path), "sha1": sha.hexdigest()}
+
+
+def _damaged(folder: str, name: str, why: str) -> str:
+    return (
+        f"{os.path.join(folder, name)}: damaged prepared corpus ({why}); allowed: the files as prepared (delete "
+        f"{folder} and run again to prepare it anew)"
+    )
+
+
+def verify(folder: str, meta: dict) -> None:
+    """Each token file's size, every time (against meta.json's token counts); its SHA-1 (corpora prepared since
+    it is recorded) once per change of the file: a verified (size, mtime) is remembered in verified.json."""
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    try:
+        with open(os.path.join(folder, "verified.json")) as f:
+            verified = json.load(f)
+    except (OSError, ValueError):
+        verified = {}
+    changed = False
+    for split in ("train", "eval"):
+        name, path = f"{split}.bin", os.path.join(folder, f"{split}.bin")
+        want = meta["split"][f"{split}_tokens"] * itemsize
+        size = os.path.getsize(path) if os.path.exists(path) else -1
+        if size != want:
+            got = "missing" if size < 0 else f"{size:,} bytes"
+            raise ConfigError(_damaged(folder, name, f"{got}, meta.json says {want:,}"))
+        stamp = [size, os.stat(path).st_mtime_ns]
+        record = meta.get("files", {}).get(name)
+        if record is None or verified.get(name) == stamp:
+            continue
+        if _file_digest(path)["sha1"] != record["sha1"]:
+            raise ConfigError(_damaged(folder, name, "its SHA-1 differs from meta.json's"))
+        verified[name], changed = stamp, True
+    if changed:
+        with contextlib.suppress(OSError):  # a read-only cache is checked again next time
+            with open(os.path.join(folder, "verified.json"), "w") as f:
+                json.dump(verified, f)

@@ -265,3 +265,51 @@ def test_a_run_trains_on_a_prepared_corpus_from_the_cli(tmp_path):
     (tmp_path / "a.txt").write_text("\n\n".join(_paragraphs(400, seed=4)))  # the source changes under the run
     assert train_main(args + ["--steps=40", "--log.progress=false"]) == 2
     assert json.load(open(run / "summary.json"))["step"] == 35  # refused before anything was written
+
+
+def test_a_truncated_or_altered_token_file_is_named_not_trained_on(tmp_path, capsys):
+    """meta.json records each token file's size and SHA-1: a train.bin cut to a third (an interrupted copy) is
+    refused by its size on every open, a same-size altered one by its SHA-1 (checked once per change of the file:
+    verified.json remembers it), each in one line naming the file and how to prepare it anew, exit 2."""
+    import hashlib
+
+    path = tmp_path / "a.txt"
+    path.write_text("\n\n".join(_paragraphs(200)))
+    cfg = _cfg(tmp_path, path=str(path), tokenizer="byte", vocab_size=256)
+    folder = prepare(cfg.data, show=False)
+    train = os.path.join(folder, "train.bin")
+    meta = read_meta(folder)
+    assert meta["files"]["train.bin"] == {
+        "bytes": os.path.getsize(train),
+        "sha1": hashlib.sha1(open(train, "rb").read()).hexdigest(),
+    }
+    make_corpus(cfg)  # opens, verifies and remembers it
+    assert json.load(open(os.path.join(folder, "verified.json")))["train.bin"][0] == os.path.getsize(train)
+    args = [
+        "--data.kind=text",
+        f"--data.path={path}",
+        "--data.tokenizer=byte",
+        "--data.vocab_size=256",
+        "--data.seq_len=16",
+        "--data.batch_size=4",
+        f"--data.cache_dir={tmp_path / 'cache'}",
+        f"--out_dir={tmp_path / 'runs'}",
+        "--log.wandb=false",
+        "--steps=2",
+    ]
+    data = bytearray(open(train, "rb").read())
+    with open(train, "wb") as f:
+        f.write(data[: len(data) // 3])
+    assert train_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    want = f"{len(data) // 3:,} bytes, meta.json says {len(data):,}"
+    assert err == (
+        f"error: {train}: damaged prepared corpus ({want}); allowed: the files as prepared (delete {folder} and run "
+        "again to prepare it anew)"
+    )
+    data[100] ^= 1
+    with open(train, "wb") as f:
+        f.write(data)
+    assert train_main(args) == 2
+    assert "its SHA-1 differs from meta.json's" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "default").exists()
