@@ -120,6 +120,47 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+# keys each host may set for itself (caches, the console); every other key, out_dir included, must agree
+PER_HOST_KEYS = ("compile_cache", "data.cache_dir", "log.progress")
+_ROUND = [0]
+
+
+def agree_on_config(cfg: Config) -> None:
+    """Every process of a run must run the same config in the same out_dir (else each waits for the others at
+    the first checkpoint, for ever): the processes exchange theirs through the JAX coordinator's key-value
+    store, and any difference is one line on every process naming the first differing key (ConfigError, exit 2).
+    Nothing to do in a one-process run."""
+    if jax.process_count() == 1:
+        return
+    import json
+
+    from jax._src import distributed
+
+    from . import config as C
+
+    client, me = distributed.global_state.client, jax.process_index()
+    mine = {k: v for k, v in C.flatten(C.to_dict(cfg)).items() if k not in PER_HOST_KEYS}
+    _ROUND[0] += 1  # each group of a sweep agrees afresh (the processes run the same groups in the same order)
+    client.key_value_set(f"embjax/config/{_ROUND[0]}/{me}", json.dumps(mine, default=str))
+    for other in range(jax.process_count()):
+        try:
+            got = client.blocking_key_value_get(f"embjax/config/{_ROUND[0]}/{other}", int(cfg.mesh.wait_timeout * 1000))
+        except Exception as err:  # noqa: BLE001 - a timeout or a coordinator that went away
+            raise ConfigError(
+                f"mesh.wait_timeout: process {other} did not give its config within {cfg.mesh.wait_timeout:g} s "
+                f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); allowed: every process of the "
+                "run started with the same command"
+            ) from None
+        theirs = json.loads(got)
+        diff = [k for k in mine if json.dumps(mine[k], default=str) != json.dumps(theirs.get(k), default=str)]
+        if diff:
+            k = diff[0]
+            raise ConfigError(
+                f"{k}: got {mine[k]!r} on process {me} but {theirs.get(k)!r} on process {other} ({len(diff)} key(s) "
+                "differ); allowed: the same config and out_dir on every process of a run"
+            )
+
+
 def start_agree_max(value: int) -> Any:
     """The largest of every process's `value`, read with int() (the processes of a run must take the same
     decisions, e.g. stop here, to run the same collectives). Dispatched as a device all-reduce queued behind

@@ -26,7 +26,7 @@ from . import config as C
 from .config import Config, ConfigError, OutputError
 from .data import Corpus, make_corpus
 from .loop import Loop
-from .mesh import barrier, make_mesh
+from .mesh import agree_on_config, barrier, make_mesh
 from .pretrained import align, read_source
 from .rundir import CHECKPOINTS, RunDir, check, finished_summary
 from .signals import Signals
@@ -120,6 +120,8 @@ def train_group(
 ) -> list[dict[str, Any]]:
     """Train configs that differ only in values (σ, lr, decays, clip, seed) with one compiled program."""
     base = cfgs[0]
+    for cfg in cfgs:
+        agree_on_config(cfg)  # the processes of a multi-process run: the same config and out_dir, or one line
     runs = [RunDir(cfg, overwrite=overwrite, label=labels[i] if labels else None) for i, cfg in enumerate(cfgs)]
     barrier("embjax-run-dirs-checked")  # no process writes before every process has decided
     C.enable_compile_cache(base.compile_cache)

@@ -145,3 +145,41 @@ def test_sigterm_to_the_processes_interrupts_both_at_one_step_with_a_resumable_c
     assert r.returncode == 0 and f"from step {s['step']}" in r.stderr, r.stderr
     steps = [json.loads(line)["step"] for line in open(tmp_path / "default" / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 400
+
+
+@pytest.mark.slow
+def test_processes_with_different_out_dirs_stop_at_once_naming_the_key(tmp_path):
+    """Process 1 launched with a typo in --out_dir: both processes stop before any training, each with one line
+    naming out_dir and both values, exit 2 (before: both hung at the first checkpoint and ignored SIGTERM)."""
+    port, procs = free_port(), []
+    for pid in (0, 1):
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(pid),
+            EMBJAX_DISTRIBUTED_TIMEOUT="60",
+        )
+        out = tmp_path / ("runs" if pid == 0 else "runz")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "experiments.train", *ARGS, f"--out_dir={out}"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    t0 = time.time()
+    codes, errs = zip(*[(p.wait(timeout=120), p.stderr.read()) for p in procs])
+    assert codes == (2, 2), errs
+    a, b = str(tmp_path / "runs"), str(tmp_path / "runz")
+    assert errs[0].strip().splitlines()[-1] == (
+        f"error: out_dir: got {a!r} on process 0 but {b!r} on process 1 (1 key(s) differ); allowed: the same "
+        "config and out_dir on every process of a run"
+    )
+    assert f"error: out_dir: got {b!r} on process 1 but {a!r} on process 0" in errs[1]
+    assert time.time() - t0 < 60 and not (tmp_path / "runs" / "default" / "checkpoints").exists()
