@@ -98,8 +98,14 @@ def _signals(given: Signals | None) -> Iterator[Signals]:
     if given is not None:
         yield given
     else:
-        with Signals() as sig:
+        with Signals(grace=stop_grace()) as sig:
             yield sig
+
+
+def stop_grace() -> float | None:
+    """A multi-process run's processes may block in a collective: 30 s after SIGTERM they give up
+    (EMBJAX_STOP_GRACE overrides it); one process never blocks so (None: no watchdog)."""
+    return float(os.environ.get("EMBJAX_STOP_GRACE", "30")) if jax.process_count() > 1 else None
 
 
 def train(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -> dict[str, Any]:
@@ -312,7 +318,7 @@ def run_sweep(
         flush=True,
     )
     keys = swept_keys(sweep)
-    with Signals() as sig:
+    with Signals(grace=stop_grace()) as sig:
         for g_i, idx in enumerate(groups):
             todo = [i for i in idx if summaries[i] is None]
             if not todo or sig.received:

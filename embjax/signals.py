@@ -1,16 +1,27 @@
-"""Signals: SIGTERM/SIGINT become a flag the loop reads at a chunk boundary (checkpoint, flush, exit)."""
+"""Signals: SIGTERM/SIGINT become a flag the loop reads at a chunk boundary (checkpoint, flush, exit).
+
+In a multi-process run a process can be blocked in a collective, waiting for a process that will never come
+(stopped, hung, on another host that died), where Python never runs its signal handler. A watchdog thread sees
+the signal through the wakeup fd instead: if the process has not stopped `grace` seconds after SIGTERM, it
+says so in one line and exits (128 + 15); the run resumes from its last checkpoint."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import sys
+import threading
 
 
 class Signals:
     """SIGTERM/SIGINT set a flag; the loop checkpoints, flushes and exits at the next chunk boundary."""
 
-    def __init__(self):
+    def __init__(self, grace: float | None = None):
         self.received: int | None = None
+        self.grace = grace  # seconds a SIGTERM'd process may stay blocked (None: no watchdog)
         self._old = {}
+        self._wakeup = None
 
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -18,7 +29,30 @@ class Signals:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: leave signals alone
                 pass
+        if self.grace is not None and self._old:
+            r, w = socket.socketpair()
+            w.setblocking(False)
+            self._wakeup = (r, w, signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False))
+            threading.Thread(target=self._watch, args=(r,), daemon=True, name="embjax-sigterm-watchdog").start()
         return self
+
+    def _watch(self, r: socket.socket) -> None:
+        while True:
+            try:
+                data = r.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            if signal.SIGTERM in data:
+                threading.Event().wait(self.grace)  # the main thread normally stops (and exits) well before this
+                print(
+                    f"error: stopped by SIGTERM while waiting for the other processes of the run (blocked for "
+                    f"{self.grace:g} s); run the same command again to resume from the last checkpoint",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(128 + signal.SIGTERM)
 
     def _handle(self, signum, frame):
         if self.received is not None and signum == signal.SIGINT:  # a second Ctrl-C stops at once
@@ -28,3 +62,8 @@ class Signals:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if self._wakeup is not None:
+            r, w, previous = self._wakeup
+            signal.set_wakeup_fd(previous)
+            w.close()  # the watchdog's recv returns empty: it ends
+            r.close()

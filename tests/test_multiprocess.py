@@ -183,3 +183,32 @@ def test_processes_with_different_out_dirs_stop_at_once_naming_the_key(tmp_path)
     )
     assert f"error: out_dir: got {b!r} on process 1 but {a!r} on process 0" in errs[1]
     assert time.time() - t0 < 60 and not (tmp_path / "runs" / "default" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_process_blocked_on_a_stopped_peer(tmp_path, monkeypatch):
+    """Process 1 is frozen (SIGSTOP) mid-run, so process 0 blocks in its next collective, where Python never runs
+    a signal handler. SIGTERM still ends process 0 within its grace (EMBJAX_STOP_GRACE, 30 s by default; 3 here)
+    with one line and exit 143; the run's checkpoints are left for a resume."""
+    monkeypatch.setenv("EMBJAX_STOP_GRACE", "3")
+    procs = start_pair(f"--out_dir={tmp_path}", "--steps=100000", "--checkpoint.every=10")
+    try:
+        wait_for_row(tmp_path / "default" / "metrics.jsonl", 15, procs[0])
+        procs[1].send_signal(signal.SIGSTOP)
+        time.sleep(1.0)  # process 0 reaches a collective and waits there for process 1
+        t0 = time.time()
+        procs[0].send_signal(signal.SIGTERM)
+        code = procs[0].wait(timeout=60)
+        took = time.time() - t0
+        err = procs[0].stderr.read()
+        assert code == 128 + signal.SIGTERM, err
+        assert took < 30, took
+        assert err.strip().splitlines()[-1] == (
+            "error: stopped by SIGTERM while waiting for the other processes of the run (blocked for 3 s); run the "
+            "same command again to resume from the last checkpoint"
+        )
+        assert any(d.isdigit() for d in os.listdir(tmp_path / "default" / "checkpoints"))
+    finally:
+        procs[1].send_signal(signal.SIGCONT)
+        procs[1].kill()
+        procs[1].wait()
