@@ -260,6 +260,27 @@ def report_main(argv: list[str]) -> int:
 
 
 @guarded
+def inspect_main(argv: list[str]) -> int:
+    """`python -m experiments.inspect SOURCE [--tokenizer_file=PATH] [--counts=PATH] [--out=DIR]`."""
+    known, extra, positional = split_args(argv, ("tokenizer_file", "counts", "out"))
+    if extra or len(positional) != 1:
+        raise ConfigError(
+            f"got {[*positional, *extra]!r}; allowed: one SOURCE (a word2vec, GloVe, fastText, .npy or .safetensors "
+            "file, a Hugging Face model folder or a run directory), --tokenizer_file=PATH, --counts=PATH, --out=DIR"
+        )
+    from .inspector import inspect
+
+    source = positional[0]
+    out = known.get("out") or os.path.join("runs", "inspect", os.path.basename(os.path.normpath(source)))
+    report = inspect(source, out, tokenizer_file=known.get("tokenizer_file"), counts=known.get("counts"))
+    for key in ("emb/norm_mean", "emb/cos_mean", "emb/isotropy", "emb/isoscore", "emb/eff_rank"):
+        if key in report:
+            print(f"  {key:22s} {report[key]:.4f}")
+    print(f"inspection: {out}\n  report.md, report.json, embedding_space.html, vectors.tsv, metadata.tsv")
+    return 0
+
+
+@guarded
 def view_main(argv: list[str]) -> int:
     """`python -m experiments.view RUN_OR_SWEEP_DIR [--members=NAME,PATTERN,...] [--out=PATH]`."""
     known, extra, positional = split_args(argv, ("members", "out"))

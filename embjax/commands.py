@@ -14,6 +14,7 @@ COMMANDS = {
     "findings": cli.findings_main,
     "report": cli.report_main,
     "view": cli.view_main,
+    "inspect": cli.inspect_main,
     "bench": bench.main,
 }
 

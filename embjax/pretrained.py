@@ -397,10 +397,10 @@ def _read_hf(path: str, tensor: str | None) -> Source:
     tokenizer = os.path.join(path, "tokenizer.json")
     if not os.path.isfile(tokenizer):
         return Source(None, E, "hf_model", tensor=name)
-    return Source(_hf_tokens(tokenizer, len(E)), E, "hf_model", tensor=name, tokenizer_file=tokenizer)
+    return Source(hf_tokens(tokenizer, len(E)), E, "hf_model", tensor=name, tokenizer_file=tokenizer)
 
 
-def _hf_tokens(tokenizer: str, n: int) -> list[str]:
+def hf_tokens(tokenizer: str, n: int) -> list[str]:
     """A token string per row, by id, from a tokenizer.json ("" for a row no token has; ids past the table
     dropped)."""
     try:

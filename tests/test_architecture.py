@@ -14,7 +14,7 @@ from tests.conftest import ROOT, TINY
 LAYERS = [
     {"commands"},
     {"cli", "bench"},
-    {"runner", "findings"},
+    {"runner", "findings", "inspector"},
     {"loop"},
     {"rundir", "report", "observe"},
     {"viewer"},

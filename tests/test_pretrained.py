@@ -461,3 +461,38 @@ def test_freeze_modes_hold_exactly_their_rows(tmp_path):
     for step in (1, 2, 3, 4):
         np.testing.assert_array_equal(tables[step][:40], E)
     assert np.all(np.any(tables[5][:40] != E, axis=1))
+
+
+def test_inspect_a_word2vec_file_with_counts(tmp_path, capsys):
+    """experiments.inspect on a gensim-written word2vec file with a counts file: report.json's mean cosine and
+    norms against NumPy float64, the most frequent token's neighbours against a brute-force float64 search, the
+    projector files, the norm-by-frequency plot and a one-frame embedding-space page holding every token."""
+    from gensim.models import KeyedVectors
+
+    from embjax.cli import inspect_main
+
+    rng = np.random.default_rng(0)
+    toks = [f"w{i}" for i in range(120)]
+    E = rng.standard_normal((120, 12)).astype(np.float32) + 0.5
+    kv = KeyedVectors(12)
+    kv.add_vectors(toks, E)
+    kv.save_word2vec_format(str(tmp_path / "v.txt"))
+    (tmp_path / "counts.txt").write_text("".join(f"{t} {1000 // (i + 3)}\n" for i, t in enumerate(toks[::-1])))
+    out = tmp_path / "out"
+    assert inspect_main([str(tmp_path / "v.txt"), f"--counts={tmp_path / 'counts.txt'}", f"--out={out}"]) == 0
+    rep = json.load(open(out / "report.json"))
+    X = E.astype(np.float64)
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    C = U @ U.T
+    off = C[~np.eye(120, dtype=bool)]
+    assert rep["report"]["emb/cos_mean"] == pytest.approx(off.mean(), rel=1e-5)
+    assert rep["report"]["emb/norm_mean"] == pytest.approx(np.linalg.norm(X, axis=1).mean(), rel=1e-6)
+    top = "w119"  # the most frequent: the counts file lists the tokens in reverse
+    want = [toks[j] for j in np.argsort(-np.where(np.eye(120, dtype=bool), -2, C)[119], kind="stable")[:5]]
+    assert [n for n, _ in rep["neighbours"][top]] == want
+    assert list(rep["neighbours"])[0] == top
+    for name in ("report.md", "norms_by_frequency.png", "vectors.tsv", "metadata.tsv", "embeddings.w2v.txt"):
+        assert (out / name).exists(), name
+    page = (out / "embedding_space.html").read_text()
+    assert '"V":120' in page and "w119" in page
+    assert "emb/cos_mean" in capsys.readouterr().out
