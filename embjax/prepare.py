@@ -408,6 +408,11 @@ def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> 
         raise ConfigError(f"data.path: got {d.path or d.dataset!r}, which holds no text; allowed: a non-empty corpus")
     if split == "tail":
         _hold_out_tail(tmp, w)
+    return _meta(tmp, d, source, sha.hexdigest(), split, w)
+
+
+def _meta(tmp: str, d: DataConfig, source: Source, sha1: str, split: str, w: _Writer) -> dict:
+    """meta.json's contents (see the module docstring)."""
     rule = (
         "document i held out when fmix32(i + 0x9E3779B9) / 2^32 < eval_fraction"
         if split == "document"
@@ -423,7 +428,7 @@ def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> 
             "dataset": d.dataset,
             "split": d.split,
             "text_field": d.text_field,
-            "sha1": sha.hexdigest(),
+            "sha1": sha1,
             "fingerprint": source.fingerprint,
         },
         "tokenizer": _tokenizer_spec(d),
