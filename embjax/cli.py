@@ -194,10 +194,12 @@ def findings_main(argv: list[str]) -> int:
     root = os.path.join(known.get("out_dir", "runs"), "findings")
     t0, dirs = time.perf_counter(), {}
     for f in chosen:
+        given = parse_overrides(overrides)
+        if f.needs is not None:  # a stage run first: its one run directory is this sweep's pretrained source
+            stage = _findings_sweep(f.needs, f.needs_quick if quick else None, root, given, progress)
+            given = {**given, "embedding.pretrained_path": _only_run(stage)}
         if f.sweep not in dirs:
-            dirs[f.sweep] = _findings_sweep(
-                f.sweep, f.quick if quick else None, root, parse_overrides(overrides), progress
-            )
+            dirs[f.sweep] = _findings_sweep(f.sweep, f.quick if quick else None, root, given, progress)
     import platform
 
     from .findings import training_seconds
@@ -217,6 +219,13 @@ def findings_main(argv: list[str]) -> int:
     print(open(path).read().split("\n## ")[0])
     print(f"findings: {path}")
     return 0
+
+
+def _only_run(sweep_dir: str) -> str:
+    runs = sorted(d for d in os.listdir(sweep_dir) if os.path.isfile(os.path.join(sweep_dir, d, "summary.json")))
+    if len(runs) != 1:
+        raise ConfigError(f"{sweep_dir}: got {len(runs)} finished runs; allowed: exactly one (a findings stage)")
+    return os.path.join(sweep_dir, runs[0])
 
 
 def _findings_sweep(name: str, quick: dict | None, root: str, overrides: dict, progress: bool) -> str:

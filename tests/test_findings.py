@@ -320,3 +320,46 @@ def test_small_sigma_reads_the_stream_gradient_at_the_first_step():
     flat, _ = analyse_small_sigma(runs(0.0))
     assert [c.verdict for c in flat[:3]] == [NOT_REPRODUCED] * 3
     assert evaluate(BY_NAME["small_sigma_preln"], runs(-1.0))[0] == REPRODUCED
+
+
+def test_the_pretrained_start_and_row_update_verdicts_from_runs_on_disk(tmp_path):
+    """Finding 9 on synthetic fine-tuning runs where the pretrained start is 0.3 nats ahead at step 50, frozen
+    ends 0.1 behind trainable, frozen random 0.5 behind frozen pretrained: every check reproduced; with the
+    frozen arm ahead at the end, the adaptation check is not. Finding 8 on synthetic drift rows likewise."""
+    from embjax.findings import analyse_pretrained_start, analyse_row_updates
+
+    def sweep(root, frozen_end):
+        ends = {("normal", False): 3.0, ("pretrained", False): 2.9, ("pretrained", True): frozen_end}
+        ends[("normal", True)] = frozen_end + 0.5
+        for (init, freeze), end in ends.items():
+            for k in range(3):
+                early = 4.0 - (0.3 if init == "pretrained" else 0.0) + 0.01 * k
+                rows = [
+                    {"step": 50, "eval/loss": early, "eval/loss_bucket_rest": early + 1},
+                    {"step": 300, "eval/loss": end + 0.01 * k, "eval/loss_bucket_rest": end + 1},
+                ]
+                cfg = {"seed": k, "steps": 300, "embedding": {"init": init, "freeze": freeze}}
+                _run(os.path.join(root, f"{init}-{freeze}-{k}"), cfg, {}, rows)
+        return load(root)
+
+    checks, (cols, rows) = analyse_pretrained_start(sweep(str(tmp_path / "a"), 3.0))
+    assert [c.verdict for c in checks] == [REPRODUCED] * 4 and len(rows) == 4
+    checks, _ = analyse_pretrained_start(sweep(str(tmp_path / "b"), 2.5))
+    assert checks[2].verdict == NOT_REPRODUCED
+
+    root = str(tmp_path / "rows")
+    for name in ("sgd", "adamw"):
+        for mode in ("dense", "lazy"):
+            for tie in (False, True):
+                moves = name == "adamw" and (mode == "dense" or tie)
+                for k in range(3):
+                    rows = [
+                        {"step": s, "emb/untouched_drift": 0.01 * s if moves else 0.0,
+                         "emb/untouched_moved_frac": 0.9 + 0.01 * k if moves else 0.0}
+                        for s in range(10, 110, 10)
+                    ]  # fmt: skip
+                    rest = 5.0 + (0.02 if mode == "lazy" else 0.0) + 0.01 * k
+                    cfg = {"seed": k, "optim": {"name": name, "row_updates": mode}, "model": {"tie_embeddings": tie}}
+                    _run(os.path.join(root, f"{name}-{mode}-{tie}-{k}"), cfg, {"eval/loss_bucket_rest": rest}, rows)
+    checks, (cols, rows) = analyse_row_updates(load(root))
+    assert [c.verdict for c in checks] == [REPRODUCED] * 5 and len(rows) == 8
