@@ -406,7 +406,8 @@ class RunDir:
 
     def _write_tokens(self) -> None:
         """tokens.tsv: id, token, count[, class][, pretrained: 1 for a row from the pretrained source, 0 filled]."""
-        corpus, marks = self.corpus, self.corpus.pretrained_matched
+        corpus = self.corpus
+        marks = getattr(corpus, "pretrained_matched", None)  # (a Corpus-like object without it: no column)
         with open(os.path.join(self.path, "tokens.tsv"), "w", encoding="utf-8") as f:
             f.write(
                 "id\ttoken\tcount"
