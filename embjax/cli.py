@@ -222,7 +222,16 @@ def findings_main(argv: list[str]) -> int:
 
 
 def _only_run(sweep_dir: str) -> str:
-    runs = sorted(d for d in os.listdir(sweep_dir) if os.path.isfile(os.path.join(sweep_dir, d, "summary.json")))
+    import json
+
+    def finished(d: str) -> bool:
+        try:
+            with open(os.path.join(sweep_dir, d, "summary.json")) as f:
+                return json.load(f).get("status") == "finished"
+        except (OSError, ValueError):
+            return False
+
+    runs = sorted(d for d in os.listdir(sweep_dir) if finished(d))
     if len(runs) != 1:
         raise ConfigError(f"{sweep_dir}: got {len(runs)} finished runs; allowed: exactly one (a findings stage)")
     return os.path.join(sweep_dir, runs[0])

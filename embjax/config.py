@@ -426,16 +426,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"data.num_classes: got {d.num_classes} with data.vocab_size={d.vocab_size}; allowed: at most vocab_size"
         )
-    if e.freeze == "pretrained" and e.init != "pretrained":
-        raise ConfigError(
-            f"embedding.freeze: got 'pretrained' with embedding.init={e.init!r}; allowed: true or false, or "
-            "'pretrained' with embedding.init=pretrained"
-        )
-    if e.unfreeze_at is not None and e.freeze is False:
-        raise ConfigError(
-            f"embedding.unfreeze_at: got {e.unfreeze_at} with embedding.freeze=false; allowed: null, or a step "
-            "with embedding.freeze true or 'pretrained'"
-        )
+    _validate_freeze(e)
     if e.init == "pretrained" and not e.pretrained_path:
         raise ConfigError(
             "embedding.pretrained_path: got null with embedding.init='pretrained'; "
@@ -459,6 +450,24 @@ def _validate(cfg: Config) -> None:
         profile_range(cfg.log.profile_steps, cfg.steps)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"name: got {cfg.name!r}; allowed: a non-empty name without '/'")
+
+
+def _validate_freeze(e: EmbeddingConfig) -> None:
+    if e.freeze == "pretrained" and e.init != "pretrained":
+        raise ConfigError(
+            f"embedding.freeze: got 'pretrained' with embedding.init={e.init!r}; allowed: true or false, or "
+            "'pretrained' with embedding.init=pretrained"
+        )
+    if e.unfreeze_at is not None and e.kind != "table":
+        raise ConfigError(
+            f"embedding.unfreeze_at: got {e.unfreeze_at} with embedding.kind={e.kind!r}; allowed: null, or a step "
+            "with kind 'table' (other layers' shared arrays are frozen for good or not at all)"
+        )
+    if e.unfreeze_at is not None and e.freeze is False:
+        raise ConfigError(
+            f"embedding.unfreeze_at: got {e.unfreeze_at} with embedding.freeze=false; allowed: null, or a step "
+            "with embedding.freeze true or 'pretrained'"
+        )
 
 
 def _validate_optim(cfg: Config) -> None:

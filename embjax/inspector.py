@@ -79,6 +79,8 @@ def _read_counts(path: str | None, tokens: list[str]) -> np.ndarray:
 
 def inspect(source: str, out: str, tokenizer_file: str | None = None, counts: str | None = None) -> dict:
     """Write the report, the page and the projector files for `source` into `out`; returns the report's scalars."""
+    if any(os.path.exists(os.path.join(out, n)) for n in ("metrics.jsonl", "checkpoints")):
+        raise ConfigError(f"--out: got {out!r}, a training run's directory; allowed: a new or an inspection folder")
     src, t = load_table(source, tokenizer_file, counts)
     os.makedirs(out, exist_ok=True)
     has_counts = bool(t.counts.any())

@@ -85,6 +85,8 @@ class Loop:
             return local
         agreed = int(self._agreeing) if self._agreeing is not None else 0
         self._agreeing = start_agree_max(local)
+        if agreed:
+            self.signals.settle()  # every process answered: none is blocked, the watchdog stands down
         if agreed and not self.signals.received:
             self.signals.received = agreed
         return agreed

@@ -109,60 +109,93 @@ class RunLocked(ConfigError):
 
 class RunLock:
     """One writer per run directory: `<out_dir>/.<name>.lock` (beside the directory, so --overwrite's removal of
-    the directory leaves it), created exclusively with {pid, host, since, command}. A lock whose process is gone
-    (same host, pid not alive) is taken over; a live one, or one from another host, refuses with one line."""
+    the directory leaves it), held with an exclusive flock, which the kernel drops when the holder dies however
+    it dies, and holding {pid, host, since, command} for the message. A free lock whose last holder ran on this
+    host is taken over (it is dead); one naming another host is refused (a shared file system may not carry
+    flocks across hosts), with how to clear it; a held one is refused with its holder."""
+
+    _held: dict[str, RunLock] = {}  # this process's locks by path (a second RunDir for a run replaces the first's)
 
     def __init__(self, run_dir: str):
         head, name = os.path.split(os.path.normpath(run_dir))
-        self.run_dir, self.path, self.held = run_dir, os.path.join(head, f".{name}.lock"), False
+        self.run_dir, self.path, self.fd = run_dir, os.path.join(head, f".{name}.lock"), None
 
     def acquire(self) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        me["command"] = " ".join(sys.argv)[:300]
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._take_over_or_refuse(me["host"])
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            atexit.register(self.release)
-            return
-        raise RunLocked(f"run {self.run_dir!r}: could not take its lock {self.path!r}; allowed: one process per run")
+        import fcntl
 
-    def _take_over_or_refuse(self, host: str) -> None:
+        if self.path in RunLock._held:
+            RunLock._held[self.path].release()
+        host = socket.gethostname()
         try:
-            with open(self.path) as f:
-                held = json.load(f)
-        except FileNotFoundError:
-            return  # released meanwhile: try again
-        except (OSError, ValueError):
-            held = {}  # half-written by a process that died while writing it: stale
-        pid, where = held.get("pid"), held.get("host")
-        if where not in (None, host):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return  # an out_dir that cannot be written: check() says so in one line
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = _read_lock(fd)
+            os.close(fd)
+            if not held:  # the holder is between taking the lock and writing its name
+                raise RunLocked(
+                    f"run {self.run_dir!r} is in use by another process ({self.path} names no holder yet); allowed: "
+                    "one process per run"
+                ) from None
             raise RunLocked(
-                f"run {self.run_dir!r} is in use: locked by pid {pid} on host {where} since {held.get('since')}; "
-                f"allowed: one process per run (if nothing on {where} runs it any more, delete {self.path})"
-            )
-        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):  # (this process's own: a run it left)
+                f"run {self.run_dir!r} is in use: locked by pid {held.get('pid')} on host {held.get('host')} since "
+                f"{held.get('since')} ({held.get('command', '?')}); allowed: one process per run (wait for it, or "
+                "stop it)"
+            ) from None
+        held = _read_lock(fd)
+        if held.get("host") not in (None, host):
+            os.close(fd)
             raise RunLocked(
-                f"run {self.run_dir!r} is in use: locked by pid {pid} on host {where} since {held.get('since')} "
-                f"({held.get('command', '?')}); allowed: one process per run (wait for it, or stop it)"
+                f"run {self.run_dir!r} is in use: locked by pid {held.get('pid')} on host {held['host']} since "
+                f"{held.get('since')}; allowed: one process per run (if nothing on {held['host']} runs it any more, "
+                f"delete {self.path})"
             )
-        stale = f"{self.path}.stale-{os.getpid()}"  # a rename: of two processes taking it over, one wins the create
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(self.path, stale)
-            os.remove(stale)
-            if pid != os.getpid():
-                print(f"{self.run_dir}: took over the lock of pid {pid} (no longer running)", file=sys.stderr)
+        if held.get("pid") not in (None, os.getpid()):
+            print(f"{self.run_dir}: took over the lock of pid {held['pid']} (no longer running)", file=sys.stderr)
+        me = {"pid": os.getpid(), "host": host, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        me["command"] = " ".join(sys.argv)[:300]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self.fd, RunLock._held[self.path] = fd, self
 
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            with contextlib.suppress(OSError):
-                os.remove(self.path)
+        """Empty the file (a later run on any host finds it free) and drop the flock; the file stays (removing a
+        flocked file would let two processes lock two different files of one name)."""
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        if RunLock._held.get(self.path) is self:
+            del RunLock._held[self.path]
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # the flock goes with the last descriptor
+
+
+def _read_lock(fd: int) -> dict:
+    try:
+        text = os.pread(fd, 4096, 0).decode()
+        return json.loads(text) if text.strip() else {}
+    except (OSError, ValueError):
+        return {}  # torn by a holder that died while writing it: nobody's
+
+
+@atexit.register
+def _release_all() -> None:
+    for lock in list(RunLock._held.values()):
+        lock.release()
+
+
+def _save_npy_atomic(path: str, array: np.ndarray) -> None:
+    tmp = f"{path}.tmp{os.getpid()}.npy"
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -174,16 +207,6 @@ def write_text_atomic(path: str, text: str) -> None:
     except BaseException:
         remove_quietly(tmp)
         raise
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
 
 
 def check(cfg: Config, overwrite: bool) -> bool:
@@ -397,7 +420,7 @@ class RunDir:
 
     def _write_outputs(self, o: Outcome) -> None:
         """embeddings.npy (float32 V×d; untied: output_embeddings.npy too), row_updates.npy, projector files."""
-        np.save(os.path.join(self.path, "embeddings.npy"), np.asarray(o.E, np.float32))
+        _save_npy_atomic(os.path.join(self.path, "embeddings.npy"), np.asarray(o.E, np.float32))  # a source for others
         if o.E_out is not None:
             np.save(os.path.join(self.path, "output_embeddings.npy"), np.asarray(o.E_out, np.float32))
         if o.row_updates is not None:

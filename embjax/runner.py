@@ -162,18 +162,21 @@ def train_group(
     return out
 
 
-_FULL = ("RESOURCE_EXHAUSTED", "No space left on device", "Disk quota exceeded")
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)  # what a write to a full/RO disk raises
+_FULL = ("No space left on device", "Disk quota exceeded")
 
 
 def os_error(err: BaseException | None) -> OSError | None:
-    """The first OSError behind an exception, or None. Orbax's writer (tensorstore) reports a full disk as a ValueError
-    "RESOURCE_EXHAUSTED: ... local file "PATH" ...": that counts too."""
+    """The first failed write to disk behind an exception (a full disk, a quota, a read-only file system), or
+    None (then the exception goes on as it is). Orbax's writer (tensorstore) reports a full disk as a ValueError
+    "RESOURCE_EXHAUSTED: ... local file "PATH" ... No space left on device": that counts too; an XLA
+    out-of-memory (also RESOURCE_EXHAUSTED) does not."""
     found: list[OSError] = []
     while err is not None and len(found) < 16:
-        if isinstance(err, OSError):
+        if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
             found.append(err)
-        elif any(m in str(err) for m in _FULL):
-            where = re.search(r'local file "([^"]+)"', str(err)) or re.search(r'"(/[^"]+)"', str(err))
+        elif not isinstance(err, OSError) and any(m in str(err) for m in _FULL) and "local file" in str(err):
+            where = re.search(r'local file "([^"]+)"', str(err))
             found.append(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where.group(1) if where else None))
         err = err.__cause__ or err.__context__
     # the first failure is the innermost (a summary that then failed too wraps it); prefer one that names its file
@@ -181,11 +184,18 @@ def os_error(err: BaseException | None) -> OSError | None:
     return (named or found or [None])[-1]
 
 
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
+    except ValueError:
+        return False
+
+
 def write_failure(err: OSError, runs: list) -> str:
     """One line: what could not be written, the free space there, the last good checkpoint, how to resume.
     Temporary files and half-written checkpoints the failure left are removed first."""
     what = err.filename or "an output"
-    run = next((r for r in runs if str(what).startswith(r.path)), runs[0])
+    run = next((r for r in runs if _inside(str(what), r.path)), runs[0])
     for tmp in glob.glob(os.path.join(run.path, "**", "*.tmp*"), recursive=True):
         remove_quietly(tmp)
     for tmp in glob.glob(os.path.join(run.path, CHECKPOINTS, "*orbax-checkpoint-tmp*")):

@@ -22,6 +22,7 @@ class Signals:
         self.grace = grace  # seconds a SIGTERM'd process may stay blocked (None: no watchdog)
         self._old = {}
         self._wakeup = None
+        self._settled = threading.Event()  # the stop is under way everywhere (or over): the watchdog stands down
 
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -45,7 +46,8 @@ class Signals:
             if not data:
                 return
             if signal.SIGTERM in data:
-                threading.Event().wait(self.grace)  # the main thread normally stops (and exits) well before this
+                if self._settled.wait(self.grace):  # every process agreed to stop, or the block was left
+                    return
                 print(
                     f"error: stopped by SIGTERM while waiting for the other processes of the run (blocked for "
                     f"{self.grace:g} s); run the same command again to resume from the last checkpoint",
@@ -59,7 +61,12 @@ class Signals:
             raise KeyboardInterrupt
         self.received = signum
 
+    def settle(self) -> None:
+        """The processes agreed to stop (so none is blocked on another): no watchdog exit from here on."""
+        self._settled.set()
+
     def __exit__(self, *exc):
+        self._settled.set()
         for sig, old in self._old.items():
             signal.signal(sig, old)
         if self._wakeup is not None:

@@ -124,6 +124,8 @@ def _load(path: str, take):
             if hasattr(obj, "close"):
                 stack.callback(obj.close)
             return take(obj)
+    except (FileNotFoundError, PermissionError) as err:
+        raise ValueError(f"{path}: cannot be read ({err.strerror}); allowed: a readable run directory") from None
     except (ValueError, KeyError, EOFError, zipfile.BadZipFile, OSError) as err:
         why = "it holds Python objects, not numbers" if "pickle" in str(err) else type(err).__name__
         raise ValueError(

@@ -218,18 +218,23 @@ def _rows_where(rows_V: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
 def lazy_rows(rows: Any, updates: Any, new_opt: Any, old_opt: Any) -> tuple[Any, Any]:
     """optim.row_updates=lazy: rows (a tree like the parameters: a (V,) bool of rows with a nonzero gradient for
     each per-token array, None elsewhere) keep their update; the others get a zero update and keep their
-    optimizer state (every parameter-shaped part of the optax state: Adam's moments, SGD's trace)."""
+    optimizer state (every parameter-shaped part of the optax state: Adam's moments, SGD's trace; inside an
+    optax.masked chain, where a frozen table's place holds a MaskedNode, too)."""
     pdef = jax.tree.structure(updates)
-    keep = lambda r, new, old: new if r is None or new.shape[:1] != r.shape else _rows_where(r, new, old)
-    is_rows = lambda x: x is None
+    masked = lambda x: isinstance(x, MaskedNode)
+
+    def keep(r, new, old):
+        if r is None or masked(new) or new.shape[:1] != r.shape:
+            return new
+        return _rows_where(r, new, old)
+
+    is_rows = lambda x: x is None or masked(x)
     updates = jax.tree.map(lambda r, u: keep(r, u, jnp.zeros_like(u)), rows, updates, is_leaf=is_rows)
+    is_param_tree = lambda x: not masked(x) and jax.tree.structure(x, is_leaf=masked) == pdef
 
     def part(new, old):
-        if jax.tree.structure(new) != pdef:
-            return new
-        return jax.tree.map(keep, rows, new, old, is_leaf=is_rows)
+        return jax.tree.map(keep, rows, new, old, is_leaf=is_rows) if is_param_tree(new) else new
 
-    is_param_tree = lambda x: jax.tree.structure(x) == pdef
     return updates, jax.tree.map(part, new_opt, old_opt, is_leaf=is_param_tree)
 
 

@@ -56,7 +56,7 @@ def test_kill9_then_resume_is_identical(tmp_path, reference, reference_frames, k
     r = run_cli("experiments.train", *ARGS, f"--out_dir={tmp_path}")
     assert r.returncode == 0, r.stderr
     assert f"took over the lock of pid {p.pid} (no longer running)" in r.stderr  # the killed run's lock
-    assert not os.path.exists(tmp_path / ".default.lock")  # released at the end
+    assert (tmp_path / ".default.lock").read_text() == ""  # released at the end: free for any host
     if kill_after > 10:
         assert "resuming" in r.stderr
     assert (tmp_path / "default" / "metrics.jsonl").read_text() == reference
@@ -383,3 +383,60 @@ def test_fault_injection_kill_anywhere_then_resume_equals_an_uninterrupted_run(t
         assert s["status"] == "finished" and (out / "default" / "embedding_space.html").exists(), phase
         _no_temporaries(out)
     assert sum(killed) >= 3, killed  # the phases were hit (a run may rarely finish before its page is caught)
+
+
+def test_the_run_lock_is_a_kernel_lock_a_torn_file_does_not_break(tmp_path):
+    """The lock is an flock: a second holder in another process is refused while the first lives, even when the
+    file's text is torn or empty (it is never what decides); this process re-taking its own run replaces its
+    earlier lock; a released lock is empty and free."""
+    from embjax.rundir import RunLock, RunLocked
+
+    run = str(tmp_path / "r")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from embjax.rundir import RunLock; RunLock({run!r}).acquire(); import time; "
+         "print('held', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (tmp_path / ".r.lock").write_text("")  # torn: the text says nothing, the kernel lock still holds
+        with pytest.raises(RunLocked, match=r"is in use by another process \(.*names no holder yet\)"):
+            RunLock(run).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    a = RunLock(run)
+    a.acquire()  # the holder died: free
+    b = RunLock(run)
+    b.acquire()  # this process again (a crashed earlier attempt's lock): replaces it
+    assert a.fd is None and b.fd is not None
+    b.release()
+    assert (tmp_path / ".r.lock").read_text() == ""
+
+
+def test_the_sigterm_watchdog_stands_down_once_the_stop_is_under_way():
+    """A process that received SIGTERM and left its Signals block (it stopped cleanly) is not killed by the
+    watchdog afterwards; one still inside the block after the grace is, with its one line and exit 143."""
+    code = (
+        "import os, signal, time\n"
+        "from embjax.signals import Signals\n"
+        "with Signals(grace=0.5) as s:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.1)\n"
+        "    assert s.received == signal.SIGTERM\n"
+        "    if os.environ.get('STAY'):\n"
+        "        time.sleep(5)\n"
+        "time.sleep(1.5)\n"
+        "print('alive')\n"
+    )
+    left = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert left.returncode == 0 and left.stdout.strip() == "alive", left.stderr
+    stuck = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, STAY="1"),
+    )
+    assert stuck.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM while waiting" in stuck.stderr

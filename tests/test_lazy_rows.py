@@ -257,3 +257,34 @@ def test_dense_is_the_plain_optimizer_bit_for_bit():
         params, opt_state = by_hand(params, opt_state, tok)
         for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(params)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_lazy_reaches_the_moments_inside_a_frozen_tables_masked_chain():
+    """With a table frozen for good, the optimizer chain is optax.masked (the frozen table's state is a
+    MaskedNode): lazy rows of another per-token table (an untied head) still keep their Adam moments."""
+    cfg = load_config(None, {**SMALL, "optim.row_updates": "lazy"})
+    hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams(cfg).items()}
+    rules = {
+        "embed": {"embedding": Rule("embed", frozen=True, per_token=True)},
+        "head": {"embedding": Rule("table", per_token=True)},
+    }
+    tx = make_optimizer(cfg, hp, rules)
+    params = {"embed": {"embedding": jnp.ones((4, 2))}, "head": {"embedding": jnp.ones((4, 2))}}
+    state = tx.init(params)
+    g = {"embed": {"embedding": jnp.ones((4, 2))}, "head": {"embedding": jnp.ones((4, 2))}}
+    upd, state = tx.update(g, state, params)  # every row moves once: nonzero moments everywhere
+    g2 = {"embed": {"embedding": jnp.zeros((4, 2))}, "head": {"embedding": jnp.zeros((4, 2)).at[0].set(1.0)}}
+    rows = {"embed": {"embedding": None}, "head": {"embedding": jnp.arange(4) == 0}}
+    upd2, new = tx.update(g2, state, params)
+    upd2, new = lazy_rows(rows, upd2, new, state)
+    moments = [
+        (np.asarray(a), np.asarray(b))
+        for (p, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(new), jax.tree_util.tree_leaves_with_path(state))
+        if "'head'" in jax.tree_util.keystr(p) and np.ndim(a) == 2
+    ]
+    assert len(moments) == 2  # Adam's mu and nu of the head
+    for a, b in moments:
+        np.testing.assert_array_equal(a[1:], b[1:])  # rows 1-3: no gradient, moments kept
+        assert np.all(a[0] != b[0])
+    assert np.all(np.asarray(upd2["head"]["embedding"][1:]) == 0)
+    assert np.all(np.asarray(upd2["embed"]["embedding"]) == 0)  # frozen
