@@ -496,3 +496,65 @@ def test_inspect_a_word2vec_file_with_counts(tmp_path, capsys):
     page = (out / "embedding_space.html").read_text()
     assert '"V":120' in page and "w119" in page
     assert "emb/cos_mean" in capsys.readouterr().out
+
+
+def _cli_error(tmp_path, capsys, *args):
+    """A run with these arguments: exit 2, one line, no run directory; the line."""
+    from embjax.cli import train_main
+    from tests.conftest import TINY
+
+    capsys.readouterr()
+    assert train_main(TINY + [f"--out_dir={tmp_path / 'runs'}", "--log.wandb=false", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert not (tmp_path / "runs" / "default").exists()
+    return err[0]
+
+
+def test_bad_pretrained_inputs_are_one_line_exit_2_no_run_directory(tmp_path, capsys):
+    """A missing file, an unknown format, a safetensors file with no recognisable table (its tensors listed),
+    zero matched rows, a width mismatch under `error`, freeze=pretrained without a pretrained source."""
+    pre = ["--embedding.init=pretrained"]
+    msg = _cli_error(tmp_path, capsys, *pre, f"--embedding.pretrained_path={tmp_path / 'absent.txt'}")
+    assert "embedding.pretrained_path" in msg and "absent.txt" in msg and "allowed: an existing file" in msg
+    (tmp_path / "notes.md").write_text("# not vectors\n")
+    msg = _cli_error(tmp_path, capsys, *pre, f"--embedding.pretrained_path={tmp_path / 'notes.md'}")
+    assert "notes.md" in msg and "expected a .npy, .safetensors, word2vec" in msg
+    save_file({"encoder.weight": np.ones((4, 3), np.float32), "bias": np.ones(3, np.float32)}, str(tmp_path / "m.st"))
+    os.replace(tmp_path / "m.st", tmp_path / "m.safetensors")
+    msg = _cli_error(tmp_path, capsys, *pre, f"--embedding.pretrained_path={tmp_path / 'm.safetensors'}")
+    assert "encoder.weight" in msg and "m.safetensors" in msg
+    _kv(keys=["zz1", "zz2", "zz3"], d=16).save_word2vec_format(str(tmp_path / "none.txt"))
+    msg = _cli_error(tmp_path, capsys, *pre, f"--embedding.pretrained_path={tmp_path / 'none.txt'}")
+    assert "got no row for any of 64 tokens" in msg
+    _kv(keys=["t0_c0", "t1_c1"], d=5).save_word2vec_format(str(tmp_path / "narrow.txt"))
+    msg = _cli_error(tmp_path, capsys, *pre, f"--embedding.pretrained_path={tmp_path / 'narrow.txt'}")
+    assert "got 5" in msg and "allowed: 16" in msg
+    msg = _cli_error(tmp_path, capsys, "--embedding.freeze=pretrained")
+    assert msg.startswith("error: embedding.freeze: got 'pretrained' with embedding.init='normal'")
+
+
+@pytest.mark.slow
+def test_inspect_on_a_run_gives_the_runs_own_metrics(tmp_path):
+    """experiments.inspect on a finished run directory (its embeddings.npy and tokens.tsv, counts from its
+    tokens.tsv) reports the same geometry the run's summary.json holds for its final table."""
+    from embjax.cli import inspect_main, train_main
+    from tests.conftest import TINY
+
+    assert train_main(TINY + [f"--out_dir={tmp_path}", "--log.wandb=false"]) == 0
+    run = tmp_path / "default"
+    out = tmp_path / "inspected"
+    assert inspect_main([str(run), f"--counts={run / 'tokens.tsv'}", f"--out={out}"]) == 0
+    mine = json.load(open(out / "report.json"))["report"]
+    theirs = json.load(open(run / "summary.json"))
+    keys = [
+        "emb/norm_mean",
+        "emb/cos_mean",
+        "emb/isotropy",
+        "emb/eff_rank",
+        "emb/isoscore",
+        "emb/norm_logfreq_spearman",
+    ]
+    keys += ["emb_centered/cos_mean", "emb/rogue_dim_share"]
+    for key in keys:
+        assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-7), key
