@@ -332,6 +332,7 @@ def _parser():
             "prepare",
             "text",
             "viewer",
+            "pretrained",
         ],
     )
     p.add_argument(
@@ -341,6 +342,9 @@ def _parser():
         help="train/text: the throughput spec or experiments/configs/default.yaml",
     )
     p.add_argument("--size-mb", type=int, default=1024, help="prepare: the generated corpus's size")
+    p.add_argument("--rows", type=int, default=400_000, help="pretrained: rows of the generated GloVe file")
+    p.add_argument("--dim", type=int, default=300, help="pretrained: its width")
+    p.add_argument("--vocab", type=int, default=50_000, help="pretrained: the vocabulary it is aligned to")
     p.add_argument("--members", default="1,8,32,128", help="members: comma-separated group sizes M")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--per-dispatch", type=int, default=1, help="train steps per dispatch (lax.scan)")
@@ -368,6 +372,8 @@ def _case_rows(a, overrides: dict, p) -> list[dict]:
         return bench_text(a.steps, a.per_dispatch, a.rounds, a.base, a.set)
     if a.case == "viewer":
         return bench_viewer(a.rounds)
+    if a.case == "pretrained":
+        return bench_pretrained(a.rows, a.dim, a.vocab)
     if a.case in ("mup", "kinds"):
         return (bench_mup if a.case == "mup" else bench_kinds)(a.steps, a.per_dispatch, a.rounds, a.set)
     if a.case == "compare":
@@ -628,6 +634,54 @@ def bench_text(steps: int, per_dispatch: int, rounds: int, base: str = "default"
             show=False,
         )
         return _alternate("text", {"planted": [], "text": text}, steps, per_dispatch, rounds, sets, base)
+
+
+_ALIGN = r"""
+import json, resource, sys, time
+import numpy as np
+from embjax.pretrained import align, read_source
+path, V = sys.argv[1], int(sys.argv[2])
+t = time.perf_counter()
+src = read_source(path)
+read_s = time.perf_counter() - t
+vocab = [f"w{i}" if i % 10 else f"new{i}" for i in range(V)]  # every tenth token absent from the file
+al = align(src, vocab, d=src.E.shape[1])
+print(json.dumps({"read_s": read_s, "total_s": time.perf_counter() - t, "matched": int(al.matched.sum()),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_pretrained(rows: int = 400_000, dim: int = 300, vocab: int = 50_000) -> list[dict]:
+    """A generated GloVe-format text file (rows × dim, 5 decimals) read and aligned to a vocabulary of `vocab`
+    tokens (every tenth absent) in a fresh process: wall time and peak RSS; then `experiments.inspect` on a
+    50,000 × 768 table (.npy + tokens file): wall time."""
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "glove.txt")
+        bodies = [" ".join(f"{x:.5f}" for x in row) for row in rng.standard_normal((4096, dim))]
+        t = time.perf_counter()
+        with open(path, "w") as f:
+            for i in range(rows):
+                f.write(f"w{i} {bodies[i % len(bodies)]}\n")
+        gen_s = time.perf_counter() - t
+        out = subprocess.run(
+            [sys.executable, "-c", _ALIGN, path, str(vocab)], capture_output=True, text=True, check=True
+        )
+        row = {"case": "pretrained", "rows": rows, "dim": dim, "vocab": vocab, "bytes": os.path.getsize(path)}
+        row.update(generate_s=gen_s, **json.loads(out.stdout.strip().splitlines()[-1]))
+        os.remove(path)
+        np.save(os.path.join(tmp, "E.npy"), rng.standard_normal((50_000, 768)).astype(np.float32))
+        with open(os.path.join(tmp, "tokens.txt"), "w") as f:
+            f.write("".join(f"t{i}\n" for i in range(50_000)))
+        t = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "experiments.inspect", os.path.join(tmp, "E.npy"), f"--out={tmp}/inspect"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        inspect_row = {"case": "inspect", "rows": 50_000, "dim": 768, "wall_s": time.perf_counter() - t}
+    return [row, inspect_row]
 
 
 def _run_self(args: list[str]) -> dict:
