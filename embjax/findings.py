@@ -125,6 +125,10 @@ AUDITS = {
     "pretrained table's scale differs from σ = 0.02 (its rows grew in pretraining), so 'pretrained' also moves "
     "the input scale; the frozen arms train fewer parameters at the same lr; only the input table is "
     "transferred (the blocks start fresh), which is the lesson's setting, not a full fine-tune.",
+    "width_small_data": "Varied: d × seed. Held fixed: data, steps, optimizer and its lr (SP: not retuned per "
+    "width). Could confound: 'little data' here is a small token budget from an unlimited stream (no example is "
+    "seen twice), so a bigger d cannot overfit; what can hold it back is optimisation at one lr in SP (the "
+    "best lr falls with width, finding 7), not variance.",
     "mup_lr_transfer": "Varied: parametrization × width × lr × seed. Held fixed: data, steps, base width, and μP's "
     "base-width constants, tuned at d₀ by sweeps/mup_base.yaml before this run (zero queries, readout × 8, "
     "attention × 2, position lr × 1/8, vector lr × 1/4; SP uses the same constants). Could confound: the tuning "
@@ -789,6 +793,31 @@ def analyse_pretrained_start(runs: list[dict]) -> tuple[list[Check], Table]:
     return checks, (cols, rows)
 
 
+def analyse_width_small_data(runs: list[dict]) -> tuple[list[Check], Table]:
+    widths = sorted(int(w) for w in _values(runs, "model.embed_dim"))
+    by_d = {d: select(runs, model__embed_dim=d) for d in widths}
+    seeds = sorted(set.intersection(*(set(v) for v in by_d.values()))) if by_d else []
+    loss = lambda d, s: final(by_d[d][s], "eval/loss")
+    top = widths[-1] if widths else "?"
+
+    def excess(s: int) -> float | None:
+        vals = [loss(d, s) for d in widths]
+        return None if any(v is None for v in vals) or len(vals) < 2 else vals[-1] - min(vals[:-1])
+
+    checks = [
+        Check(
+            f"With little data a bigger d is not automatically better: the largest width (d = {top}) does not reach "
+            "a lower eval loss than the best smaller one",
+            "per seed, final eval loss at the largest d − the lowest final eval loss over the smaller d; band in "
+            "[0, ∞)",
+            [v for s in seeds if (v := excess(s)) is not None],
+            lo=0.0,
+        )
+    ]
+    rows = [[f"d = {d}", str(len(by_d[d])), mean_sd([final(r, "eval/loss") for r in by_d[d].values()])] for d in widths]
+    return checks, (["width", "seeds", "final eval loss"], rows)
+
+
 # ---------------------------------------------------------------------------------------
 # Plots (matplotlib, Agg): one figure per finding where a picture says it faster
 
@@ -922,6 +951,15 @@ def plot_pretrained_start(runs: list[dict], path: str) -> bool:
         ax.set(xlabel="fine-tuning step", ylabel="eval loss (nats)", title=f"Fine-tuning on shifted data: {title}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_width_small_data(runs: list[dict], path: str) -> bool:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    _lines(ax, _collect(runs, "model.embed_dim", lambda r: "from scratch, 300 steps", lambda r: final(r, "eval/loss")))
+    ax.set(xlabel="embedding width d", ylabel="final eval loss (nats)", title="Width with little data")
     return _save(fig, path)
 
 
@@ -1105,7 +1143,23 @@ FINDINGS = [
         plot_pretrained_start,
         quick={"steps": 100},
         needs="pretrain_source",
-        needs_quick={"steps": 400},
+        needs_quick={"steps": 300},
+    ),
+    Finding(
+        "width_small_data",
+        "Bigger d with little data",
+        "With little data, a bigger embedding width is not automatically better: past some d the extra parameters "
+        "do not lower the loss (the lesson's 'bigger d is not automatically better').",
+        "The lesson's width trade-off; Kaplan et al. 2020 (loss against parameters at a fixed, small token budget, "
+        "§3.2, Fig. 4 left); Yin & Shen 2018 (On the Dimensionality of Word Embedding, the bias-variance trade-off).",
+        "Finding 9's fine-tuning setting from scratch (planted corpus V = 512, Zipf a = 1.5, 300 AdamW steps at lr "
+        "3e-3, about 307,000 training tokens), 2-layer transformer, d ∈ {16, 32, 64, 128, 256} × seeds {0, 1, 2}; "
+        "final eval loss.",
+        "Each check below, on the per-seed values' mean ± 2 standard errors.",
+        "width_small_data",
+        analyse_width_small_data,
+        plot_width_small_data,
+        quick={"steps": 100, "parameters": {"model.embed_dim": [32, 128]}},
     ),
 ]
 BY_NAME = {f.name: f for f in FINDINGS}
