@@ -215,7 +215,8 @@ class MeshConfig:
     # a preempted run may come back on another device count or mesh shape: neither changes what a step computes
     data: int = setting(1, range=(1, 2**16), resumable=True)
     model: int = setting(1, range=(1, 2**16), resumable=True)
-    # seconds a process of a multi-process run waits for the others to agree on the config (then: one line, exit 2)
+    # seconds a process of a multi-process run waits for the others: to agree on the config at the start (then one
+    # line, exit 2) and, during training, without progress (then one line, exit 1)
     wait_timeout: float = setting(300.0, range=(1.0, 86400.0), role=IDENTITY, resumable=True)
 
 

@@ -147,6 +147,7 @@ class _Cohort:
             raise
         finally:
             self.prof.stop()  # a trace open past a stop signal or a crash is closed
+            self.L.signals.disarm()  # the stall watchdog covers training, not the outputs written after it
         self.console.close("done")
         return self._finish(self._members())
 
@@ -182,6 +183,7 @@ class _Cohort:
 
     def _fetch(self, f: Fetched) -> None:
         """Log one chunk's fetched metrics (and snapshot) per member."""
+        self.L.signals.beat()  # a chunk came back: the processes are making progress together
         s, host, E, snap = f.step, f.host, f.E, f.snapshot
         now = time.perf_counter()
         rate = (
@@ -221,6 +223,7 @@ class _Cohort:
         )
 
     def _checkpoint(self, s: int) -> None:
+        self.L.signals.beat()
         for r, st, state in zip(self.runs, self.status, self._members()):
             if st == "running":
                 r.checkpoint(s, state)

@@ -94,12 +94,17 @@ def _same_file(a: str, b: str) -> bool:
 
 
 @contextlib.contextmanager
-def _signals(given: Signals | None) -> Iterator[Signals]:
+def _signals(given: Signals | None, cfg: Config) -> Iterator[Signals]:
     if given is not None:
         yield given
     else:
-        with Signals(grace=stop_grace()) as sig:
+        with Signals(grace=stop_grace(), wait_timeout=wait_timeout(cfg)) as sig:
             yield sig
+
+
+def wait_timeout(cfg: Config) -> float | None:
+    """mesh.wait_timeout in a multi-process run (a process can only block on another there), else None."""
+    return cfg.mesh.wait_timeout if jax.process_count() > 1 else None
 
 
 def stop_grace() -> float | None:
@@ -140,7 +145,7 @@ def train_group(
         r.open(corpus, wandb_group=group)
     vmapped = vectorize and len(runs) > 1
     chunk = members_that_fit(program, len(runs)) if vmapped and mesh is None else None
-    with _signals(signals) as sig:
+    with _signals(signals, base) as sig:
         loop = Loop(
             program,
             vmapped=vmapped,
@@ -328,7 +333,7 @@ def run_sweep(
         flush=True,
     )
     keys = swept_keys(sweep)
-    with Signals(grace=stop_grace()) as sig:
+    with Signals(grace=stop_grace(), wait_timeout=wait_timeout(cfgs[0])) as sig:
         for g_i, idx in enumerate(groups):
             todo = [i for i in idx if summaries[i] is None]
             if not todo or sig.received:

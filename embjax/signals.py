@@ -3,7 +3,8 @@
 In a multi-process run a process can be blocked in a collective, waiting for a process that will never come
 (stopped, hung, on another host that died), where Python never runs its signal handler. A watchdog thread sees
 the signal through the wakeup fd instead: if the process has not stopped `grace` seconds after SIGTERM, it
-says so in one line and exits (128 + 15); the run resumes from its last checkpoint."""
+says so in one line and exits (128 + 15); the run resumes from its last checkpoint. The same thread ends a
+process that has made no progress (no `beat` from the loop) for `wait_timeout` seconds (exit 1)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,21 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 
 class Signals:
     """SIGTERM/SIGINT set a flag; the loop checkpoints, flushes and exits at the next chunk boundary."""
 
-    def __init__(self, grace: float | None = None):
+    def __init__(self, grace: float | None = None, wait_timeout: float | None = None):
         self.received: int | None = None
         self.grace = grace  # seconds a SIGTERM'd process may stay blocked (None: no watchdog)
+        # seconds without progress (beat) after which a process blocked on the others gives up (None: never)
+        self.wait_timeout = wait_timeout
         self._old = {}
         self._wakeup = None
         self._settled = threading.Event()  # the stop is under way everywhere (or over): the watchdog stands down
+        self._last_beat: float | None = None  # armed by the first beat (compiling is not waiting)
 
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -30,22 +35,49 @@ class Signals:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: leave signals alone
                 pass
-        if self.grace is not None and self._old:
+        if (self.grace is not None or self.wait_timeout is not None) and self._old:
             r, w = socket.socketpair()
             w.setblocking(False)
             self._wakeup = (r, w, signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False))
             threading.Thread(target=self._watch, args=(r,), daemon=True, name="embjax-sigterm-watchdog").start()
         return self
 
+    def beat(self) -> None:
+        """The loop made progress (a chunk's metrics came back, a checkpoint was started)."""
+        self._last_beat = time.monotonic()
+
+    def disarm(self) -> None:
+        """Training is over (what follows, e.g. writing the page, may take its time): no stall exit until the
+        next beat."""
+        self._last_beat = None
+
+    def _stalled(self) -> None:
+        if self.wait_timeout is None or self._last_beat is None or self._settled.is_set():
+            return
+        idle = time.monotonic() - self._last_beat
+        if idle > self.wait_timeout:
+            print(
+                f"error: no progress for {idle:.0f} s: this process is waiting for the other processes of the run "
+                f"(mesh.wait_timeout = {self.wait_timeout:g} s); run the same command again to resume from the last "
+                "checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(1)
+
     def _watch(self, r: socket.socket) -> None:
+        r.settimeout(1.0)
         while True:
             try:
                 data = r.recv(64)
+            except TimeoutError:
+                self._stalled()
+                continue
             except OSError:
                 return
             if not data:
                 return
-            if signal.SIGTERM in data:
+            if signal.SIGTERM in data and self.grace is not None:
                 if self._settled.wait(self.grace):  # every process agreed to stop, or the block was left
                     return
                 print(

@@ -213,3 +213,30 @@ def test_sigterm_ends_a_process_blocked_on_a_stopped_peer(tmp_path, monkeypatch)
         procs[1].send_signal(signal.SIGCONT)
         procs[1].kill()
         procs[1].wait()
+
+
+@pytest.mark.slow
+def test_a_process_blocked_on_a_stopped_peer_gives_up_after_the_wait_timeout(tmp_path):
+    """Process 1 is frozen mid-run and nobody sends a signal: process 0, blocked in its next collective, makes no
+    progress and ends after mesh.wait_timeout (3 s here) with one line and exit 1."""
+    procs = start_pair(f"--out_dir={tmp_path}", "--steps=100000", "--checkpoint.every=10", "--mesh.wait_timeout=3")
+    try:
+        wait_for_row(tmp_path / "default" / "metrics.jsonl", 15, procs[0])
+        procs[1].send_signal(signal.SIGSTOP)
+        t0 = time.time()
+        code = procs[0].wait(timeout=90)
+        err = procs[0].stderr.read()
+        assert code == 1, err
+        assert time.time() - t0 < 45, err
+        assert any(
+            line.startswith("error: no progress for ")
+            and line.endswith(
+                "s: this process is waiting for the other processes of the run (mesh.wait_timeout = 3 s); run the "
+                "same command again to resume from the last checkpoint"
+            )
+            for line in err.splitlines()
+        ), err
+    finally:
+        procs[1].send_signal(signal.SIGCONT)
+        procs[1].kill()
+        procs[1].wait()
