@@ -35,6 +35,7 @@ from .data import Corpus
 from .mesh import is_main_process
 from .metrics import export_projector
 from .models import embedding_size
+from .signals import EXIT_HOOKS
 from .sinks import CompositeSink, JsonlSink, MemorySink, NullSink, WandbSink, remove_quietly, truncate_jsonl
 from .viewer import write_page
 
@@ -117,7 +118,7 @@ class RunLock:
     _held: dict[str, RunLock] = {}  # this process's locks by path (a second RunDir for a run replaces the first's)
 
     def __init__(self, run_dir: str):
-        head, name = os.path.split(os.path.normpath(run_dir))
+        head, name = os.path.split(os.path.realpath(run_dir))
         self.run_dir, self.path, self.fd = run_dir, os.path.join(head, f".{name}.lock"), None
 
     def acquire(self) -> None:
@@ -186,6 +187,9 @@ def _read_lock(fd: int) -> dict:
 def _release_all() -> None:
     for lock in list(RunLock._held.values()):
         lock.release()
+
+
+EXIT_HOOKS.append(_release_all)  # the watchdog's hard exit releases them too
 
 
 def _save_npy_atomic(path: str, array: np.ndarray) -> None:

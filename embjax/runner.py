@@ -130,10 +130,19 @@ def train_group(
     signals: Signals | None = None,
 ) -> list[dict[str, Any]]:
     """Train configs that differ only in values (σ, lr, decays, clip, seed) with one compiled program."""
-    base = cfgs[0]
     for cfg in cfgs:
         agree_on_config(cfg)  # the processes of a multi-process run: the same config and out_dir, or one line
-    runs = [RunDir(cfg, overwrite=overwrite, label=labels[i] if labels else None) for i, cfg in enumerate(cfgs)]
+    runs: list[RunDir] = []
+    try:
+        for i, cfg in enumerate(cfgs):
+            runs.append(RunDir(cfg, overwrite=overwrite, label=labels[i] if labels else None))
+        return _train_runs(runs, cfgs[0], vectorize, group, progress, desc, signals)
+    finally:  # a run that never reached its finish (refused, a bad input, a crash) does not keep its lock
+        for r in runs:
+            r.lock.release()
+
+
+def _train_runs(runs: list, base: Config, vectorize: bool, group, progress, desc, signals) -> list[dict[str, Any]]:
     barrier("embjax-run-dirs-checked")  # no process writes before every process has decided
     C.enable_compile_cache(base.compile_cache)
     mesh = make_mesh(base)
@@ -177,7 +186,9 @@ def os_error(err: BaseException | None) -> OSError | None:
     "RESOURCE_EXHAUSTED: ... local file "PATH" ... No space left on device": that counts too; an XLA
     out-of-memory (also RESOURCE_EXHAUSTED) does not."""
     found: list[OSError] = []
-    while err is not None and len(found) < 16:
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:  # (a cause cycle ends it too)
+        seen.add(id(err))
         if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
             found.append(err)
         elif not isinstance(err, OSError) and any(m in str(err) for m in _FULL) and "local file" in str(err):
