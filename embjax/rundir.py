@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import glob
 import json
 import os
 import shutil
@@ -304,6 +305,9 @@ class RunDir:
                     f"({ident['source_sha1'][:12]}); allowed: the same source, or --overwrite=true"
                 )
         os.makedirs(self.path, exist_ok=True)
+        if self.writer:  # temporary files a killed writer of this run left (this process holds the run's lock)
+            for tmp in glob.glob(os.path.join(glob.escape(self.path), "*.tmp*")):
+                remove_quietly(tmp)
         # every process takes part in orbax's (multi-process) saves and restores
         self.ckpt = Checkpointer(os.path.join(self.path, CHECKPOINTS), keep=cfg.checkpoint.keep)
         if not self.writer:
