@@ -161,6 +161,35 @@ def agree_on_config(cfg: Config) -> None:
             )
 
 
+_DECISIONS = [0]
+
+
+def share_decision(message: str, wait_timeout: float) -> None:
+    """Process 0's verdict on something only it checks (e.g. the run lock): "" to go on, else its one-line
+    error, which every other process then raises too (instead of waiting at the next barrier for a process that
+    has stopped). Nothing to do in a one-process run."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    _DECISIONS[0] += 1  # the processes take the same decisions in the same order
+    key = f"embjax/decision/{_DECISIONS[0]}"
+    if jax.process_index() == 0:
+        client.key_value_set(key, message or "-")
+        return
+    try:
+        got = client.blocking_key_value_get(key, int(wait_timeout * 1000))
+    except Exception as err:  # noqa: BLE001 - a timeout or a coordinator that went away
+        raise ConfigError(
+            f"mesh.wait_timeout: process 0 did not answer within {wait_timeout:g} s "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); allowed: every process of the run "
+            "started with the same command"
+        ) from None
+    if got != "-":
+        raise ConfigError(got)
+
+
 def start_agree_max(value: int) -> Any:
     """The largest of every process's `value`, read with int() (the processes of a run must take the same
     decisions, e.g. stop here, to run the same collectives). Dispatched as a device all-reduce queued behind

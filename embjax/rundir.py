@@ -33,7 +33,7 @@ from . import snapshots
 from .checkpoint import Checkpointer
 from .config import Config, ConfigError
 from .data import Corpus
-from .mesh import is_main_process
+from .mesh import is_main_process, share_decision
 from .metrics import export_projector
 from .models import embedding_size
 from .signals import EXIT_HOOKS
@@ -268,12 +268,18 @@ class RunDir:
 
     def __init__(self, cfg: Config, *, overwrite: bool = False, label: str | None = None):
         self.cfg, self.label = cfg, label or cfg.name
-        self.lock = RunLock(cfg.run_dir)
+        self.lock, refused = RunLock(cfg.run_dir), None
         if is_main_process():  # process 0 holds a multi-process run's lock
             with contextlib.suppress(OSError):
                 os.makedirs(cfg.out_dir, exist_ok=True)  # (check() names an out_dir that cannot be written)
             if os.path.isdir(cfg.out_dir):
-                self.lock.acquire()
+                try:
+                    self.lock.acquire()
+                except RunLocked as err:
+                    refused = err
+        share_decision(str(refused) if refused else "", cfg.mesh.wait_timeout)  # the other processes stop too
+        if refused is not None:
+            raise refused
         try:
             self.resume = check(cfg, overwrite)  # nothing is written before this has passed
         except BaseException:

@@ -240,3 +240,26 @@ def test_a_process_blocked_on_a_stopped_peer_gives_up_after_the_wait_timeout(tmp
         procs[1].send_signal(signal.SIGCONT)
         procs[1].kill()
         procs[1].wait()
+
+
+@pytest.mark.slow
+def test_a_locked_run_stops_every_process_of_a_multi_process_launch(tmp_path):
+    """Another process holds the run (its lock): process 0 of a two-process launch is refused, and process 1,
+    which checks no lock itself, stops with the same line instead of waiting for process 0 at a barrier."""
+    run = str(tmp_path / "default")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from embjax.rundir import RunLock; RunLock({run!r}).acquire(); import time; "
+         "print('held', flush=True); time.sleep(120)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        procs = start_pair(f"--out_dir={tmp_path}")
+        codes, err = finish(procs, timeout=90)
+        assert codes == [2, 2], err
+        line = f"error: run {run!r} is in use: locked by pid {holder.pid} on host {socket.gethostname()}"
+        assert sum(line in e for e in err.splitlines()) == 2, err
+        assert not (tmp_path / "default").exists()
+    finally:
+        holder.kill()
+        holder.wait()
