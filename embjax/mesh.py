@@ -125,40 +125,49 @@ PER_HOST_KEYS = ("compile_cache", "data.cache_dir", "log.progress")
 _ROUND = [0]
 
 
-def agree_on_config(cfg: Config) -> None:
-    """Every process of a run must run the same config in the same out_dir (else each waits for the others at
-    the first checkpoint, for ever): the processes exchange theirs through the JAX coordinator's key-value
-    store, and any difference is one line on every process naming the first differing key (ConfigError, exit 2).
-    Nothing to do in a one-process run."""
+def agree_on_config(cfgs: list[Config]) -> None:
+    """Every process of a run must run the same configs (a group's members) in the same out_dir (else each waits
+    for the others at the first checkpoint, for ever): the processes exchange theirs through the JAX
+    coordinator's key-value store, once per group, and any difference is one line on every process naming the
+    first differing key (ConfigError, exit 2). Nothing to do in a one-process run."""
     if jax.process_count() == 1:
         return
     import json
 
-    from jax._src import distributed
-
     from . import config as C
 
-    client, me = distributed.global_state.client, jax.process_index()
-    mine = {k: v for k, v in C.flatten(C.to_dict(cfg)).items() if k not in PER_HOST_KEYS}
+    me, timeout = jax.process_index(), cfgs[0].mesh.wait_timeout
+    mine = [{k: v for k, v in C.flatten(C.to_dict(c)).items() if k not in PER_HOST_KEYS} for c in cfgs]
     _ROUND[0] += 1  # each group of a sweep agrees afresh (the processes run the same groups in the same order)
-    client.key_value_set(f"embjax/config/{_ROUND[0]}/{me}", json.dumps(mine, default=str))
+    _client().key_value_set(f"embjax/config/{_ROUND[0]}/{me}", json.dumps(mine, default=str))
     for other in range(jax.process_count()):
-        try:
-            got = client.blocking_key_value_get(f"embjax/config/{_ROUND[0]}/{other}", int(cfg.mesh.wait_timeout * 1000))
-        except Exception as err:  # noqa: BLE001 - a timeout or a coordinator that went away
-            raise ConfigError(
-                f"mesh.wait_timeout: process {other} did not give its config within {cfg.mesh.wait_timeout:g} s "
-                f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); allowed: every process of the "
-                "run started with the same command"
-            ) from None
-        theirs = json.loads(got)
-        diff = [k for k in mine if json.dumps(mine[k], default=str) != json.dumps(theirs.get(k), default=str)]
-        if diff:
-            k = diff[0]
-            raise ConfigError(
-                f"{k}: got {mine[k]!r} on process {me} but {theirs.get(k)!r} on process {other} ({len(diff)} key(s) "
-                "differ); allowed: the same config and out_dir on every process of a run"
-            )
+        theirs = json.loads(_get(f"embjax/config/{_ROUND[0]}/{other}", f"process {other}", timeout))
+        for a, b in zip(mine, theirs + [{}] * (len(mine) - len(theirs))):
+            diff = [k for k in a if json.dumps(a[k], default=str) != json.dumps(b.get(k), default=str)]
+            if diff:
+                k = diff[0]
+                raise ConfigError(
+                    f"{k}: got {a[k]!r} on process {me} but {b.get(k)!r} on process {other} ({len(diff)} key(s) "
+                    "differ); allowed: the same config and out_dir on every process of a run"
+                )
+
+
+def _client():
+    from jax._src import distributed
+
+    return distributed.global_state.client
+
+
+def _get(key: str, who: str, wait_timeout: float) -> str:
+    """The coordinator's value for `key`, waiting at most wait_timeout seconds for `who` to set it."""
+    try:
+        return _client().blocking_key_value_get(key, int(wait_timeout * 1000))
+    except Exception as err:  # noqa: BLE001 - a timeout or a coordinator that went away
+        raise ConfigError(
+            f"mesh.wait_timeout: {who} did not answer within {wait_timeout:g} s "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); allowed: every process of the run "
+            "started with the same command"
+        ) from None
 
 
 _DECISIONS = [0]
@@ -170,22 +179,12 @@ def share_decision(message: str, wait_timeout: float) -> None:
     has stopped). Nothing to do in a one-process run."""
     if jax.process_count() == 1:
         return
-    from jax._src import distributed
-
-    client = distributed.global_state.client
     _DECISIONS[0] += 1  # the processes take the same decisions in the same order
     key = f"embjax/decision/{_DECISIONS[0]}"
     if jax.process_index() == 0:
-        client.key_value_set(key, message or "-")
+        _client().key_value_set(key, message or "-")
         return
-    try:
-        got = client.blocking_key_value_get(key, int(wait_timeout * 1000))
-    except Exception as err:  # noqa: BLE001 - a timeout or a coordinator that went away
-        raise ConfigError(
-            f"mesh.wait_timeout: process 0 did not answer within {wait_timeout:g} s "
-            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); allowed: every process of the run "
-            "started with the same command"
-        ) from None
+    got = _get(key, "process 0", wait_timeout)
     if got != "-":
         raise ConfigError(got)
 

@@ -37,7 +37,16 @@ from .mesh import is_main_process, share_decision
 from .metrics import export_projector
 from .models import embedding_size
 from .signals import EXIT_HOOKS
-from .sinks import CompositeSink, JsonlSink, MemorySink, NullSink, WandbSink, remove_quietly, truncate_jsonl
+from .sinks import (
+    CompositeSink,
+    JsonlSink,
+    MemorySink,
+    NullSink,
+    WandbSink,
+    remove_quietly,
+    truncate_jsonl,
+    write_atomic,
+)
 from .viewer import write_page
 
 CHECKPOINTS, CONFIG_FILE, WANDB_ID = "checkpoints", "config.yaml", "wandb_id.txt"
@@ -193,27 +202,6 @@ def _release_all() -> None:
 EXIT_HOOKS.append(_release_all)  # the watchdog's hard exit releases them too
 
 
-def _save_npy_atomic(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-
-
 def check(cfg: Config, overwrite: bool) -> bool:
     """Decide before writing anything: True to resume. A changed config is refused unless overwrite
     (which then removes the old run); only keys declared resumable may differ."""
@@ -318,7 +306,7 @@ class RunDir:
         self.ckpt = Checkpointer(os.path.join(self.path, CHECKPOINTS), keep=cfg.checkpoint.keep)
         if not self.writer:
             return
-        write_text_atomic(os.path.join(self.path, CONFIG_FILE), C.dump_yaml(cfg))
+        write_atomic(os.path.join(self.path, CONFIG_FILE), lambda f: f.write(C.dump_yaml(cfg)))
         if ident is not None:
             with open(ident_path, "w") as f:
                 json.dump(ident, f)
@@ -434,7 +422,8 @@ class RunDir:
 
     def _write_outputs(self, o: Outcome) -> None:
         """embeddings.npy (float32 V×d; untied: output_embeddings.npy too), row_updates.npy, projector files."""
-        _save_npy_atomic(os.path.join(self.path, "embeddings.npy"), np.asarray(o.E, np.float32))  # a source for others
+        E = np.asarray(o.E, np.float32)
+        write_atomic(os.path.join(self.path, "embeddings.npy"), lambda f: np.save(f, E), "wb")  # a source for others
         if o.E_out is not None:
             np.save(os.path.join(self.path, "output_embeddings.npy"), np.asarray(o.E_out, np.float32))
         if o.row_updates is not None:

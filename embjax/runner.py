@@ -130,8 +130,7 @@ def train_group(
     signals: Signals | None = None,
 ) -> list[dict[str, Any]]:
     """Train configs that differ only in values (σ, lr, decays, clip, seed) with one compiled program."""
-    for cfg in cfgs:
-        agree_on_config(cfg)  # the processes of a multi-process run: the same config and out_dir, or one line
+    agree_on_config(cfgs)  # the processes of a multi-process run: the same configs and out_dir, or one line
     runs: list[RunDir] = []
     try:
         for i, cfg in enumerate(cfgs):

@@ -25,20 +25,27 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
+def write_atomic(path: str, write: Any, mode: str = "w", fsync: bool = False) -> None:
+    """write(f) into a temporary file beside `path`, then rename it into place: a reader never sees half a file,
+    a failed write (a full disk) leaves no temporary file behind and says which file it was."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=float)
-            f.flush()
-            os.fsync(f.fileno())
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:  # a failed write (a full disk) leaves no temporary file behind, and names the file
+    except OSError as err:
         remove_quietly(tmp)
         raise OSError(err.errno, err.strerror, path) from err
     except BaseException:
         remove_quietly(tmp)
         raise
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    write_atomic(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True, default=float), fsync=True)
 
 
 def remove_quietly(path: str) -> None:
@@ -139,14 +146,7 @@ def truncate_jsonl(path: str, last_step: int) -> None:
                 break
             if row.get("step", -1) <= last_step:
                 kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
+    write_atomic(path, lambda f: f.writelines(kept))
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -16,7 +16,6 @@ script (`viewer.js`) drives the frames. What the page computes here, in NumPy:
 from __future__ import annotations
 
 import base64
-import contextlib
 import fnmatch
 import html
 import json
@@ -30,6 +29,7 @@ from . import config as C
 from . import snapshots
 from .config import read_yaml
 from .metrics import frequency_bucket_of
+from .sinks import write_atomic
 from .sweep import member_label
 
 PAGE = "embedding_space.html"
@@ -258,15 +258,7 @@ def write_page(path: str, members: list[str] | None = None, out: str | None = No
         print(f"{path}: the page shows {len(dirs)} of {eligible} members (choose with --members)", file=sys.stderr)
     page = render(page_data(dirs, eligible))  # built before any file is opened: a failure leaves nothing behind
     out = out or os.path.join(path, PAGE)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.replace(tmp, out)
-    except BaseException:  # a full disk leaves no half page behind
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    write_atomic(out, lambda f: f.write(page))  # a full disk leaves no half page behind
     return out
 
 

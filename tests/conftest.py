@@ -97,6 +97,23 @@ def tiny(tmp_path):
     return TINY + [f"--out_dir={tmp_path}", "--log.wandb=false"]
 
 
+def hold_lock(run_dir):
+    """Another process holding `run_dir`'s run lock (until killed)."""
+    code = f"from embjax.rundir import RunLock; RunLock({str(run_dir)!r}).acquire(); import time; "
+    code += "print('held', flush=True); time.sleep(300)"
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def on_8_devices(code, *args, timeout=300):
+    """`python -c code args` on 8 virtual CPU devices (XLA_FLAGS), from the repo root: the CompletedProcess."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
 def wait_for_row(path, step, proc, timeout=120):
     t = time.time()
     while time.time() - t < timeout:

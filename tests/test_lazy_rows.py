@@ -2,9 +2,6 @@
 a 4 x 2 mesh); a present row's update is LazyAdam's by hand; the untouched-row drift metric against NumPy."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +11,7 @@ import pytest
 from embjax.config import ConfigError, load_config
 from embjax.data import make_corpus
 from embjax.step import Program, Rule, hparams, lazy_rows, make_optimizer
-from tests.conftest import ROOT
+from tests.conftest import on_8_devices
 
 SMALL = {
     "data.vocab_size": 96,
@@ -209,14 +206,7 @@ print(json.dumps(out))
 
 @pytest.mark.slow
 def test_lazy_on_a_4x2_mesh_keeps_absent_rows_and_matches_one_device():
-    p = subprocess.run(
-        [sys.executable, "-c", f"SMALL = {json.dumps(json.dumps(SMALL))}\n" + MESH_LAZY],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"),
-        timeout=300,
-    )
+    p = on_8_devices(f"SMALL = {json.dumps(json.dumps(SMALL))}\n" + MESH_LAZY)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
     one, mesh = out["(1, 1)"], out["(4, 2)"]

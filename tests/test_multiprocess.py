@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, TINY, run_cli, wait_for_row
+from tests.conftest import ROOT, TINY, hold_lock, run_cli, wait_for_row
 
 ARGS = [a for a in TINY if not a.startswith("--steps")] + [
     "--steps=20",
@@ -30,9 +30,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_pair(*args):
-    """Processes 0 and 1 of one run; process 1 creates files with mode 0600 (umask 077), process 0 with
-    0644 (umask 022), so every file says which process wrote it."""
+def start_pair(*args, per_process=((), ())):
+    """Processes 0 and 1 of one run (per_process: arguments for each alone); process 1 creates files with mode
+    0600 (umask 077), process 0 with 0644 (umask 022), so every file says which process wrote it."""
     port, procs = free_port(), []
     for pid, mask in ((0, 0o022), (1, 0o077)):
         env = dict(
@@ -47,7 +47,12 @@ def start_pair(*args):
         cmd = ["/bin/sh", "-c", f'umask {mask:03o} && exec "$0" "$@"', sys.executable, "-m", "experiments.train"]
         procs.append(
             subprocess.Popen(
-                [*cmd, *ARGS, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                [*cmd, *ARGS, *args, *per_process[pid]],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
         )
     return procs
@@ -151,28 +156,7 @@ def test_sigterm_to_the_processes_interrupts_both_at_one_step_with_a_resumable_c
 def test_processes_with_different_out_dirs_stop_at_once_naming_the_key(tmp_path):
     """Process 1 launched with a typo in --out_dir: both processes stop before any training, each with one line
     naming out_dir and both values, exit 2 (before: both hung at the first checkpoint and ignored SIGTERM)."""
-    port, procs = free_port(), []
-    for pid in (0, 1):
-        env = dict(
-            os.environ,
-            PYTHONUNBUFFERED="1",
-            XLA_FLAGS="--xla_force_host_platform_device_count=2",
-            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-            JAX_NUM_PROCESSES="2",
-            JAX_PROCESS_ID=str(pid),
-            EMBJAX_DISTRIBUTED_TIMEOUT="60",
-        )
-        out = tmp_path / ("runs" if pid == 0 else "runz")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "experiments.train", *ARGS, f"--out_dir={out}"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    procs = start_pair(per_process=([f"--out_dir={tmp_path / 'runs'}"], [f"--out_dir={tmp_path / 'runz'}"]))
     t0 = time.time()
     codes, errs = zip(*[(p.wait(timeout=120), p.stderr.read()) for p in procs])
     assert codes == (2, 2), errs
@@ -247,13 +231,8 @@ def test_a_locked_run_stops_every_process_of_a_multi_process_launch(tmp_path):
     """Another process holds the run (its lock): process 0 of a two-process launch is refused, and process 1,
     which checks no lock itself, stops with the same line instead of waiting for process 0 at a barrier."""
     run = str(tmp_path / "default")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"from embjax.rundir import RunLock; RunLock({run!r}).acquire(); import time; "
-         "print('held', flush=True); time.sleep(120)"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    holder = hold_lock(run)
     try:
-        assert holder.stdout.readline().strip() == "held"
         procs = start_pair(f"--out_dir={tmp_path}")
         codes, err = finish(procs, timeout=90)
         assert codes == [2, 2], err

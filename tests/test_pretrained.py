@@ -587,20 +587,11 @@ def test_freeze_modes_hold_their_rows_on_a_4x2_mesh(tmp_path, mode):
     """On 8 virtual devices (data 4 × model 2, the table's rows split over `model`), 6 AdamW steps with decay:
     freeze=pretrained keeps exactly the 40 rows the source gave bit-identical (the 56 filled rows train);
     freeze=true keeps every row."""
-    import subprocess
-    import sys
 
-    from tests.conftest import ROOT
+    from tests.conftest import on_8_devices
 
     np.save(tmp_path / "E40.npy", (0.5 * np.random.default_rng(3).standard_normal((40, 16))).astype(np.float32))
-    p = subprocess.run(
-        [sys.executable, "-c", FREEZE_ON_A_MESH, str(tmp_path / "E40.npy"), mode],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"),
-        timeout=300,
-    )
+    p = on_8_devices(FREEZE_ON_A_MESH, str(tmp_path / "E40.npy"), mode)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["spec"] in ("P('model',)", "P('model', None)")

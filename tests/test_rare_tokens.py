@@ -347,19 +347,10 @@ print(json.dumps(out))
 def test_kinds_on_a_mesh_split_their_per_token_arrays_and_match_one_device():
     """The input layers on a 4 x 2 mesh (a linear LM around them: the layer's arrays are under test)."""
     import json
-    import subprocess
-    import sys
 
-    from tests.conftest import ROOT
+    from tests.conftest import on_8_devices
 
-    p = subprocess.run(
-        [sys.executable, "-c", KINDS_ON_A_MESH],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"),
-        timeout=300,
-    )
+    p = on_8_devices(KINDS_ON_A_MESH)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
     # V-leading arrays (factorized A: V×k, hashed importance: V×h) split over `model`; shared ones replicated

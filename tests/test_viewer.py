@@ -182,7 +182,7 @@ def test_sweep_page_and_the_view_command(sweep, tmp_path, capsys):
     assert view_main([str(sweep / members[0]), "--members=x"]) == 2  # --members is for a sweep
     assert view_main([str(sweep / members[0]), f"--out={tmp_path}/missing/x.html"]) == 2
     assert "allowed" in capsys.readouterr().err
-    assert not glob.glob(f"{sweep}/{members[0]}/*.tmp-*")
+    assert not glob.glob(f"{sweep}/{members[0]}/*.tmp*")
 
 
 def test_snapshot_every_zero_writes_no_snapshots_or_page(tmp_path):
