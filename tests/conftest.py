@@ -125,3 +125,18 @@ def wait_for_row(path, step, proc, timeout=120):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     raise AssertionError(f"no row for step {step} within {timeout} s")
+
+
+def wandb_records(path):
+    """The records of an offline `.wandb` file written by this process. `run.finish()` only tells W&B's service
+    that the run is done; the service closes the file afterwards, on its own schedule (under load, after the
+    test has read it). `wandb.teardown()` waits for every stream to close, as the end of a process does."""
+    import wandb
+
+    from embjax.sinks import read_wandb_records
+
+    wandb.teardown()
+    records = list(read_wandb_records(path))
+    kinds = [r.WhichOneof("record_type") for r in records]
+    assert "run" in kinds and "exit" in kinds, (path, os.path.getsize(path), kinds)
+    return records

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from embjax.cli import train_main
-from tests.conftest import ROOT, TINY, hold_lock, run_cli, wait_for_row
+from tests.conftest import ROOT, TINY, hold_lock, run_cli, wait_for_row, wandb_records
 
 ARGS = [a for a in TINY if not a.startswith("--steps")] + ["--steps=60", "--log.wandb=false"]
 
@@ -178,7 +178,7 @@ def test_a_wandb_start_that_fails_at_once_is_tried_again(tmp_path, monkeypatch, 
     the real offline run, read back from its .wandb file; two failures are one warning and local files only."""
     import wandb
 
-    from embjax.sinks import WandbSink, read_wandb_records
+    from embjax.sinks import WandbSink
 
     real, calls = wandb.init, []
 
@@ -194,7 +194,7 @@ def test_a_wandb_start_that_fails_at_once_is_tried_again(tmp_path, monkeypatch, 
     sink.close("finished")
     assert calls == ["again", "again"] and "W&B did not start" not in capsys.readouterr().err
     (f,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "*.wandb"))
-    runs = [r.run for r in read_wandb_records(f) if r.WhichOneof("record_type") == "run"]
+    runs = [r.run for r in wandb_records(f) if r.WhichOneof("record_type") == "run"]
     assert runs and runs[0].display_name == "again"
     never = WandbSink(str(tmp_path / "n"), {}, project="p", name="never", mode="offline", init_timeout=10)
     assert never.run is None and calls[2:] == ["never", "never"]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, wandb_records
 
 from embjax.cli import train_main
 from embjax.config import load_config
@@ -215,7 +215,6 @@ def test_verdicts_and_plots_reach_an_offline_wandb_report_run(tmp_path):
     import glob
 
     from embjax.findings import log_to_wandb
-    from embjax.sinks import read_wandb_records
 
     root = str(tmp_path / "tying")
     _tying_sweep(root, 0.6, 0.01)
@@ -227,7 +226,7 @@ def test_verdicts_and_plots_reach_an_offline_wandb_report_run(tmp_path):
     log_to_wandb(str(tmp_path), results)
     files = glob.glob(f"{root}/wandb/offline-run-*/*.wandb")
     assert len(files) == 1
-    records = list(read_wandb_records(files[0]))
+    records = wandb_records(files[0])
     run = [r.run for r in records if r.WhichOneof("record_type") == "run"][0]
     assert run.run_group == "tying" and run.display_name == "tying-findings"
     summary = {

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from embjax.cli import sweep_main
-from embjax.sinks import read_jsonl, read_wandb_records
+from embjax.sinks import read_jsonl
 from embjax.sweep import expand, group_by_shape, load_sweep, member_configs
+from tests.conftest import wandb_records
 
 BASE = {
     "steps": 20,
@@ -193,7 +194,7 @@ def test_rerun_skips_finished_and_groups_by_sweep_in_wandb(tmp_path, capsys):
     for member in glob.glob(str(tmp_path / "t" / "m*")):
         files = glob.glob(os.path.join(member, "wandb", "offline-run-*", "*.wandb"))
         assert len(files) == 1
-        runs = [r.run for r in read_wandb_records(files[0]) if r.WhichOneof("record_type") == "run"]
+        runs = [r.run for r in wandb_records(files[0]) if r.WhichOneof("record_type") == "run"]
         assert runs and runs[0].run_group == "t" and runs[0].display_name == os.path.basename(member)
     # each report run (one per sweep command) carries the members' embedding-space page next to the plots
     reports = sorted(glob.glob(str(tmp_path / "t" / "wandb" / "offline-run-*" / "*.wandb")))
@@ -201,7 +202,7 @@ def test_rerun_skips_finished_and_groups_by_sweep_in_wandb(tmp_path, capsys):
     for report in reports:
         kinds = {
             i.nested_key[0]: json.loads(i.value_json)
-            for r in read_wandb_records(report)
+            for r in wandb_records(report)
             if r.WhichOneof("record_type") == "history"
             for i in r.history.item
             if list(i.nested_key[1:]) == ["_type"]

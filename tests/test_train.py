@@ -10,6 +10,7 @@ import yaml
 
 from embjax.cli import train_main
 from embjax.sinks import read_jsonl, read_wandb_history
+from tests.conftest import wandb_records
 
 
 def test_run_directory_contents(tiny, tmp_path, capsys):
@@ -112,7 +113,7 @@ def test_small_models_learn(tiny, tmp_path, kind):
 def test_offline_wandb_recorded_what_metrics_jsonl_has(tiny, tmp_path):
     assert train_main([a for a in tiny if a != "--log.wandb=false"] + ["--name=w", "--log.wandb=true"]) == 0
     files = glob.glob(str(tmp_path / "w" / "wandb" / "offline-run-*" / "*.wandb"))
-    assert len(files) == 1
+    assert len(files) == 1 and wandb_records(files[0])  # complete: W&B's service has closed the file
     history = {row["_step"]: row for row in read_wandb_history(files[0])}
     local = read_jsonl(tmp_path / "w" / "metrics.jsonl")
     assert sorted(history) == [r["step"] for r in local]

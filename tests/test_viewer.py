@@ -16,7 +16,7 @@ from embjax import snapshots
 from embjax.cli import sweep_main, train_main, view_main
 from embjax.metrics import nearest_neighbors
 from embjax.viewer import neighbours, page_data, projection
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, run_cli, wandb_records
 
 ARGS = TINY + ["--log.wandb=false"]  # 30 steps, log.every 5: a snapshot every 5 steps (7 frames)
 
@@ -194,13 +194,11 @@ def test_snapshot_every_zero_writes_no_snapshots_or_page(tmp_path):
 
 
 def test_page_reaches_the_offline_wandb_run(run):
-    from embjax.sinks import read_wandb_records
-
     files = glob.glob(str(run / "wandb" / "offline-run-*" / "*.wandb"))
     assert len(files) == 1
     items = {
         i.nested_key[0]: json.loads(i.value_json)
-        for r in read_wandb_records(files[0])
+        for r in wandb_records(files[0])
         if r.WhichOneof("record_type") == "history"
         for i in r.history.item
         if list(i.nested_key[1:]) == ["_type"]
