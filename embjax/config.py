@@ -98,11 +98,11 @@ class ModelConfig:
     # GPT-2's and BERT's output init and today's default E σ, so default runs start as before (see docs/metrics.md)
     head_init_std: float = setting(0.02, range=(0.0, 1e4), low_open=True, role=VALUE)
     # the attention query projection starts at zero (scores 0: uniform attention at step 0), in SP and μP alike,
-    # as mup's own transformer example does
-    zero_query_init: bool = False
+    # as mup's own transformer example does. A value key (it enters the init as each member's 0 or 1)
+    zero_query_init: bool = setting(False, role=VALUE)
     # a factor on the attention scores (mup's attn_mult): q·k·attn_mult/√K under SP, q·k·attn_mult·√K₀/K under μP; a
-    # width-independent base constant (docs/mup.md). A shape key: members that differ in it compile apart
-    attn_mult: float = setting(1.0, range=(0.0, 1e4), low_open=True)
+    # width-independent base constant (docs/mup.md). A value key: it enters the forward pass as each member's number
+    attn_mult: float = setting(1.0, range=(0.0, 1e4), low_open=True, role=VALUE)
     logit_scale: LogitScale = 1.0
     positions: Literal["learned", "sinusoidal", "none"] = "learned"
     num_layers: int = setting(2, range=(1, 256))

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .config import Config, resolve_logit_scale
+from .config import Config, PerMember, resolve_logit_scale
 from .embedding import AdaptiveEmbedding, FactorizedEmbedding, HashedEmbedding, TokenEmbedding
 
 
@@ -145,22 +145,33 @@ class Block(nnx.Module):
         F: int,
         *,
         width_mult: float = 1.0,
-        zero_query: bool = False,
-        attn_mult: float = 1.0,
+        zero_query: Any = False,
+        attn_mult: float | None = 1.0,
         rngs: nnx.Rngs,
         **dt,
     ):
         self.H, self.width_mult, self.attn_mult = H, width_mult, attn_mult
         self.ln1, self.ln2 = (nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt) for _ in range(2))
         self.qkv = Linear(D, 3 * D, rngs=rngs, **dt)
-        if zero_query:  # the fused kernel's outputs are (q, k, v) × heads × K: q is its first D columns
-            self.qkv.kernel[...] = self.qkv.kernel[...].at[:, :D].set(0)
+        # the fused kernel's outputs are (q, k, v) × heads × K: q is its first D columns. zero_query may be a traced
+        # 0/1 (a member's model.zero_query_init): the query columns are multiplied by 1 - it (× 1 is exact)
+        if isinstance(zero_query, bool):
+            if zero_query:
+                self.qkv.kernel[...] = self.qkv.kernel[...].at[:, :D].set(0)
+        else:
+            keep = (1 - jnp.asarray(zero_query, jnp.float32)).astype(self.qkv.kernel[...].dtype)
+            self.qkv.kernel[...] = self.qkv.kernel[...].at[:, :D].multiply(keep)
         self.proj = Linear(D, D, rngs=rngs, **dt)
         self.fc = Linear(D, F, rngs=rngs, **dt)
         self.out = Linear(F, D, rngs=rngs, **dt)
 
-    def __call__(self, x_BxTxD: jax.Array, allowed_BxTxT: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(new residual stream, mean |score| over the allowed query-key pairs). Scores and softmax in float32."""
+    def __call__(self, x_BxTxD: jax.Array, allowed_BxTxT: jax.Array, attn_mult: Any = None) -> tuple:
+        """(new residual stream, mean |score| over the allowed query-key pairs). Scores and softmax in float32.
+        attn_mult: the factor on the scores, a number or a traced value (the train step passes each member's
+        model.attn_mult); None: the one the block was built with (a shared program's blocks have none)."""
+        attn_mult = self.attn_mult if attn_mult is None else attn_mult
+        if attn_mult is None:
+            raise TypeError("model.attn_mult is a per-member value: pass the train state's hp['attn_mult']")
         B, T, D = x_BxTxD.shape
         K = D // self.H
         qkv = self.qkv(self.ln1(x_BxTxD)).reshape(B, T, 3, self.H, K)
@@ -168,8 +179,8 @@ class Block(nnx.Module):
         s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK, preferred_element_type=jnp.float32) / math.sqrt(
             K * self.width_mult
         )
-        if self.attn_mult != 1.0:  # a separate multiply, so that the default's program is unchanged bit for bit
-            s_BxHxTxT = s_BxHxTxT * self.attn_mult
+        if not (isinstance(attn_mult, float) and attn_mult == 1.0):  # a separate multiply (× 1.0 is exact)
+            s_BxHxTxT = s_BxHxTxT * jnp.asarray(attn_mult, jnp.float32)
         n_allowed = self.H * jnp.sum(allowed_BxTxT, dtype=jnp.float32)
         score_l1 = jnp.sum(jnp.where(allowed_BxTxT[:, None], jnp.abs(s_BxHxTxT), 0.0)) / jnp.maximum(n_allowed, 1)
         s_BxHxTxT = jnp.where(allowed_BxTxT[:, None], s_BxHxTxT, jnp.finfo(s_BxHxTxT.dtype).min)
@@ -182,9 +193,12 @@ class Block(nnx.Module):
 class TransformerLM(EmbeddingLM):
     """Decoder-only: embed (+ positions) -> pre-LN blocks with causal (and padding) masks -> LN -> head."""
 
-    def __init__(self, cfg: Config, *, rngs: nnx.Rngs, **tables: Any):  # tables: see EmbeddingLM._init_tables
+    def __init__(self, cfg: Config, *, rngs: nnx.Rngs, zero_query: Any = None, **tables: Any):
+        """tables: see EmbeddingLM._init_tables; zero_query: model.zero_query_init (a member's value, possibly
+        traced; default the config's)."""
         m = cfg.model
         D, T = m.embed_dim, cfg.data.seq_len
+        zero_query = m.zero_query_init if zero_query is None else zero_query
         self._init_tables(cfg, rngs, **tables)
         self.positions = m.positions
         dt = dtypes(cfg)
@@ -197,8 +211,8 @@ class TransformerLM(EmbeddingLM):
                     m.num_heads,
                     m.mlp_ratio * D,
                     width_mult=width_multiplier(cfg),
-                    zero_query=m.zero_query_init,
-                    attn_mult=m.attn_mult,
+                    zero_query=zero_query,
+                    attn_mult=None if isinstance(m.attn_mult, PerMember) else m.attn_mult,
                     rngs=rngs,
                     **dt,
                 )
@@ -207,10 +221,13 @@ class TransformerLM(EmbeddingLM):
         )
         self.ln_f = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt)
 
-    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None, probes=None) -> tuple:
+    def features_and_coords(
+        self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None, probes=None, attn_mult: Any = None
+    ) -> tuple:
         """(embedding output, final hidden state, {blockI: mean |x| after block I, attn_logitsI: mean |score|}).
         probes: None, or one (B, T, D) array per block added to its input (zeros: the gradient with respect to
-        a probe is ∂L/∂x at that block's input, the residual stream its first LayerNorm reads)."""
+        a probe is ∂L/∂x at that block's input, the residual stream its first LayerNorm reads). attn_mult: the
+        factor on every block's attention scores (a member's model.attn_mult, possibly traced; None: the config's)."""
         B, T = tok_BxT.shape
         x_BxTxD = emb_BxTxD = self.lookup(tok_BxT)
         if self.positions == "learned":
@@ -224,7 +241,7 @@ class TransformerLM(EmbeddingLM):
         for i, block in enumerate(self.blocks):
             if probes is not None:
                 x_BxTxD = x_BxTxD + probes[i].astype(x_BxTxD.dtype)
-            x_BxTxD, coords[f"attn_logits{i}"] = block(x_BxTxD, allowed_BxTxT)
+            x_BxTxD, coords[f"attn_logits{i}"] = block(x_BxTxD, allowed_BxTxT, attn_mult)
             coords[f"block{i}"] = mean_abs(x_BxTxD)
         return emb_BxTxD, self.ln_f(x_BxTxD), coords
 
@@ -239,12 +256,21 @@ def width_multiplier(cfg: Config) -> float:
 
 
 def build_model(
-    cfg: Config, *, init_std: Any = None, head_init_std: Any = None, pretrained=None, order=None, rngs: nnx.Rngs
+    cfg: Config,
+    *,
+    init_std: Any = None,
+    head_init_std: Any = None,
+    zero_query: Any = None,
+    pretrained=None,
+    order=None,
+    rngs: nnx.Rngs,
 ) -> EmbeddingLM:
-    """The model `cfg.model.kind` names; `init_std` (σ) may be a traced value; `order`: token ids from most
-    to least frequent (the adaptive embedding's clusters)."""
+    """The model `cfg.model.kind` names; `init_std` (σ), `head_init_std` and `zero_query` (a transformer's
+    model.zero_query_init) may be traced values, None for the config's; `order`: token ids from most to least
+    frequent (the adaptive embedding's clusters)."""
+    extra = {"zero_query": zero_query} if cfg.model.kind == "transformer" else {}
     return MODELS[cfg.model.kind](
-        cfg, init_std=init_std, head_init_std=head_init_std, pretrained=pretrained, order=order, rngs=rngs
+        cfg, init_std=init_std, head_init_std=head_init_std, pretrained=pretrained, order=order, rngs=rngs, **extra
     )
 
 

@@ -245,6 +245,21 @@ def _tree_where(pred, a, b):
     return jax.tree.map(lambda x, y: jax.lax.select(jnp.broadcast_to(pred, x.shape), x.astype(y.dtype), y), a, b)
 
 
+def _abstract_model(cfg: Config, pretrained: np.ndarray | None = None, order=None) -> nnx.Module:
+    """The model's shapes alone (placeholder numbers for its per-member init values)."""
+    return nnx.eval_shape(
+        lambda: build_model(
+            cfg,
+            init_std=1.0,
+            head_init_std=1.0,
+            zero_query=False,
+            pretrained=pretrained,
+            order=order,
+            rngs=nnx.Rngs(0),
+        )
+    )
+
+
 class Program:
     """Everything compiled for one config shape: init, step, eval, embedding stats (all pure).
 
@@ -255,11 +270,7 @@ class Program:
     def __init__(self, cfg: Config, corpus: Corpus, pretrained: np.ndarray | None = None, mesh=None):
         self.cfg, self.corpus, self.pretrained, self.mesh = C.without_values(cfg), corpus, pretrained, mesh
         self.order = np.argsort(-np.asarray(corpus.counts, np.float64), kind="stable")  # ids, most frequent first
-        abstract = nnx.eval_shape(
-            lambda: build_model(
-                self.cfg, init_std=1.0, head_init_std=1.0, pretrained=pretrained, order=self.order, rngs=nnx.Rngs(0)
-            )
-        )
+        abstract = _abstract_model(self.cfg, pretrained, self.order)
         self.graphdef, _ = nnx.split(abstract)
         self.tables = Tables(abstract)
         params = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
@@ -270,12 +281,7 @@ class Program:
                 model=dataclasses.replace(self.cfg.model, embed_dim=cfg.model.base_width),
                 embedding=dataclasses.replace(self.cfg.embedding, init="normal"),
             )
-            base = nnx.to_pure_dict(
-                nnx.state(
-                    nnx.eval_shape(lambda: build_model(base_cfg, init_std=1.0, head_init_std=1.0, rngs=nnx.Rngs(0))),
-                    nnx.Param,
-                )
-            )
+            base = nnx.to_pure_dict(nnx.state(_abstract_model(base_cfg), nnx.Param))
         self.rules = param_rules(self.cfg, self.tables, params, base)
         # rows of the input table the step holds: the pretrained ones (embedding.freeze=pretrained), or all of them
         # until embedding.unfreeze_at; None when nothing is held row by row
@@ -321,19 +327,22 @@ class Program:
         """The untied output table (V×d) in float32, or None when the output is tied to E."""
         return self.tables.get(params, "head").astype(jnp.float32) if "head" in self.tables.layers else None
 
-    def loss(self, params: Any, tok_BxT1: jax.Array) -> jax.Array:
+    def loss(self, params: Any, hp: dict, tok_BxT1: jax.Array) -> jax.Array:
         """Mean next-token cross-entropy (nats) over non-padding targets."""
-        return self.loss_and_sizes(params, tok_BxT1)[0]
+        return self.loss_and_sizes(params, hp, tok_BxT1)[0]
 
-    def forward(self, params: Any, tok_BxT1: jax.Array, probes=None) -> tuple[jax.Array, jax.Array, dict]:
+    def forward(self, params: Any, hp: dict, tok_BxT1: jax.Array, probes=None) -> tuple[jax.Array, jax.Array, dict]:
         """(logits, per-token cross-entropy, sizes): the sizes are the mean |coordinate| of the embedding
         output, each block's output and attention scores, the final hidden state and the logits (what a
-        μP coordinate check plots against width). probes: the transformer's zero probes at each block's input."""
+        μP coordinate check plots against width). hp: the member's value keys (the state's `hp`; the forward pass
+        reads model.attn_mult). probes: the transformer's zero probes at each block's input."""
         inp_BxT, tgt_BxT = tok_BxT1[:, :-1], tok_BxT1[:, 1:]
         mask_BxT = None if self.pad_id is None else inp_BxT != self.pad_id
         model = self.model(params)
         with precision(self.cfg.model.matmul_precision):
             extra = {} if probes is None else {"probes": probes}
+            if self.cfg.model.kind == "transformer":
+                extra["attn_mult"] = hp["attn_mult"]
             emb_BxTxD, h_BxTxD, coords = model.features_and_coords(inp_BxT, mask_BxT, **extra)
             logits_BxTxV = model.logits(h_BxTxD)
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), tgt_BxT)
@@ -354,9 +363,9 @@ class Program:
             else (tgt_BxT != self.pad_id).astype(jnp.float32)
         )
 
-    def loss_and_sizes(self, params: Any, tok_BxT1: jax.Array, probes=None) -> tuple[jax.Array, dict]:
+    def loss_and_sizes(self, params: Any, hp: dict, tok_BxT1: jax.Array, probes=None) -> tuple[jax.Array, dict]:
         """The mean loss over non-padding targets, and the sizes (see forward)."""
-        _, ce_BxT, sizes = self.forward(params, tok_BxT1, probes)
+        _, ce_BxT, sizes = self.forward(params, hp, tok_BxT1, probes)
         if self.pad_id is None:
             return ce_BxT.mean(), sizes
         w_BxT = self.target_weights(tok_BxT1)
@@ -383,6 +392,7 @@ class Program:
             self.cfg,
             init_std=hp["init_std"],
             head_init_std=hp["head_init_std"],
+            zero_query=hp["zero_query_init"],
             pretrained=self.pretrained,
             order=self.order,
             rngs=nnx.Rngs(params=k_params),
@@ -412,8 +422,8 @@ class Program:
         there (or is skipped); so does a loss above the divergence bound for `divergence_patience` steps."""
         params, hp = state["params"], state["hp"]
         probes = self._stream_probes(tok_BxT1)
-        (loss, sizes), (grads, stream) = jax.value_and_grad(self.loss_and_sizes, (0, 2), has_aux=True)(
-            params, tok_BxT1, probes
+        (loss, sizes), (grads, stream) = jax.value_and_grad(self.loss_and_sizes, (0, 3), has_aux=True)(
+            params, hp, tok_BxT1, probes
         )
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -555,7 +565,7 @@ class Program:
         bucket_V = jnp.where(state["token_counts"] == 0, FREQ_BUCKETS.index("unseen"), jnp.asarray(self.freq_bucket))
 
         def one(tok_BxT1):
-            logits_BxTxV, ce_BxT, _ = self.forward(state["params"], tok_BxT1)
+            logits_BxTxV, ce_BxT, _ = self.forward(state["params"], state["hp"], tok_BxT1)
             tgt_BxT, w_BxT = tok_BxT1[:, 1:], self.target_weights(tok_BxT1)
             hit_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == tgt_BxT).astype(jnp.float32)
             in_BxTxK = jax.nn.one_hot(bucket_V[tgt_BxT], len(FREQ_BUCKETS)) * w_BxT[..., None]

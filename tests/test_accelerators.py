@@ -47,7 +47,7 @@ def test_bfloat16_tables_lose_updates_below_their_resolution(param_dtype):
     params = state["params"]
     assert P.tables.get(params).dtype == jnp.dtype(param_dtype)
     batch = P.batch(P.corpus.tables, state)
-    g = np.asarray(P.tables.get(jax.jit(jax.grad(P.loss))(params, batch)), np.float32)
+    g = np.asarray(P.tables.get(jax.jit(jax.grad(P.loss))(params, state["hp"], batch)), np.float32)
     E0 = np.asarray(P.tables.get(params)).astype(np.float32)
     new, _ = jax.jit(P.step)(state, batch)
     E1 = np.asarray(P.tables.get(new["params"]))
@@ -84,7 +84,8 @@ def test_bfloat16_parameters_keep_float32_adam_state():
     grads = []
     for _ in range(2):
         batch = P.batch(P.corpus.tables, state)
-        grads.append(np.asarray(P.tables.get(jax.jit(jax.grad(P.loss))(state["params"], batch)), np.float64))
+        g = jax.jit(jax.grad(P.loss))(state["params"], state["hp"], batch)
+        grads.append(np.asarray(P.tables.get(g), np.float64))
         state, _ = step(state, batch)
     dtypes = {x.dtype for x in jax.tree.leaves(state["opt_state"]) if hasattr(x, "dtype") and x.ndim > 0}
     assert dtypes == {jnp.dtype(jnp.float32)}

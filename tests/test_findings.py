@@ -193,7 +193,7 @@ def test_per_layer_gradient_norms_and_the_untied_output_table(tmp_path):
     state = jax.jit(P.init)(0, hparams(cfg))
     batch = P.corpus.sample(P.corpus.tables, jax.random.key(3), 4)
     _, m = jax.jit(P.step)(state, batch)
-    grads = jax.jit(jax.grad(P.loss))(state["params"], batch)
+    grads = jax.jit(jax.grad(P.loss))(state["params"], state["hp"], batch)
     norm = lambda t: math.sqrt(sum(float(np.sum(np.asarray(x, np.float64) ** 2)) for x in jax.tree.leaves(t)))
     assert float(m["train/grad_norm_embed"]) == pytest.approx(norm(grads["embed"]), rel=1e-4)
     assert float(m["train/grad_norm_block0"]) == pytest.approx(norm(grads["blocks"][0]), rel=1e-4)
@@ -276,7 +276,7 @@ def test_stream_gradient_is_the_gradient_at_the_first_layernorms_input():
     g1 = np.asarray(jax.jit(jax.grad(lambda x: loss_from(1, x)))(x1), np.float64)
     assert float(m["train/grad_norm_stream0"]) == pytest.approx(np.linalg.norm(g0), rel=1e-4)
     assert float(m["train/grad_stream_ratio"]) == pytest.approx(np.linalg.norm(g0) / np.linalg.norm(g1), rel=1e-4)
-    loss, grads = jax.jit(jax.value_and_grad(P.loss))(state["params"], batch)
+    loss, grads = jax.jit(jax.value_and_grad(P.loss))(state["params"], state["hp"], batch)
     assert float(m["train/loss"]) == pytest.approx(float(loss), rel=1e-6)
     assert float(m["train/grad_norm"]) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-5)
     # a model without blocks logs no stream gradient

@@ -235,7 +235,7 @@ def test_dense_is_the_plain_optimizer_bit_for_bit():
 
     @jax.jit
     def by_hand(params, opt_state, tok):
-        grads = jax.grad(lambda p: P.loss_and_sizes(p, tok, P._stream_probes(tok))[0])(params)
+        grads = jax.grad(lambda p: P.loss_and_sizes(p, hp, tok, P._stream_probes(tok))[0])(params)
         updates, opt_state = tx.update(jax.tree.map(lambda g: g.astype(jnp.float32), grads), opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 

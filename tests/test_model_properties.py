@@ -92,7 +92,7 @@ def test_every_optimizer_lowers_the_loss(name):
     program = Program(c, make_corpus(c))
     state = program.init(0, hparams(c))
     run = jax.jit(program.train_steps, static_argnums=2)
-    first = float(program.loss(state["params"], program.batch(program.corpus.tables, state)))
+    first = float(program.loss(state["params"], state["hp"], program.batch(program.corpus.tables, state)))
     state, m = run(state, program.corpus.tables, 40)
     assert float(m["train/loss"]) < first - 0.3, name
 
@@ -103,7 +103,8 @@ def test_jit_and_no_jit_agree():
     state = program.init(0, hparams(c))
     batch = jnp.asarray(np.random.default_rng(0).integers(0, 50, (4, 9)), jnp.int32)
     loss_grad = jax.value_and_grad(program.loss)
-    (la, ga), (lb, gb) = loss_grad(state["params"], batch), jax.jit(loss_grad)(state["params"], batch)
+    args = (state["params"], state["hp"], batch)
+    (la, ga), (lb, gb) = loss_grad(*args), jax.jit(loss_grad)(*args)
     assert float(la) == pytest.approx(float(lb), rel=1e-5)
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)

@@ -118,7 +118,7 @@ def test_per_parameter_learning_rates_and_multipliers_by_hand():
     for par in ("sp", "mup"):
         cfg, P = program(**kw, **{"model.parametrization": par})
         state = P.init(0, hparams(cfg))
-        _, sizes[par] = P.loss_and_sizes(state["params"], P.batch(P.corpus.tables, state))
+        _, sizes[par] = P.loss_and_sizes(state["params"], state["hp"], P.batch(P.corpus.tables, state))
         heads[par] = np.asarray(P.model(state["params"]).logits(h))
     assert float(sizes["mup"]["coord/attn_logits0"]) == pytest.approx(
         float(sizes["sp"]["coord/attn_logits0"]) / 2, rel=1e-5
@@ -320,12 +320,33 @@ def test_attn_mult_multiplies_the_attention_scores_alone():
             for mult in (1.0, 2.5):
                 cfg, P = program(**kw, **{"model.attn_mult": mult})
                 state = jax.jit(P.init)(0, hparams(cfg))
-                sizes.append(jax.jit(P.loss_and_sizes)(state["params"], P.batch(P.corpus.tables, state))[1])
+                tok = P.batch(P.corpus.tables, state)
+                sizes.append(jax.jit(P.loss_and_sizes)(state["params"], state["hp"], tok)[1])
             assert float(sizes[1]["coord/attn_logits0"]) == pytest.approx(
                 2.5 * float(sizes[0]["coord/attn_logits0"]), rel=1e-5
             ), (par, d)
             assert float(sizes[1]["coord/embed_out"]) == float(sizes[0]["coord/embed_out"])
             assert float(sizes[1]["coord/block0"]) != float(sizes[0]["coord/block0"])  # the attention moved
+
+
+def test_attn_mult_is_a_value_each_vmapped_member_brings_its_own():
+    """model.attn_mult is a value key: two members (attn_mult 1 and 3) vmapped in one program each take two steps
+    exactly as the same member alone (its own compiled program from its own config), under μP at d = 16 (m = 2)."""
+    kw = {"model.embed_dim": 16, "model.parametrization": "mup", "model.num_layers": 2}
+    cfgs = [load_config(None, {**BASE, **kw, "model.attn_mult": a}) for a in (1.0, 3.0)]
+    P = Program(cfgs[0], make_corpus(cfgs[0]))
+    hps = {k: jnp.asarray([hparams(c)[k] for c in cfgs], jnp.float32) for k in hparams(cfgs[0])}
+    states = jax.jit(jax.vmap(P.init))(jnp.zeros(2, jnp.int32), hps)
+    for _ in range(2):
+        states, ms = jax.jit(jax.vmap(P.train_steps, in_axes=(0, None, None)), static_argnums=2)(
+            states, P.corpus.tables, 1
+        )
+    scores = []
+    for i, c in enumerate(cfgs):
+        _, alone = run(c, Program(c, make_corpus(c)), 2)
+        assert float(ms["train/loss"][i]) == pytest.approx(alone[-1], rel=1e-5), (i, alone)
+        scores.append(float(ms["coord/attn_logits0"][i]))
+    assert scores[1] > 2 * scores[0]  # the scores differ by the factor (the queries after two steps differ a little)
 
 
 @pytest.mark.slow
@@ -344,3 +365,9 @@ def test_zero_query_init_zeroes_the_queries_alone():
         state = jax.jit(p1.init)(0, hparams(c1))
         _, m = jax.jit(p1.step)(state, p1.batch(p1.corpus.tables, state))
         assert float(m["coord/attn_logits0"]) == 0.0 and float(m["coord/attn_logits1"]) == 0.0
+        # a value key: one program, two vmapped members (off, on), each member's parameters as when alone
+        hps = {k: jnp.asarray([hparams(c)[k] for c in (c0, c1)], jnp.float32) for k in hparams(c0)}
+        both = jax.jit(jax.vmap(p0.init))(jnp.zeros(2, jnp.int32), hps)["params"]
+        for i, alone in enumerate((a, b)):
+            for x, y in zip(jax.tree.leaves(alone), jax.tree.leaves(both)):
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y[i]))

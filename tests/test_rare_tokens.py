@@ -283,7 +283,7 @@ def test_frequency_scaled_decay_of_rare_rows(power):
     )
     state = jax.jit(P.init)(0, hparams(cfg))
     batch = P.batch(P.corpus.tables, state)
-    g = jax.jit(jax.grad(P.loss))(state["params"], batch)
+    g = jax.jit(jax.grad(P.loss))(state["params"], state["hp"], batch)
     new, _ = jax.jit(P.step)(state, batch)
     E0, gE, E1 = (np.asarray(t["embed"]["embedding"], np.float64) for t in (state["params"], g, new["params"]))
     f = np.asarray(P.corpus.counts, np.float64) / np.sum(P.corpus.counts)
