@@ -198,14 +198,15 @@ def findings_main(argv: list[str]) -> int:
         if f.needs is not None:  # a stage run first: its one run directory is this sweep's pretrained source
             stage = _findings_sweep(f.needs, f.needs_quick if quick else None, root, given, progress)
             given = {**given, "embedding.pretrained_path": _only_run(stage)}
-        if f.sweep not in dirs:
-            dirs[f.sweep] = _findings_sweep(f.sweep, f.quick if quick else None, root, given, progress)
+        for name in (f.sweep, *f.also):
+            if name not in dirs:
+                dirs[name] = _findings_sweep(name, f.quick if quick else None, root, given, progress)
     import platform
 
     from .findings import training_seconds
 
     runs = {d: load(d) for d in dirs.values()}  # each sweep read once, shared by the findings that use it
-    results = [(f, dirs[f.sweep], runs[dirs[f.sweep]]) for f in chosen]
+    results = [(f, dirs[f.sweep], [r for n in (f.sweep, *f.also) for r in runs[dirs[n]]]) for f in chosen]
     train_s = sum(training_seconds(r) for r in runs.values())
     header = [
         f"Made by `python -m experiments.findings{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "

@@ -93,6 +93,9 @@ class Finding:
     # a sweep run first whose one run directory becomes embedding.pretrained_path (and its --quick steps)
     needs: str | None = None
     needs_quick: dict = field(default_factory=dict)
+    # more sweeps whose runs join this finding's (arms a grid cannot express: a combination another arm's key
+    # refuses, such as embedding.freeze=pretrained with embedding.init=normal)
+    also: tuple[str, ...] = ()
 
 
 # The protocol audit (issue 22): per finding, what varies, what is held fixed, and what could still confound it
@@ -120,11 +123,13 @@ AUDITS = {
     "update). Could confound: the model is tied, so the table is also the readout (× 1/m); at these widths "
     "(K = 8 … 64 per head) a fresh query's scores are a mix of a part that grows like K and a random part like "
     "√K, so the 1/K-scaled scores can shrink with width for the first updates (a finite-width transient).",
-    "pretrained_start": "Varied: E's start (scratch, pretrained) × frozen or not × seed. Held fixed: vocabulary, "
-    "model, optimizer, fine-tuning data and budget; the source is one pretraining run. Could confound: the "
-    "pretrained table's scale differs from σ = 0.02 (its rows grew in pretraining), so 'pretrained' also moves "
-    "the input scale; the frozen arms train fewer parameters at the same lr; only the input table is "
-    "transferred (the blocks start fresh), which is the lesson's setting, not a full fine-tune.",
+    "pretrained_start": "Varied: E's start (scratch, pretrained) × frozen (no rows, all rows, the pretrained rows "
+    "only) × seed. Held fixed: vocabulary, model, optimizer, fine-tuning data and budget; the source is one "
+    "pretraining run, which lacks the 128 rarest tokens (filled by embedding.pretrained_missing=init, σ matched "
+    "to the pretrained rows). Could confound: the pretrained table's scale differs from σ = 0.02 (its rows grew "
+    "in pretraining), so 'pretrained' also moves the input scale; the frozen arms train fewer parameters at the "
+    "same lr; only the input table is transferred (the blocks start fresh), which is the lesson's setting, not a "
+    "full fine-tune; 'steps to reach' is measured at the eval interval (50 steps), so it cannot resolve less.",
     "width_small_data": "Varied: d × seed. Held fixed: data, steps, optimizer and its lr (SP: not retuned per "
     "width). Could confound: 'little data' here is a small token budget from an unlimited stream (no example is "
     "seen twice), so a bigger d cannot overfit; what can hold it back is optimisation at one lr in SP (the "
@@ -736,49 +741,90 @@ def _eval_at(run: dict, key: str, step: int) -> float | None:
     return float(v[0]) if v else None
 
 
-def _arm(runs: list[dict], init: str, freeze: bool) -> dict[int, dict]:
+def _arm(runs: list[dict], init: str, freeze: bool | str) -> dict[int, dict]:
     return select(runs, embedding__init=init, embedding__freeze=freeze)
+
+
+def _steps_saved(budget: int, eval_every: int) -> Callable[[dict, dict], float | None]:
+    """(scratch run, pretrained run) -> budget − the first eval step at which the pretrained run's eval loss is at
+    or below the scratch run's at the budget (budget + eval_every when it never gets there)."""
+
+    def saved(scratch: dict, pre: dict) -> float | None:
+        target = _eval_at(scratch, "eval/loss", budget)
+        if target is None:
+            return None
+        steps = sorted(r["step"] for r in pre["rows"] if isinstance(r.get("eval/loss"), (int, float)))
+        reached = [t for t in steps if t > 0 and _eval_at(pre, "eval/loss", t) <= target]
+        return float(budget - (reached[0] if reached else budget + eval_every))
+
+    return saved
+
+
+def _gap(key: str, step: int) -> Callable[[dict, dict], float | None]:
+    """(run a, run b) -> a's eval value of `key` at `step` − b's (None when either lacks it)."""
+
+    def gap(a: dict, b: dict) -> float | None:
+        x, y = _eval_at(a, key, step), _eval_at(b, key, step)
+        return None if x is None or y is None else x - y
+
+    return gap
+
+
+# finding 9's arms: (label, embedding.init, embedding.freeze)
+PRETRAINED_ARMS = (
+    ("scratch", "normal", False),
+    ("pretrained", "pretrained", False),
+    ("pretrained, frozen", "pretrained", True),
+    ("pretrained, its rows frozen", "pretrained", "pretrained"),
+    ("random, frozen", "normal", True),
+)
 
 
 def analyse_pretrained_start(runs: list[dict]) -> tuple[list[Check], Table]:
     early, last = 50, max((int(_get(r["cfg"], "steps")) for r in runs), default=300)
-    gap = lambda key, step: (
-        lambda a, b: (
-            _eval_at(a, key, step) - _eval_at(b, key, step)
-            if _eval_at(a, key, step) is not None and _eval_at(b, key, step) is not None
-            else None
-        )
-    )
-    scratch, pre, frozen, frozen_rand = (
-        _arm(runs, "normal", False),
-        _arm(runs, "pretrained", False),
-        _arm(runs, "pretrained", True),
-        _arm(runs, "normal", True),
-    )
+    arms = {label: _arm(runs, init, freeze) for label, init, freeze in PRETRAINED_ARMS}
+    scratch, pre, frozen, held, frozen_rand = arms.values()
+    every = min((int(_get(r["cfg"], "log.eval_every")) for r in runs), default=50)
     checks = [
+        Check(
+            f"Initialising from a pretrained table converges faster: it reaches the scratch start's final loss "
+            f"(step {last}) at least one eval interval ({every} steps) sooner",
+            f"per seed, {last} − the first eval step at which pretrained's eval loss ≤ scratch's at step {last} "
+            f"({last} + {every} if never); band in [{every}, ∞)",
+            paired(scratch, pre, _steps_saved(last, every)),
+            lo=float(every),
+        ),
         Check(
             f"Initialising from a pretrained table converges faster: lower eval loss at an early budget (step {early})",
             f"per seed, scratch − pretrained eval loss at step {early}; band in [0, ∞)",
-            paired(scratch, pre, gap("eval/loss", early)),
+            paired(scratch, pre, _gap("eval/loss", early)),
             lo=0.0,
         ),
         Check(
             "It helps rare tokens early: lower eval loss on targets in the rarest 90 % at the early budget",
             f"per seed, scratch − pretrained eval/loss_bucket_rest at step {early}; band in [0, ∞)",
-            paired(scratch, pre, gap("eval/loss_bucket_rest", early)),
+            paired(scratch, pre, _gap("eval/loss_bucket_rest", early)),
             lo=0.0,
         ),
         Check(
             "Freezing the pretrained table limits adaptation to the shifted data: a higher final eval loss than "
             "training it",
             f"per seed, frozen − trainable pretrained eval loss at step {last}; band in [0, ∞)",
-            paired(frozen, pre, gap("eval/loss", last)),
+            paired(frozen, pre, _gap("eval/loss", last)),
             lo=0.0,
         ),
         Check(
             "A frozen pretrained table carries what it learned: better than a frozen random table",
             f"per seed, frozen random − frozen pretrained eval loss at step {last}; band in [0, ∞)",
-            paired(frozen_rand, frozen, gap("eval/loss", last)),
+            paired(frozen_rand, frozen, _gap("eval/loss", last)),
+            lo=0.0,
+        ),
+        Check(
+            "Freezing only the pretrained rows lets the tokens the source lacks adapt: a lower final loss on the "
+            "rare targets (where the new tokens are) than freezing every row",
+            f"per seed, frozen (all rows) − frozen (pretrained rows only) eval/loss_bucket_rest at step {last}; "
+            "band in [0, ∞)",
+            paired(frozen, held, _gap("eval/loss_bucket_rest", last)),
             lo=0.0,
         ),
     ]
@@ -786,9 +832,8 @@ def analyse_pretrained_start(runs: list[dict]) -> tuple[list[Check], Table]:
         [label, str(len(arm))]
         + [mean_sd([_eval_at(r, "eval/loss", t) for r in arm.values()]) for t in (early, last)]
         + [mean_sd([_eval_at(r, "eval/loss_bucket_rest", t) for r in arm.values()]) for t in (early, last)]
-        for label, arm in (("scratch", scratch), ("pretrained", pre), ("pretrained, frozen", frozen),
-                           ("random, frozen", frozen_rand))
-    ]  # fmt: skip
+        for label, arm in arms.items()
+    ]
     cols = ["start", "seeds", f"eval loss @{early}", f"@{last}", f"rest-bucket loss @{early}", f"@{last}"]
     return checks, (cols, rows)
 
@@ -936,14 +981,11 @@ def plot_pretrained_start(runs: list[dict], path: str) -> bool:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    arms = (
-        ("normal", False, "scratch", "tab:gray", "-"),
-        ("pretrained", False, "pretrained", "tab:blue", "-"),
-        ("pretrained", True, "pretrained, frozen", "tab:blue", "--"),
-        ("normal", True, "random, frozen", "tab:gray", "--"),
-    )
+    looks = {"scratch": ("tab:gray", "-"), "pretrained": ("tab:blue", "-"), "pretrained, frozen": ("tab:blue", "--")}
+    looks |= {"pretrained, its rows frozen": ("tab:orange", "-."), "random, frozen": ("tab:gray", "--")}
     for ax, key, title in zip(axes, ("eval/loss", "eval/loss_bucket_rest"), ("all targets", "rarest 90 % of types")):
-        for init, freeze, label, colour, style in arms:
+        for label, init, freeze in PRETRAINED_ARMS:
+            colour, style = looks[label]
             arm = list(_arm(runs, init, freeze).values())
             steps = sorted({row["step"] for r in arm for row in r["rows"] if isinstance(row.get(key), (int, float))})
             ys = [np.mean([v for r in arm if (v := _eval_at(r, key, t)) is not None]) for t in steps]
@@ -1129,14 +1171,17 @@ FINDINGS = [
         "Pretrained starts",
         "The lesson's three ways to start E: from scratch, from pretrained vectors, or a frozen pretrained table. "
         "A pretrained start converges faster and gives rare tokens a better position early; freezing it is "
-        "stable and has fewer trainable parameters but limits adaptation when the fine-tuning data differs.",
+        "stable and has fewer trainable parameters but limits adaptation when the fine-tuning data differs; "
+        "freezing only the pretrained rows leaves the tokens the source lacks free to learn.",
         "The lesson's comparison table (train from scratch / init from pretrained / freeze pretrained); Kim 2014 "
         "(static vs fine-tuned word2vec, CNN-static vs CNN-non-static); Howard & Ruder 2018 (ULMFiT, §3).",
-        "Pretraining: the findings' 2-layer transformer d = 32 on the planted corpus (V = 512, K = 16, Zipf a = 1.1), "
+        "Pretraining: the findings' 2-layer transformer d = 32 on the planted corpus (V = 384, K = 16, Zipf a = 1.1), "
         "1,500 AdamW steps, seed 100 (sweeps/findings/pretrain_source.yaml); its input table is the source. "
-        "Fine-tuning: the same vocabulary and classes, a shifted sample (Zipf a = 1.5), 300 steps from scratch "
-        "(σ 0.02) or from the source (matched by token string), trainable or frozen, × seeds {0, 1, 2}; the rest "
-        "of the model starts fresh in every arm; eval loss (and by frequency bucket) every 50 steps.",
+        "Fine-tuning: V = 512 with the same classes (the source covers the 384 most frequent tokens by token "
+        "string; the 128 rarest are new and start from the run's init), a shifted sample (Zipf a = 1.5), 300 steps "
+        "from scratch (σ 0.02) or from the source: trainable, frozen (every row), or only the pretrained rows "
+        "frozen (the new ones train), and a frozen random table, × seeds {0, 1, 2}; the rest of the model starts "
+        "fresh in every arm; eval loss (and by frequency bucket) every 50 steps.",
         "Each check below, on the per-seed values' mean ± 2 standard errors.",
         "pretrained_start",
         analyse_pretrained_start,
@@ -1144,6 +1189,7 @@ FINDINGS = [
         quick={"steps": 100},
         needs="pretrain_source",
         needs_quick={"steps": 300},
+        also=("pretrained_rows",),
     ),
     Finding(
         "width_small_data",
@@ -1218,7 +1264,8 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
             f"- **Claim.** {f.claim}",
             f"- **Source.** {f.source}",
             f"- **Protocol.** {f.protocol} "
-            f"Sweep `sweeps/findings/{f.sweep}.yaml`; ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`.",
+            f"Sweep {', '.join(f'`sweeps/findings/{n}.yaml`' for n in (f.sweep, *f.also))}; "
+            f"ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`{' and beside it' if f.also else ''}.",
             *([f"- **Audit.** {AUDITS[f.name]}"] if f.name in AUDITS else []),
             f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band lies "
             "inside its interval, not reproduced when it lies outside, inconclusive when it straddles an edge.",

@@ -322,29 +322,38 @@ def test_small_sigma_reads_the_stream_gradient_at_the_first_step():
 
 
 def test_the_pretrained_start_and_row_update_verdicts_from_runs_on_disk(tmp_path):
-    """Finding 9 on synthetic fine-tuning runs where the pretrained start is 0.3 nats ahead at step 50, frozen
-    ends 0.1 behind trainable, frozen random 0.5 behind frozen pretrained: every check reproduced; with the
-    frozen arm ahead at the end, the adaptation check is not. Finding 8 on synthetic drift rows likewise."""
+    """Finding 9 on synthetic fine-tuning runs where the pretrained start is 0.3 nats ahead at step 50 and reaches
+    scratch's final loss at step 100 (200 steps sooner), frozen ends 0.1 behind trainable, frozen random 0.5
+    behind frozen pretrained, and freezing only the pretrained rows ends 0.2 ahead of freezing all on the rare
+    targets: every check reproduced; with the frozen arm ahead at the end, the adaptation check is not; a
+    pretrained start that never reaches scratch's final loss saves −50 steps. Finding 8 on synthetic drift rows."""
     from embjax.findings import analyse_pretrained_start, analyse_row_updates
 
-    def sweep(root, frozen_end):
-        ends = {("normal", False): 3.0, ("pretrained", False): 2.9, ("pretrained", True): frozen_end}
-        ends[("normal", True)] = frozen_end + 0.5
+    def sweep(root, frozen_end, pre_end=2.9):
+        ends = {("normal", False): 3.0, ("pretrained", False): pre_end, ("pretrained", True): frozen_end}
+        ends |= {("normal", True): frozen_end + 0.5, ("pretrained", "pretrained"): frozen_end}
         for (init, freeze), end in ends.items():
+            rest = end + 1 - (0.2 if freeze == "pretrained" else 0.0)
             for k in range(3):
                 early = 4.0 - (0.3 if init == "pretrained" else 0.0) + 0.01 * k
+                mid = end if init == "pretrained" else (early + end) / 2
                 rows = [
                     {"step": 50, "eval/loss": early, "eval/loss_bucket_rest": early + 1},
-                    {"step": 300, "eval/loss": end + 0.01 * k, "eval/loss_bucket_rest": end + 1},
+                    {"step": 100, "eval/loss": mid + 0.01 * k, "eval/loss_bucket_rest": mid + 1},
+                    {"step": 300, "eval/loss": end + 0.01 * k, "eval/loss_bucket_rest": rest},
                 ]
-                cfg = {"seed": k, "steps": 300, "embedding": {"init": init, "freeze": freeze}}
+                cfg = {"seed": k, "steps": 300, "log": {"eval_every": 50}}
+                cfg["embedding"] = {"init": init, "freeze": freeze}
                 _run(os.path.join(root, f"{init}-{freeze}-{k}"), cfg, {}, rows)
         return load(root)
 
     checks, (cols, rows) = analyse_pretrained_start(sweep(str(tmp_path / "a"), 3.0))
-    assert [c.verdict for c in checks] == [REPRODUCED] * 4 and len(rows) == 4
+    assert [c.verdict for c in checks] == [REPRODUCED] * 6 and len(rows) == 5
+    assert checks[0].values == [200.0] * 3
     checks, _ = analyse_pretrained_start(sweep(str(tmp_path / "b"), 2.5))
-    assert checks[2].verdict == NOT_REPRODUCED
+    assert checks[3].verdict == NOT_REPRODUCED
+    checks, _ = analyse_pretrained_start(sweep(str(tmp_path / "c"), 3.0, pre_end=3.2))
+    assert checks[0].values == [-50.0] * 3 and checks[0].verdict == NOT_REPRODUCED
 
     root = str(tmp_path / "rows")
     for name in ("sgd", "adamw"):
