@@ -121,8 +121,11 @@ AUDITS = {
     "start at zero in SP and μP alike (model.zero_query_init, as mup's example; before issue 22 they did not, and "
     "the check also counted logged step 1, which is the initialisation's forward pass: now steps 2–5, after ≥ 1 "
     "update). Could confound: the model is tied, so the table is also the readout (× 1/m); at these widths "
-    "(K = 8 … 64 per head) a fresh query's scores are a mix of a part that grows like K and a random part like "
-    "√K, so the 1/K-scaled scores can shrink with width for the first updates (a finite-width transient).",
+    "(K = 8 … 128 per head) the queries a few Adam steps make are mostly random relative to the keys, so the "
+    "1/K-scaled scores shrink with width (their q–k alignment falls like 1/√K). microsoft/mup itself shows the "
+    "same on this model and these batches: step for step equal to embjax from the same init, and from its own "
+    "init attention slopes −0.49/−0.56 at step 2 and −0.07/−0.19 (±0.1 over seeds) at step 20 (docs/mup.md), "
+    "so a failed attention check here is μP's finite-width behaviour, not a departure from mup.",
     "pretrained_start": "Varied: E's start (scratch, pretrained) × frozen (no rows, all rows, the pretrained rows "
     "only) × seed. Held fixed: vocabulary, model, optimizer, fine-tuning data and budget; the source is one "
     "pretraining run, which lacks the 128 rarest tokens (filled by embedding.pretrained_missing=init, σ matched "
