@@ -264,15 +264,17 @@ def test_stream_gradient_is_the_gradient_at_the_first_layernorms_input():
     T = inp.shape[1]
     allowed = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (4, T, T))
 
+    mult = state["hp"]["attn_mult"]  # a per-member value: the shared program's blocks take it from the state
+
     def loss_from(i, x):  # the loss as a function of block i's input
         for block in model.blocks[i:]:
-            x, _ = block(x, allowed)
+            x, _ = block(x, allowed, mult)
         logits = model.logits(model.ln_f(x))
         return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), tgt).mean()
 
     x0 = model.lookup(inp) + model.pos[...][:T]
     g0 = np.asarray(jax.jit(jax.grad(lambda x: loss_from(0, x)))(x0), np.float64)
-    x1, _ = model.blocks[0](x0, allowed)
+    x1, _ = model.blocks[0](x0, allowed, mult)
     g1 = np.asarray(jax.jit(jax.grad(lambda x: loss_from(1, x)))(x1), np.float64)
     assert float(m["train/grad_norm_stream0"]) == pytest.approx(np.linalg.norm(g0), rel=1e-4)
     assert float(m["train/grad_stream_ratio"]) == pytest.approx(np.linalg.norm(g0) / np.linalg.norm(g1), rel=1e-4)

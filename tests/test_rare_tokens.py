@@ -62,7 +62,9 @@ def test_eval_buckets_match_a_float64_reference(pad_id):
     for b in batches:
         inp, tgt = b[:, :-1], b[:, 1:]
         mask = None if pad_id is None else jnp.asarray(inp != pad_id)
-        logits = np.asarray(model(jnp.asarray(inp), mask), np.float64)
+        # the shared program's blocks take the member's attn_mult (a value key) from the state
+        h = model.features_and_coords(jnp.asarray(inp), mask, attn_mult=state["hp"]["attn_mult"])[1]
+        logits = np.asarray(model.logits(h), np.float64)
         lp = _log_softmax64(logits)
         c = -np.take_along_axis(lp, tgt[..., None], -1)[..., 0]
         keep = np.ones_like(c, bool) if pad_id is None else tgt != pad_id
