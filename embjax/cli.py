@@ -116,7 +116,7 @@ def train_main(argv: list[str]) -> int:
 @guarded
 def sweep_main(argv: list[str]) -> int:
     keep_freed_memory()
-    known, overrides, positional = split_args(argv, ("out_dir", "vectorize", "progress"))
+    known, overrides, positional = split_args(argv, ("out_dir", "vectorize", "progress", "overwrite"))
     if len(positional) != 1:
         raise ConfigError(
             f"got {len(positional)} sweep files; allowed: exactly one, "
@@ -132,6 +132,7 @@ def sweep_main(argv: list[str]) -> int:
         overrides=parse_overrides(overrides),
         vectorize=known.get("vectorize", "auto"),
         progress=progress,
+        overwrite=_as_bool("overwrite", known.get("overwrite", "false")),
     )
     counts: dict[str, int] = {}
     for s in summaries:
@@ -179,7 +180,7 @@ def prepare_main(argv: list[str]) -> int:
 def findings_main(argv: list[str]) -> int:
     keep_freed_memory()
     argv = [a if a != "--quick" else "--quick=true" for a in argv]
-    known, overrides, positional = split_args(argv, ("out_dir", "quick", "progress"))
+    known, overrides, positional = split_args(argv, ("out_dir", "quick", "progress", "overwrite"))
     import time
 
     from .config import parse_overrides
@@ -191,16 +192,17 @@ def findings_main(argv: list[str]) -> int:
     chosen = [BY_NAME[n] for n in positional] or FINDINGS
     quick = _as_bool("quick", known.get("quick", "false"))
     progress = _as_bool("progress", known.get("progress", "true"))
+    overwrite = _as_bool("overwrite", known.get("overwrite", "false"))
     root = os.path.join(known.get("out_dir", "runs"), "findings")
     t0, dirs = time.perf_counter(), {}
     for f in chosen:
         given = parse_overrides(overrides)
         if f.needs is not None:  # a stage run first: its one run directory is this sweep's pretrained source
-            stage = _findings_sweep(f.needs, f.needs_quick if quick else None, root, given, progress)
+            stage = _findings_sweep(f.needs, f.needs_quick if quick else None, root, given, progress, overwrite)
             given = {**given, "embedding.pretrained_path": _only_run(stage)}
         for name in (f.sweep, *f.also):
             if name not in dirs:
-                dirs[name] = _findings_sweep(name, f.quick if quick else None, root, given, progress)
+                dirs[name] = _findings_sweep(name, f.quick if quick else None, root, given, progress, overwrite)
     import platform
 
     from .findings import training_seconds
@@ -238,8 +240,11 @@ def _only_run(sweep_dir: str) -> str:
     return os.path.join(sweep_dir, runs[0])
 
 
-def _findings_sweep(name: str, quick: dict | None, root: str, overrides: dict, progress: bool) -> str:
-    """Run sweeps/findings/<name>.yaml (under --quick: shortened, as `<name>_quick`); returns its directory."""
+def _findings_sweep(
+    name: str, quick: dict | None, root: str, overrides: dict, progress: bool, overwrite: bool = False
+) -> str:
+    """Run sweeps/findings/<name>.yaml (under --quick: shortened, as `<name>_quick`: its steps, and the values of
+    the swept keys the sweep has); returns its directory. overwrite: every member starts over."""
     import yaml
 
     from .runner import run_sweep
@@ -253,13 +258,14 @@ def _findings_sweep(name: str, quick: dict | None, root: str, overrides: dict, p
         sweep = yaml.safe_load(open(path))
         sweep["name"] = name = f"{name}_quick"
         for key, values in quick.get("parameters", {}).items():
-            sweep["parameters"][key] = {"values": values}
+            if key in sweep["parameters"]:  # a finding's other sweeps (Finding.also) may not sweep it
+                sweep["parameters"][key] = {"values": values}
         os.makedirs(root, exist_ok=True)
         path = os.path.join(root, f".{name}.yaml")
         with open(path, "w") as f:
             yaml.safe_dump(sweep, f, sort_keys=False)
         overrides = {**({"steps": quick["steps"]} if "steps" in quick else {}), **overrides}
-    run_sweep(path, out_dir=root, overrides=overrides, progress=progress)
+    run_sweep(path, out_dir=root, overrides=overrides, progress=progress, overwrite=overwrite)
     return os.path.join(root, name)
 
 

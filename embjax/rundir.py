@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -237,7 +238,40 @@ def check(cfg: Config, overwrite: bool) -> bool:
             f"steps: got {given['steps']} but run {cfg.run_dir!r} has steps={stored['steps']}; "
             "allowed: the same or more steps (to extend it), or --overwrite=true"
         )
+    _check_pretrained(cfg)
     return True
+
+
+PRETRAINED_FILE = "pretrained.json"
+
+
+def pretrained_fingerprint(path: str) -> dict[str, str]:
+    """What embedding.pretrained_path was when a run started from it: the SHA-1 of each of its files' name, size
+    and modification time (the file, or a folder's own files). A rebuilt, replaced or added file changes it;
+    taking it reads no file's contents."""
+    real = os.path.realpath(path)
+    names = [real] if os.path.isfile(real) else sorted(os.path.join(real, n) for n in os.listdir(real))
+    listing = [
+        (os.path.basename(f), st.st_size, st.st_mtime_ns) for f in names if os.path.isfile(f) and (st := os.stat(f))
+    ]
+    return {"path": real, "sha1": hashlib.sha1(json.dumps(listing).encode()).hexdigest()}
+
+
+def _check_pretrained(cfg: Config) -> None:
+    """A run resumed (or a finished sweep member reused) must start from the pretrained source it started from."""
+    stored_path = os.path.join(cfg.run_dir, PRETRAINED_FILE)
+    if cfg.embedding.init != "pretrained" or not os.path.exists(stored_path):
+        return
+    try:
+        stored, now = json.load(open(stored_path)), pretrained_fingerprint(cfg.embedding.pretrained_path)
+    except (OSError, ValueError):  # a source that cannot be read now fails where it is loaded, with its own message
+        return
+    if stored.get("sha1") != now["sha1"]:
+        raise ConfigError(
+            f"embedding.pretrained_path: run {cfg.run_dir!r} started from {stored.get('path')!r}, which has changed "
+            "since (a file in it was rebuilt, replaced, added or removed); allowed: the same source, or "
+            "--overwrite=true to start over"
+        )
 
 
 def finished_summary(cfg: Config) -> dict | None:
@@ -310,6 +344,10 @@ class RunDir:
         if ident is not None:
             with open(ident_path, "w") as f:
                 json.dump(ident, f)
+        fingerprint_path = os.path.join(self.path, PRETRAINED_FILE)
+        if cfg.embedding.init == "pretrained" and not os.path.exists(fingerprint_path):  # kept as when resumed
+            fingerprint = pretrained_fingerprint(cfg.embedding.pretrained_path)
+            write_atomic(fingerprint_path, lambda f: json.dump(fingerprint, f))
         self._write_tokens()  # now, so the viewer can name the tokens of a run that never finishes
         if cfg.log.wandb:
             id_path = os.path.join(self.path, WANDB_ID)

@@ -322,15 +322,17 @@ def run_sweep(
     vectorize: str = "auto",
     progress: bool = True,
     report: bool = True,
+    overwrite: bool = False,
 ) -> list[dict]:
-    """Run every member (finished ones are skipped, unfinished ones resume); returns their summaries."""
+    """Run every member (finished ones are skipped, unfinished ones resume; with overwrite every member
+    starts over); returns their summaries."""
     if vectorize not in ("auto", "on", "off"):
         raise ConfigError(f"--vectorize: got {vectorize!r}; allowed: auto | on | off")
     sweep = load_sweep(path)
     name = sweep_name(path, sweep)
     cfgs = member_configs(path, sweep, out_dir, overrides or {})
-    for cfg in cfgs:  # refuse a bad member before any is written
-        check(cfg, overwrite=False)
+    for cfg in cfgs:  # refuse a bad member before any is written (or, with overwrite, remove every old one)
+        check(cfg, overwrite=overwrite)
     sweep_dir = os.path.dirname(cfgs[0].run_dir)
     os.makedirs(sweep_dir, exist_ok=True)
     with open(os.path.join(sweep_dir, "sweep.yaml"), "w") as f:

@@ -597,3 +597,45 @@ def test_freeze_modes_hold_their_rows_on_a_4x2_mesh(tmp_path, mode):
     assert out["spec"] in ("P('model',)", "P('model', None)")
     want = [True] * 96 if mode == "true" else [True] * 40 + [False] * 56
     assert out["same"] == want
+
+
+@pytest.mark.slow
+def test_a_run_is_not_extended_from_a_rebuilt_pretrained_source(tmp_path, capsys):
+    """A run from a .npy records its source's fingerprint (pretrained.json); extending it from the same file
+    works, from the file rewritten (a rebuilt source) it is one line, exit 2, and --overwrite=true starts over.
+    A finished sweep member is not reused from a rebuilt source either, and the sweep command takes --overwrite."""
+    import yaml
+
+    from embjax.cli import sweep_main, train_main
+    from tests.conftest import TINY
+
+    src = tmp_path / "E.npy"
+    np.save(src, np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32))
+    args = TINY + [f"--out_dir={tmp_path}", "--log.wandb=false", "--name=r", "--embedding.init=pretrained"]
+    args += [f"--embedding.pretrained_path={src}"]
+    assert train_main(args + ["--steps=4"]) == 0
+    assert json.load(open(tmp_path / "r" / "pretrained.json"))["path"] == str(src)
+    assert train_main(args + ["--steps=6"]) == 0  # extended: the same source
+    np.save(src, np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32))  # rebuilt
+    capsys.readouterr()
+    assert train_main(args + ["--steps=8"]) == 2
+    want = (
+        f"error: embedding.pretrained_path: run '{tmp_path / 'r'}' started from '{src}', which has changed since "
+        "(a file in it was rebuilt, replaced, added or removed); allowed: the same source, or --overwrite=true to "
+        "start over"
+    )
+    assert capsys.readouterr().err.strip().splitlines()[-1] == want
+    assert train_main(args + ["--steps=8", "--overwrite=true"]) == 0
+    assert json.load(open(tmp_path / "r" / "summary.json"))["step"] == 8
+
+    sweep = {"name": "s", "program": "experiments/train.py", "method": "grid", "parameters": {"seed": {"values": [0]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
+    sweep_args = [str(tmp_path / "s.yaml"), "--progress=false", *TINY, f"--out_dir={tmp_path}", "--log.wandb=false"]
+    sweep_args += ["--embedding.init=pretrained", f"--embedding.pretrained_path={src}"]
+    assert sweep_main(sweep_args + ["--steps=4"]) == 0
+    np.save(src, np.random.default_rng(2).standard_normal((64, 16)).astype(np.float32))
+    capsys.readouterr()
+    assert sweep_main(sweep_args + ["--steps=4"]) == 2
+    assert "which has changed since" in capsys.readouterr().err
+    assert sweep_main(sweep_args + ["--steps=4", "--overwrite=true"]) == 0
+    assert "0 already finished" in capsys.readouterr().out
