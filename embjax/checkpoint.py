@@ -76,8 +76,9 @@ class Checkpointer:
             except Exception as err:  # noqa: BLE001 - any read failure means: try the previous one
                 failures.append(f"{step} ({type(err).__name__})")
         raise CheckpointError(
-            f"no checkpoint in {self.directory} can be restored (tried {', '.join(failures)}); "
-            "refusing to start over: pass --overwrite=true to discard the run"
+            f"no checkpoint in {self.directory} can be restored (tried {', '.join(failures)}; a checkpoint written "
+            "by an embjax whose train state had other parts cannot be); refusing to start over: pass "
+            "--overwrite=true to discard the run"
         )
 
     def close(self) -> None:
