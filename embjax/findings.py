@@ -121,7 +121,7 @@ AUDITS = {
     "start at zero in SP and μP alike (model.zero_query_init, as mup's example; before issue 22 they did not, and "
     "the check also counted logged step 1, which is the initialisation's forward pass: now steps 2–5, after ≥ 1 "
     "update). Could confound: the model is tied, so the table is also the readout (× 1/m); at these widths "
-    "(K = 8 … 128 per head) the queries a few Adam steps make are mostly random relative to the keys, so the "
+    "(K = 8 … 64 per head) the queries a few Adam steps make are mostly random relative to the keys, so the "
     "1/K-scaled scores shrink with width (their q–k alignment falls like 1/√K). microsoft/mup itself shows the "
     "same on this model and these batches: step for step equal to embjax from the same init, and from its own "
     "init attention slopes −0.49/−0.56 at step 2 and −0.07/−0.19 (±0.1 over seeds) at step 20 (docs/mup.md), "
@@ -1181,7 +1181,8 @@ FINDINGS = [
         "Pretraining: the findings' 2-layer transformer d = 32 on the planted corpus (V = 384, K = 16, Zipf a = 1.1), "
         "1,500 AdamW steps, seed 100 (sweeps/findings/pretrain_source.yaml); its input table is the source. "
         "Fine-tuning: V = 512 with the same classes (the source covers the 384 most frequent tokens by token "
-        "string; the 128 rarest are new and start from the run's init), a shifted sample (Zipf a = 1.5), 300 steps "
+        "string; the 128 rarest are new: N(0, σ²) at the matched rows' σ, embedding.pretrained_missing=init, the same "
+        "draw in every seed), a shifted sample (Zipf a = 1.5), 300 steps "
         "from scratch (σ 0.02) or from the source: trainable, frozen (every row), or only the pretrained rows "
         "frozen (the new ones train), and a frozen random table, × seeds {0, 1, 2}; the rest of the model starts "
         "fresh in every arm; eval loss (and by frequency bucket) every 50 steps.",

@@ -9,6 +9,7 @@ which embjax does not install: run it from a separate virtual environment, singl
     /tmp/torchvenv/bin/python experiments/peers/mup_coord.py --param=mup --data_dir=/tmp/mupref --out=mup.json
     /tmp/torchvenv/bin/python experiments/peers/mup_coord.py --param=mup --init=embjax ... (embjax's init)
     /tmp/torchvenv/bin/python experiments/peers/mup_coord.py --slopes mup.json [sp.json ...]
+    /tmp/torchvenv/bin/python experiments/peers/mup_coord.py --compare same.json --data_dir=/tmp/mupref
 
 Model (as embjax.models.TransformerLM): E and learned positions N(0, 0.02²); 2 pre-LN blocks (LayerNorm eps
 1e-5, fused QKV with biases, 4 heads, exact-GELU MLP × 4); final LayerNorm; tied readout. Kernels truncated
@@ -28,7 +29,10 @@ import numpy as np
 V, H, L, D0 = 512, 4, 2, 32
 STEPS = (1, 2, 3, 5, 8, 12, 16, 20)
 COLUMNS = {"attn0": "blocks.0.score", "attn1": "blocks.1.score", "block0": "blocks.0", "block1": "blocks.1"}
-COLUMNS |= {"logits": "logits", "q0": "blocks.0.q", "k0": "blocks.0.k", "cos0": "blocks.0.cos"}
+COLUMNS |= {"logits": "logits", "embed": "tok", "hidden": "lnf"}
+COLUMNS |= {f"{x}{i}": f"blocks.{i}.{x}" for i in range(L) for x in ("q", "k", "cos")}
+EMBJAX = {"attn0": "coord/attn_logits0", "attn1": "coord/attn_logits1", "block0": "coord/block0"}
+EMBJAX |= {"block1": "coord/block1", "logits": "coord/logits", "embed": "coord/embed_out", "hidden": "coord/hidden"}
 
 
 def build_model_classes():
@@ -148,31 +152,68 @@ def run(a) -> None:
         )
         df["seed"] = s
         rows += df.to_dict("records")
+        with open(a.out, "w") as f:  # after every seed: a failure later keeps what was done
+            json.dump({"args": vars(a), "rows": rows}, f)
         print(f"seed {s} done {time.time() - t0:.0f} s", flush=True)
-    with open(a.out, "w") as f:
-        json.dump({"args": vars(a), "rows": rows}, f)
+
+
+def _slope(widths: list[int], ys: list[float]) -> float | None:
+    """The least-squares slope of log y against log width; None when a value is missing or not positive."""
+    return float(np.polyfit(np.log(widths), np.log(ys), 1)[0]) if np.all(np.isfinite(ys)) and min(ys) > 0 else None
 
 
 def slopes(paths: list[str]) -> None:
-    """Per file, the least-squares slope of log(mean over seeds of mean |x|) against log(width), per step."""
+    """Per file and step: the slope against width of each seed's mean |x|, as the mean over seeds ± its standard
+    error [the seeds' min, max] ("zero": every value exactly 0; "–": not recorded)."""
     for path in paths:
-        cells: dict[tuple, list] = {}
+        cells: dict[tuple, float] = {}
         for r in json.load(open(path))["rows"]:
-            cells.setdefault((r["module"], r["t"], r["width"]), []).append(r["l1"])
-        widths = sorted({k[2] for k in cells})
-        print(f"\n{path} (widths {widths})\n| step | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS))
+            cells[(r["module"], r["t"], r["width"], r["seed"])] = r["l1"]
+        widths, seeds = sorted({k[2] for k in cells}), sorted({k[3] for k in cells})
+        print(f"\n{path} (widths {widths}, seeds {seeds})\n| step | " + " | ".join(COLUMNS) + " |")
+        print("|---|" + "---|" * len(COLUMNS))
         for t in STEPS:
             out = []
             for module in COLUMNS.values():
-                ys = [np.mean(cells.get((module, t, w), [np.nan])) for w in widths]
-                ok = np.all(np.isfinite(ys)) and min(ys) > 0
-                out.append(f"{np.polyfit(np.log(widths), np.log(ys), 1)[0]:+.2f}" if ok else "zero")
+                ys = [[cells.get((module, t, w, s), np.nan) for w in widths] for s in seeds]
+                per_seed = [v for y in ys if (v := _slope(widths, y)) is not None]
+                if np.all(np.isnan(ys)):
+                    out.append("–")
+                elif np.nanmax(np.abs(ys)) == 0:
+                    out.append("zero")
+                elif not per_seed:
+                    out.append("–")
+                else:
+                    m, se = (
+                        np.mean(per_seed),
+                        np.std(per_seed, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else 0,
+                    )
+                    out.append(f"{m:+.2f} ± {se:.2f} [{min(per_seed):+.2f}, {max(per_seed):+.2f}]")
             print(f"| {t} | " + " | ".join(out) + " |")
+
+
+def compare(path: str, data_dir: str) -> None:
+    """The largest relative difference between the replica's coordinates (a run with --init=embjax) and embjax's
+    own (mup_coord_export.py's embjax_coords.json), over every recorded width, seed, step and coordinate."""
+    run = json.load(open(path))
+    param = run["args"]["param"]
+    ours = json.load(open(f"{data_dir}/embjax_coords.json"))
+    worst, n = 0.0, 0
+    for r in run["rows"]:
+        name = next((c for c, m in COLUMNS.items() if m == r["module"] and c in EMBJAX), None)
+        key = f"{param}/{r['width']}/{r['seed']}"
+        if name is None or key not in ours or r["t"] > len(ours[key]):
+            continue
+        want = ours[key][r["t"] - 1][EMBJAX[name]]
+        if want != 0:
+            worst, n = max(worst, abs(r["l1"] - want) / abs(want)), n + 1
+    print(f"{path}: {n} coordinates compared with embjax's; largest relative difference {worst:.2e}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slopes", nargs="+", help="print the slope tables of these output files, and stop")
+    ap.add_argument("--compare", help="compare this output file (made with --init=embjax) with embjax's, and stop")
     ap.add_argument("--param", choices=["mup", "sp"], default="mup")
     ap.add_argument("--init", choices=["torch", "embjax"], default="torch")
     ap.add_argument("--data_dir", default="/tmp/mupref")
@@ -184,7 +225,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--out", default="mup_coord.json")
     a = ap.parse_args()
-    slopes(a.slopes) if a.slopes else run(a)
+    if a.slopes:
+        slopes(a.slopes)
+    elif a.compare:
+        compare(a.compare, a.data_dir)
+    else:
+        run(a)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """embjax's half of the coordinate check against microsoft/mup (docs/mup.md, "Against mup itself").
 
-Writes, for experiments/configs/coord_check.yaml at widths 32 … 512 and seeds 0, 1, 2:
+Writes, for experiments/configs/coord_check.yaml at widths 32 … 512 and the given seeds (default 0, 1, 2):
 - batches_seed{s}.npy: the exact training batches of seed s (steps × batch × seq_len + 1, int32), drawn as the
   train loop draws them (Program.batch on the live state);
 - init/w{d}_s{s}.npz: embjax's initial parameters (the same in SP and μP), for the replica to load;
 - embjax_coords.json: embjax's own coordinates (coord/*) at every step, SP and μP.
 
-    python -m experiments.peers.mup_coord_export --out=/tmp/mupref [--steps=20]
+    python -m experiments.peers.mup_coord_export --out=/tmp/mupref [--steps=20] [--seeds 0 1 2 3 4 5 6 7]
 
 Then run experiments/peers/mup_coord.py with a Python that has torch and mup (a separate virtual environment).
 """
@@ -22,7 +22,7 @@ from embjax.config import load_config, replace
 from embjax.data import make_corpus
 from embjax.step import Program, hparams
 
-WIDTHS, SEEDS = (32, 64, 128, 256, 512), (0, 1, 2)
+WIDTHS = (32, 64, 128, 256, 512)
 
 
 def flat_params(params) -> dict[str, np.ndarray]:
@@ -35,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     a = ap.parse_args()
     os.makedirs(os.path.join(a.out, "init"), exist_ok=True)
     base = load_config("experiments/configs/coord_check.yaml", {"steps": a.steps})
@@ -44,7 +45,7 @@ def main() -> None:
             cfg = replace(base, **{"model.parametrization": par, "model.embed_dim": d})
             P = Program(cfg, corpus)
             step, batch = jax.jit(P.step), jax.jit(P.batch)
-            for s in SEEDS:
+            for s in a.seeds:
                 state, rows, toks = P.init(s, hparams(cfg)), [], []
                 if par == "sp":
                     np.savez(os.path.join(a.out, "init", f"w{d}_s{s}.npz"), **flat_params(state["params"]))
