@@ -1,5 +1,6 @@
 """Two real processes on localhost (JAX's CPU collectives, 2 virtual devices each) against one process with 4."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -169,16 +170,28 @@ def test_processes_with_different_out_dirs_stop_at_once_naming_the_key(tmp_path)
     assert time.time() - t0 < 60 and not (tmp_path / "runs" / "default" / "checkpoints").exists()
 
 
+@contextlib.contextmanager
+def peer_stopped(tmp_path, *args):
+    """A two-process run (100,000 steps, a checkpoint every 10) past step 15 with process 1 frozen by SIGSTOP:
+    yields both processes; process 1 is thawed and killed afterwards."""
+    procs = start_pair(f"--out_dir={tmp_path}", "--steps=100000", "--checkpoint.every=10", *args)
+    try:
+        wait_for_row(tmp_path / "default" / "metrics.jsonl", 15, procs[0])
+        procs[1].send_signal(signal.SIGSTOP)
+        yield procs
+    finally:
+        procs[1].send_signal(signal.SIGCONT)
+        procs[1].kill()
+        procs[1].wait()
+
+
 @pytest.mark.slow
 def test_sigterm_ends_a_process_blocked_on_a_stopped_peer(tmp_path, monkeypatch):
     """Process 1 is frozen (SIGSTOP) mid-run, so process 0 blocks in its next collective, where Python never runs
     a signal handler. SIGTERM still ends process 0 within its grace (EMBJAX_STOP_GRACE, 30 s by default; 3 here)
     with one line and exit 143; the run's checkpoints are left for a resume."""
     monkeypatch.setenv("EMBJAX_STOP_GRACE", "3")
-    procs = start_pair(f"--out_dir={tmp_path}", "--steps=100000", "--checkpoint.every=10")
-    try:
-        wait_for_row(tmp_path / "default" / "metrics.jsonl", 15, procs[0])
-        procs[1].send_signal(signal.SIGSTOP)
+    with peer_stopped(tmp_path) as procs:
         time.sleep(1.0)  # process 0 reaches a collective and waits there for process 1
         t0 = time.time()
         procs[0].send_signal(signal.SIGTERM)
@@ -193,20 +206,13 @@ def test_sigterm_ends_a_process_blocked_on_a_stopped_peer(tmp_path, monkeypatch)
         )
         assert line in err.splitlines(), err  # (the runtime's own threads may log around it)
         assert any(d.isdigit() or "orbax-checkpoint-tmp" in d for d in os.listdir(tmp_path / "default" / "checkpoints"))
-    finally:
-        procs[1].send_signal(signal.SIGCONT)
-        procs[1].kill()
-        procs[1].wait()
 
 
 @pytest.mark.slow
 def test_a_process_blocked_on_a_stopped_peer_gives_up_after_the_wait_timeout(tmp_path):
     """Process 1 is frozen mid-run and nobody sends a signal: process 0, blocked in its next collective, makes no
     progress and ends after mesh.wait_timeout (3 s here) with one line and exit 1."""
-    procs = start_pair(f"--out_dir={tmp_path}", "--steps=100000", "--checkpoint.every=10", "--mesh.wait_timeout=3")
-    try:
-        wait_for_row(tmp_path / "default" / "metrics.jsonl", 15, procs[0])
-        procs[1].send_signal(signal.SIGSTOP)
+    with peer_stopped(tmp_path, "--mesh.wait_timeout=3") as procs:
         t0 = time.time()
         code = procs[0].wait(timeout=90)
         err = procs[0].stderr.read()
@@ -220,10 +226,6 @@ def test_a_process_blocked_on_a_stopped_peer_gives_up_after_the_wait_timeout(tmp
             )
             for line in err.splitlines()
         ), err
-    finally:
-        procs[1].send_signal(signal.SIGCONT)
-        procs[1].kill()
-        procs[1].wait()
 
 
 @pytest.mark.slow

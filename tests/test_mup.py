@@ -153,27 +153,23 @@ def test_weight_decay_per_step_is_lr_times_decay_at_every_width():
         assert float(jnp.abs(upd["blocks"][0]["ln1"]["scale"]).max()) == 0.0  # vectors never decay
 
 
+def coord_trace(par: str, d: int, steps: int = 4, **kw) -> list[dict[str, float]]:
+    """The coord/* sizes at each of `steps` Adam steps at lr 1e-2, no clipping, d₀ = 32 (one step per dispatch)."""
+    base = {"model.embed_dim": d, "model.parametrization": par, "model.base_width": 32}
+    cfg, P = program(**base, **{"optim.lr": 0.01, "optim.grad_clip": 0.0}, **kw)
+    state, step, seen = P.init(0, hparams(cfg)), jax.jit(P.train_steps, static_argnums=2), []
+    for _ in range(steps):
+        state, m = step(state, P.corpus.tables, 1)
+        seen.append({k: float(v) for k, v in m.items() if k.startswith("coord/")})
+    return seen
+
+
 @pytest.mark.slow
 def test_coordinate_check_tells_sp_from_mup():
     """Train widths 32 and 128 for 4 steps at Adam lr 1e-2: under SP the logits grow with width, under μP not."""
     ratio = {}
     for par in ("sp", "mup"):
-        sizes = []
-        for d in (32, 128):
-            cfg, P = program(
-                **{
-                    "model.embed_dim": d,
-                    "model.parametrization": par,
-                    "optim.lr": 0.01,
-                    "model.base_width": 32,
-                    "optim.grad_clip": 0.0,
-                }
-            )
-            state = P.init(0, hparams(cfg))
-            step = jax.jit(P.train_steps, static_argnums=2)
-            for _ in range(4):
-                state, metrics = step(state, P.corpus.tables, 1)
-            sizes.append(float(metrics["coord/logits"]))
+        sizes = [coord_trace(par, d)[-1]["coord/logits"] for d in (32, 128)]
         ratio[par] = sizes[1] / sizes[0]
     assert ratio["sp"] > 1.5 and ratio["mup"] < 1.2 and ratio["sp"] > 2 * ratio["mup"], ratio
 
@@ -184,28 +180,9 @@ def test_zero_query_coordinate_check_is_flat_at_two_widths():
     the first update the embedding output, every block's output and the final hidden state, and after the
     second the logits, have |log–log slope against width| ≤ 0.15; SP's logits and block outputs grow (slope
     ≥ 0.25). The attention scores are left out: under μP they shrink with width for the first updates at these
-    widths (docs/mup.md)."""
-    sizes = {}
-    for par in ("sp", "mup"):
-        for d in (32, 128):
-            cfg, P = program(
-                **{
-                    "model.embed_dim": d,
-                    "model.parametrization": par,
-                    "model.base_width": 32,
-                    "model.num_layers": 2,
-                    "model.zero_query_init": True,
-                    "optim.lr": 0.01,
-                    "optim.name": "adam",
-                    "optim.grad_clip": 0.0,
-                    "data.batch_size": 16,
-                }
-            )
-            state, step, seen = P.init(0, hparams(cfg)), jax.jit(P.train_steps, static_argnums=2), []
-            for _ in range(4):
-                state, m = step(state, P.corpus.tables, 1)
-                seen.append({k: float(v) for k, v in m.items() if k.startswith("coord/")})
-            sizes[par, d] = seen
+    widths, in microsoft/mup itself too (docs/mup.md)."""
+    kw = {"model.num_layers": 2, "model.zero_query_init": True, "optim.name": "adam", "data.batch_size": 16}
+    sizes = {(par, d): coord_trace(par, d, **kw) for par in ("sp", "mup") for d in (32, 128)}
     keys = ["coord/embed_out", "coord/block0", "coord/block1", "coord/hidden", "coord/logits"]
     slope = lambda par, t, k: math.log(sizes[par, 128][t][k] / sizes[par, 32][t][k]) / math.log(4)
     for t in (1, 2, 3):  # logged steps 2–4: after 1–3 updates; after one update the logits still carry the
