@@ -153,14 +153,10 @@ class Block(nnx.Module):
         self.H, self.width_mult, self.attn_mult = H, width_mult, attn_mult
         self.ln1, self.ln2 = (nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt) for _ in range(2))
         self.qkv = Linear(D, 3 * D, rngs=rngs, **dt)
-        # the fused kernel's outputs are (q, k, v) × heads × K: q is its first D columns. zero_query may be a traced
-        # 0/1 (a member's model.zero_query_init): the query columns are multiplied by 1 - it (× 1 is exact)
-        if isinstance(zero_query, bool):
-            if zero_query:
-                self.qkv.kernel[...] = self.qkv.kernel[...].at[:, :D].set(0)
-        else:
-            keep = (1 - jnp.asarray(zero_query, jnp.float32)).astype(self.qkv.kernel[...].dtype)
-            self.qkv.kernel[...] = self.qkv.kernel[...].at[:, :D].multiply(keep)
+        # the fused kernel's outputs are (q, k, v) × heads × K: q is its first D columns, multiplied by 1 − zero_query
+        # (a bool, or a member's traced 0/1 model.zero_query_init; × 1 is exact)
+        keep = (1 - jnp.asarray(zero_query, jnp.float32)).astype(self.qkv.kernel[...].dtype)
+        self.qkv.kernel[...] = self.qkv.kernel[...].at[:, :D].multiply(keep)
         self.proj = Linear(D, D, rngs=rngs, **dt)
         self.fc = Linear(D, F, rngs=rngs, **dt)
         self.out = Linear(F, D, rngs=rngs, **dt)
@@ -179,8 +175,7 @@ class Block(nnx.Module):
         s_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK, preferred_element_type=jnp.float32) / math.sqrt(
             K * self.width_mult
         )
-        if not (isinstance(attn_mult, float) and attn_mult == 1.0):  # a separate multiply (× 1.0 is exact)
-            s_BxHxTxT = s_BxHxTxT * jnp.asarray(attn_mult, jnp.float32)
+        s_BxHxTxT = s_BxHxTxT * jnp.asarray(attn_mult, jnp.float32)  # a separate multiply (× 1.0 is exact)
         n_allowed = self.H * jnp.sum(allowed_BxTxT, dtype=jnp.float32)
         score_l1 = jnp.sum(jnp.where(allowed_BxTxT[:, None], jnp.abs(s_BxHxTxT), 0.0)) / jnp.maximum(n_allowed, 1)
         s_BxHxTxT = jnp.where(allowed_BxTxT[:, None], s_BxHxTxT, jnp.finfo(s_BxHxTxT.dtype).min)
