@@ -269,6 +269,49 @@ def _findings_sweep(
     return os.path.join(root, name)
 
 
+BASELINE_FLAGS = ("config", "method", "sg", "dim", "epochs", "window", "negative", "workers", "overwrite")
+
+
+@guarded
+def baseline_main(argv: list[str]) -> int:
+    """`python -m experiments.baseline --method=word2vec|fasttext [--sg] [--dim] [--epochs] [--window] [--negative]
+    [--workers] --data...`: gensim on a prepared corpus's training tokens, as a run directory."""
+    known, overrides, positional = split_args(argv, BASELINE_FLAGS)
+    if positional:
+        raise ConfigError(
+            f"{positional[0]}: unexpected argument; allowed: --method, --sg, --dim, --epochs, --window, --negative, "
+            "--workers, --overwrite, --config PATH and --section.key=value"
+        )
+    from .baseline import Spec, train_baseline
+
+    def integer(flag: str, default: int) -> int:
+        v = parse_value(known[flag]) if flag in known else default
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ConfigError(f"--{flag}: got {known[flag]!r}; allowed: an integer")
+        return v
+
+    spec = Spec(
+        method=known.get("method", "word2vec"),
+        sg=_as_bool("sg", known["sg"]) if "sg" in known else False,
+        **{k: integer(k, getattr(Spec, k)) for k in ("dim", "epochs", "window", "negative", "workers")},
+    ).check()
+    if not any(o.lstrip("-").startswith("name=") for o in overrides):
+        overrides = [*overrides, f"--name={spec.method}{'-sg' if spec.sg else ''}"]
+    cfg = load_config(known.get("config"), overrides)
+    summary = train_baseline(cfg, spec, overwrite=_as_bool("overwrite", known.get("overwrite", "false")))
+    print(
+        f"\n{spec.method} ({'skip-gram' if spec.sg else 'CBOW'}, d = {spec.dim}, {spec.epochs} epochs): "
+        f"{summary['wall_time_s']:.1f} s, {summary['words_per_s']:,.0f} words/s"
+    )
+    for key, value in summary.items():
+        if key.startswith(("word_sim", "analogy")) and key.endswith(("/spearman", "/accuracy")):
+            print(f"  {key:36s} {value:.4f}")
+    print(f"run directory: {summary['run_dir']}")
+    if summary.get("_wandb_sync"):
+        print(f"W&B (offline) - upload with:\n  {summary['_wandb_sync']}")
+    return 0
+
+
 @guarded
 def report_main(argv: list[str]) -> int:
     _, _, positional = split_args(argv, ())

@@ -15,6 +15,7 @@ COMMANDS = {
     "report": cli.report_main,
     "view": cli.view_main,
     "inspect": cli.inspect_main,
+    "baseline": cli.baseline_main,
     "bench": bench.main,
 }
 

@@ -69,8 +69,12 @@ def setting(
 @dataclass(frozen=True)
 class DataConfig:
     kind: Literal["planted", "text"] = "planted"
-    path: str | None = None  # text: a file, a folder (*.txt, *.jsonl, *.parquet) or a glob pattern
-    tokenizer: Literal["bpe", "byte"] = "bpe"  # text only; byte-level forces vocab_size 256
+    # text: a file, a folder (*.txt, *.jsonl, *.parquet; compressed too), a glob pattern, or builtin:wiki_sample |
+    # builtin:lee_news (corpora that install with the suite)
+    path: str | None = None
+    # text only: a local byte-level BPE, the 256 bytes (vocab_size 256), or the word-level vocabulary of PTB/WikiText
+    # research (lowercased words: the V - 2 most frequent of the training documents, <unk> and <eos>; docs/text.md)
+    tokenizer: Literal["bpe", "byte", "word"] = "bpe"
     tokenizer_file: str | None = None  # text: a Hugging Face tokenizer.json; its vocabulary defines V
     text_field: str = "text"  # the text field of JSON-lines / Parquet records and dataset rows
     dataset: str | None = (
@@ -194,9 +198,11 @@ class LogConfig:
     # seconds W&B may take to start before the run goes on without it
     init_timeout: float = setting(30.0, range=(1.0, 3600.0), role=IDENTITY)
     progress: bool = setting(True, role=IDENTITY, resumable=True)
-    # a "word word score" file (WordSim-353 / SimLex-999 style): Spearman's ρ of the table's word cosines,
-    # every metrics step
-    word_similarity: str | None = setting(None, role=IDENTITY, resumable=True)
+    # word similarity benchmarks scored every metrics step on every table (docs/metrics.md): a name (wordsim353 |
+    # simlex999: the files gensim ships), a "word word score" file, or a list of them
+    word_similarity: str | tuple[str, ...] | None = setting(None, role=IDENTITY, resumable=True)
+    # word analogy benchmarks, the same way: google (the Google analogies gensim ships) or a file in its format
+    analogy: str | tuple[str, ...] | None = setting(None, role=IDENTITY, resumable=True)
     # "A:B": a jax.profiler trace of steps A+1..B in <run>/profile (TensorBoard's profile plugin or Perfetto); "" off
     profile_steps: str = setting("", role=IDENTITY, resumable=True)
     # float16 copies of the embedding rows for the viewer (embedding_space.html); null = about 50 frames per run
@@ -440,17 +446,25 @@ def _validate(cfg: Config) -> None:
     if e.kind != "table":
         _validate_kind(cfg)
     _validate_optim(cfg)
-    if cfg.log.word_similarity is not None and not (
-        os.path.isfile(cfg.log.word_similarity) and os.path.getsize(cfg.log.word_similarity) > 0
-    ):
-        raise ConfigError(
-            f"log.word_similarity: got {cfg.log.word_similarity!r}; allowed: null or an existing, "
-            "non-empty 'word word score' file"
-        )
+    _validate_benchmarks("log.word_similarity", cfg.log.word_similarity, SIMILARITY_NAMES, "'word word score'")
+    _validate_benchmarks("log.analogy", cfg.log.analogy, ANALOGY_NAMES, "': section' / 'a b c d'")
     if cfg.log.profile_steps:
         profile_range(cfg.log.profile_steps, cfg.steps)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"name: got {cfg.name!r}; allowed: a non-empty name without '/'")
+
+
+SIMILARITY_NAMES = ("wordsim353", "simlex999")  # embjax.evals maps each to the file gensim ships
+ANALOGY_NAMES = ("google",)
+
+
+def _validate_benchmarks(key: str, value: str | tuple[str, ...] | None, names: tuple[str, ...], form: str) -> None:
+    for item in () if value is None else (value,) if isinstance(value, str) else value:
+        if item not in names and not (os.path.isfile(item) and os.path.getsize(item) > 0):
+            raise ConfigError(
+                f"{key}: got {item!r}; allowed: null, {' | '.join(names)}, an existing non-empty {form} file, "
+                f"or a list of them (e.g. [{', '.join(names)}])"
+            )
 
 
 def _validate_freeze(e: EmbeddingConfig) -> None:

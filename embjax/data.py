@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import Config, ConfigError
-from .prepare import prepare, read_meta, verify
+from .prepare import UNK, prepare, read_meta, verify
 
 
 def _entropy(p: np.ndarray) -> float:
@@ -58,6 +58,7 @@ class Corpus:
     info: dict[str, float]  # e.g. data/unigram_entropy, data/entropy_rate (nats)
     tables: dict[str, Any]  # arrays `batch` reads; passed into jit as arguments, never baked in
     pretrained_matched = None  # (V,) bool once a pretrained table was aligned to this vocabulary (tokens.tsv marks)
+    unk_id = None  # (int) a word-level vocabulary's <unk>: a word that encodes to it is not in the vocabulary
 
     def batch(self, tables: dict, key: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:
         raise NotImplementedError
@@ -208,9 +209,11 @@ class TextCorpus(Corpus):
             tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
             strings = [_printable(t) for t in _token_strings(tok, vocab_size)]
             self.encode = lambda word: list(tok.encode(word, add_special_tokens=False).ids)
+            unk = tok.token_to_id(UNK) if meta["tokenizer"]["kind"] == "word" else None
         else:
             strings = [repr(bytes([i]))[2:-1].replace(" ", "\u2581") for i in range(256)]
             self.encode = lambda word: list(word.encode("utf-8"))
+            unk = None
         p = counts / counts.sum()
         super().__init__(
             vocab_size=vocab_size,
@@ -226,7 +229,7 @@ class TextCorpus(Corpus):
             },
             tables={},
         )
-        self.held_out = held
+        self.held_out, self.unk_id = held, unk
 
     def identity(self) -> dict:
         s = self.meta["split"]

@@ -1,8 +1,21 @@
-"""Evaluations of a learned table against outside data: word similarity (WordSim-353 / SimLex-999 style).
+"""Evaluations of a learned table against human judgments: word similarity and word analogies.
 
-`word_similarity(E, tokenizer, pairs_file)` reads pairs of words with a human similarity score, gives
-each word the mean of its subword pieces' rows of E, and reports Spearman's ρ between the pairs'
-cosine similarities and the human scores, with how many pairs were used and skipped.
+Benchmarks by name (the files gensim's wheel ships) or by path:
+  wordsim353  WordSim-353 (Finkelstein et al. 2002): 353 pairs, relatedness scores 0-10
+  simlex999   SimLex-999 (Hill et al. 2015): 999 pairs, similarity scores 0-10
+  google      the Google analogies (Mikolov et al. 2013): 19,544 questions "a b c d" in 14 sections
+A word's vector: on a word-level vocabulary (data.tokenizer=word, the planted corpus) the row of the token
+spelled as the word (lowercased by the word tokenizer); a word that is not one row (it maps to <unk>, or to no
+token) is left out, with its pair or question, as gensim does with dummy4unknown=False. On a subword
+vocabulary (BPE, bytes) a word's vector for similarity is the mean of its pieces' rows; analogies need
+single rows (a word that is one piece).
+
+Similarity: Spearman's ρ between cos(vec(w₁), vec(w₂)) and the human scores. Analogy: 3CosAdd (Mikolov et al.
+2013), the row x maximising cos(x, b̂ − â + ĉ) over every row but a, b and c, top-1 accuracy over the questions
+whose four words are rows; semantic and syntactic are the sections whose names do not / do start with "gram"
+(the Google set's own split). With the same vectors and vocabulary both equal gensim 4.4's KeyedVectors
+`evaluate_word_pairs` / `evaluate_word_analogies` with case_insensitive=True (the word tokenizer lowercases),
+dummy4unknown=False and restrict_vocab=V (every row a candidate; gensim's default, 300,000, covers V ≤ 300,000).
 """
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,13 +31,35 @@ import numpy as np
 from .stats import spearman
 
 _SEP = re.compile(r"[\t,;]|\s+")
+# benchmark name -> gensim test-data file (config.py lists the same names, to validate log.* keys)
+SIMILARITY_SETS = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
+ANALOGY_SETS = {"google": "questions-words.txt"}
+
+Pair = tuple[str, str, float]
+Question = tuple[str, str, str, str, str]  # (section, a, b, c, expected)
 
 
-def read_pairs(path: str) -> tuple[list[tuple[str, str, float]], int]:
+def benchmark_files(value: str | tuple[str, ...] | None, names: dict[str, str]) -> list[tuple[str, str]]:
+    """(set name, file) for a log.word_similarity / log.analogy value: a name (`names`), a path (named by its file
+    stem), or a list of them; the config has checked each is a known name or an existing file."""
+    if value is None:
+        return []
+    out = []
+    for item in (value,) if isinstance(value, str) else value:
+        if item in names:
+            from gensim.test.utils import datapath
+
+            out.append((item, datapath(names[item])))
+        else:
+            out.append((os.path.splitext(os.path.basename(item))[0], item))
+    return out
+
+
+def read_pairs(path: str) -> tuple[list[Pair], int]:
     """(word, word, score) rows of a pairs file, and how many non-empty lines were not pairs (a header, say).
 
     A line is `word1 SEP word2 SEP score [more columns]`, SEP a tab, comma, semicolon or spaces; lines
-    starting with '#' are comments. SimLex-999's own file (a header, then word1 word2 POS SimLex999 ...)
+    starting with '#' are comments. SimLex-999's original file (a header, then word1 word2 POS SimLex999 ...)
     needs its score column chosen by the caller first: here the third field is the score.
     """
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
@@ -44,6 +80,27 @@ def read_pairs(path: str) -> tuple[list[tuple[str, str, float]], int]:
     return pairs, other
 
 
+def read_questions(path: str) -> list[Question]:
+    """The questions of an analogy file in the Google format: `: section` lines, then `a b c d` lines (a line
+    without four words is skipped, as gensim skips it)."""
+    questions, section = [], None
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.startswith(": "):
+                section = line[2:].strip()
+                continue
+            words = line.split()
+            if not words:
+                continue
+            if section is None:
+                raise ValueError(f"analogies: {path!r} line {n} comes before any ': section' line")
+            if len(words) == 4:
+                questions.append((section, *words))
+    if not questions:
+        raise ValueError(f"analogies: {path!r} holds no 'a b c d' question under a ': section' line")
+    return questions
+
+
 def _encoder(tokenizer: Any) -> Callable[[str], list[int]]:
     """word -> piece ids, from a `tokenizers.Tokenizer`, a {token: id} mapping or a callable."""
     if hasattr(tokenizer, "encode"):
@@ -55,28 +112,56 @@ def _encoder(tokenizer: Any) -> Callable[[str], list[int]]:
     raise TypeError(f"tokenizer: got {type(tokenizer).__name__}; allowed: a tokenizers.Tokenizer, a dict or a callable")
 
 
+@dataclass
+class Lexicon:
+    """Words -> rows of a V-row table: `encode` gives a word's token ids; with a word-level vocabulary
+    (`words=True`) a word is one row or none (`unk`: the id that means "not in the vocabulary")."""
+
+    encode: Callable[[str], list[int]]
+    V: int
+    words: bool = True
+    unk: int | None = None
+
+    def __post_init__(self):
+        self._cache: dict[str, list[int]] = {}
+
+    def pieces(self, word: str) -> list[int]:
+        """The rows whose mean is the word's vector ([] when the word is not in the vocabulary)."""
+        if word not in self._cache:
+            ids = self.encode(word)
+            bad = [i for i in ids if not 0 <= i < self.V]
+            if bad:
+                raise ValueError(f"word similarity: {word!r} encodes to id {bad[0]}; allowed: ids in [0, {self.V})")
+            if self.words and (len(ids) != 1 or ids[0] == self.unk):
+                ids = []
+            self._cache[word] = ids
+        return self._cache[word]
+
+    def row(self, word: str) -> int | None:
+        """The word's single row, or None."""
+        ids = self.pieces(word)
+        return ids[0] if len(ids) == 1 and ids[0] != self.unk else None
+
+
 def word_similarity(E: Any, tokenizer: Any, pairs_file: str) -> dict[str, float]:
-    """Spearman's ρ between cos(vec(w₁), vec(w₂)) and the file's human scores, vec(w) = the mean of the rows
-    of w's subword pieces (in float64). A pair is skipped when a word has no pieces or a zero vector;
-    a piece id outside [0, V) is an error (the tokenizer does not belong to E)."""
-    return pairs_similarity(E, tokenizer, read_pairs(pairs_file)[0])
+    """Spearman's ρ of a pairs file on E, a word's vector the mean of its subword pieces' rows (see
+    `pairs_similarity`); keys `word_sim/spearman`, `word_sim/pairs`, `word_sim/skipped`."""
+    lex = Lexicon(_encoder(tokenizer), np.asarray(E).shape[0], words=False)
+    return pairs_similarity(E, lex, read_pairs(pairs_file)[0], "word_sim")
 
 
-def pairs_similarity(E: Any, tokenizer: Any, pairs: list[tuple[str, str, float]]) -> dict[str, float]:
-    """word_similarity on pairs already read (read_pairs), e.g. once for a whole run."""
+def pairs_similarity(E: Any, lex: Lexicon, pairs: list[Pair], prefix: str) -> dict[str, float]:
+    """Spearman's ρ between cos(vec(w₁), vec(w₂)) (float64) and the human scores; a pair is skipped when a word
+    has no rows or a zero vector. Keys `<prefix>/spearman`, `/pairs`, `/skipped`."""
     E = np.asarray(E)
-    encode = _encoder(tokenizer)
-    cache: dict[str, np.ndarray | None] = {}
+    vecs: dict[str, np.ndarray | None] = {}
 
     def vec(word: str) -> np.ndarray | None:
-        if word not in cache:
-            ids = encode(word)
-            bad = [i for i in ids if not 0 <= i < E.shape[0]]
-            if bad:
-                raise ValueError(f"word similarity: {word!r} encodes to id {bad[0]}; allowed: ids in [0, {E.shape[0]})")
+        if word not in vecs:
+            ids = lex.pieces(word)
             v = np.asarray(E[ids], np.float64).mean(axis=0) if ids else None
-            cache[word] = v if v is not None and np.linalg.norm(v) > 0 else None
-        return cache[word]
+            vecs[word] = v if v is not None and np.linalg.norm(v) > 0 else None
+        return vecs[word]
 
     cos, human = [], []
     for w1, w2, score in pairs:
@@ -86,8 +171,60 @@ def pairs_similarity(E: Any, tokenizer: Any, pairs: list[tuple[str, str, float]]
         cos.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
         human.append(score)
     rho = spearman(np.asarray(cos), np.asarray(human)) if len(cos) >= 2 else float("nan")
+    n = float(len(cos))
+    return {f"{prefix}/spearman": rho, f"{prefix}/pairs": n, f"{prefix}/skipped": float(len(pairs)) - n}
+
+
+def analogy_accuracy(E: Any, lex: Lexicon, questions: list[Question], prefix: str, chunk: int = 512) -> dict:
+    """3CosAdd top-1 accuracy (float32 unit rows, as gensim): keys `<prefix>/accuracy`, `/semantic`,
+    `/syntactic` (NaN when no question of that kind is used), `/questions` (used) and `/skipped`."""
+    E = np.asarray(E, np.float32)
+    norms = np.linalg.norm(E, axis=1)
+    U = np.where(norms[:, None] > 0, E / np.where(norms > 0, norms, 1)[:, None], 0).astype(np.float32)
+    used = []
+    for section, *words in questions:
+        rows = [lex.row(w) for w in words]
+        if all(r is not None for r in rows) and all(norms[r] > 0 for r in rows):
+            used.append((section.startswith("gram"), *rows))
+    q = np.asarray(used, np.int64).reshape(-1, 5)
+    correct = np.zeros(len(q), bool)
+    for s in range(0, len(q), chunk):
+        a, b, c, d = (q[s : s + chunk, j] for j in range(1, 5))
+        target = np.stack([U[b], U[c], -U[a]]).mean(axis=0)
+        target /= np.maximum(np.linalg.norm(target, axis=1, keepdims=True), np.finfo(np.float32).tiny)
+        sims = target @ U.T  # (n, V)
+        sims[:, norms == 0] = -np.inf
+        n = np.arange(len(a))
+        sims[n, a] = sims[n, b] = sims[n, c] = -np.inf
+        correct[s : s + chunk] = sims.argmax(axis=1) == d
+    mean = lambda x: float(x.mean()) if x.size else float("nan")
+    syntactic = q[:, 0].astype(bool)
     return {
-        "word_sim/spearman": rho,
-        "word_sim/pairs": float(len(cos)),
-        "word_sim/skipped": float(len(pairs) - len(cos)),
+        f"{prefix}/accuracy": mean(correct),
+        f"{prefix}/semantic": mean(correct[~syntactic]),
+        f"{prefix}/syntactic": mean(correct[syntactic]),
+        f"{prefix}/questions": float(len(q)),
+        f"{prefix}/skipped": float(len(questions) - len(q)),
     }
+
+
+class Benchmarks:
+    """The benchmarks a run's log config names, read once, scored on any table of its vocabulary."""
+
+    def __init__(self, log: Any, lex: Lexicon):
+        self.lex = lex
+        self.pairs = [(n, read_pairs(p)[0]) for n, p in benchmark_files(log.word_similarity, SIMILARITY_SETS)]
+        self.analogies = [(n, read_questions(p)) for n, p in benchmark_files(log.analogy, ANALOGY_SETS)]
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs or self.analogies)
+
+    def scores(self, E: Any, table: str = "") -> dict[str, float]:
+        """Every set's keys for one table: `word_sim{table}/<set>/…`, `analogy{table}/<set>/…` (table "" for the
+        input table, "_out" for an untied output head)."""
+        out: dict[str, float] = {}
+        for name, pairs in self.pairs:
+            out.update(pairs_similarity(E, self.lex, pairs, f"word_sim{table}/{name}"))
+        for name, questions in self.analogies:
+            out.update(analogy_accuracy(E, self.lex, questions, f"analogy{table}/{name}"))
+        return out

@@ -200,7 +200,8 @@ class _Cohort:
             if s > self.start:
                 row["perf/tokens_per_s"] = rate
             if E is not None:  # every process measures (only process 0 logs), so all fail or none
-                scalars, rich = self.L.obs.geometry(E if at is None else E[i], s)
+                E_out = f.E_out if f.E_out is None or at is None else f.E_out[i]
+                scalars, rich = self.L.obs.geometry(E if at is None else E[i], s, E_out)
                 row.update(scalars)
                 r.log_rich(s, rich)
             if snap is not None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .evals import pairs_similarity, read_pairs
+from .config import ConfigError
+from .evals import Benchmarks, Lexicon
 from .stats import rankdata, spearman  # noqa: F401 (part of this module's API)
 
 CHUNK = 8192  # rows per float64 chunk: 8192 × 1024 × 8 B = 64 MiB
@@ -422,12 +423,23 @@ class TrainingGeometry:
             ]
         )
         self.probe_tokens = picks[:n_probe_tokens]
-        self.word_pairs = read_pairs(cfg.log.word_similarity)[0] if cfg.log.word_similarity else None  # read once
+        # word-level vocabularies (the planted corpus's token strings, data.tokenizer=word): a word is one row
+        words = getattr(corpus, "unk_id", None) is not None or corpus.labels is not None
+        lex = Lexicon(corpus.encode, V, words=words, unk=getattr(corpus, "unk_id", None))
+        try:
+            self.benchmarks = Benchmarks(cfg.log, lex)  # read once
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
-    def __call__(self, E: np.ndarray, step: int) -> tuple[dict[str, float], dict[str, Any]]:
+    def __call__(
+        self, E: np.ndarray, step: int, E_out: np.ndarray | None = None
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """The scalars and rich values of step `step`; E_out: an untied output head, scored on the benchmarks."""
         scalars = embedding_report(E, counts=self.counts, labels=self.labels)
-        if self.word_pairs:
-            scalars.update(pairs_similarity(E, self.corpus.encode, self.word_pairs))
+        if self.benchmarks:
+            scalars.update(self.benchmarks.scores(E))
+            if E_out is not None:
+                scalars.update(self.benchmarks.scores(E_out, "_out"))
         centred = embedding_report(E, center=True, prefix="emb_centered/")
         scalars.update(
             {

@@ -56,6 +56,7 @@ class Fetched:
     step: int
     host: dict[str, Any]
     E: np.ndarray | None
+    E_out: np.ndarray | None  # the untied output head, when benchmarks score it
     snapshot: tuple[np.ndarray, np.ndarray] | None  # (float16 rows, row update counts)
 
 
@@ -67,6 +68,12 @@ class Observer:
         self.cfg, self.vmapped = cfg, vmapped
         _, self.stats_fn, self.eval_fn, self.table_fn = fns
         self.geometry = TrainingGeometry(cfg, P.corpus)
+        self.out_fn = None  # the untied head, fetched with E when benchmarks score both tables
+        if self.geometry.benchmarks and jax.eval_shape(P.output_table, P.abstract_state["params"]) is not None:
+            if P.state_shardings is not None:
+                self.out_fn = jax.jit(P.output_table, in_shardings=(P.state_shardings["params"],))
+            else:
+                self.out_fn = jax.jit(jax.vmap(P.output_table) if vmapped else P.output_table)
         self.eval_batches = place(
             P.corpus.eval_batches(jax.random.key(1_000_003), cfg.data.eval_batches, cfg.data.batch_size)
         )
@@ -91,17 +98,14 @@ class Observer:
         if hit(s, log.eval_every, total):
             dev.update(self.eval_fn(state, self.eval_batches))
         E = self.table_fn(state["params"]) if hit(s, log.metrics_every, total) else None  # a new buffer
+        E_out = self.out_fn(state["params"]) if E is not None and self.out_fn is not None else None
         snap = self.snap_fn(state) if self.rows is not None and hit(s, self.snapshot_every, total) else None
-        return s, dev, E, snap
+        return s, dev, (E, E_out), snap
 
     def fetch(self, pending: tuple) -> Fetched:
         """Bring a dispatched chunk's extras to the host (a collective in a multi-process run: every process
         takes part)."""
-        s, dev, E, snap = pending
+        s, dev, tables, snap = pending
         host = jax.device_get(dev)
-        return Fetched(
-            s,
-            host,
-            None if E is None else to_host(E),
-            None if snap is None else tuple(np.asarray(to_host(x)) for x in snap),
-        )
+        E, E_out = (None if x is None else to_host(x) for x in tables)
+        return Fetched(s, host, E, E_out, None if snap is None else tuple(np.asarray(to_host(x)) for x in snap))

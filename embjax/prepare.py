@@ -10,8 +10,7 @@ A prepared corpus is a folder `<cache>/<source>-<key>/` holding
 dataset's fingerprint, the text field, the tokenizer, V and eval_fraction): a changed source or
 setting is prepared anew, the same one is reused. Memory stays bounded by one batch of documents.
 
-Documents: a record of a JSON-lines file, a row of a Parquet file or dataset, and, in a text file,
-each paragraph (text between blank lines; one over 1 MB is cut at line ends). The split is by
+Documents come from embjax.sources (files, plain or compressed, datasets, the built-in corpora). The split is by
 document: document i is held out when fmix32(i + 0x9E3779B9) / 2^32 < eval_fraction (murmur3's
 finaliser, a fixed pseudo-random draw; the offset because fmix32(0) = 0). A corpus too small for that (no
 held-out or no train document) holds out the tail of the token stream instead; meta.json says which rule was used.
@@ -20,7 +19,6 @@ held-out or no train document) holds out the tail of the token stream instead; m
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -28,187 +26,26 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from .config import ConfigError, DataConfig, tokenizer_file_size
 from .hostmem import applied
+from .sources import Source, open_source
 
 FORMAT = 1
 SEPARATOR = "\n\n"
-MAX_DOC_CHARS = 1 << 20
 BPE_TRAIN_CHARS = 100 << 20  # a local BPE tokenizer learns its merges from the corpus's first 100 MB
-DATASET_BUILDERS = ("text", "json", "parquet", "csv")  # data.dataset names that read local data.path files
-_FOLDER_PATTERNS = ("*.txt", "*.jsonl", "*.parquet")
+UNK, EOS = "<unk>", "<eos>"  # the word-level vocabulary's two special tokens (ids 0 and 1)
+WORD_RULE = (
+    "lowercased (Unicode); a word is a maximal run of word characters (\\w+: letters, digits, underscore); "
+    "everything else only separates words; the V - 2 most frequent words of the training documents (ties by "
+    "the word) plus <unk> (id 0: every other word) and <eos> (id 1: after each document)"
+)
 
 
 def cache_root(d: DataConfig) -> str:
     return os.path.expanduser(d.cache_dir or os.environ.get("EMBJAX_DATA_DIR") or "~/.cache/embjax/data")
-
-
-# ---------------------------------------------------------------------------------------
-# Sources: an iterator of document texts
-
-
-def source_files(path: str) -> list[str]:
-    """A file, a folder (its *.txt, *.jsonl and *.parquet files, recursively) or a glob pattern."""
-    if any(c in path for c in "*?["):
-        files = sorted(f for f in glob.glob(os.path.expanduser(path), recursive=True) if os.path.isfile(f))
-    elif os.path.isdir(path):
-        files = sorted(f for p in _FOLDER_PATTERNS for f in glob.glob(os.path.join(path, "**", p), recursive=True))
-    else:
-        files = [path] if os.path.isfile(path) else []
-    if not files:
-        raise ConfigError(
-            f"data.path: got {path!r}; allowed: an existing text, JSON-lines or Parquet file, a folder "
-            "of them, or a glob pattern that matches files"
-        )
-    return files
-
-
-def _paragraphs(path: str) -> Iterator[str]:
-    buf: list[str] = []
-    size = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                if buf:
-                    yield "".join(buf).rstrip("\n")
-                buf, size = [], 0
-                continue
-            buf.append(line)
-            size += len(line)
-            if size >= MAX_DOC_CHARS:
-                yield "".join(buf).rstrip("\n")
-                buf, size = [], 0
-    if buf:
-        yield "".join(buf).rstrip("\n")
-
-
-def _field_error(field: str, where: str, found: Any) -> ConfigError:
-    return ConfigError(
-        f"data.text_field: got {field!r}, but {where} has no such text field (it has: {found}); "
-        "allowed: the name of a field holding strings"
-    )
-
-
-def _json_lines(path: str, field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise ConfigError(
-                    f"data.path: got {path!r}, whose line {n} is not JSON; allowed: JSON lines (one object per line)"
-                ) from None
-            if not isinstance(rec, dict) or not isinstance(rec.get(field), str):
-                raise _field_error(
-                    field, f"{path} line {n}", ", ".join(rec) if isinstance(rec, dict) else type(rec).__name__
-                )
-            yield rec[field]
-
-
-def _parquet(path: str, field: str) -> Iterator[str]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds for a file that is not Parquet
-        raise ConfigError(
-            f"data.path: got {path!r}, which does not read as Parquet ({str(err).splitlines()[0]})"
-        ) from None
-    if field not in pf.schema_arrow.names:
-        raise _field_error(field, path, ", ".join(pf.schema_arrow.names))
-    kind = pf.schema_arrow.field(field).type
-    if str(kind) not in ("string", "large_string", "string_view"):
-        raise _field_error(field, path, f"{field} holds {kind}, not text")
-    for batch in pf.iter_batches(batch_size=1024, columns=[field]):
-        yield from (t for t in batch.column(0).to_pylist() if t)
-
-
-def _file_documents(path: str, field: str) -> Iterator[str]:
-    ext = path.lower().rsplit(".", 1)[-1]
-    if ext in ("jsonl", "json"):
-        return _json_lines(path, field)
-    if ext == "parquet":
-        return _parquet(path, field)
-    return _paragraphs(path)
-
-
-def _load_dataset(d: DataConfig):
-    """A Hugging Face dataset: a local builder over data.path (text / json / parquet / csv), a folder written
-    by save_to_disk, or a hub name (online only)."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    name = d.dataset
-    try:
-        if name in DATASET_BUILDERS:
-            if not d.path:
-                raise ConfigError(f"data.path: got null with data.dataset={name!r}; allowed: the files to load")
-            ds = datasets.load_dataset(name, data_files=source_files(d.path), split=d.split)
-        elif os.path.isdir(os.path.expanduser(name)):
-            ds = datasets.load_from_disk(os.path.expanduser(name))
-            if isinstance(ds, datasets.DatasetDict):
-                if d.split not in ds:
-                    raise ConfigError(f"data.split: got {d.split!r}; allowed: one of {', '.join(ds)}")
-                ds = ds[d.split]
-        else:
-            ds = datasets.load_dataset(name, split=d.split)
-    except ConfigError:
-        raise
-    except Exception as err:  # noqa: BLE001 - the datasets library raises many kinds; the user needs the message
-        raise ConfigError(
-            f"data.dataset: got {name!r}, which did not load ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); allowed: {' | '.join(DATASET_BUILDERS)} "
-            "with data.path, a save_to_disk folder, or a hub name when online"
-        ) from None
-    if d.text_field not in ds.column_names:
-        raise _field_error(d.text_field, f"dataset {name!r}", ", ".join(ds.column_names))
-    kind = getattr(ds.features[d.text_field], "dtype", None)
-    if kind not in ("string", "large_string"):
-        raise _field_error(
-            d.text_field, f"dataset {name!r}", f"{d.text_field} holds {ds.features[d.text_field]}, not text"
-        )
-    return ds
-
-
-@dataclass
-class Source:
-    """Where documents come from: a name, a fingerprint (cheap, for the cache key), a size for the progress
-    bar (bytes or rows) and a fresh iterator of documents on every call."""
-
-    name: str
-    fingerprint: str
-    total: int
-    unit: str
-    documents: Callable[[], Iterator[str]]
-
-
-def open_source(d: DataConfig) -> Source:
-    if d.dataset:
-        ds = _load_dataset(d)
-        field = d.text_field
-
-        def docs() -> Iterator[str]:
-            for batch in ds.iter(batch_size=1000):
-                yield from (t for t in batch[field] if t)
-
-        name = os.path.basename(os.path.normpath(d.dataset)) or "dataset"
-        return Source(name, f"dataset:{d.dataset}:{d.split}:{field}:{ds._fingerprint}", len(ds), "rows", docs)
-    files = source_files(d.path)
-    stats = [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
-
-    def docs() -> Iterator[str]:
-        for f in files:
-            yield from _file_documents(f, d.text_field)
-
-    name = os.path.basename(os.path.normpath(d.path.split("*")[0])) or "corpus"
-    return Source(name, json.dumps([stats, d.text_field]), sum(s[1] for s in stats), "B", docs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -256,12 +93,72 @@ def _train_bpe(source: Source, vocab_size: int):
     return tok
 
 
-def encoder(tok) -> Callable[[list[str]], list[np.ndarray]]:
-    """Texts -> their token ids; `tok` is None for bytes, else a `tokenizers.Tokenizer` (batched, in Rust)."""
+def word_tokenizer():
+    """The word-level tokenizer before its vocabulary is learned (the rule in WORD_RULE): a `tokenizers`
+    WordLevel model, so it saves as tokenizer.json and encodes in Rust like the others."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\w+"), behavior="removed", invert=True)
+    return tok
+
+
+def _train_words(source: Source, d: DataConfig):
+    """The word vocabulary of the training documents only (the split's rule; all documents when the rule holds
+    none out for training, where the tail of the stream is held out instead)."""
+    from tokenizers import trainers
+
+    if d.vocab_size < 3:
+        raise ConfigError(f"data.vocab_size: got {d.vocab_size} with data.tokenizer='word'; allowed: at least 3")
+    seen = {"train": 0}
+
+    def training(all_docs: bool) -> Iterator[list[str]]:
+        for texts, start in _numbered(source.documents()):
+            ids = np.arange(start, start + len(texts))
+            keep = np.ones(len(texts), bool) if all_docs else ~held_out(ids, d.eval_fraction)
+            seen["train"] += int(keep.sum())
+            yield [t for t, k in zip(texts, keep) if k]
+
+    def learn(all_docs: bool):
+        tok = word_tokenizer()
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=d.vocab_size, min_frequency=0, special_tokens=[UNK, EOS], show_progress=False
+        )
+        tok.train_from_iterator(training(all_docs), trainer)
+        return tok
+
+    tok = learn(False)
+    if not seen["train"]:
+        tok = learn(True)
+    if tok.get_vocab_size() < d.vocab_size:
+        raise ConfigError(
+            f"data.vocab_size: got {d.vocab_size} with data.tokenizer='word', but the training documents hold "
+            f"{tok.get_vocab_size() - 2:,} distinct words; allowed: at most {tok.get_vocab_size():,}"
+        )
+    return tok
+
+
+def _numbered(docs: Iterator[str], n: int = 4096) -> Iterator[tuple[list[str], int]]:
+    """Documents in lists of n, with the index of each list's first document."""
+    buf, start = [], 0
+    for doc in docs:
+        buf.append(doc)
+        if len(buf) == n:
+            yield buf, start
+            buf, start = [], start + n
+    if buf:
+        yield buf, start
+
+
+def encoder(tok, eos: int | None = None) -> Callable[[list[str]], list[np.ndarray]]:
+    """Texts -> their token ids; `tok` is None for bytes, else a `tokenizers.Tokenizer` (batched, in Rust);
+    `eos`: an id appended to each text (the word-level vocabulary's <eos>)."""
     if tok is None:
         return lambda texts: [np.frombuffer(t.encode("utf-8"), np.uint8) for t in texts]
     fast = getattr(tok, "encode_batch_fast", tok.encode_batch)
-    return lambda texts: [np.asarray(e.ids, np.int64) for e in fast(texts, add_special_tokens=False)]
+    tail = [] if eos is None else [eos]
+    return lambda texts: [np.asarray(e.ids + tail, np.int64) for e in fast(texts, add_special_tokens=False)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -298,7 +195,13 @@ def _tokenizer_spec(d: DataConfig) -> dict:
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
         }
+    if _is_word(d):
+        return {"kind": "word", "rule": WORD_RULE}
     return {"kind": d.tokenizer}
+
+
+def _is_word(d: DataConfig) -> bool:
+    return d.tokenizer == "word" and not d.tokenizer_file
 
 
 def prepared_dir(d: DataConfig, source: Source) -> str:
@@ -385,7 +288,7 @@ def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> 
     from tqdm import tqdm
 
     w, sha = _Writer(tmp, d.vocab_size, d.eval_fraction), hashlib.sha1()
-    encode = encoder(tok)
+    encode = encoder(tok, eos=tok.token_to_id(EOS) if _is_word(d) else None)
     with tqdm(
         total=source.total,
         unit=source.unit,
@@ -401,8 +304,9 @@ def _tokenize_into(tmp: str, d: DataConfig, source: Source, tok, show: bool) -> 
                 sha.update(b)
             w.add(encode(texts))
             bar.update(len(texts) if source.unit == "rows" else sum(map(len, raw)))
-        bar.n = bar.total  # paragraphs are counted without the blank lines between them
-        bar.refresh()
+        if bar.total:
+            bar.n = bar.total  # paragraphs are counted without the blank lines between them
+            bar.refresh()
     split = w.close()
     if w.tokens["train"] + w.tokens["eval"] == 0:
         raise ConfigError(f"data.path: got {d.path or d.dataset!r}, which holds no text; allowed: a non-empty corpus")
@@ -446,7 +350,18 @@ def _meta(tmp: str, d: DataConfig, source: Source, sha1: str, split: str, w: _Wr
             "eval_tokens": w.tokens["eval"],
         },
         "counts": w.counts.tolist(),
+        **({"oov": _oov_rates(tmp, w)} if _is_word(d) else {}),
     }
+
+
+def _oov_rates(folder: str, w: _Writer) -> dict[str, float]:
+    """The fraction of each split's words (its tokens but <eos>) that are <unk>: a word outside the vocabulary."""
+    out = {}
+    for split in ("train", "eval"):
+        ids = np.fromfile(os.path.join(folder, f"{split}.bin"), w.dtype)
+        words = int((ids != 1).sum())
+        out[split] = float((ids == 0).sum() / words) if words else 0.0
+    return out
 
 
 def prepare(d: DataConfig, show: bool = True) -> str:
@@ -479,7 +394,9 @@ def _prepare(d: DataConfig, source: Source | None, final: str, show: bool) -> st
         if d.tokenizer_file:
             tok = load_tokenizer_file(d.tokenizer_file)
         else:
-            tok = None if d.tokenizer == "byte" else _train_bpe(source, d.vocab_size)
+            tok = {"byte": lambda: None, "word": lambda: _train_words(source, d)}.get(
+                d.tokenizer, lambda: _train_bpe(source, d.vocab_size)
+            )()
         if tok is not None:
             tok.save(os.path.join(tmp, "tokenizer.json"))
         meta = _tokenize_into(tmp, d, source, tok, show)

@@ -115,6 +115,22 @@ def summarize(cfg: Config, info: dict, o: Outcome) -> dict[str, Any]:
     return out
 
 
+def write_tokens_tsv(run_dir: str, corpus: Any) -> None:
+    """tokens.tsv: id, token, count[, class][, pretrained: 1 for a row from the pretrained source, 0 filled]."""
+    marks = getattr(corpus, "pretrained_matched", None)  # (a Corpus-like object without it: no column)
+    with open(os.path.join(run_dir, "tokens.tsv"), "w", encoding="utf-8") as f:
+        f.write(
+            "id\ttoken\tcount"
+            + ("\tclass" if corpus.labels is not None else "")
+            + ("\tpretrained" if marks is not None else "")
+            + "\n"
+        )
+        for i, tok in enumerate(corpus.tokens):
+            extra = f"\t{int(corpus.labels[i])}" if corpus.labels is not None else ""
+            extra += f"\t{int(marks[i])}" if marks is not None else ""
+            f.write(f"{i}\t{tok}\t{corpus.counts[i]:.10g}{extra}\n")
+
+
 class RunLocked(ConfigError):
     """Another live process holds the run directory."""
 
@@ -469,20 +485,7 @@ class RunDir:
         export_projector(self.path, o.E, self.corpus, self.sink, step=self.last_logged)
 
     def _write_tokens(self) -> None:
-        """tokens.tsv: id, token, count[, class][, pretrained: 1 for a row from the pretrained source, 0 filled]."""
-        corpus = self.corpus
-        marks = getattr(corpus, "pretrained_matched", None)  # (a Corpus-like object without it: no column)
-        with open(os.path.join(self.path, "tokens.tsv"), "w", encoding="utf-8") as f:
-            f.write(
-                "id\ttoken\tcount"
-                + ("\tclass" if corpus.labels is not None else "")
-                + ("\tpretrained" if marks is not None else "")
-                + "\n"
-            )
-            for i, tok in enumerate(corpus.tokens):
-                extra = f"\t{int(corpus.labels[i])}" if corpus.labels is not None else ""
-                extra += f"\t{int(marks[i])}" if marks is not None else ""
-                f.write(f"{i}\t{tok}\t{corpus.counts[i]:.10g}{extra}\n")
+        write_tokens_tsv(self.path, self.corpus)
 
     def _write_page(self) -> None:
         """embedding_space.html from the snapshots, logged to the W&B run; a failure here costs the page only."""

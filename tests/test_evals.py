@@ -73,15 +73,15 @@ def test_log_word_similarity_is_logged_at_every_metrics_step(tmp_path):
 
     path = _pairs(tmp_path, "t1_c1 t5_c1 9\nt1_c1 t2_c2 1\nt3_c3 t7_c3 8\nt2_c2 t3_c3 2\nt4_c0 nosuchword 5\n")
     assert train_main([*TINY, f"--out_dir={tmp_path}", "--log.wandb=false", f"--log.word_similarity={path}"]) == 0
-    rows = [r for r in read_jsonl(tmp_path / "default" / "metrics.jsonl") if "word_sim/spearman" in r]
+    rows = [r for r in read_jsonl(tmp_path / "default" / "metrics.jsonl") if "word_sim/pairs/spearman" in r]
     assert [r["step"] for r in rows] == [0, 10, 20, 30]
-    assert all(r["word_sim/pairs"] == 4 and r["word_sim/skipped"] == 1 for r in rows)
+    assert all(r["word_sim/pairs/pairs"] == 4 and r["word_sim/pairs/skipped"] == 1 for r in rows)
     E = np.load(tmp_path / "default" / "embeddings.npy")
     tokens = [line.split("\t")[1] for line in (tmp_path / "default" / "tokens.tsv").read_text().splitlines()[1:]]
     want = word_similarity(E, {t: i for i, t in enumerate(tokens)}, path)["word_sim/spearman"]
-    assert rows[-1]["word_sim/spearman"] == pytest.approx(want, abs=1e-6)
+    assert rows[-1]["word_sim/pairs/spearman"] == pytest.approx(want, abs=1e-6)
     summary = json.loads((tmp_path / "default" / "summary.json").read_text())
-    assert summary["word_sim/spearman"] == pytest.approx(want, abs=1e-6)
+    assert summary["word_sim/pairs/spearman"] == pytest.approx(want, abs=1e-6)
 
 
 def test_log_word_similarity_file_must_exist(tmp_path, capsys):
