@@ -150,9 +150,16 @@ def word_similarity(E: Any, tokenizer: Any, pairs_file: str) -> dict[str, float]
     return pairs_similarity(E, lex, read_pairs(pairs_file)[0], "word_sim")
 
 
+def _unit32(v: np.ndarray) -> np.ndarray:
+    """v / ‖v‖ as gensim's unitvec makes it: the norm and the scaling in float64, the result float32."""
+    v64 = np.asarray(v, np.float64)
+    return (v64 * (1.0 / np.sqrt(v64 @ v64))).astype(np.float32)
+
+
 def pairs_similarity(E: Any, lex: Lexicon, pairs: list[Pair], prefix: str) -> dict[str, float]:
-    """Spearman's ρ between cos(vec(w₁), vec(w₂)) (float64) and the human scores; a pair is skipped when a word
-    has no rows or a zero vector. Keys `<prefix>/spearman`, `/pairs`, `/skipped`."""
+    """Spearman's ρ between cos(vec(w₁), vec(w₂)) and the human scores; a pair is skipped when a word has no rows
+    or a zero vector. The cosine is gensim's: float32 unit vectors' float32 dot product, so equal words tie as in
+    gensim (ρ equal to its evaluate_word_pairs to 1e-6). Keys `<prefix>/spearman`, `/pairs`, `/skipped`."""
     E = np.asarray(E)
     vecs: dict[str, np.ndarray | None] = {}
 
@@ -160,7 +167,7 @@ def pairs_similarity(E: Any, lex: Lexicon, pairs: list[Pair], prefix: str) -> di
         if word not in vecs:
             ids = lex.pieces(word)
             v = np.asarray(E[ids], np.float64).mean(axis=0) if ids else None
-            vecs[word] = v if v is not None and np.linalg.norm(v) > 0 else None
+            vecs[word] = _unit32(v) if v is not None and np.linalg.norm(v) > 0 else None
         return vecs[word]
 
     cos, human = [], []
@@ -168,7 +175,7 @@ def pairs_similarity(E: Any, lex: Lexicon, pairs: list[Pair], prefix: str) -> di
         a, b = vec(w1), vec(w2)
         if a is None or b is None:
             continue
-        cos.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+        cos.append(float(np.dot(a, b)))
         human.append(score)
     rho = spearman(np.asarray(cos), np.asarray(human)) if len(cos) >= 2 else float("nan")
     n = float(len(cos))

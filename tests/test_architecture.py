@@ -14,7 +14,7 @@ from tests.conftest import ROOT, TINY
 LAYERS = [
     {"commands"},
     {"cli", "bench"},
-    {"runner", "findings", "inspector"},
+    {"runner", "findings", "inspector", "baseline"},
     {"loop"},
     {"rundir", "report", "observe"},
     {"viewer"},
@@ -22,6 +22,7 @@ LAYERS = [
     {"models"},
     {"data", "metrics", "mesh", "profiler"},
     {"prepare"},
+    {"sources"},
     {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals", "snapshots", "pretrained"},
     {"stats"},
 ]
