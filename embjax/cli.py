@@ -350,18 +350,27 @@ def inspect_main(argv: list[str]) -> int:
 
 @guarded
 def view_main(argv: list[str]) -> int:
-    """`python -m experiments.view RUN_OR_SWEEP_DIR [--members=NAME,PATTERN,...] [--out=PATH]`."""
-    known, extra, positional = split_args(argv, ("members", "out"))
+    """`python -m experiments.view RUN_OR_SWEEP_DIR [--members=NAME,PATTERN,...] [--out=PATH]
+    [--highlight=BENCHMARK,...]`."""
+    known, extra, positional = split_args(argv, ("members", "out", "highlight"))
     if extra or len(positional) != 1 or not os.path.isdir(positional[0]):
         raise ConfigError(
             f"got {[*positional, *extra]!r}; allowed: one run or sweep directory, "
-            "--members=NAME,PATTERN,... and --out=PATH"
+            "--members=NAME,PATTERN,..., --out=PATH and --highlight=BENCHMARK,..."
         )
+    from .config import ANALOGY_NAMES, SIMILARITY_NAMES
     from .viewer import write_page
 
     members = [m for m in known["members"].split(",") if m] if known.get("members") else None
+    highlight = [h.strip() for h in known.get("highlight", "").strip("[]").split(",") if h.strip()] or None
+    for h in highlight or ():
+        if h not in SIMILARITY_NAMES + ANALOGY_NAMES and not os.path.isfile(h):
+            raise ConfigError(
+                f"--highlight: got {h!r}; allowed: {' | '.join(SIMILARITY_NAMES + ANALOGY_NAMES)}, a pairs or "
+                "analogy file, or a comma-separated list of them"
+            )
     try:
-        path = write_page(positional[0], members=members, out=known.get("out"))
+        path = write_page(positional[0], members=members, out=known.get("out"), highlight=highlight)
     except ValueError as err:  # no snapshots, --members with a run, or a file in the run that does not parse
         raise ConfigError(str(err)) from None
     except OSError as err:

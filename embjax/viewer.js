@@ -21,10 +21,19 @@
     m.nnIdx = decode(m.nn, m.nn_wide ? Uint32Array : Uint16Array);
     m.nnCos = decode(m.nncos, Int16Array);
     m.upd = decode(m.updated, Uint8Array);
+    if (m.highlight) {
+      const h = m.highlight;
+      h.on = decode(h.marked, Uint8Array);
+      h.cos = decode(h.paircos, Int16Array);
+      h.partners = Array.from({ length: m.N }, () => []); // shown row -> [pair index, partner]
+      h.pairs.forEach(([a, b], p) => { h.partners[a].push([p, b]); h.partners[b].push([p, a]); });
+    }
   }
   const hasClasses = D.members.every((m) => m.classes !== null);
-  const modes = (hasClasses ? [["class", "planted class"]] : []).concat(
-    [["bucket", "frequency bucket"], ["updated", "never updated"]]);
+  const marked = D.members[0].highlight;
+  const modes = (marked ? [["highlight", marked.label + " words"]] : []).concat(
+    hasClasses ? [["class", "planted class"]] : [], [["bucket", "frequency bucket"], ["updated", "never updated"]]);
+  const HIGHLIGHT = [["benchmark word", "#d62728"], ["other", "#cccccc"]];
   const S = { frame: 0, playing: false, timer: null, speed: 1, colour: modes[0][0], three: false };
 
   function frameOf(m, step) { // the member's newest frame at or before step (-1: none yet)
@@ -43,6 +52,12 @@
         const o = (f * m.N + i) * K + k;
         s += (k ? "," : "") + " " + m.tokens[m.nnIdx[o]] + " (" + (m.nnCos[o] / 10000).toFixed(2) + ")";
       }
+      const h = m.highlight;
+      if (h && h.partners[i].length) {
+        const P = h.pairs.length;
+        s += "<br>" + h.label + ":" + h.partners[i].slice(0, 8).map(([p, j]) =>
+          " " + m.tokens[j] + " (" + (h.cos[f * P + p] / 10000).toFixed(2) + ")").join(",");
+      }
       out[i] = s;
     }
     return out;
@@ -50,7 +65,8 @@
   function colours(m, f) {
     const out = new Array(m.N);
     for (let i = 0; i < m.N; i++) {
-      if (S.colour === "class") out[i] = PALETTE[m.classes[i] % PALETTE.length];
+      if (S.colour === "highlight") out[i] = HIGHLIGHT[m.highlight.on[i] ? 0 : 1][1];
+      else if (S.colour === "class") out[i] = PALETTE[m.classes[i] % PALETTE.length];
       else if (S.colour === "bucket") out[i] = BUCKETS[m.bucket[i]][1];
       else out[i] = UPDATED[m.upd[f * m.N + i] ? 0 : 1][1];
     }
@@ -83,7 +99,7 @@
     return l;
   }
   function legend() {
-    const items = S.colour === "bucket" ? BUCKETS : S.colour === "updated" ? UPDATED :
+    const items = S.colour === "highlight" ? HIGHLIGHT : S.colour === "bucket" ? BUCKETS : S.colour === "updated" ? UPDATED :
       PALETTE.slice(0, Math.min(PALETTE.length, 1 + Math.max(...D.members[0].classes))).map((c, k) => ["class " + k, c]);
     $("legend").innerHTML = items.map(([n, c]) => '<span><i style="background:' + c + '"></i>' + n + "</span>").join("") +
       "<span>size: log frequency</span>";
@@ -196,7 +212,8 @@
     " members (python -m experiments.view DIR --members=... chooses). " : "") +
     (hidden.length ? "Rows not finite in some frame (float16 overflow or divergence), hidden there: " + hidden.join(", ") + ". " : "") +
     "Projection: PCA of each member's final frame, the same axes at every frame. Rows: " +
-    D.members[0].rows_note + ". Hover a point for its token, count, norm and nearest neighbours by cosine at this frame; " +
+    D.members[0].rows_note + ". " + (marked ? D.members.map((m) => m.highlight.note).filter((n, k, a) => a.indexOf(n) === k).join("; ") +
+    " (hover one for its benchmark partners and their cosine at this frame). " : "") + "Hover a point for its token, count, norm and nearest neighbours by cosine at this frame; " +
     "click a curve to jump to that step; keys: space, arrows, Home.";
   legend();
   drawCurves();

@@ -10,7 +10,10 @@ script (`viewer.js`) drives the frames. What the page computes here, in NumPy:
 - each row's norm and its 5 nearest neighbours by cosine among the rows kept, at every frame;
 - colours by planted class, frequency bucket (the top 1 %, the next 9 %, the rest, unseen) or
   whether the row has received a gradient yet; marker size grows with log frequency;
-- the curves beside it (train/eval loss, norm growth, mean cosine) from metrics.jsonl.
+- the curves beside it (train/eval loss, norm growth, mean cosine) from metrics.jsonl;
+- with `highlight` (benchmark names or files, as log.word_similarity / log.analogy take them): the benchmark's
+  words among the rows shown, a colour mode of their own, and for a similarity set each word's benchmark
+  partners with their cosine at every frame in its hover, so a reader sees whether "car" sits by "automobile".
 """
 
 from __future__ import annotations
@@ -179,7 +182,55 @@ def _sizes(counts: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, 3.0 + 9.0 * (np.log(np.maximum(counts, pos.min())) - lo) / (hi - lo), 3.0)
 
 
-def member_data(run_dir: str, cfg: dict, label: str) -> dict[str, Any]:
+def benchmark_words(names: list[str]) -> tuple[str, list[str], list[tuple[str, str]]]:
+    """(label, words, word pairs) of the benchmarks named (a similarity set's pairs; an analogy set's words)."""
+    from .evals import ANALOGY_SETS, SIMILARITY_SETS, benchmark_files, read_pairs, read_questions
+
+    words: dict[str, None] = {}
+    pairs: list[tuple[str, str]] = []
+    for name in names:
+        if name in ANALOGY_SETS or (name not in SIMILARITY_SETS and _is_questions(name)):
+            for _, path in benchmark_files(name, ANALOGY_SETS):
+                words.update((w, None) for q in read_questions(path) for w in q[1:])
+        else:
+            for _, path in benchmark_files(name, SIMILARITY_SETS):
+                got = read_pairs(path)[0]
+                pairs += [(a, b) for a, b, _ in got]
+                words.update((w, None) for a, b, _ in got for w in (a, b))
+    return "+".join(os.path.splitext(os.path.basename(n))[0] for n in names), list(words), pairs
+
+
+def _is_questions(path: str) -> bool:
+    with open(path, encoding="utf-8") as f:
+        return f.readline().startswith(": ")
+
+
+def _highlight(tokens: list[str], rows: np.ndarray, E: np.ndarray, spec: tuple) -> dict[str, Any]:
+    """Which shown rows are benchmark words (a word matches its token exactly, else lowercased), the pairs among
+    them (positions in the shown rows) and each pair's cosine at every frame."""
+    label, words, pairs = spec
+    where = {t: k for k, t in enumerate(tokens[i] for i in rows)}
+    lower = {t.lower(): k for t, k in reversed(list(where.items()))}
+    pos = lambda w: where.get(w, lower.get(w.lower()))
+    found = {w: pos(w) for w in words if pos(w) is not None}
+    marked = np.zeros(len(rows), np.uint8)
+    marked[list(found.values())] = 1
+    shown = sorted({(found[a], found[b]) for a, b in pairs if a in found and b in found and found[a] != found[b]})
+    P = np.asarray(shown, np.int64).reshape(-1, 2)
+    U = E / np.maximum(np.linalg.norm(E, axis=2, keepdims=True), 1e-30)
+    cos = np.einsum("fpd,fpd->fp", U[:, P[:, 0]], U[:, P[:, 1]]) if len(P) else np.zeros((len(E), 0))
+    vocab = set(tokens) | {t.lower() for t in tokens}
+    in_vocab = sum(1 for w in words if w in vocab or w.lower() in vocab)
+    return {
+        "label": html.escape(label, quote=False),
+        "marked": _b64(marked, "u1"),
+        "pairs": P.tolist(),
+        "paircos": _b64(np.round(np.nan_to_num(cos) * 10000), "i2"),
+        "note": f"{label}: {len(found):,} of its {len(words):,} words shown ({in_vocab:,} in the vocabulary)",
+    }
+
+
+def member_data(run_dir: str, cfg: dict, label: str, highlight: tuple | None = None) -> dict[str, Any]:
     """One member's frames, projected, with norms, neighbours and colours, ready for the page."""
     snap = snapshots.read(run_dir)
     tokens, counts, classes = read_tokens(run_dir)
@@ -222,12 +273,14 @@ def member_data(run_dir: str, cfg: dict, label: str) -> dict[str, Any]:
             "sampled with a fixed seed); neighbours among these"
         ),
         "curves": _curves(run_dir),
+        "highlight": None if highlight is None else _highlight(tokens, rows, E, highlight),
     }
 
 
-def page_data(dirs: list[str], eligible: int | None = None) -> dict[str, Any]:
+def page_data(dirs: list[str], eligible: int | None = None, highlight: list[str] | None = None) -> dict[str, Any]:
     cfgs = [read_yaml(os.path.join(d, "config.yaml")) for d in dirs]
-    members = [member_data(d, c, label) for d, c, label in zip(dirs, cfgs, _labels(cfgs))]
+    spec = benchmark_words(highlight) if highlight else None
+    members = [member_data(d, c, label, spec) for d, c, label in zip(dirs, cfgs, _labels(cfgs))]
     steps = sorted({s for m in members for s in m["steps"]})
     title = members[0]["name"] if len(members) == 1 else os.path.basename(os.path.dirname(os.path.abspath(dirs[0])))
     return {"title": title, "steps": steps, "members": members, "eligible": eligible or len(members)}
@@ -251,12 +304,15 @@ def render(data: dict[str, Any]) -> str:
     )
 
 
-def write_page(path: str, members: list[str] | None = None, out: str | None = None) -> str:
-    """Write the page for a run or a sweep directory (see run_dirs); returns its path."""
+def write_page(
+    path: str, members: list[str] | None = None, out: str | None = None, highlight: list[str] | None = None
+) -> str:
+    """Write the page for a run or a sweep directory (see run_dirs); returns its path. `highlight`: benchmark
+    names or files whose words the page can colour (see benchmark_words)."""
     dirs, eligible = run_dirs(path, members)
     if eligible > len(dirs):
         print(f"{path}: the page shows {len(dirs)} of {eligible} members (choose with --members)", file=sys.stderr)
-    page = render(page_data(dirs, eligible))  # built before any file is opened: a failure leaves nothing behind
+    page = render(page_data(dirs, eligible, highlight))  # built before any file is opened: a failure leaves nothing
     out = out or os.path.join(path, PAGE)
     write_atomic(out, lambda f: f.write(page))  # a full disk leaves no half page behind
     return out

@@ -378,3 +378,38 @@ def test_browser_tokens_are_shown_as_written(browser, run, tmp_path):
             ).startswith(tok),
         )
     assert browser.execute_script("return document.querySelectorAll('script').length") == 3  # none injected
+
+
+@pytest.mark.slow
+def test_browser_highlights_a_benchmarks_words_and_their_partners(browser, run, tmp_path):
+    """view --highlight=PAIRS: a colour mode for the benchmark's words (the words among the rows, no others), and a
+    word's hover lists its benchmark partners with their cosine at that frame (NumPy on the snapshot's rows)."""
+    from embjax import snapshots
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("t1_c1\tt5_c1\t9\nt1_c1\tt2_c2\t1\nt3_c3\tnosuchword\t5\n")
+    copy = tmp_path / "r"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("wandb", "checkpoints"))
+    assert view_main([str(copy), f"--highlight={pairs}"]) == 0
+    _open(browser, copy / "embedding_space.html")
+    browser.find_element("css selector", "#colour option[value='highlight']").click()
+    assert "benchmark word" in browser.find_element("id", "legend").text
+    colours = browser.execute_script("return document.getElementById('member-0').data[0].marker.color")
+    assert [i for i, c in enumerate(colours) if c == "#d62728"] == [1, 2, 3, 5]
+    snap = snapshots.read(str(copy))
+    E = snap.E[-1].astype(np.float64)
+    cos = lambda a, b: E[a] @ E[b] / np.linalg.norm(E[a]) / np.linalg.norm(E[b])
+    browser.execute_script(f"window.embjaxViewer.go({len(snap.steps) - 1})")
+    browser.execute_script("Plotly.Fx.hover('member-0', [{curveNumber: 0, pointNumber: 1}])")
+    _wait(
+        browser,
+        lambda: (
+            "pairs:"
+            in browser.execute_script(
+                "const h = document.querySelector('#member-0 .hovertext'); return h ? h.textContent : ''"
+            )
+        ),
+    )
+    text = browser.execute_script("return document.querySelector('#member-0 .hovertext').textContent")
+    assert f"t5_c1 ({cos(1, 5):.2f})" in text and f"t2_c2 ({cos(1, 2):.2f})" in text, text
+    assert "pairs: 4 of its 5 words shown (4 in the vocabulary)" in browser.find_element("id", "notes").text
