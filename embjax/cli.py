@@ -314,13 +314,22 @@ def baseline_main(argv: list[str]) -> int:
 
 @guarded
 def report_main(argv: list[str]) -> int:
-    _, _, positional = split_args(argv, ())
-    if len(positional) != 1 or not os.path.isdir(positional[0]):
-        raise ConfigError(f"got {positional!r}; allowed: one run or sweep directory")
+    """`python -m experiments.report DIR [--baseline=RUN_DIR]`."""
+    known, extra, positional = split_args(argv, ("baseline",))
+    if extra or len(positional) != 1 or not os.path.isdir(positional[0]):
+        raise ConfigError(
+            f"got {[*positional, *extra]!r}; allowed: one run or sweep directory and --baseline=RUN_DIR "
+            "(a run of experiments.baseline)"
+        )
+    if known.get("baseline") and not os.path.isfile(os.path.join(known["baseline"], "summary.json")):
+        raise ConfigError(
+            f"--baseline: got {known['baseline']!r}, which holds no summary.json; allowed: a finished run directory "
+            "of python -m experiments.baseline"
+        )
     from .report import make_report
 
     try:
-        path = make_report(positional[0])
+        path = make_report(positional[0], baseline=known.get("baseline"))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     print(path)

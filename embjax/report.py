@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import benchmark_report
 from .embedding import init_std_for
 from .scaling import coord_slopes, lr_transfer
 from .sinks import read_jsonl
@@ -441,20 +442,27 @@ def bucket_lines(runs) -> list[str]:
     return lines + ["", "Seeds are the members that differ only in seed; mean ± population sd over them.", ""]
 
 
-def make_report(root: str, wandb_group: str | None = None) -> str:
-    """Write the plots and report.md into root; returns report.md's path."""
+def make_report(root: str, wandb_group: str | None = None, baseline: str | None = None) -> str:
+    """Write the plots and report.md into root; returns report.md's path. `baseline`: a baseline run directory
+    (experiments.baseline), drawn as a reference line in the benchmarks' plot and added as a row of summary.csv."""
     import matplotlib
 
     matplotlib.use("Agg")
     runs = _load_runs(root)
     if not runs:
         raise ValueError(f"{root}: no run directories (config.yaml) found")
+    base = benchmark_report.read_baseline(baseline)
+    if base is not None:
+        benchmark_report.add_baseline_row(root, base)
     plots = _plots(root, runs)
+    if benchmark_report.plot(runs, os.path.join(root, "benchmarks.png"), base):
+        plots["benchmarks.png"] = "Word similarity and analogies"
     lines = [f"# Report: {os.path.basename(os.path.abspath(root))}", ""] + _summary_lines(runs)
     extra = {
         "coord_check.png": coord_slope_lines(runs),
         "lr_transfer.png": lr_transfer_lines(runs),
         "loss_by_bucket.png": bucket_lines(runs),
+        "benchmarks.png": benchmark_report.lines(runs, base),
     }
     for fname, title in plots.items():
         lines += [f"## {title}", "", f"![{title}]({fname})", "", *extra.get(fname, [])]

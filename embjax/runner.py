@@ -367,7 +367,7 @@ def run_sweep(
     if report:
         from .report import make_report
 
-        make_report(sweep_dir, wandb_group=name if cfgs[0].log.wandb else None)
+        make_report(sweep_dir, wandb_group=name if cfgs[0].log.wandb else None, baseline=sweep.get("baseline"))
     if sig.received:
         for s in result:
             s["_signal"] = sig.received
@@ -392,19 +392,19 @@ SUMMARY_METRICS = (
 )
 
 
+BENCHMARK_PREFIXES = ("word_sim/", "word_sim_out/", "analogy/", "analogy_out/")
+
+
 def write_summary_csv(sweep_dir: str, keys: list[str], cfgs: list[Config], summaries: list[dict]) -> str:
-    """summary.csv: a row per member: its name, a column per swept key, final metrics, status."""
+    """summary.csv: a row per member: its name, a column per swept key, final metrics (the benchmark keys any member
+    logged among them), status. The report adds a baseline's row (benchmark_report.add_baseline_row)."""
     path = os.path.join(sweep_dir, "summary.csv")
+    bench = sorted({k for s in summaries for k in s if k.startswith(BENCHMARK_PREFIXES)})
+    metrics = [*SUMMARY_METRICS[:-2], *bench, *SUMMARY_METRICS[-2:]]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["member", *keys, *SUMMARY_METRICS, "status"])
+        w.writerow(["member", *keys, *metrics, "status"])
         for cfg, s in zip(cfgs, summaries):
-            w.writerow(
-                [
-                    cfg.name,
-                    *[C.get(cfg, k) for k in keys],
-                    *[s.get(m, "") for m in SUMMARY_METRICS],
-                    s.get("status", ""),
-                ]
-            )
+            values = [s.get(m, "") for m in metrics]
+            w.writerow([cfg.name, *[C.get(cfg, k) for k in keys], *values, s.get("status", "")])
     return path

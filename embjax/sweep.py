@@ -42,8 +42,9 @@ def load_sweep(path: str) -> dict:
         from sweeps.config import SweepConfig
 
         try:
-            # run_cap is a documented W&B sweep key that the published engine's schema predates
-            SweepConfig({k: v for k, v in raw.items() if k != "run_cap"})
+            # run_cap is a documented W&B sweep key that the published engine's schema predates; baseline is
+            # embjax's own (a reference run directory for the report)
+            SweepConfig({k: v for k, v in raw.items() if k not in ("run_cap", "baseline")})
         except jsonschema.ValidationError as err:
             where = ".".join(str(p) for p in err.absolute_path) or "sweep"
             raise ConfigError(f"{path}: {where}: {err.message.splitlines()[0]}") from None
@@ -59,6 +60,8 @@ def load_sweep(path: str) -> dict:
             f"{path}: early_terminate: needs W&B's controller; run it with `wandb sweep {path}` "
             "then `wandb agent SWEEP_ID`, or remove early_terminate to run locally"
         )
+    if "baseline" in raw and not isinstance(raw["baseline"], str):
+        raise ConfigError(f"{path}: baseline: got {raw['baseline']!r}; allowed: a run directory (experiments.baseline)")
     if "run_cap" in raw and not (isinstance(raw["run_cap"], int) and raw["run_cap"] > 0):
         raise ConfigError(f"{path}: run_cap: got {raw['run_cap']!r}; allowed: a positive integer")
     if raw["method"] == "random" and not raw.get("run_cap"):

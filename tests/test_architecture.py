@@ -17,7 +17,7 @@ LAYERS = [
     {"runner", "findings", "inspector", "baseline"},
     {"loop"},
     {"rundir", "report", "observe"},
-    {"viewer"},
+    {"viewer", "benchmark_report"},
     {"step", "sweep"},
     {"models"},
     {"data", "metrics", "mesh", "profiler"},

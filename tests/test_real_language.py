@@ -214,3 +214,71 @@ def test_the_baseline_and_an_untied_lm_score_both_tables_as_gensim_does(tmp_path
     (wb,) = (tmp_path / "lm" / "wandb").glob("offline-run-*/run-*.wandb")
     logged = {k for row in read_wandb_history(str(wb)) for k in row}
     assert {"word_sim/simlex999/spearman", "word_sim_out/wordsim353/spearman", "analogy_out/google/semantic"} <= logged
+
+
+@pytest.mark.slow
+def test_a_baseline_is_read_by_the_report_summary_csv_and_the_page(tmp_path):
+    """A sweep file naming a baseline: summary.csv gains its row (its own summary's values), report.md its line and
+    the benchmarks' plot its reference line; the page of the baseline's directory is written like a run's."""
+    import csv
+
+    import yaml
+
+    from embjax.viewer import page_data
+
+    data = ["--data.kind=text", "--data.path=builtin:lee_news", "--data.tokenizer=word", "--data.vocab_size=2048"]
+    r = run_cli(
+        "experiments.baseline", "--dim=16", "--epochs=2", *data, *BENCH, f"--out_dir={tmp_path}", "--log.wandb=false"
+    )
+    assert r.returncode == 0, r.stderr
+    base = {
+        "steps": 6,
+        "data": {
+            "kind": "text",
+            "path": "builtin:lee_news",
+            "tokenizer": "word",
+            "vocab_size": 2048,
+            "seq_len": 16,
+            "batch_size": 4,
+            "eval_batches": 1,
+        },  # fmt: skip
+        "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2},
+        "log": {
+            "every": 3,
+            "metrics_every": 3,
+            "eval_every": 3,
+            "progress": False,
+            "wandb": False,
+            "word_similarity": ["wordsim353", "simlex999"],
+            "analogy": "google",
+        },  # fmt: skip
+        "checkpoint": {"every": 0},
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    sweep = {
+        "name": "bs",
+        "program": "experiments/train.py",
+        "method": "grid",
+        "baseline": str(tmp_path / "word2vec"),
+        "parameters": {
+            "config": {"value": str(tmp_path / "base.yaml")},
+            "model.tie_embeddings": {"values": [True, False]},
+        },
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
+    r = run_cli("experiments.sweep", str(tmp_path / "s.yaml"), f"--out_dir={tmp_path}", "--progress=false")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "bs" / "summary.csv")))
+    assert [row["member"] for row in rows][-1] == "baseline:word2vec" and len(rows) == 3
+    summary = json.loads((tmp_path / "word2vec" / "summary.json").read_text())
+    for key in ("word_sim/simlex999/spearman", "word_sim_out/wordsim353/spearman", "analogy/google/questions"):
+        assert float(rows[-1][key]) == pytest.approx(summary[key], rel=1e-12) and rows[1][key] != ""
+    assert rows[0]["word_sim_out/simlex999/spearman"] == ""  # the tied member has no output head
+    report = (tmp_path / "bs" / "report.md").read_text()
+    assert "## Word similarity and analogies" in report and "| word2vec |" in report
+    assert (tmp_path / "bs" / "benchmarks.png").stat().st_size > 10_000
+    page = page_data([str(tmp_path / "word2vec")])
+    assert page["members"][0]["F"] == 1 and page["members"][0]["N"] == 2048
+    assert (tmp_path / "word2vec" / "embedding_space.html").stat().st_size > 1_000_000
+    r = run_cli("experiments.report", str(tmp_path / "bs"), f"--baseline={tmp_path / 'nothing'}")
+    assert r.returncode == 2 and "holds no summary.json" in r.stderr
