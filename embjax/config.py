@@ -91,6 +91,12 @@ class DataConfig:
     batch_size: int = setting(32, range=(1, 2**16))  # B
     eval_batches: int = setting(8, range=(1, 10**4))
     eval_fraction: float = setting(0.1, range=(0.0, 0.5), low_open=True)  # text: fraction of documents held out
+    # text: which of the source's documents form the corpus: "all", or "i/n" (those whose index is i mod n: "0/2" and
+    # "1/2" are disjoint halves), chosen before the split and the vocabulary
+    documents: str = "all"
+    # text: train on the first fraction of the training stream only (cut at a document's <eos> on a word vocabulary),
+    # the vocabulary and the eval split unchanged: fewer distinct contexts at the same steps and batches
+    train_fraction: float = setting(1.0, range=(0.0, 1.0), low_open=True)
 
 
 @dataclass(frozen=True)
@@ -426,6 +432,12 @@ def _validate(cfg: Config) -> None:
         key = "data.tokenizer_file" if d.tokenizer_file else "data.dataset"
         raise ConfigError(
             f"{key}: got {d.tokenizer_file or d.dataset!r} with data.kind='planted'; allowed: null, or data.kind=text"
+        )
+    if not re.fullmatch(r"all|\d+/[1-9]\d*", d.documents) or (
+        d.documents != "all" and int(d.documents.split("/")[0]) >= int(d.documents.split("/")[1])
+    ):
+        raise ConfigError(
+            f"data.documents: got {d.documents!r}; allowed: 'all' or 'i/n' with 0 <= i < n (e.g. '0/2', '1/2')"
         )
     if d.kind == "text" and d.tokenizer == "byte" and not d.tokenizer_file and d.vocab_size != 256:
         raise ConfigError(f"data.vocab_size: got {d.vocab_size} with data.tokenizer='byte'; allowed: 256")

@@ -181,7 +181,7 @@ class TextCorpus(Corpus):
     whole, each step reads one batch of windows, and resume and vmapped members stay exact. Eval windows
     come from the held-out documents; token counts from the prepared metadata."""
 
-    def __init__(self, folder: str, vocab_size: int, seq_len: int):
+    def __init__(self, folder: str, vocab_size: int, seq_len: int, train_fraction: float = 1.0):
         meta = read_meta(folder)
         verify(folder, meta)  # a truncated or altered token file is named, not trained on
         self.folder, self.meta = folder, meta
@@ -189,6 +189,8 @@ class TextCorpus(Corpus):
         self.train = (
             np.memmap(os.path.join(folder, "train.bin"), dtype, "r") if split["train_tokens"] else np.zeros(0, dtype)
         )
+        if train_fraction < 1.0:
+            self.train = self._first(self.train, train_fraction, meta["tokenizer"]["kind"] == "word")
         held = np.memmap(os.path.join(folder, "eval.bin"), dtype, "r") if split["eval_tokens"] else np.zeros(0, dtype)
         for name, n in (("training", self.train.size), ("held-out", held.size)):
             if n < seq_len + 2:
@@ -203,6 +205,8 @@ class TextCorpus(Corpus):
                 "allowed: the vocabulary the corpus was prepared with"
             )
         counts = np.pad(counts, (0, vocab_size - counts.size))
+        if train_fraction < 1.0:  # the counts of the stream trained on
+            counts = np.bincount(self.train, minlength=vocab_size).astype(np.float64)
         if os.path.isfile(os.path.join(folder, "tokenizer.json")):
             from tokenizers import Tokenizer
 
@@ -230,6 +234,16 @@ class TextCorpus(Corpus):
             tables={},
         )
         self.held_out, self.unk_id = held, unk
+
+    @staticmethod
+    def _first(train: np.ndarray, fraction: float, words: bool) -> np.ndarray:
+        """The first `fraction` of the training stream; on a word vocabulary up to the <eos> (id 1) that ends the
+        document the cut falls in, so whole documents are kept."""
+        n = max(1, int(round(fraction * train.size)))
+        if words and n < train.size:
+            ends = np.flatnonzero(np.asarray(train[n - 1 :]) == 1)
+            n = n + int(ends[0]) if ends.size else train.size
+        return train[:n]
 
     def identity(self) -> dict:
         s = self.meta["split"]
@@ -285,4 +299,4 @@ def make_corpus(cfg: Config, show: bool = False) -> Corpus:
     if d.kind == "planted":
         # the corpus is fixed by the data settings alone (seed 0), so runs that differ only in seed see one corpus
         return PlantedCorpus(d.vocab_size, d.num_classes, d.zipf_exponent, d.class_sharpness, d.seq_len, seed=0)
-    return TextCorpus(prepare(d, show=show), d.vocab_size, d.seq_len)
+    return TextCorpus(prepare(d, show=show), d.vocab_size, d.seq_len, d.train_fraction)

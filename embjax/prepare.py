@@ -332,6 +332,7 @@ def _meta(tmp: str, d: DataConfig, source: Source, sha1: str, split: str, w: _Wr
             "dataset": d.dataset,
             "split": d.split,
             "text_field": d.text_field,
+            "documents": d.documents,
             "sha1": sha1,
             "fingerprint": source.fingerprint,
         },

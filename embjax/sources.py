@@ -302,7 +302,23 @@ def _load_dataset(d: DataConfig):
 
 
 def open_source(d: DataConfig) -> Source:
-    """The documents a data config names: a dataset, a built-in corpus, or files."""
+    """The documents a data config names (a dataset, a built-in corpus, or files), all or one shard of them
+    (data.documents 'i/n': the documents whose index is i mod n)."""
+    src = _open_all(d)
+    if d.documents == "all":
+        return src
+    i, n = (int(x) for x in d.documents.split("/"))
+    every = src.documents
+    return Source(
+        f"{src.name}.{i}of{n}",
+        json.dumps([src.fingerprint, d.documents]),
+        None,
+        src.unit,
+        lambda: (doc for k, doc in enumerate(every()) if k % n == i),
+    )
+
+
+def _open_all(d: DataConfig) -> Source:
     if d.dataset:
         ds = _load_dataset(d)
         field = d.text_field

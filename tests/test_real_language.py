@@ -282,3 +282,32 @@ def test_a_baseline_is_read_by_the_report_summary_csv_and_the_page(tmp_path):
     assert (tmp_path / "word2vec" / "embedding_space.html").stat().st_size > 1_000_000
     r = run_cli("experiments.report", str(tmp_path / "bs"), f"--baseline={tmp_path / 'nothing'}")
     assert r.returncode == 2 and "holds no summary.json" in r.stderr
+
+
+def test_document_shards_are_disjoint_and_a_train_fraction_keeps_whole_documents(tmp_path):
+    """data.documents '0/2' and '1/2' hold the even and the odd documents (each split and worded on its own);
+    data.train_fraction keeps the training stream's first documents up to an <eos>, with the vocabulary, the
+    eval split and V unchanged, and counts that are the kept stream's."""
+    from embjax.data import make_corpus
+
+    docs = [f"doc{i} " + " ".join(["alpha", "beta", "gamma", "delta"][: 1 + i % 4] * 3) for i in range(80)]
+    (tmp_path / "c.txt").write_text("\n\n".join(docs))
+    tokens = []
+    for shard in ("0/2", "1/2", "all"):
+        cfg = _cfg(tmp_path, path=str(tmp_path / "c.txt"), tokenizer="word", vocab_size=8, documents=shard)
+        meta = read_meta(prepare(cfg.data, show=False))
+        assert meta["documents"] == (80 if shard == "all" else 40) and meta["source"]["documents"] == shard
+        tokens.append(meta["split"]["train_tokens"] + meta["split"]["eval_tokens"])
+    lengths = [len(d.split()) + 1 for d in docs]  # words + <eos>
+    assert tokens == [sum(lengths[0::2]), sum(lengths[1::2]), sum(lengths)]
+    cfg = _cfg(tmp_path, path=str(tmp_path / "c.txt"), tokenizer="word", vocab_size=8)
+    full = make_corpus(cfg)
+    cfg = _cfg(tmp_path, path=str(tmp_path / "c.txt"), tokenizer="word", vocab_size=8, train_fraction=0.25)
+    part = make_corpus(cfg)
+    assert part.tokens == full.tokens and np.array_equal(part.held_out, full.held_out)
+    n = part.train.size
+    assert np.array_equal(part.train, full.train[:n]) and part.train[-1] == 1  # whole documents: it ends at an <eos>
+    assert 0.25 * full.train.size <= n < 0.25 * full.train.size + 14  # the first document end past a quarter
+    assert np.array_equal(part.counts, np.bincount(full.train[:n], minlength=8))
+    with pytest.raises(Exception, match=r"data.documents: got '2/2'; allowed"):
+        _cfg(tmp_path, path=str(tmp_path / "c.txt"), documents="2/2")
