@@ -184,7 +184,9 @@ def findings_main(argv: list[str]) -> int:
     import time
 
     from .config import parse_overrides
-    from .findings import BY_NAME, FINDINGS, load, log_to_wandb, write_markdown
+    from .findings import BY_NAME, FINDINGS
+    from .findings.document import log_to_wandb, write_markdown
+    from .findings.runs import load, training_seconds
 
     unknown = [n for n in positional if n not in BY_NAME]
     if unknown:
@@ -205,8 +207,6 @@ def findings_main(argv: list[str]) -> int:
                 dirs[name] = _findings_sweep(name, f.quick if quick else None, root, given, progress, overwrite)
     import platform
 
-    from .findings import training_seconds
-
     runs = {d: load(d) for d in dirs.values()}  # each sweep read once, shared by the findings that use it
     results = [(f, dirs[f.sweep], [r for n in (f.sweep, *f.also) for r in runs[dirs[n]]]) for f in chosen]
     train_s = sum(training_seconds(r) for r in runs.values())
@@ -215,7 +215,7 @@ def findings_main(argv: list[str]) -> int:
         f"{os.cpu_count()} CPU cores ({platform.machine()}): {sum(map(len, runs.values()))} runs in "
         f"{len(runs)} sweeps, {train_s:.0f} s ({train_s / 60:.1f} min) of training as the runs recorded it "
         f"(this invocation: {time.perf_counter() - t0:.0f} s; finished members are not rerun). Verdicts are "
-        "computed by `embjax/findings.py` from what the runs wrote; none is written by hand."
+        "computed by `embjax/findings/` from what the runs wrote; none is written by hand."
     ]
     path = write_markdown(root, results, header)
     log_to_wandb(root, results)

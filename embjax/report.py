@@ -20,7 +20,7 @@ from .scaling import coord_slopes, lr_transfer
 from .sinks import read_jsonl
 
 
-def _load_runs(root: str) -> list[dict[str, Any]]:
+def load_runs(root: str) -> list[dict[str, Any]]:
     """Every run under root (root itself if it is one): its config, summary and metrics rows."""
     import yaml
 
@@ -41,7 +41,8 @@ def _load_runs(root: str) -> list[dict[str, Any]]:
     return runs
 
 
-def _get(cfg: dict, key: str) -> Any:
+def get(cfg: dict, key: str) -> Any:
+    """The value at a dotted key of a config dict (config.yaml as read), None where it has none."""
     node = cfg
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else None
@@ -69,17 +70,17 @@ def plot_loss_vs_sigma(runs, path) -> bool:
     pts = defaultdict(list)
     for r in runs:
         loss = r["summary"].get("eval/loss")
-        if isinstance(loss, (int, float)) and np.isfinite(loss) and _get(r["cfg"], "embedding.init") != "pretrained":
+        if isinstance(loss, (int, float)) and np.isfinite(loss) and get(r["cfg"], "embedding.init") != "pretrained":
             cfg = r["cfg"]
-            tie = "tied" if _get(cfg, "model.tie_embeddings") else "untied"
+            tie = "tied" if get(cfg, "model.tie_embeddings") else "untied"
             # plot the std the table actually got (scaled_normal divides σ by √d; xavier ignores σ)
             std = init_std_for(
-                _get(cfg, "embedding.init"),
-                _get(cfg, "embedding.init_std"),
-                _get(cfg, "data.vocab_size"),
-                _get(cfg, "model.embed_dim"),
+                get(cfg, "embedding.init"),
+                get(cfg, "embedding.init_std"),
+                get(cfg, "data.vocab_size"),
+                get(cfg, "model.embed_dim"),
             )
-            pts[(_get(cfg, "model.embed_dim"), tie)].append((std, loss))
+            pts[(get(cfg, "model.embed_dim"), tie)].append((std, loss))
     if not pts:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -129,7 +130,7 @@ def encodings(keys: list[str]) -> tuple[str | None, str | None, list[str]]:
 
 def _values_of(runs, key: str | None) -> list[Any]:
     """A key's distinct values across the runs: numbers in order, then the rest by their text."""
-    vals = {json.dumps(_get(r["cfg"], key) if key else None, sort_keys=True) for r in runs}
+    vals = {json.dumps(get(r["cfg"], key) if key else None, sort_keys=True) for r in runs}
     num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
     return sorted((json.loads(v) for v in vals), key=lambda v: (not num(v), v if num(v) else json.dumps(v)))
 
@@ -146,7 +147,7 @@ def plot_over_steps(runs, key, ylabel, title, path) -> bool:
     if not runs:
         return False
     colour, style, panel_keys = encodings(varied_keys(runs))
-    of = lambda r, k: json.dumps(_get(r["cfg"], k) if k else None, sort_keys=True)
+    of = lambda r, k: json.dumps(get(r["cfg"], k) if k else None, sort_keys=True)
     colours = {json.dumps(v, sort_keys=True): plt.cm.tab10(i % 10) for i, v in enumerate(_values_of(runs, colour))}
     styles = {json.dumps(v, sort_keys=True): _STYLES[i % 4] for i, v in enumerate(_values_of(runs, style))}
     panels = sorted({tuple(of(r, k) for k in panel_keys) for r in runs})
@@ -175,11 +176,11 @@ def plot_over_steps(runs, key, ylabel, title, path) -> bool:
 _COORD_ORDER = ("embed_out", "block", "attn_logits", "hidden", "logits")
 
 
-def _coord_points(runs) -> dict[str, list[tuple[int, int, str, float]]]:
+def coord_points(runs) -> dict[str, list[tuple[int, int, str, float]]]:
     """{parametrization: [(width, step, activation, mean |x|)]} from every run's coord/* rows."""
     out = defaultdict(list)
     for r in runs:
-        par, d = _get(r["cfg"], "model.parametrization") or "sp", _get(r["cfg"], "model.embed_dim")
+        par, d = get(r["cfg"], "model.parametrization") or "sp", get(r["cfg"], "model.embed_dim")
         for row in r["rows"]:
             for k, v in row.items():
                 if k.startswith("coord/") and isinstance(v, (int, float)):
@@ -197,7 +198,7 @@ def plot_coord_check(runs, path, max_steps: int = 5) -> bool:
     activation against width (log2) on a log axis, seeds averaged."""
     import matplotlib.pyplot as plt
 
-    data = _coord_points(runs)
+    data = coord_points(runs)
     pars = [p for p in ("sp", "mup") if p in data]
     if not pars or len({w for p in pars for w, _, _, _ in data[p]}) < 2:
         return False
@@ -237,7 +238,7 @@ def _slope_cell(slope, points, step, key) -> str:
 
 def coord_slope_lines(runs, max_steps: int = 5) -> list[str]:
     """report.md's table of log–log slopes of each activation against width, per parametrisation and step."""
-    data = _coord_points(runs)
+    data = coord_points(runs)
     lines = []
     for p in (p for p in ("sp", "mup") if p in data):
         slopes = coord_slopes(data[p])
@@ -271,11 +272,11 @@ def _lr_points(runs) -> tuple[dict[tuple, list], dict[tuple, float]]:
         c, s = r["cfg"], r["summary"]
         if s.get("status") not in ("finished", "diverged"):
             continue
-        panel = ((_get(c, "model.parametrization") or "sp"), *(_get(c, k) for k in _PANEL_KEYS[1:]))
+        panel = ((get(c, "model.parametrization") or "sp"), *(get(c, k) for k in _PANEL_KEYS[1:]))
         loss = s.get("eval/loss") if s["status"] == "finished" else None
-        out[panel].append((_get(c, "model.embed_dim"), _get(c, "optim.lr"), c.get("seed"), loss))
+        out[panel].append((get(c, "model.embed_dim"), get(c, "optim.lr"), c.get("seed"), loss))
         initial[panel] += [row["eval/loss"] for row in r["rows"][:1] if row.get("step") == 0 and "eval/loss" in row]
-        V = _get(c, "data.vocab_size") or V
+        V = get(c, "data.vocab_size") or V
     return dict(out), {p: float(np.mean(initial[p])) if initial[p] else float(np.log(V)) for p in out}
 
 
@@ -286,7 +287,7 @@ def _panel_name(panel: tuple, panels: list[tuple]) -> str:
     return " ".join([name] + [f"{_PANEL_KEYS[i].rpartition('.')[2]}={panel[i]}" for i in varying])
 
 
-def _lr_analysis(runs) -> dict[str, dict]:
+def lr_analysis(runs) -> dict[str, dict]:
     """{panel name: lr_transfer(...)} for panels with ≥ 3 learning rates and ≥ 2 widths, SP before μP."""
     points, initial = _lr_points(runs)
     panels = sorted(points, key=lambda p: (p[0] != "sp", str(p)))
@@ -301,7 +302,7 @@ def plot_lr_transfer(runs, path) -> bool:
     """Final eval loss against lr per width, a panel per parametrisation (TP5's Figure 1), best lr marked."""
     import matplotlib.pyplot as plt
 
-    res = _lr_analysis(runs)
+    res = lr_analysis(runs)
     if not res:
         return False
     pars = list(res)
@@ -331,7 +332,7 @@ def plot_lr_transfer(runs, path) -> bool:
 
 
 def lr_transfer_lines(runs) -> list[str]:
-    res = _lr_analysis(runs)
+    res = lr_analysis(runs)
     lines = []
     for name, a in res.items():
         ws = list(a["widths"])
@@ -359,8 +360,8 @@ BUCKET_NAMES = {"top1": "top 1 %", "top1_10": "1-10 %", "rest": "rest", "unseen"
 
 
 def _layer_label(cfg: dict) -> str:
-    power = _get(cfg, "optim.embed_decay_freq_power") or 0.0
-    return f"{_get(cfg, 'embedding.kind') or 'table'} {'tied' if _get(cfg, 'model.tie_embeddings') else 'untied'}" + (
+    power = get(cfg, "optim.embed_decay_freq_power") or 0.0
+    return f"{get(cfg, 'embedding.kind') or 'table'} {'tied' if get(cfg, 'model.tie_embeddings') else 'untied'}" + (
         f" decay∝f^-{power:g}" if power else ""
     )
 
@@ -448,7 +449,7 @@ def make_report(root: str, wandb_group: str | None = None, baseline: str | None 
     import matplotlib
 
     matplotlib.use("Agg")
-    runs = _load_runs(root)
+    runs = load_runs(root)
     if not runs:
         raise ValueError(f"{root}: no run directories (config.yaml) found")
     base = benchmark_report.read_baseline(baseline)
@@ -536,8 +537,8 @@ def _summary_lines(runs: list[dict]) -> list[str]:
         c, s = r["cfg"], r["summary"]
         vals = [f"{s[k]:.4g}" if isinstance(s.get(k), (int, float)) else "" for k in cols]
         lines.append(
-            f"| {r['name']} | {_get(c, 'model.embed_dim')} | {_get(c, 'model.tie_embeddings')} | "
-            f"{_get(c, 'embedding.init')} | {_get(c, 'embedding.init_std'):g} | {_get(c, 'optim.lr'):g} | "
+            f"| {r['name']} | {get(c, 'model.embed_dim')} | {get(c, 'model.tie_embeddings')} | "
+            f"{get(c, 'embedding.init')} | {get(c, 'embedding.init_std'):g} | {get(c, 'optim.lr'):g} | "
             f"{c.get('seed')} | {s.get('status')} | " + " | ".join(vals) + " |"
         )
     lines.append("")

@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import ROOT, TINY
 
-# Top to bottom, as drawn in the README's "Architecture"; a module may import only from layers below its own.
+# Top to bottom, as drawn in the README's "Architecture"; a module may import only from layers below its own. A
+# package (findings, bench) is one entry: every module in it, at any depth, has the package's layer.
 LAYERS = [
     {"commands"},
     {"cli", "bench"},
@@ -26,34 +27,110 @@ LAYERS = [
     {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals", "snapshots", "pretrained"},
     {"stats"},
 ]
+# Inside embjax/findings/: the shared base every finding module may import; a finding never imports another
+FINDINGS_BASE = {"verdict", "runs", "plotting"}
+FINDINGS_TOP = {"__init__", "document"}  # the registry and the writers, which read the findings
 
 
-def _imports(path):
-    """The embjax modules a file imports, lazily imported ones included."""
-    out = set()
-    for node in ast.walk(ast.parse(open(path).read())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            out |= {node.module} if node.module else {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("embjax."):
-            out.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("embjax.")}
+def modules(root=None):
+    """Every module of the library at any depth: {dotted name: path}, e.g. 'embjax.findings.runs'."""
+    root = root or os.path.join(ROOT, "embjax")
+    out = {}
+    for path in glob.glob(os.path.join(root, "**", "*.py"), recursive=True):
+        rel = os.path.relpath(path, os.path.dirname(root))[:-3].split(os.sep)
+        out[".".join(rel[:-1] if rel[-1] == "__init__" else rel)] = path
     return out
 
 
-def test_imports_point_only_downwards():
+def imports(name, path):
+    """The absolute dotted names a module imports, relative imports resolved and lazy (in-function) ones included:
+    `from .x import y` in embjax.findings.a is embjax.findings.x (and embjax.findings.x.y where that is a module)."""
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            if base.startswith("embjax"):
+                out.add(base)
+                out |= {f"{base}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("embjax.")}
+    return out
+
+
+def upward_imports(mods):
+    """(module, what it imports) for every import of a layer at or above the module's own (its package's)."""
     layer = {m: i for i, group in enumerate(LAYERS) for m in group}
-    modules = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "embjax", "*.py"))} - {"__init__"}
-    assert modules == set(layer), "every module has a layer (update LAYERS and the README together)"
-    upward = [
-        (m, dep) for m in modules for dep in _imports(os.path.join(ROOT, "embjax", f"{m}.py")) if layer[dep] <= layer[m]
-    ]
-    assert upward == []
+    bad = []
+    for name, path in mods.items():
+        top = name.split(".")[1] if name != "embjax" else None
+        for dep in imports(name, path) if top else ():
+            if dep in mods and dep != "embjax" and (d := dep.split(".")[1]) != top and layer[d] <= layer[top]:
+                bad.append((name, dep))
+    return bad
+
+
+def cross_finding_imports(mods):
+    """(module, what it imports) for a finding module (or a shared base module) importing a module of the findings
+    package outside the shared base: another finding, the registry or the writers."""
+    inside = {n.split(".")[2] for n in mods if n.startswith("embjax.findings.")}
+    bad = []
+    for name in inside - FINDINGS_TOP:
+        for dep in imports(f"embjax.findings.{name}", mods[f"embjax.findings.{name}"]):
+            parts = dep.split(".")
+            if parts[:2] == ["embjax", "findings"] and (len(parts) == 2 or (dep in mods and parts[2] != name)):
+                if len(parts) == 2 or parts[2] not in FINDINGS_BASE:
+                    bad.append((name, dep))
+    return bad
+
+
+def test_imports_point_only_downwards():
+    mods = modules()
+    layer = {m for group in LAYERS for m in group}
+    assert {n.split(".")[1] for n in mods if n != "embjax"} == layer, (
+        "every module or package has a layer (update LAYERS and the README together)"
+    )
+    assert upward_imports(mods) == []
+
+
+def test_a_finding_module_imports_the_shared_base_and_lower_layers_never_another_finding():
+    from embjax import findings
+
+    mods = modules()
+    inside = {n.split(".")[2] for n in mods if n.startswith("embjax.findings.")}
+    assert inside - FINDINGS_BASE - FINDINGS_TOP == {m.__name__.split(".")[-1] for m in findings.MODULES}
+    assert cross_finding_imports(mods) == []
+
+
+def test_the_rules_catch_an_upward_import_a_lazy_one_and_a_finding_importing_another(tmp_path):
+    """The two checks above on a made-up tree with one violation of each kind: each is found."""
+    pkg = tmp_path / "embjax"
+    (pkg / "findings").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "stats.py").write_text("from .runner import x\n")  # the bottom layer importing a top one
+    (pkg / "runner.py").write_text("")
+    (pkg / "report.py").write_text("")
+    (pkg / "cli.py").write_text("")
+    (pkg / "findings" / "__init__.py").write_text("from . import a, b\n")
+    (pkg / "findings" / "runs.py").write_text("from ..report import get\n")
+    (pkg / "findings" / "a.py").write_text("from .runs import load\nfrom .b import f\n")  # a finding importing another
+    (pkg / "findings" / "b.py").write_text("def f():\n    from embjax.cli import main\n")  # a lazy upward import
+    mods = modules(str(pkg))
+    assert sorted(upward_imports(mods)) == [("embjax.findings.b", "embjax.cli"), ("embjax.stats", "embjax.runner")]
+    assert cross_finding_imports(mods) == [("a", "embjax.findings.b")]
+
+
+def test_no_module_in_a_package_is_over_300_lines():
+    long = {n: len(open(p).read().splitlines()) for n, p in modules().items() if n.count(".") >= 2}
+    assert {n: k for n, k in long.items() if k > 300} == {}
 
 
 def test_no_function_over_60_lines_and_a_short_loop():
     long = []
-    for path in glob.glob(os.path.join(ROOT, "embjax", "*.py")):
+    for path in modules().values():
         for node in ast.walk(ast.parse(open(path).read())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
                 long.append(f"{os.path.basename(path)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")

@@ -16,20 +16,12 @@ from conftest import TINY, wandb_records
 from embjax.cli import train_main
 from embjax.config import load_config
 from embjax.data import PlantedCorpus, make_corpus
-from embjax.findings import (
-    BY_NAME,
-    INCONCLUSIVE,
-    NOT_REPRODUCED,
-    REPRODUCED,
-    analyse_bottleneck,
-    analyse_tying,
-    band,
-    evaluate,
-    interval_verdict,
-    linear_cka,
-    load,
-    write_markdown,
-)
+from embjax.findings import BY_NAME
+from embjax.findings.document import write_markdown
+from embjax.findings.runs import linear_cka, load
+from embjax.findings.softmax_bottleneck import analyse as analyse_bottleneck
+from embjax.findings.tying_anisotropy import analyse as analyse_tying
+from embjax.findings.verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, band, evaluate, interval_verdict
 from embjax.metrics import embedding_report
 from embjax.step import Program, hparams
 
@@ -214,7 +206,7 @@ def test_per_layer_gradient_norms_and_the_untied_output_table(tmp_path):
 def test_verdicts_and_plots_reach_an_offline_wandb_report_run(tmp_path):
     import glob
 
-    from embjax.findings import log_to_wandb
+    from embjax.findings.document import log_to_wandb
 
     root = str(tmp_path / "tying")
     _tying_sweep(root, 0.6, 0.01)
@@ -293,7 +285,7 @@ def test_stream_gradient_is_the_gradient_at_the_first_layernorms_input():
 def test_small_sigma_reads_the_stream_gradient_at_the_first_step():
     """Finding 3's checks on hand-made runs: ‖∂L/∂x₀‖ = c/σ (slope −1, noise-free per seed) and 8× smaller with √d
     is reproduced on every check; the same runs with the gradient flat in σ are not reproduced on the slopes."""
-    from embjax.findings import analyse_small_sigma, evaluate
+    from embjax.findings.small_sigma_preln import analyse as analyse_small_sigma
 
     def runs(power):
         out = []
@@ -329,7 +321,8 @@ def test_the_pretrained_start_and_row_update_verdicts_from_runs_on_disk(tmp_path
     behind frozen pretrained, and freezing only the pretrained rows ends 0.2 ahead of freezing all on the rare
     targets: every check reproduced; with the frozen arm ahead at the end, the adaptation check is not; a
     pretrained start that never reaches scratch's final loss saves −50 steps. Finding 8 on synthetic drift rows."""
-    from embjax.findings import analyse_pretrained_start, analyse_row_updates
+    from embjax.findings.pretrained_start import analyse as analyse_pretrained_start
+    from embjax.findings.row_sparse_updates import analyse as analyse_row_updates
 
     def sweep(root, frozen_end, pre_end=2.9):
         ends = {("normal", False): 3.0, ("pretrained", False): pre_end, ("pretrained", True): frozen_end}

@@ -214,7 +214,7 @@ def test_page_reaches_the_offline_wandb_run(run):
 
 @pytest.fixture(scope="module")
 def browser():
-    from embjax.bench import chromium_paths, headless_chromium
+    from embjax.bench.browser import chromium_paths, headless_chromium
 
     if chromium_paths() is None:
         if os.environ.get("EMBJAX_REQUIRE_BROWSER"):

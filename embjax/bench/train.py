@@ -1,0 +1,64 @@
+"""Case `train`: the throughput spec through embjax's own model and train step: tokens/s, MFU."""
+
+from __future__ import annotations
+
+import time
+
+from .common import DEFAULT_CONFIG, SPEC, peak_flops, published_peak, train_flops_per_token
+
+
+def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None = None, base: str = "spec", **_) -> dict:
+    import jax
+
+    from ..config import load_config
+    from ..data import make_corpus
+    from ..models import count_params
+    from ..step import Program, hparams
+
+    if base == "default":  # experiments/configs/default.yaml: what `experiments.train` runs with no arguments
+        cfg = load_config(DEFAULT_CONFIG, {**(overrides or {}), "steps": 10**6})
+    else:
+        cfg = load_config(None, {**SPEC, **(overrides or {}), "steps": 10**6})
+    corpus = make_corpus(cfg)
+    program = Program(cfg, corpus)
+    t0 = time.perf_counter()
+    state = jax.jit(program.init)(cfg.seed, hparams(cfg))
+    step = jax.jit(program.train_steps, static_argnums=2, donate_argnums=0)
+    compiled = step.lower(state, corpus.tables, per_dispatch).compile()
+    compile_s = time.perf_counter() - t0
+    state, m = compiled(state, corpus.tables)  # warm-up
+    jax.block_until_ready(m)
+    first_step_s = time.perf_counter() - t0
+    n = max(1, steps // per_dispatch)
+    t = time.perf_counter()
+    for _ in range(n):
+        state, m = compiled(state, corpus.tables)
+    loss = float(m["train/loss"])
+    dt = time.perf_counter() - t
+    params = count_params(state["params"])
+    tokens = n * per_dispatch * cfg.data.batch_size * cfg.data.seq_len
+    flops = train_flops_per_token(cfg, params) * tokens / dt
+    kind = jax.devices()[0].device_kind
+    published = published_peak(kind, cfg.model.compute_dtype, cfg.model.matmul_precision)
+    peak = published or peak_flops()  # a CPU has no published figure: its measured float32 matmul peak
+    return {
+        "case": "train",
+        "base": base,
+        "V": cfg.data.vocab_size,
+        "data": cfg.data.kind,
+        "params": params,
+        "tokens_per_s": tokens / dt,
+        "step_ms": 1e3 * dt / (n * per_dispatch),
+        "compile_s": compile_s,
+        "time_to_first_step_s": first_step_s,
+        "model_flops_per_s": flops,
+        "peak_flops_per_s": peak,
+        "peak_source": "published" if published else "measured matmul",
+        "mfu": flops / peak,
+        "loss": loss,
+        "backend": jax.default_backend(),
+        "device_kind": kind,
+        "compute_dtype": cfg.model.compute_dtype,
+        "devices": len(jax.devices()),
+        "steps_per_dispatch": per_dispatch,
+    }

@@ -1,0 +1,40 @@
+"""Findings: published results about token embeddings, reproduced by shipped sweeps, each with a verdict computed
+from the numbers by a pure analysis function.
+
+A finding is one module here (claim, source, protocol, audit, checks, analysis, table, plot: its `FINDING`), over
+the verdict rule (`verdict`), the run readers (`runs`) and shared plot helpers (`plotting`); `document` writes
+findings.md and the W&B findings runs. MODULES below is the order findings.md shows them in. A finding states its
+claim, source, protocol and pass criterion before anything runs; its analysis reads only what runs write
+(config.yaml, summary.json, metrics.jsonl, and for some checks the final tables).
+"""
+
+from __future__ import annotations
+
+from . import (
+    frequency_rows,
+    mup_coord_check,
+    mup_lr_transfer,
+    pretrained_start,
+    row_sparse_updates,
+    small_sigma_preln,
+    softmax_bottleneck,
+    tied_vs_untied,
+    tying_anisotropy,
+    width_small_data,
+)
+from .verdict import Finding
+
+MODULES = [
+    tying_anisotropy,
+    frequency_rows,
+    small_sigma_preln,
+    softmax_bottleneck,
+    tied_vs_untied,
+    mup_coord_check,
+    mup_lr_transfer,
+    row_sparse_updates,
+    pretrained_start,
+    width_small_data,
+]
+FINDINGS: list[Finding] = [m.FINDING for m in MODULES]
+BY_NAME = {f.name: f for f in FINDINGS}

@@ -1,0 +1,98 @@
+"""The findings' documents: findings.md (verdicts, checks, tables, plots) and a W&B run per sweep group."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+from ..report import get
+from .verdict import Finding, evaluate
+
+
+def _protocol_facts(runs: list[dict]) -> str:
+    if not runs:
+        return "no runs found"
+    steps = sorted({int(get(r["cfg"], "steps")) for r in runs})
+    seeds = sorted({int(get(r["cfg"], "seed") or 0) for r in runs})
+    status = defaultdict(int)
+    for r in runs:
+        status[r["summary"].get("status", "?")] += 1
+    return (
+        f"{len(runs)} members ({', '.join(f'{n} {k}' for k, n in sorted(status.items()))}), "
+        f"steps {', '.join(map(str, steps))}, seeds {seeds}"
+    )
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], header: list[str]) -> str:
+    """findings.md (and one PNG per finding with a plot) in root; results: (finding, its sweep dir, its runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    lines = ["# Findings", "", *header, "", "| # | finding | verdict |", "|---|---|---|"]
+    body: list[str] = []
+    for i, (f, sweep_dir, runs) in enumerate(results, 1):
+        verdict, checks, (cols, rows) = evaluate(f, runs)
+        lines.append(f"| {i} | [{f.title}](#{i}-{f.name.replace('_', '-')}) | **{verdict}** |")
+        body += [
+            "",
+            f"## {i}. {f.name.replace('_', '-')}",
+            "",
+            f"**{f.title}: {verdict}.**",
+            "",
+            f"- **Claim.** {f.claim}",
+            f"- **Source.** {f.source}",
+            f"- **Protocol.** {f.protocol} "
+            f"Sweep {', '.join(f'`sweeps/findings/{n}.yaml`' for n in (f.sweep, *f.also))}; "
+            f"ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`{' and beside it' if f.also else ''}.",
+            *([f"- **Audit.** {f.audit}"] if f.audit else []),
+            f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band lies "
+            "inside its interval, not reproduced when it lies outside, inconclusive when it straddles an edge.",
+            "",
+            "| check | criterion | mean [mean ± 2 s.e.] | verdict |",
+            "|---|---|---|---|",
+        ]
+        body += [_row([c.claim, c.criterion, c.summary(), c.verdict]) for c in checks]
+        body += ["", _row(cols), "|" + "---|" * len(cols)] + [_row(r) for r in rows]
+        if f.plot is not None and runs and f.plot(runs, os.path.join(root, f"{f.name}.png")):
+            body += ["", f"![{f.title}]({f.name}.png)"]
+    path = os.path.join(root, "findings.md")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines + body) + "\n")
+    return path
+
+
+def log_to_wandb(root: str, results: list[tuple[Finding, str, list[dict]]]) -> None:
+    """A report run in each sweep's W&B group: the verdicts (summary) and the findings' plots."""
+    from ..sinks import WandbSink
+
+    by_sweep: dict[str, list[tuple[Finding, list[dict]]]] = defaultdict(list)
+    for f, sweep_dir, runs in results:
+        if runs and get(runs[0]["cfg"], "log.wandb"):
+            by_sweep[os.path.basename(sweep_dir)].append((f, runs))
+    for group, items in by_sweep.items():
+        log = items[0][1][0]["cfg"].get("log", {})
+        sink = WandbSink(
+            os.path.join(root, group),
+            {"findings_for": group},
+            project=log.get("project", "embjax"),
+            name=f"{group}-findings",
+            mode=log.get("mode", "offline"),
+            entity=log.get("entity"),
+            group=group,
+            tags=("findings",),
+            init_timeout=float(log.get("init_timeout", 30)),
+        )
+        sink.log_rich(
+            0,
+            {
+                f"findings/{f.name}": {"kind": "image", "path": os.path.join(root, f"{f.name}.png")}
+                for f, _ in items
+                if os.path.exists(os.path.join(root, f"{f.name}.png"))
+            },
+        )
+        sink.summary({f"finding/{f.name}": evaluate(f, runs)[0] for f, runs in items})
+        sink.close("finished")

@@ -1,0 +1,98 @@
+"""The verdict rule: a check's per-seed values against its claimed interval, and what a finding declares.
+
+Every check reduces the runs to one number per seed (a paired difference, a ratio, a fitted
+slope) and asks whether their mean lies in the claimed interval [lo, hi]. With m the mean and s its
+standard error over the n seeds, the band is m ± 2s:
+  reproduced      the whole band lies inside [lo, hi]
+  not reproduced  the whole band lies outside it
+  inconclusive    the band straddles an edge (within noise), or fewer than 2 seeds
+A finding is reproduced when all its checks are, not reproduced when any check is not, else inconclusive.
+
+Pure: nothing here reads or writes a file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+
+Table = tuple[list[str], list[list[str]]]  # a finding's table: column names, rows of cells
+
+
+def band(values: Any) -> tuple[float, float, float]:
+    """(mean, lower, upper) of the mean ± 2 standard errors over seeds (nan band with < 2 values)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+    if v.size < 2:
+        m = float(v.mean()) if v.size else float("nan")
+        return m, float("nan"), float("nan")
+    m, se = float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size))
+    return m, m - 2 * se, m + 2 * se
+
+
+def interval_verdict(values: Any, lo: float = -math.inf, hi: float = math.inf) -> str:
+    """The verdict for 'the per-seed values' mean lies in [lo, hi]' (see the module docstring)."""
+    _, low, up = band(values)
+    if not (np.isfinite(low) and np.isfinite(up)):
+        return INCONCLUSIVE
+    if lo <= low and up <= hi:
+        return REPRODUCED
+    if up < lo or low > hi:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def combine(verdicts: list[str]) -> str:
+    if verdicts and all(v == REPRODUCED for v in verdicts):
+        return REPRODUCED
+    return NOT_REPRODUCED if NOT_REPRODUCED in verdicts else INCONCLUSIVE
+
+
+@dataclass
+class Check:
+    claim: str
+    criterion: str
+    values: list[float]  # one per seed
+    lo: float = -math.inf
+    hi: float = math.inf
+    verdict: str = ""
+
+    def __post_init__(self):
+        self.verdict = interval_verdict(self.values, self.lo, self.hi)
+
+    def summary(self) -> str:
+        m, low, up = band(self.values)
+        return f"{m:+.3f} [{low:+.3f}, {up:+.3f}] (n = {len(self.values)})"
+
+
+@dataclass
+class Finding:
+    name: str
+    title: str
+    claim: str
+    source: str
+    protocol: str
+    criterion: str
+    sweep: str  # sweeps/findings/<sweep>.yaml
+    analyse: Callable[[list[dict]], tuple[list[Check], list[tuple[str, str]]]]  # -> checks, (label, numbers) rows
+    plot: Callable[[list[dict], str], bool] | None = None
+    quick: dict = field(default_factory=dict)  # --quick: {"steps": N, "parameters": {key: values}}
+    # a sweep run first whose one run directory becomes embedding.pretrained_path (and its --quick steps)
+    needs: str | None = None
+    needs_quick: dict = field(default_factory=dict)
+    # more sweeps whose runs join this finding's (arms a grid cannot express: a combination another arm's key
+    # refuses, such as embedding.freeze=pretrained with embedding.init=normal)
+    also: tuple[str, ...] = ()
+    # what the protocol varies, holds fixed, and what could still confound it (findings.md's "Audit")
+    audit: str = ""
+
+
+def evaluate(finding: Finding, runs: list[dict]) -> tuple[str, list[Check], Table]:
+    """The finding's verdict on these runs, its checks and its table."""
+    checks, table = finding.analyse(runs)
+    return combine([c.verdict for c in checks]), checks, table
