@@ -197,18 +197,23 @@ def findings_main(argv: list[str]) -> int:
     overwrite = _as_bool("overwrite", known.get("overwrite", "false"))
     root = os.path.join(known.get("out_dir", "runs"), "findings")
     t0, dirs = time.perf_counter(), {}
+    given = parse_overrides(overrides)
     for f in chosen:
-        given = parse_overrides(overrides)
-        if f.needs is not None:  # a stage run first: its one run directory is this sweep's pretrained source
-            stage = _findings_sweep(f.needs, f.needs_quick if quick else None, root, given, progress, overwrite)
-            given = {**given, "embedding.pretrained_path": _only_run(stage)}
+        source = None
+        if f.needs is not None:  # a stage run first: its one run directory is the pretrained arms' source
+            source = _findings_stage(f.needs, f.needs_quick if quick else None, root, given, progress, overwrite)
         for name in (f.sweep, *f.also):
             if name not in dirs:
-                dirs[name] = _findings_sweep(name, f.quick if quick else None, root, given, progress, overwrite)
+                q = f.quick if quick else None
+                dirs[name] = _findings_sweep(name, q, root, given, progress, overwrite, pretrained_source=source)
+        for name in f.references:  # baseline stages whose run directories join the finding's runs
+            if name not in dirs:
+                dirs[name] = _findings_stage(name, f.needs_quick if quick else None, root, given, progress, overwrite)
     import platform
 
     runs = {d: load(d) for d in dirs.values()}  # each sweep read once, shared by the findings that use it
-    results = [(f, dirs[f.sweep], [r for n in (f.sweep, *f.also) for r in runs[dirs[n]]]) for f in chosen]
+    members = lambda f: [r for n in (f.sweep, *f.also, *f.references) for r in runs[dirs[n]]]
+    results = [(f, dirs[f.sweep], members(f)) for f in chosen]
     train_s = sum(training_seconds(r) for r in runs.values())
     header = [
         f"Made by `python -m experiments.findings{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "
@@ -222,6 +227,26 @@ def findings_main(argv: list[str]) -> int:
     print(open(path).read().split("\n## ")[0])
     print(f"findings: {path}")
     return 0
+
+
+def _findings_stage(
+    name: str, quick: dict | None, root: str, overrides: dict, progress: bool, overwrite: bool = False
+) -> str:
+    """A findings stage, sweeps/findings/<name>.yaml: a sweep of one run, or a baseline (`baseline: {method, sg,
+    dim, epochs, ...}` and `config: FILE`: experiments.baseline on that config); returns its one run directory."""
+    path = os.path.join("sweeps", "findings", f"{name}.yaml")
+    from .config import read_yaml
+
+    raw = read_yaml(path) if os.path.isfile(path) else {}
+    if "baseline" not in raw:
+        return _only_run(_findings_sweep(name, quick, root, overrides, progress, overwrite))
+    from .baseline import Spec, train_baseline
+
+    spec = Spec(**{**raw["baseline"], **({"epochs": quick["epochs"]} if quick and "epochs" in quick else {})}).check()
+    stage = f"{name}_quick" if quick is not None else name
+    given = {**overrides, "name": "run", "out_dir": os.path.join(root, stage), "log.group": stage}
+    cfg = load_config(raw.get("config"), given)
+    return train_baseline(cfg, spec, overwrite=overwrite)["run_dir"]
 
 
 def _only_run(sweep_dir: str) -> str:
@@ -241,7 +266,13 @@ def _only_run(sweep_dir: str) -> str:
 
 
 def _findings_sweep(
-    name: str, quick: dict | None, root: str, overrides: dict, progress: bool, overwrite: bool = False
+    name: str,
+    quick: dict | None,
+    root: str,
+    overrides: dict,
+    progress: bool,
+    overwrite: bool = False,
+    pretrained_source: str | None = None,
 ) -> str:
     """Run sweeps/findings/<name>.yaml (under --quick: shortened, as `<name>_quick`: its steps, and the values of
     the swept keys the sweep has); returns its directory. overwrite: every member starts over."""
@@ -265,7 +296,7 @@ def _findings_sweep(
         with open(path, "w") as f:
             yaml.safe_dump(sweep, f, sort_keys=False)
         overrides = {**({"steps": quick["steps"]} if "steps" in quick else {}), **overrides}
-    run_sweep(path, out_dir=root, overrides=overrides, progress=progress, overwrite=overwrite)
+    run_sweep(path, root, overrides, progress=progress, overwrite=overwrite, pretrained_source=pretrained_source)
     return os.path.join(root, name)
 
 

@@ -323,14 +323,15 @@ def run_sweep(
     progress: bool = True,
     report: bool = True,
     overwrite: bool = False,
+    pretrained_source: str | None = None,
 ) -> list[dict]:
     """Run every member (finished ones are skipped, unfinished ones resume; with overwrite every member
-    starts over); returns their summaries."""
+    starts over); returns their summaries. pretrained_source: see sweep.member_configs."""
     if vectorize not in ("auto", "on", "off"):
         raise ConfigError(f"--vectorize: got {vectorize!r}; allowed: auto | on | off")
     sweep = load_sweep(path)
     name = sweep_name(path, sweep)
-    cfgs = member_configs(path, sweep, out_dir, overrides or {})
+    cfgs = member_configs(path, sweep, out_dir, overrides or {}, pretrained_source)
     for cfg in cfgs:  # refuse a bad member before any is written (or, with overwrite, remove every old one)
         check(cfg, overwrite=overwrite)
     sweep_dir = os.path.dirname(cfgs[0].run_dir)

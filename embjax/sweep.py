@@ -116,8 +116,12 @@ def _short(key: str, value: Any) -> str:
     return f"{key.split('.')[-1]}{_fmt(value)}"
 
 
-def member_configs(path: str, sweep: dict, out_dir: str | None, overrides: dict) -> list[Config]:
-    """Configs for each member: base file (parameter `config`) <- command-line overrides <- member values."""
+def member_configs(
+    path: str, sweep: dict, out_dir: str | None, overrides: dict, pretrained_source: str | None = None
+) -> list[Config]:
+    """Configs for each member: base file (parameter `config`) <- command-line overrides <- member values.
+    `pretrained_source` (a findings stage's run): embedding.pretrained_path of the members that start from a
+    pretrained table (embedding.init=pretrained), and of no other member."""
     name = sweep_name(path, sweep)
     members = expand(sweep)
     varying = [k for k in sweep["parameters"] if len({json.dumps(m.get(k), sort_keys=True) for m in members}) > 1]
@@ -131,6 +135,8 @@ def member_configs(path: str, sweep: dict, out_dir: str | None, overrides: dict)
         root = out_dir or raw.get("out_dir", "runs")
         try:
             raw = C.apply_overrides(raw, {**values, "name": member, "out_dir": os.path.join(root, name)})
+            if pretrained_source and raw.get("embedding", {}).get("init") == "pretrained":
+                raw = C.apply_overrides(raw, {"embedding.pretrained_path": pretrained_source})
             cfgs.append(C.from_dict(raw))
         except ConfigError as err:
             raise ConfigError(f"{path}: member {member}: {err}") from None

@@ -9,7 +9,17 @@ from typing import Any
 import numpy as np
 
 from .plotting import save_figure
-from .runs import final, first, mean_sd, paired, per_seed, select, values_of
+from .runs import (
+    final,
+    growth_ratio,
+    mean_sd,
+    norm_freq_spearman,
+    paired,
+    per_seed,
+    rare_harm,
+    select,
+    values_of,
+)
 from .verdict import Check, Finding, Table
 
 # What the protocol varies, holds fixed, and what could still confound it (issue 22's audit)
@@ -18,21 +28,6 @@ AUDIT = (
     "data (Zipf 1.1), model, optimizer, steps. Could confound: the decay also applies to the untied head "
     "(embed_weight_decay covers every embedding table), so the decay check moves the readout too."
 )
-
-
-def _growth_ratio(r: dict) -> float | None:
-    keys = ("emb/norm_mean_rest", "emb/norm_mean_top1pct")
-    f, s = [final(r, k) for k in keys], [first(r, k) for k in keys]
-    return None if None in f + s else (f[0] / s[0]) / (f[1] / s[1])
-
-
-def _rare_harm(a: dict, b: dict) -> float | None:  # a with decay, b without
-    d = {k: (final(a, f"eval/loss_bucket_{k}"), final(b, f"eval/loss_bucket_{k}")) for k in ("rest", "top1")}
-    return None if None in sum(d.values(), ()) else (d["rest"][0] - d["rest"][1]) - (d["top1"][0] - d["top1"][1])
-
-
-def _spearman(r: dict) -> float | None:
-    return final(r, "emb/norm_logfreq_spearman")
 
 
 def analyse(runs: list[dict]) -> tuple[list[Check], Table]:
@@ -44,25 +39,25 @@ def analyse(runs: list[dict]) -> tuple[list[Check], Table]:
             "Rows of rarely seen tokens stay nearer their init: the rarest 90 %'s mean norm grows by less than "
             "half the factor of the top 1 %'s (untied, no decay)",
             "per seed, growth(rest) ÷ growth(top 1 %), growth = final ÷ step-0 mean norm; band in (−∞, 0.5]",
-            per_seed(side(False, 0.0), _growth_ratio),
+            per_seed(side(False, 0.0), growth_ratio),
             hi=0.5,
         ),
         Check(
             "Row norm rises with token frequency in an untied input table",
             "per seed, Spearman(‖eᵢ‖, log(1 + countᵢ)) (untied, no decay); band in [0, ∞)",
-            per_seed(side(False, 0.0), _spearman),
+            per_seed(side(False, 0.0), norm_freq_spearman),
             lo=0.0,
         ),
         Check(
             "Tying lowers the norm–log-frequency correlation",
             "per seed, tied − untied Spearman (no decay); band in (−∞, 0]",
-            paired(side(True, 0.0), side(False, 0.0), lambda a, b: _spearman(a) - _spearman(b)),
+            paired(side(True, 0.0), side(False, 0.0), lambda a, b: norm_freq_spearman(a) - norm_freq_spearman(b)),
             hi=0.0,
         ),
         Check(
             f"Weight decay on the embedding ({wd_hi:g}) hurts rare tokens more than frequent ones (untied)",
             "per seed, the decay's eval-loss change on targets in the rarest 90 % minus on the top 1 %; band in [0, ∞)",
-            paired(side(False, wd_hi), side(False, 0.0), _rare_harm),
+            paired(side(False, wd_hi), side(False, 0.0), rare_harm),
             lo=0.0,
         ),
     ]
@@ -79,8 +74,8 @@ def _frequency_table(side: Any, wds: list) -> Table:
                     "tied" if tie else "untied",
                     f"{wd:g}",
                     str(len(g)),
-                    mean_sd([_spearman(r) for r in g]),
-                    mean_sd([_growth_ratio(r) for r in g]),
+                    mean_sd([norm_freq_spearman(r) for r in g]),
+                    mean_sd([growth_ratio(r) for r in g]),
                 ]
                 + [mean_sd([final(r, f"eval/loss_bucket_{k}") for r in g]) for k in ("top1", "top1_10", "rest")]
             )

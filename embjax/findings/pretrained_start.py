@@ -4,12 +4,10 @@ Its audit, checks, analysis, table, plot and declaration, top to bottom."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from .plotting import save_figure
-from .runs import eval_at, get, mean_sd, paired, select
+from .runs import eval_at, gap_at, get, mean_sd, paired, select, steps_saved
 from .verdict import Check, Finding, Table
 
 # What the protocol varies, holds fixed, and what could still confound it (issue 22's audit)
@@ -37,31 +35,6 @@ def _arm(runs: list[dict], init: str, freeze: bool | str) -> dict[int, dict]:
     return select(runs, embedding__init=init, embedding__freeze=freeze)
 
 
-def _steps_saved(budget: int, eval_every: int) -> Callable[[dict, dict], float | None]:
-    """(scratch run, pretrained run) -> budget − the first eval step at which the pretrained run's eval loss is at
-    or below the scratch run's at the budget (budget + eval_every when it never gets there)."""
-
-    def saved(scratch: dict, pre: dict) -> float | None:
-        target = eval_at(scratch, "eval/loss", budget)
-        if target is None:
-            return None
-        steps = sorted(r["step"] for r in pre["rows"] if isinstance(r.get("eval/loss"), (int, float)))
-        reached = [t for t in steps if t > 0 and eval_at(pre, "eval/loss", t) <= target]
-        return float(budget - (reached[0] if reached else budget + eval_every))
-
-    return saved
-
-
-def _gap(key: str, step: int) -> Callable[[dict, dict], float | None]:
-    """(run a, run b) -> a's eval value of `key` at `step` − b's (None when either lacks it)."""
-
-    def gap(a: dict, b: dict) -> float | None:
-        x, y = eval_at(a, key, step), eval_at(b, key, step)
-        return None if x is None or y is None else x - y
-
-    return gap
-
-
 def analyse(runs: list[dict]) -> tuple[list[Check], Table]:
     early, last = 50, max((int(get(r["cfg"], "steps")) for r in runs), default=300)
     arms = {label: _arm(runs, init, freeze) for label, init, freeze in PRETRAINED_ARMS}
@@ -73,32 +46,32 @@ def analyse(runs: list[dict]) -> tuple[list[Check], Table]:
             f"(step {last}) at least one eval interval ({every} steps) sooner",
             f"per seed, {last} − the first eval step at which pretrained's eval loss ≤ scratch's at step {last} "
             f"({last} + {every} if never); band in [{every}, ∞)",
-            paired(scratch, pre, _steps_saved(last, every)),
+            paired(scratch, pre, steps_saved(last, every)),
             lo=float(every),
         ),
         Check(
             f"Initialising from a pretrained table converges faster: lower eval loss at an early budget (step {early})",
             f"per seed, scratch − pretrained eval loss at step {early}; band in [0, ∞)",
-            paired(scratch, pre, _gap("eval/loss", early)),
+            paired(scratch, pre, gap_at("eval/loss", early)),
             lo=0.0,
         ),
         Check(
             "It helps rare tokens early: lower eval loss on targets in the rarest 90 % at the early budget",
             f"per seed, scratch − pretrained eval/loss_bucket_rest at step {early}; band in [0, ∞)",
-            paired(scratch, pre, _gap("eval/loss_bucket_rest", early)),
+            paired(scratch, pre, gap_at("eval/loss_bucket_rest", early)),
             lo=0.0,
         ),
         Check(
             "Freezing the pretrained table limits adaptation to the shifted data: a higher final eval loss than "
             "training it",
             f"per seed, frozen − trainable pretrained eval loss at step {last}; band in [0, ∞)",
-            paired(frozen, pre, _gap("eval/loss", last)),
+            paired(frozen, pre, gap_at("eval/loss", last)),
             lo=0.0,
         ),
         Check(
             "A frozen pretrained table carries what it learned: better than a frozen random table",
             f"per seed, frozen random − frozen pretrained eval loss at step {last}; band in [0, ∞)",
-            paired(frozen_rand, frozen, _gap("eval/loss", last)),
+            paired(frozen_rand, frozen, gap_at("eval/loss", last)),
             lo=0.0,
         ),
         Check(
@@ -106,7 +79,7 @@ def analyse(runs: list[dict]) -> tuple[list[Check], Table]:
             "rare targets (where the new tokens are) than freezing every row",
             f"per seed, frozen (all rows) − frozen (pretrained rows only) eval/loss_bucket_rest at step {last}; "
             "band in [0, ∞)",
-            paired(frozen, held, _gap("eval/loss_bucket_rest", last)),
+            paired(frozen, held, gap_at("eval/loss_bucket_rest", last)),
             lo=0.0,
         ),
     ]

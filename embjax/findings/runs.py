@@ -127,3 +127,59 @@ def training_seconds(runs: list[dict]) -> float:
     wall_time_s and compile_s, so each distinct pair counts once."""
     groups = {(r["summary"].get("compile_s"), r["summary"].get("wall_time_s")) for r in runs}
     return float(sum(w for _, w in groups if isinstance(w, (int, float))))
+
+
+def centred_share(r: dict) -> float | None:  # only where there is a cone to remove (raw mean cosine > 0.05)
+    """emb_centered/cos_mean ÷ emb/cos_mean: how much of the cone is left once the mean row is removed."""
+    c, raw = final(r, "emb_centered/cos_mean"), final(r, "emb/cos_mean")
+    return None if c is None or raw is None or raw <= 0.05 else c / raw
+
+
+def rare_minus_frequent(r: dict) -> float | None:
+    """The mean cosine inside the rarest 90 % of types minus inside the top 10 %."""
+    rest, top = final(r, "emb/cos_mean_rest"), final(r, "emb/cos_mean_top10pct")
+    return None if rest is None or top is None else rest - top
+
+
+def growth_ratio(r: dict) -> float | None:
+    """growth(rest) ÷ growth(top 1 %), growth = final ÷ first mean row norm of the bucket."""
+    keys = ("emb/norm_mean_rest", "emb/norm_mean_top1pct")
+    f, s = [final(r, k) for k in keys], [first(r, k) for k in keys]
+    return None if None in f + s else (f[0] / s[0]) / (f[1] / s[1])
+
+
+def rare_harm(a: dict, b: dict) -> float | None:  # a with decay, b without
+    """(run with embedding decay, run without) -> the decay's eval-loss change on the rarest 90 %'s targets minus
+    on the top 1 %'s."""
+    d = {k: (final(a, f"eval/loss_bucket_{k}"), final(b, f"eval/loss_bucket_{k}")) for k in ("rest", "top1")}
+    return None if None in sum(d.values(), ()) else (d["rest"][0] - d["rest"][1]) - (d["top1"][0] - d["top1"][1])
+
+
+def norm_freq_spearman(r: dict) -> float | None:
+    """The final Spearman correlation of row norm with log(1 + count)."""
+    return final(r, "emb/norm_logfreq_spearman")
+
+
+def steps_saved(budget: int, eval_every: int) -> Callable[[dict, dict], float | None]:
+    """(scratch run, pretrained run) -> budget − the first eval step at which the pretrained run's eval loss is at
+    or below the scratch run's at the budget (budget + eval_every when it never gets there)."""
+
+    def saved(scratch: dict, pre: dict) -> float | None:
+        target = eval_at(scratch, "eval/loss", budget)
+        if target is None:
+            return None
+        steps = sorted(r["step"] for r in pre["rows"] if isinstance(r.get("eval/loss"), (int, float)))
+        reached = [t for t in steps if t > 0 and eval_at(pre, "eval/loss", t) <= target]
+        return float(budget - (reached[0] if reached else budget + eval_every))
+
+    return saved
+
+
+def gap_at(key: str, step: int) -> Callable[[dict, dict], float | None]:
+    """(run a, run b) -> a's eval value of `key` at `step` − b's (None when either lacks it)."""
+
+    def gap(a: dict, b: dict) -> float | None:
+        x, y = eval_at(a, key, step), eval_at(b, key, step)
+        return None if x is None or y is None else x - y
+
+    return gap

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .plotting import collect_series, line_plot, save_figure
-from .runs import diff, final, get, mean_sd, paired, per_seed, select, values_of
+from .runs import centred_share, diff, final, get, mean_sd, paired, per_seed, rare_minus_frequent, select, values_of
 from .verdict import Check, Finding, Table
 
 # What the protocol varies, holds fixed, and what could still confound it (issue 22's audit)
@@ -17,16 +17,6 @@ AUDIT = (
     "σ_E, so σ moved the output logits too. Could confound: an untied model has a second table (more parameters) "
     "and its input table receives only input-side gradients, which is the mechanism under test, not a confound."
 )
-
-
-def _centred(r: dict) -> float | None:  # only where there is a cone to remove (raw mean cosine > 0.05)
-    c, raw = final(r, "emb_centered/cos_mean"), final(r, "emb/cos_mean")
-    return None if c is None or raw is None or raw <= 0.05 else c / raw
-
-
-def _rare_minus_frequent(r: dict) -> float | None:
-    rest, top = final(r, "emb/cos_mean_rest"), final(r, "emb/cos_mean_top10pct")
-    return None if rest is None or top is None else rest - top
 
 
 def analyse(runs: list[dict]) -> tuple[list[Check], Table]:
@@ -42,13 +32,13 @@ def analyse(runs: list[dict]) -> tuple[list[Check], Table]:
             "Removing the mean row removes most of it: the tied table's centred mean cosine is under a quarter "
             "of its raw mean cosine (σ = 0.02)",
             "per seed, emb_centered/cos_mean ÷ emb/cos_mean; band in (−∞, 0.25]",
-            per_seed(side(True, 0.02), _centred),
+            per_seed(side(True, 0.02), centred_share),
             hi=0.25,
         ),
         Check(
             "Rare-token rows drift together more than frequent ones (tied, σ = 0.02)",
             "per seed, mean cosine inside the rarest 90 % − inside the top 10 %; band in [0, ∞)",
-            per_seed(side(True, 0.02), _rare_minus_frequent),
+            per_seed(side(True, 0.02), rare_minus_frequent),
             lo=0.0,
         ),
         Check(

@@ -82,7 +82,8 @@ class Finding:
     analyse: Callable[[list[dict]], tuple[list[Check], list[tuple[str, str]]]]  # -> checks, (label, numbers) rows
     plot: Callable[[list[dict], str], bool] | None = None
     quick: dict = field(default_factory=dict)  # --quick: {"steps": N, "parameters": {key: values}}
-    # a sweep run first whose one run directory becomes embedding.pretrained_path (and its --quick steps)
+    # a stage run first (a sweep of one run, or a baseline stage: see references) whose run directory becomes the
+    # pretrained arms' embedding.pretrained_path (and its --quick settings: steps, or a baseline's epochs)
     needs: str | None = None
     needs_quick: dict = field(default_factory=dict)
     # more sweeps whose runs join this finding's (arms a grid cannot express: a combination another arm's key
@@ -90,6 +91,11 @@ class Finding:
     also: tuple[str, ...] = ()
     # what the protocol varies, holds fixed, and what could still confound it (findings.md's "Audit")
     audit: str = ""
+    # baseline stages (sweeps/findings/<name>.yaml with a `baseline:` key: word2vec or fastText on a config's
+    # tokens) whose run directories join this finding's runs, as reference rows
+    references: tuple[str, ...] = ()
+    # the planted finding this one tries on real language (findings.md's summary puts them on one row)
+    sibling_of: str | None = None
 
 
 def evaluate(finding: Finding, runs: list[dict]) -> tuple[str, list[Check], Table]:
