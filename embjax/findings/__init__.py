@@ -12,15 +12,21 @@ from __future__ import annotations
 
 from . import (
     frequency_rows,
+    frequency_rows_text,
     mup_coord_check,
     mup_lr_transfer,
     pretrained_start,
+    pretrained_start_text,
     row_sparse_updates,
+    similarity_emerges,
     small_sigma_preln,
     softmax_bottleneck,
     tied_vs_untied,
+    tied_vs_untied_text,
     tying_anisotropy,
+    tying_anisotropy_text,
     width_small_data,
+    width_small_data_text,
 )
 from .verdict import Finding
 
@@ -35,6 +41,13 @@ MODULES = [
     row_sparse_updates,
     pretrained_start,
     width_small_data,
+    # on real language: the siblings of findings 1, 2, 5, 9 and 10, and the lesson's "why similarity emerges"
+    tying_anisotropy_text,
+    frequency_rows_text,
+    tied_vs_untied_text,
+    similarity_emerges,
+    pretrained_start_text,
+    width_small_data_text,
 ]
 FINDINGS: list[Finding] = [m.FINDING for m in MODULES]
 BY_NAME = {f.name: f for f in FINDINGS}

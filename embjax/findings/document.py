@@ -23,6 +23,38 @@ def _protocol_facts(runs: list[dict]) -> str:
     )
 
 
+def _link(i: int, f: Finding, verdict: str) -> str:
+    return f"[{verdict}](#{i}-{f.name.replace('_', '-')})"
+
+
+def _summary(results: list[tuple[Finding, str, list[dict]]], evaluated: dict) -> list[str]:
+    """The summary table: a claim per row, its verdict on the planted corpus and on real text (a finding and its
+    real-text sibling on one row), and where they disagree, the real-text checks that did not reproduce."""
+    by_name = {f.name: f for f, _, _ in results}
+    siblings = {f.sibling_of: f for f in by_name.values() if f.sibling_of}
+    out = ["| # | finding | planted corpus | real text | where they differ |", "|---|---|---|---|---|"]
+    for f, _, _ in results:
+        if f.sibling_of in by_name:
+            continue  # on its planted finding's row
+        i, (verdict, _, _) = evaluated[f.name]
+        planted = f.sibling_of is None and f.corpus == "planted"
+        twin = siblings.get(f.name) if planted else None
+        cells = [_link(i, f, verdict), "—"] if planted else ["—", _link(i, f, verdict)]
+        reading = ""
+        if twin is not None:
+            j, (v2, checks, _) = evaluated[twin.name]
+            cells[1] = _link(j, twin, v2)
+            reading = _differ(checks) if v2 != verdict else ""
+        out.append(_row([str(i), f.title, *cells, reading]))
+    return out
+
+
+def _differ(checks: list) -> str:
+    """The real-text checks that did not reproduce, each claim cut at its first clause (the first two)."""
+    off = [f"{c.claim.split(':')[0].split(' (')[0]}: {c.verdict}" for c in checks if c.verdict != "reproduced"]
+    return "real text: " + ("; ".join(off[:2]) + ("; …" if len(off) > 2 else "") if off else "every check reproduced")
+
+
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
@@ -32,11 +64,12 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
     import matplotlib
 
     matplotlib.use("Agg")
-    lines = ["# Findings", "", *header, "", "| # | finding | verdict |", "|---|---|---|"]
+    evaluated = {f.name: (i, evaluate(f, runs)) for i, (f, _, runs) in enumerate(results, 1)}
+    lines = ["# Findings", "", *header, "", *_summary(results, evaluated)]
     body: list[str] = []
     for i, (f, sweep_dir, runs) in enumerate(results, 1):
-        verdict, checks, (cols, rows) = evaluate(f, runs)
-        lines.append(f"| {i} | [{f.title}](#{i}-{f.name.replace('_', '-')}) | **{verdict}** |")
+        verdict, checks, (cols, rows) = evaluated[f.name][1]
+        stages = [*f.also, *((f.needs,) if f.needs else ()), *f.references]
         body += [
             "",
             f"## {i}. {f.name.replace('_', '-')}",
@@ -46,8 +79,8 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
             f"- **Claim.** {f.claim}",
             f"- **Source.** {f.source}",
             f"- **Protocol.** {f.protocol} "
-            f"Sweep {', '.join(f'`sweeps/findings/{n}.yaml`' for n in (f.sweep, *f.also))}; "
-            f"ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`{' and beside it' if f.also else ''}.",
+            f"Sweep {', '.join(f'`sweeps/findings/{n}.yaml`' for n in (f.sweep, *stages))}; "
+            f"ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`{' and beside it' if stages else ''}.",
             *([f"- **Audit.** {f.audit}"] if f.audit else []),
             f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band lies "
             "inside its interval, not reproduced when it lies outside, inconclusive when it straddles an edge.",

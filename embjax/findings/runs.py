@@ -183,3 +183,14 @@ def gap_at(key: str, step: int) -> Callable[[dict, dict], float | None]:
         return None if x is None or y is None else x - y
 
     return gap
+
+
+def band_text(values: list[float]) -> str:
+    """Table text: the values' mean and its band, mean ± 2 standard errors (the verdict rule's), over seeds."""
+    from .verdict import band
+
+    v = [x for x in values if x is not None]
+    if not v:
+        return "–"
+    m, lo, hi = band(v)
+    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if len(v) > 1 else f"{m:+.3f}"

@@ -96,6 +96,8 @@ class Finding:
     references: tuple[str, ...] = ()
     # the planted finding this one tries on real language (findings.md's summary puts them on one row)
     sibling_of: str | None = None
+    # what it is measured on: "planted" (the embedded corpus) or "real text" (findings.md's two verdict columns)
+    corpus: str = "planted"
 
 
 def evaluate(finding: Finding, runs: list[dict]) -> tuple[str, list[Check], Table]:
