@@ -1,0 +1,198 @@
+"""The real-text findings' verdict rules on synthetic runs: for each new finding, runs written as experiments.train
+writes them (config.yaml, summary.json, metrics.jsonl, tables) whose numbers must come out reproduced, not
+reproduced, and inconclusive (an effect within the seeds' noise)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from embjax.findings import BY_NAME
+from embjax.findings.document import write_markdown
+from embjax.findings.runs import load
+from embjax.findings.verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, evaluate
+
+CASES = [(1.0, 0.01, REPRODUCED), (-1.0, 0.01, NOT_REPRODUCED), (0.05, 1.0, INCONCLUSIVE)]
+SEEDS = (0, 1, 2)
+
+
+def _run(root, name, cfg, summary, rows=(), tables=None):
+    d = os.path.join(root, name)
+    os.makedirs(d)
+    yaml.safe_dump(cfg, open(os.path.join(d, "config.yaml"), "w"))
+    json.dump({"status": "finished", **summary}, open(os.path.join(d, "summary.json"), "w"))
+    with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+        for r in rows or [{"step": 0}]:
+            f.write(json.dumps(r) + "\n")
+    for file, E in (tables or {}).items():
+        np.save(os.path.join(d, file), E)
+
+
+def _cfg(seed, tie=True, sigma=0.02, **more):
+    cfg = {"seed": seed, "steps": 1000, "model": {"tie_embeddings": tie, "embed_dim": 32}}
+    cfg["embedding"] = {"init_std": sigma, "init": more.pop("init", "normal")}
+    cfg["optim"] = {"embed_weight_decay": more.pop("wd", 0.0)}
+    cfg["data"] = {"train_fraction": more.pop("fraction", 1.0)}
+    return cfg
+
+
+def _noise(k, noise):
+    return noise * (k - 1)  # −noise, 0, +noise over the three seeds: mean 0, s.e. noise/√3
+
+
+def _verdicts(name, runs):
+    verdict, checks, _ = evaluate(BY_NAME[name], runs)
+    return verdict, [c.verdict for c in checks]
+
+
+@pytest.mark.parametrize("effect,noise,want", CASES)
+def test_tying_anisotropy_text(tmp_path, effect, noise, want):
+    """effect > 0: the tied table a cone (cos 0.02 + 0.6·effect), mostly its mean row, rare rows together, none at
+    σ = 1."""
+    for s in (0.02, 1.0):
+        for tie in (True, False):
+            for k in SEEDS:
+                cos = 0.02 + (0.6 * effect + _noise(k, noise) if tie and s == 0.02 else 0.0)
+                cos = max(cos, 0.06) if tie and s == 0.02 else cos
+                summary = {"emb/cos_mean": cos, "emb_centered/cos_mean": (0.03 if effect > 0 else 0.9) * cos}
+                summary |= {"emb/cos_mean_rest": cos + 0.1 * effect, "emb/cos_mean_top10pct": cos, "eval/loss": 6.0}
+                summary["emb/cos_mean"] += (0.3 * (effect < 0) + _noise(k, noise)) if tie and s == 1.0 else 0.0
+                _run(str(tmp_path), f"{s}-{tie}-{k}", _cfg(k, tie, s), summary)
+    verdict, checks = _verdicts("tying_anisotropy_text", load(str(tmp_path)))
+    assert verdict == want and checks[0] == want, checks
+    if want != INCONCLUSIVE:
+        assert set(checks) == {want}
+
+
+@pytest.mark.parametrize("effect,noise,want", CASES)
+def test_frequency_rows_text(tmp_path, effect, noise, want):
+    """effect > 0: rare rows grow a third as much, norms follow frequency (less when tied), decay hurts rare words;
+    σ = 1 members in the same sweep (text_tying has them) are left out."""
+    for tie, wd, s in ((True, 0.0, 0.02), (False, 0.0, 0.02), (False, 0.5, 0.02), (False, 0.0, 1.0), (True, 0.0, 1.0)):
+        for k in SEEDS:
+            e = effect * (1 if s == 0.02 else -1)  # the σ = 1 members say the opposite: they must not count
+            top = 3.0
+            rest = 1.0 + (1.0 / 3 if e > 0 else 3.0) + _noise(k, noise)
+            rho = (0.5 if not tie else 0.2) * e + _noise(k, noise)
+            loss = {"eval/loss_bucket_top1": 3.0 + (0.1 if wd else 0.0), "eval/loss_bucket_top1_10": 5.0}
+            loss["eval/loss_bucket_rest"] = 7.0 + ((0.1 + 0.3 * e + _noise(k, noise)) if wd else 0.0)
+            summary = {
+                "emb/norm_mean_rest": rest,
+                "emb/norm_mean_top1pct": top,
+                "emb/norm_logfreq_spearman": rho,
+                **loss,
+            }
+            first = {"step": 0, "emb/norm_mean_rest": 1.0, "emb/norm_mean_top1pct": 1.0}
+            _run(str(tmp_path), f"{tie}-{wd}-{s}-{k}", _cfg(k, tie, s, wd=wd), summary, [first])
+    verdict, checks = _verdicts("frequency_rows_text", load(str(tmp_path)))
+    assert verdict == want, checks
+    if want != INCONCLUSIVE:
+        assert set(checks) == {want}, checks
+
+
+@pytest.mark.parametrize("effect,noise,want", CASES)
+def test_tied_vs_untied_text(tmp_path, effect, noise, want):
+    """effect > 0: the output table scores 0.1 higher than the input table, the tied table as the output one, and is
+    (up to noise) the untied output table; the loss the same."""
+    rng = np.random.default_rng(0)
+    for k in SEEDS:
+        X, Y = rng.normal(size=(64, 8)), rng.normal(size=(64, 8))
+        near, far = X + 0.05 * rng.normal(size=X.shape), Y
+        inp, out = (far, near) if effect > 0 else (near, far)
+        rho = {f"word_sim/{n}/spearman": 0.1 for n in ("simlex999", "wordsim353")}
+        gain = 0.1 * effect + _noise(k, noise)
+        untied = {**rho, **{f"word_sim_out/{n}/spearman": 0.1 + gain for n in ("simlex999", "wordsim353")}}
+        tied = {f"word_sim/{n}/spearman": 0.1 + gain for n in ("simlex999", "wordsim353")}
+        _run(str(tmp_path), f"t{k}", _cfg(k, True), {**tied, "eval/loss": 6.0}, tables={"embeddings.npy": X})
+        tables = {"embeddings.npy": inp, "output_embeddings.npy": out}
+        _run(str(tmp_path), f"u{k}", _cfg(k, False), {**untied, "eval/loss": 6.0 - 0.1 * (effect < 0)}, tables=tables)
+    verdict, checks = _verdicts("tied_vs_untied_text", load(str(tmp_path)))
+    assert verdict == want and checks[:3] == [want] * 3, checks
+    assert checks[3] == (NOT_REPRODUCED if effect < 0 else REPRODUCED)  # the CKA check: no noise in the tables
+
+
+@pytest.mark.parametrize("effect,noise,want", CASES)
+def test_similarity_emerges(tmp_path, effect, noise, want):
+    """effect > 0: ρ rises by 0.1 from the random init, and ends 0.05 higher on the whole corpus than on a quarter;
+    word2vec's reference row is in the table and is no check."""
+    for k in SEEDS:
+        for fraction in (1.0, 0.25):
+            end = 0.05 + 0.1 * effect + _noise(k, noise) - (0.05 * effect if fraction < 1 else 0.0)
+            rows = [{"step": 0, **{f"word_sim/{n}/spearman": 0.05 for n in ("simlex999", "wordsim353")}}]
+            rows.append({"step": 1000, **{f"word_sim/{n}/spearman": end for n in ("simlex999", "wordsim353")}})
+            _run(str(tmp_path), f"{fraction}-{k}", _cfg(k, True, fraction=fraction), {"eval/loss": 6.0}, rows)
+    ref = {f"word_sim/{n}/spearman": 0.3 for n in ("simlex999", "wordsim353")} | {"analogy/google/accuracy": 0.02}
+    ref |= {"baseline/method": "word2vec", "baseline/dim": 32, "baseline/epochs": 5}
+    _run(str(tmp_path), "w2v", {"seed": 0, "steps": 5}, ref)
+    runs = load(str(tmp_path))
+    verdict, checks = _verdicts("similarity_emerges", runs)
+    assert verdict == want, checks
+    if want != INCONCLUSIVE:
+        assert set(checks) == {want}, checks
+    _, _, (cols, table) = evaluate(BY_NAME["similarity_emerges"], runs)
+    assert table[-1][0].startswith("word2vec (reference") and table[-1][2:4] == ["0.300", "0.300"]
+
+
+@pytest.mark.parametrize("effect,noise,want", CASES)
+def test_pretrained_start_text(tmp_path, effect, noise, want):
+    """effect > 0: the word2vec start's eval loss is 0.5 nats lower at every eval (so it reaches scratch's final
+    loss well before the end) and its ρ 0.1 higher at step 50."""
+    for k in SEEDS:
+        for init in ("normal", "pretrained"):
+            shift = (0.5 * effect + _noise(k, noise)) if init == "pretrained" else 0.0
+            rows = [
+                {"step": t, "eval/loss": 7.0 - 2.0 * t / 600 - shift}
+                | {
+                    f"word_sim/{n}/spearman": 0.05 + (0.2 * shift if t == 50 else 0.0)
+                    for n in ("simlex999", "wordsim353")
+                }
+                for t in range(0, 601, 50)
+            ]
+            cfg = _cfg(k, True, init=init) | {"steps": 600}
+            _run(str(tmp_path), f"{init}-{k}", cfg, {"eval/loss": rows[-1]["eval/loss"]}, rows)
+    verdict, checks = _verdicts("pretrained_start_text", load(str(tmp_path)))
+    assert verdict == want, checks
+    if want != INCONCLUSIVE:
+        assert set(checks) == {want}, checks
+
+
+@pytest.mark.parametrize("effect,noise,want", CASES)
+def test_width_small_data_text(tmp_path, effect, noise, want):
+    """effect > 0: the widest table ends 0.3 nats above the best smaller one and its train loss 0.5 lower than
+    its eval loss (d = 16: 0.1)."""
+    for d in (16, 32, 64, 128, 256):
+        for k in SEEDS:
+            wide = d == 256
+            ev = 5.0 + (0.3 * effect + _noise(k, noise) if wide else -0.01 * np.log2(d))
+            gap = 0.1 + ((0.4 * effect + _noise(k, noise)) if wide else 0.0)
+            rows = [{"step": t, "train/loss": ev - gap} for t in range(500, 601, 20)]
+            cfg = {"seed": k, "steps": 600, "model": {"embed_dim": d}}
+            _run(str(tmp_path), f"{d}-{k}", cfg, {"eval/loss": ev}, rows)
+    runs = load(str(tmp_path))
+    verdict, checks = _verdicts("width_small_data_text", runs)
+    assert verdict == want and checks == [want, want], checks
+    path = write_markdown(str(tmp_path), [(BY_NAME["width_small_data_text"], str(tmp_path), runs)], [])
+    assert "| 1 | Bigger d with little data, on a finite real corpus | — | [" in open(path).read()
+
+
+def test_a_finding_and_its_sibling_share_a_row_and_the_row_says_where_they_differ(tmp_path):
+    """findings.md's summary: the planted verdict and the real-text one on one row; where they differ, the real-text
+    checks that did not reproduce."""
+    for d in (16, 32, 64, 128, 256):  # the widest is worst (both reproduce that), but its gap is the smallest
+        for k in SEEDS:
+            ev = 5.0 + (0.3 if d == 256 else 0.0) + 0.001 * k
+            rows = [{"step": t, "train/loss": ev - 1.0 + d / 1000} for t in range(500, 601, 20)]
+            _run(
+                str(tmp_path), f"{d}-{k}", {"seed": k, "steps": 600, "model": {"embed_dim": d}}, {"eval/loss": ev}, rows
+            )
+    runs = load(str(tmp_path))
+    results = [(BY_NAME[n], str(tmp_path), runs) for n in ("width_small_data", "width_small_data_text")]
+    text = open(write_markdown(str(tmp_path), results, [])).read()
+    planted, real = (evaluate(BY_NAME[n], runs)[0] for n in ("width_small_data", "width_small_data_text"))
+    row = next(line for line in text.splitlines() if line.startswith("| 1 | Bigger d with little data |"))
+    assert f"[{planted}](#1-width-small-data)" in row and f"[{real}](#2-width-small-data-text)" in row
+    assert (planted, real) == (REPRODUCED, NOT_REPRODUCED)
+    assert row.endswith("| real text: A wide table overfits a corpus seen many times: not reproduced |")
+    assert not any(line.startswith("| 2 |") for line in text.splitlines())  # the sibling has no row of its own
