@@ -179,8 +179,8 @@ def prepare_main(argv: list[str]) -> int:
 @guarded
 def findings_main(argv: list[str]) -> int:
     keep_freed_memory()
-    argv = [a if a != "--quick" else "--quick=true" for a in argv]
-    known, overrides, positional = split_args(argv, ("out_dir", "quick", "progress", "overwrite"))
+    argv = [{"--quick": "--quick=true", "--wandb-report": "--wandb-report=true"}.get(a, a) for a in argv]
+    known, overrides, positional = split_args(argv, ("out_dir", "quick", "progress", "overwrite", "wandb-report"))
     import time
 
     from .config import parse_overrides
@@ -226,7 +226,34 @@ def findings_main(argv: list[str]) -> int:
     log_to_wandb(root, results)
     print(open(path).read().split("\n## ")[0])
     print(f"findings: {path}")
+    if _as_bool("wandb-report", known.get("wandb-report", "false")):
+        _findings_report(root, results, header[0], given)
     return 0
+
+
+def _findings_report(root: str, results: list, header: str, given: dict) -> None:
+    """findings_report.json beside findings.md; saved to W&B when it logs online (one line, exit 2, if that fails)."""
+    from .findings.wandb_report import save_report, write_report
+
+    path = write_report(root, results, header)
+    print(f"W&B report spec: {path}")
+    log = load_config(None, given).log
+    if log.mode != "online" or os.environ.get("WANDB_MODE", "online") in ("offline", "disabled", "dryrun"):
+        print("W&B offline: the report is not saved (log.mode=online, a W&B server and an API key save it)")
+        return
+    try:
+        entity = log.entity
+        if entity is None:
+            import wandb
+
+            entity = wandb.Api().default_entity
+        print(f"W&B report: {save_report(path, entity, log.project)}")
+    except Exception as err:  # noqa: BLE001 - no API key, no server: one line (the spec is written)
+        text = str(err).strip().splitlines()
+        raise ConfigError(
+            f"the findings report was not saved to W&B ({type(err).__name__}: {text[0] if text else ''}); the spec "
+            f"is in {path}; allowed: a reachable W&B server (WANDB_BASE_URL) and an API key (wandb login)"
+        ) from None
 
 
 def _findings_stage(
@@ -298,6 +325,39 @@ def _findings_sweep(
         overrides = {**({"steps": quick["steps"]} if "steps" in quick else {}), **overrides}
     run_sweep(path, root, overrides, progress=progress, overwrite=overwrite, pretrained_source=pretrained_source)
     return os.path.join(root, name)
+
+
+@guarded
+def dashboard_main(argv: list[str]) -> int:
+    """`python -m experiments.dashboard SWEEP_DIR [--entity=E] [--project=P]`: the sweep's W&B workspace."""
+    known, extra, positional = split_args(argv, ("entity", "project"))
+    if extra or len(positional) != 1 or not os.path.isfile(os.path.join(positional[0], "sweep.yaml")):
+        raise ConfigError(
+            f"got {[*positional, *extra]!r}; allowed: one sweep directory (with its sweep.yaml), --entity=E, "
+            "--project=P"
+        )
+    from .dashboard import save_workspace, sweep_log, write_workspace
+
+    try:
+        path = write_workspace(positional[0])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    print(f"workspace spec: {path}")
+    log = sweep_log(positional[0])
+    if os.environ.get("WANDB_MODE", "") in ("offline", "disabled", "dryrun"):
+        print(f"WANDB_MODE={os.environ['WANDB_MODE']}: not saved (unset it, with a W&B server and API key, to save)")
+        return 0
+    entity, project = known.get("entity") or log.get("entity"), known.get("project") or log.get("project", "embjax")
+    try:
+        url = save_workspace(path, entity, project)
+    except Exception as err:  # noqa: BLE001 - no API key, no server, a refusal: one line (the spec is written)
+        text = str(err).strip().splitlines()
+        raise ConfigError(
+            f"the workspace was not saved to W&B ({type(err).__name__}: {text[0] if text else ''}); the spec is in "
+            f"{path}; allowed: a reachable W&B server (WANDB_BASE_URL) and an API key (wandb login)"
+        ) from None
+    print(f"workspace: {url}")
+    return 0
 
 
 BASELINE_FLAGS = ("config", "method", "sg", "dim", "epochs", "window", "negative", "workers", "overwrite")

@@ -16,6 +16,7 @@ COMMANDS = {
     "view": cli.view_main,
     "inspect": cli.inspect_main,
     "baseline": cli.baseline_main,
+    "dashboard": cli.dashboard_main,
     "bench": bench.main,
 }
 

@@ -204,6 +204,9 @@ class LogConfig:
     # seconds W&B may take to start before the run goes on without it
     init_timeout: float = setting(30.0, range=(1.0, 3600.0), role=IDENTITY)
     progress: bool = setting(True, role=IDENTITY, resumable=True)
+    # a sweep's W&B workspace (embjax.dashboard), saved when the sweep ends: null = when W&B logs online, true =
+    # always (offline: written as <sweep>/wandb_workspace.json only), false = never
+    wandb_workspace: bool | None = setting(None, role=IDENTITY, resumable=True)
     # word similarity benchmarks scored every metrics step on every table (docs/metrics.md): a name (wordsim353 |
     # simlex999: the files gensim ships), a "word word score" file, or a list of them
     word_similarity: str | tuple[str, ...] | None = setting(None, role=IDENTITY, resumable=True)

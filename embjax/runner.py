@@ -369,6 +369,7 @@ def run_sweep(
         from .report import make_report
 
         make_report(sweep_dir, wandb_group=name if cfgs[0].log.wandb else None, baseline=sweep.get("baseline"))
+    dashboard(sweep_dir, cfgs[0])
     if sig.received:
         for s in result:
             s["_signal"] = sig.received
@@ -391,6 +392,27 @@ SUMMARY_METRICS = (
     "step",
     "wall_time_s",
 )
+
+
+def dashboard(sweep_dir: str, cfg: Config) -> None:
+    """The sweep's W&B workspace at its end, as log.wandb_workspace says (null: saved when W&B logs online); a
+    failure costs the workspace only, in one warning."""
+    log = cfg.log
+    online = log.mode == "online" and os.environ.get("WANDB_MODE", "online") not in ("offline", "disabled", "dryrun")
+    if not log.wandb or log.wandb_workspace is False or (log.wandb_workspace is None and not online):
+        return
+    from .dashboard import save_workspace, write_workspace
+
+    try:
+        path = write_workspace(sweep_dir)
+        if online:
+            print(f"W&B workspace: {save_workspace(path, log.entity, log.project)}")
+        else:
+            print(f"W&B workspace spec: {path} (save it with: python -m experiments.dashboard {sweep_dir})")
+    except Exception as err:  # noqa: BLE001 - the sweep's results are safe; say what was lost
+        why = str(err).strip().splitlines()
+        print(f"warning: {sweep_dir}: the W&B workspace was not saved ({type(err).__name__}: {why[0] if why else ''})",
+              file=sys.stderr)  # fmt: skip
 
 
 BENCHMARK_PREFIXES = ("word_sim/", "word_sim_out/", "analogy/", "analogy_out/")

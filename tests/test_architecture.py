@@ -16,7 +16,7 @@ LAYERS = [
     {"commands"},
     {"cli", "bench"},
     {"runner", "findings", "inspector", "baseline"},
-    {"loop"},
+    {"loop", "dashboard"},
     {"rundir", "report", "observe"},
     {"viewer", "benchmark_report"},
     {"step", "sweep"},
@@ -29,7 +29,7 @@ LAYERS = [
 ]
 # Inside embjax/findings/: the shared base every finding module may import; a finding never imports another
 FINDINGS_BASE = {"verdict", "runs", "plotting"}
-FINDINGS_TOP = {"__init__", "document"}  # the registry and the writers, which read the findings
+FINDINGS_TOP = {"__init__", "document", "wandb_report"}  # the registry and the writers, which read the findings
 
 
 def modules(root=None):

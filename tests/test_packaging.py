@@ -68,7 +68,7 @@ def test_the_embjax_command_bad_input_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert (
         err == "error: command: got 'nope'; allowed: "
-        "train | sweep | prepare | findings | report | view | inspect | baseline | bench"
+        "train | sweep | prepare | findings | report | view | inspect | baseline | dashboard | bench"
     )
     assert main([]) == 2 and "usage: embjax" in capsys.readouterr().out
     assert main(["train", *TINY, f"--out_dir={tmp_path}", "--model.embed_dim=-4"]) == 2
