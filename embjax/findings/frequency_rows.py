@@ -133,6 +133,6 @@ FINDING = Finding(
     "frequency",
     analyse,
     plot,
-    quick={"steps": 100},
+    quick={"steps": 100, "parameters": {"seed": [0, 1]}},
     audit=AUDIT,
 )

@@ -86,6 +86,6 @@ FINDING = Finding(
     "coord_check",
     analyse,
     plot_coord_check,
-    quick={"parameters": {"model.embed_dim": [32, 128]}},
+    quick={"parameters": {"model.embed_dim": [32, 128], "seed": [0, 1]}},
     audit=AUDIT,
 )
