@@ -6,19 +6,54 @@ files) is reported and skipped; if none can be read the run is refused rather th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Coroutine
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src import asyncio_utils
 
 # orbax logs every save at INFO through absl; a research console wants the progress bar instead. Its save threads
 # also log a failed write (a full disk) as an ERROR with a traceback before the save's caller sees it: the run
 # reports that itself, in one line (runner.write_failure), so only CRITICAL gets through
 logging.getLogger("absl").setLevel(logging.CRITICAL)
 logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # (its "Task exception was never retrieved", the same)
+
+
+def run_draining(coro: Coroutine) -> Any:
+    """orbax's `_run_sync_via_new_loop` (0.12.8: new loop, run_until_complete, close), except that when the
+    coroutine fails, the tasks it left running finish (or fail) before the loop closes.
+
+    A save is an asyncio.gather of tensorstore writes; on a full disk the first write's error ends the gather,
+    the loop is closed, and each write still in flight later completes on a tensorstore thread whose callback
+    calls the closed loop's call_soon_threadsafe: `RuntimeError: Event loop is closed`, printed by
+    sys.unraisablehook from that thread, 4 to 60 times per failure (no logger reaches it). Those writes could
+    also land after the run has removed the half-written checkpoint. Waiting for them (each fails at once on the
+    full disk) removes both; a save that succeeds leaves no task and is unchanged."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    except BaseException:
+        for _ in range(100):  # a task may start another while it finishes: until none is left
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            if not pending:
+                break
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        raise
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+# every orbax run_sync outside a running loop (each save and commit thread) goes through it: the pinned orbax's
+# module-level function, replaced where it is looked up (tests/test_faults.py checks it is still there)
+asyncio_utils._run_sync_via_new_loop = run_draining
 
 
 class CheckpointError(RuntimeError):
@@ -82,5 +117,12 @@ class Checkpointer:
         )
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        """Wait for the async saves, then close the manager (its threads) even when a save failed: the save's
+        error is the one raised."""
+        try:
+            self.manager.wait_until_finished()
+        except BaseException:
+            with contextlib.suppress(Exception):  # (the failed save again: the first report is the one raised)
+                self.manager.close()
+            raise
         self.manager.close()

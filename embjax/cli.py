@@ -62,8 +62,31 @@ def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except Exception as err:
+            if not out_of_memory(err):
+                raise
+            first = next((line for line in str(err).splitlines() if "memory" in line.lower()), str(err)[:200])
+            print(
+                f"error: out of memory ({type(err).__name__}: {first.strip()[:300]}); allowed: a smaller model, "
+                "batch or vocabulary, fewer members at once (--vectorize=off), or a device with more memory",
+                file=sys.stderr,
+            )
+            return 1
 
     return run
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """An allocation the device or host could not make (XLA's RESOURCE_EXHAUSTED, NumPy's MemoryError), anywhere
+    in the exception's chain."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(err)
+        if isinstance(err, MemoryError) or ("RESOURCE_EXHAUSTED" in text and "memory" in text.lower()):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 @guarded
@@ -197,7 +220,7 @@ def findings_main(argv: list[str]) -> int:
     overwrite = _as_bool("overwrite", known.get("overwrite", "false"))
     root = os.path.join(known.get("out_dir", "runs"), "findings")
     t0, dirs = time.perf_counter(), {}
-    given = parse_overrides(overrides)
+    given = {**({} if progress else {"log.progress": False}), **parse_overrides(overrides)}  # (prepare's bars too)
     for f in chosen:
         source = None
         if f.needs is not None:  # a stage run first: its one run directory is the pretrained arms' source

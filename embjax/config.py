@@ -454,6 +454,11 @@ def _validate(cfg: Config) -> None:
             "embedding.pretrained_path: got null with embedding.init='pretrained'; "
             "allowed: a .npy, word2vec, GloVe, fastText or .safetensors file, a Hugging Face model folder or a run"
         )
+    if e.pretrained_path and e.init != "pretrained":  # a source that would be ignored: never silently
+        raise ConfigError(
+            f"embedding.pretrained_path: got {e.pretrained_path!r} with embedding.init={e.init!r}; allowed: null, "
+            "or a source with embedding.init=pretrained"
+        )
     if m.pad_id is not None and not 0 <= m.pad_id < d.vocab_size:
         raise ConfigError(f"model.pad_id: got {m.pad_id}; allowed: null or an id in [0, {d.vocab_size})")
     if m.parametrization == "mup":
@@ -628,6 +633,16 @@ def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
                 raise ConfigError(f"{key}: '{p}' is not a section")
             node = node.setdefault(p, {})
         node[parts[-1]] = value
+    return raw
+
+
+def read_run_config(path: str) -> dict:
+    """A run's stored config.yaml as a raw mapping. Runs made before embedding.pretrained_path without
+    embedding.init=pretrained was refused stored such a path, which their training never read: it reads as null."""
+    raw = read_yaml(path)
+    e = raw.get("embedding")
+    if isinstance(e, dict) and e.get("pretrained_path") and e.get("init", "normal") != "pretrained":
+        raw["embedding"] = {**e, "pretrained_path": None}
     return raw
 
 

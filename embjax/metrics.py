@@ -119,8 +119,9 @@ def nearest_neighbors(
     E = np.asarray(E)
     V, D = E.shape
     probe_ids = np.asarray(probe_ids, np.int64)
+    dup = duplicate_rows(E, block)
     if mu is not None or V <= k + extra + 1:
-        return _nearest_exact(E, probe_ids, k, mu=mu, block=block, probe_chunk=probe_chunk)
+        return _nearest_exact(E, probe_ids, k, mu=mu, block=block, probe_chunk=probe_chunk, dup=dup)
     M = k + extra
     err = (D + 4) * 2.0**-23  # ≥ 2·γ_D for unit-norm float32 dot products, plus rounding of the inputs
     out_ids = np.full((len(probe_ids), k), -1, np.int64)
@@ -140,6 +141,12 @@ def nearest_neighbors(
             rows = np.asarray(E[ids], np.float64)
             rn = np.linalg.norm(rows, axis=1)
             exact = rows @ (Q64[r] / qn[r]) / rn
+            if dup is not None:  # equal rows get one cosine (their representative's), so the lower index wins
+                group, R = dup
+                g = group[ids]
+                if (g >= 0).any():
+                    rep = R @ (Q64[r] / qn[r]) / np.linalg.norm(R, axis=1)
+                    exact = np.where(g >= 0, rep[np.maximum(g, 0)], exact)
             order = np.lexsort((ids, -exact))[:k]
             # every non-candidate has float32 cosine ≤ the smallest kept candidate's
             bound = float(cand_val[r][ok].min()) + err if ok.all() else -np.inf
@@ -149,9 +156,41 @@ def nearest_neighbors(
             else:
                 redo.append(p0 + r)
     if redo:
-        ids, cos = _nearest_exact(E, probe_ids[redo], k, block=block, probe_chunk=probe_chunk)
+        ids, cos = _nearest_exact(E, probe_ids[redo], k, block=block, probe_chunk=probe_chunk, dup=dup)
         out_ids[redo], out_cos[redo] = ids, cos
     return out_ids, out_cos
+
+
+def duplicate_rows(E: np.ndarray, block: int = CHUNK) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows equal bit for bit to another row: (group, R), group[i] the index in R (one float64 row per group) of
+    row i's group, -1 for a row no other equals; None when every row is distinct. Found by a 64-bit hash of each
+    row's bits (chunked: no copy of E), then checked exactly."""
+    V, D = E.shape
+    mult = np.random.default_rng(0).integers(1, 2**63 - 1, D, dtype=np.uint64) | np.uint64(1)
+    h = np.empty(V, np.uint64)
+    for b0 in range(0, V, block):
+        X = np.ascontiguousarray(np.asarray(E[b0 : b0 + block], np.float64) + 0.0).view(np.uint64)  # (−0 is 0)
+        with np.errstate(over="ignore"):
+            h[b0 : b0 + len(X)] = (X * mult).sum(axis=1)
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    starts = np.flatnonzero(np.r_[True, hs[1:] != hs[:-1]])
+    sizes = np.diff(np.r_[starts, V])
+    if (sizes < 2).all():
+        return None
+    group, reps = np.full(V, -1, np.int64), []
+    for s, n in zip(starts[sizes > 1], sizes[sizes > 1]):
+        ids = order[s : s + n]  # equal hashes, in index order; split into runs of truly equal rows
+        rows = np.asarray(E[ids], np.float64)
+        left = np.ones(n, bool)
+        while left.any():
+            first = np.flatnonzero(left)[0]
+            same = left & (rows == rows[first]).all(axis=1)
+            if same.sum() > 1:
+                group[ids[same]] = len(reps)
+                reps.append(rows[first])
+            left &= ~same
+    return (group, np.asarray(reps, np.float64).reshape(-1, D)) if reps else None
 
 
 def _float32_candidates(
@@ -184,8 +223,10 @@ def _nearest_exact(
     mu: np.ndarray | None = None,
     block: int = CHUNK,
     probe_chunk: int = 256,
+    dup: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """nearest_neighbors entirely in float64 (exact tie handling by (cosine desc, index asc))."""
+    """nearest_neighbors entirely in float64 (exact tie handling by (cosine desc, index asc)); `dup`
+    (duplicate_rows): equal rows get one cosine, computed once for their group."""
     probe_ids = np.asarray(probe_ids, np.int64)
     P = len(probe_ids)
     out_ids = np.full((P, k), -1, np.int64)
@@ -197,10 +238,16 @@ def _nearest_exact(
         Q = np.where(qn[:, None] > 0, Q / np.where(qn > 0, qn, 1.0)[:, None], 0.0)
         best_val = np.full((len(pid), k), -np.inf)
         best_idx = np.full((len(pid), k), np.iinfo(np.int64).max)
+        if dup is not None:  # each duplicate group's cosine, once: its members share it exactly
+            R = dup[1] - (mu if mu is not None else 0.0)
+            rn = np.sqrt(np.einsum("ij,ij->i", R, R))
+            group_sims = Q @ R.T / np.where(rn > 0, rn, 1.0)[None, :]
         for b0, X in _chunks(E, mu, block):
             xn = np.sqrt(np.einsum("ij,ij->i", X, X))
             sims = Q @ X.T / np.where(xn > 0, xn, 1.0)[None, :]
             cols = np.arange(b0, b0 + len(X))
+            if dup is not None and (g := dup[0][cols]).max() >= 0:
+                sims[:, g >= 0] = group_sims[:, g[g >= 0]]
             sims[:, xn == 0] = -np.inf  # zero rows are nobody's neighbour
             sims[pid[:, None] == cols[None, :]] = -np.inf  # nor their own
             vals = np.concatenate([best_val, sims], axis=1)

@@ -138,7 +138,22 @@ def read_source(path: str, *, tokens_file: str | None = None, tensor: str | None
             )
         src.tokens, src.tokenizer_file = _read_tokens_file(tokens_file, len(src.E)), None
     src.path = path
+    _check_finite(src)
     return src
+
+
+def _check_finite(src: Source, chunk: int = 1 << 16) -> None:
+    """A row with a NaN or an infinity would train (and be measured) as noise: refused, naming the first ones."""
+    bad = np.concatenate(
+        [~np.isfinite(src.E[i : i + chunk]).all(axis=1) for i in range(0, len(src.E), chunk)] or [np.zeros(0, bool)]
+    )
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        named = ", ".join(f"{i}" + (f" ({src.tokens[i]!r})" if src.tokens is not None else "") for i in rows[:5])
+        raise ValueError(
+            f"pretrained source: {src.path!r} has {len(rows):,} of {len(src.E):,} rows that are not finite (NaN or "
+            f"±inf): row {named}{', …' if len(rows) > 5 else ''}; allowed: a table of finite numbers"
+        )
 
 
 def _read_folder(path: str, tensor: str | None, tokens_file: str | None) -> Source:

@@ -238,7 +238,10 @@ def check(cfg: Config, overwrite: bool) -> bool:
         if is_main_process():
             shutil.rmtree(cfg.run_dir)
         return False
-    stored = C.flatten(C.to_dict(C.from_dict(C.read_yaml(stored_path))))
+    try:
+        stored = C.flatten(C.to_dict(C.from_dict(C.read_run_config(stored_path))))
+    except ConfigError as err:  # (edited by hand, or made by an embjax that allowed what this one refuses)
+        raise ConfigError(f"{stored_path}: the stored config is not valid: {err}; or --overwrite=true") from None
     given = C.flatten(C.to_dict(cfg))
     may_change = C.keys_with(resumable=True)
     diff = [k for k in given if k not in may_change and given[k] != stored.get(k)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import errno
 import glob
 import os
@@ -131,6 +132,7 @@ def train_group(
 ) -> list[dict[str, Any]]:
     """Train configs that differ only in values (σ, lr, decays, clip, seed) with one compiled program."""
     agree_on_config(cfgs)  # the processes of a multi-process run: the same configs and out_dir, or one line
+    check_memory(cfgs[0], len(cfgs) if vectorize and len(cfgs) > 1 else 1)  # before any run directory is opened
     runs: list[RunDir] = []
     try:
         for i, cfg in enumerate(cfgs):
@@ -262,6 +264,59 @@ def free_mib(path: str) -> float:
     while path and not os.path.exists(path):
         path = os.path.dirname(path)
     return shutil.disk_usage(path or ".").free / 2**20
+
+
+OPTIMIZER_MOMENTS = {"adamw": 2, "adam": 2, "sgd": 1, "adafactor": 0}  # float32 per parameter (adafactor: factored)
+
+
+def state_estimate(cfg: Config) -> dict[str, int]:
+    """Bytes one member's training needs at least, from the config alone (no array made): its parameters (at
+    model.param_dtype), the optimizer's moments (float32), one float32 gradient per parameter."""
+    from flax import nnx
+
+    from .step import abstract_model
+
+    e = cfg.embedding
+    if e.init == "pretrained":  # the same shapes as a drawn table
+        cfg = dataclasses.replace(cfg, embedding=dataclasses.replace(e, init="normal"))
+
+    leaves = jax.tree.leaves(nnx.state(abstract_model(C.without_values(cfg)), nnx.Param))
+    n = sum(int(np.prod(x.shape)) for x in leaves)
+    params = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in leaves)
+    moments = OPTIMIZER_MOMENTS.get(cfg.optim.name, 2) * 4 * n
+    return {"params": params, "optimizer": moments, "gradients": 4 * n}
+
+
+def available_memory() -> tuple[int | None, str]:
+    """(bytes, where): the accelerator's free memory, or on a CPU the host's available memory (MemAvailable)."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        stats = jax.devices()[0].memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0)), f"free on {jax.devices()[0].device_kind}"
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024, "available on this host"
+    except (OSError, KeyError, ValueError):
+        return None, ""
+
+
+def check_memory(cfg: Config, members: int) -> None:
+    """Refuse, in one line, a run whose train state cannot fit the device (or host) memory: before any array of
+    it is made and before its run directory is opened (an XLA out-of-memory midway is a traceback)."""
+    need = state_estimate(cfg)
+    total = members * sum(need.values())
+    have, where = available_memory()
+    if have is not None and total > have:
+        gib = lambda b: f"{b / 2**30:,.1f} GiB"
+        raise ConfigError(
+            f"the train state needs about {gib(total)} ({members} member{'s' * (members > 1)} × (parameters "
+            f"{gib(need['params'])} + optimizer state {gib(need['optimizer'])} + gradients {gib(need['gradients'])}),"
+            f" activations not counted) and {gib(have)} is {where}; allowed: a smaller data.vocab_size × "
+            "model.embed_dim, model.param_dtype=bfloat16, fewer members at once, or a device with more memory"
+        )
 
 
 def memory_budget() -> int | None:

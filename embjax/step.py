@@ -245,8 +245,9 @@ def _tree_where(pred, a, b):
     return jax.tree.map(lambda x, y: jax.lax.select(jnp.broadcast_to(pred, x.shape), x.astype(y.dtype), y), a, b)
 
 
-def _abstract_model(cfg: Config, pretrained: np.ndarray | None = None, order=None) -> nnx.Module:
-    """The model's shapes alone (placeholder numbers for its per-member init values)."""
+def abstract_model(cfg: Config, pretrained: np.ndarray | None = None, order=None) -> nnx.Module:
+    """The model's shapes alone, no array made (placeholder numbers for its per-member init values): what a
+    program compiles for, and what runner's memory check counts."""
     return nnx.eval_shape(
         lambda: build_model(
             cfg,
@@ -270,7 +271,7 @@ class Program:
     def __init__(self, cfg: Config, corpus: Corpus, pretrained: np.ndarray | None = None, mesh=None):
         self.cfg, self.corpus, self.pretrained, self.mesh = C.without_values(cfg), corpus, pretrained, mesh
         self.order = np.argsort(-np.asarray(corpus.counts, np.float64), kind="stable")  # ids, most frequent first
-        abstract = _abstract_model(self.cfg, pretrained, self.order)
+        abstract = abstract_model(self.cfg, pretrained, self.order)
         self.graphdef, _ = nnx.split(abstract)
         self.tables = Tables(abstract)
         params = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
@@ -281,7 +282,7 @@ class Program:
                 model=dataclasses.replace(self.cfg.model, embed_dim=cfg.model.base_width),
                 embedding=dataclasses.replace(self.cfg.embedding, init="normal"),
             )
-            base = nnx.to_pure_dict(nnx.state(_abstract_model(base_cfg), nnx.Param))
+            base = nnx.to_pure_dict(nnx.state(abstract_model(base_cfg), nnx.Param))
         self.rules = param_rules(self.cfg, self.tables, params, base)
         # rows of the input table the step holds: the pretrained ones (embedding.freeze=pretrained), or all of them
         # until embedding.unfreeze_at; None when nothing is held row by row

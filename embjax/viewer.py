@@ -30,7 +30,7 @@ import numpy as np
 
 from . import config as C
 from . import snapshots
-from .config import read_yaml
+from .config import read_run_config
 from .metrics import frequency_bucket_of
 from .sinks import write_atomic
 from .sweep import member_label
@@ -278,7 +278,7 @@ def member_data(run_dir: str, cfg: dict, label: str, highlight: tuple | None = N
 
 
 def page_data(dirs: list[str], eligible: int | None = None, highlight: list[str] | None = None) -> dict[str, Any]:
-    cfgs = [read_yaml(os.path.join(d, "config.yaml")) for d in dirs]
+    cfgs = [read_run_config(os.path.join(d, "config.yaml")) for d in dirs]
     spec = benchmark_words(highlight) if highlight else None
     members = [member_data(d, c, label, spec) for d, c, label in zip(dirs, cfgs, _labels(cfgs))]
     steps = sorted({s for m in members for s in m["steps"]})

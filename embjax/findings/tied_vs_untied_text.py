@@ -22,7 +22,9 @@ AUDIT = (
     "paired). Could confound: a 2-layer d = 32 transformer for ≈ 2.3 passes over 445k words is far smaller and "
     "shorter than Press & Wolf's LSTMs on PTB/text8, so every ρ is low and near the random table's; the untied "
     "model has twice the embedding parameters at the same lr; one pair set is noisy (ρ's standard error over 462 "
-    "pairs is ≈ 0.05), which the seeds do not average out: they share the pairs."
+    "pairs is ≈ 0.05), which the seeds do not average out: they share the pairs. Press & Wolf's own SimLex-999 "
+    "values are not quoted here (no copy of the paper was readable where this ran): the checks test the direction "
+    "of their claim, not its size."
 )
 
 
