@@ -156,7 +156,7 @@ def build_workspace(facts: dict[str, Any]):
         name=f"embjax sweep: {facts['name']}",
         sections=[ws.Section(name=n, panels=p, is_open=True) for n, p in sections.items() if p],
         runset_settings=ws.RunsetSettings(
-            filters=expr.Metric("Group") == facts["group"],
+            filters=expr.And(expr.Metric("Group") == facts["group"]),
             groupby=[expr.Config(k) for k in swept],
         ),
     )
