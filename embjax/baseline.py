@@ -112,6 +112,15 @@ def _settings(cfg: Config, spec: Spec) -> dict:
     return {"config": C.to_dict(cfg), "baseline": dataclasses.asdict(spec)}
 
 
+def _same(stored: dict, cfg: Config, spec: Spec) -> bool:
+    """Whether a finished baseline was made with these settings: the spec, and every config key a resumed run
+    could not change either (names, places, progress bars and the like may differ)."""
+    free = set(C.keys_with(resumable=True))
+    keep = lambda d: {k: v for k, v in C.flatten(d).items() if k not in free}
+    now = json.loads(json.dumps(_settings(cfg, spec)))
+    return stored.get("baseline") == now["baseline"] and keep(stored.get("config", {})) == keep(now["config"])
+
+
 def train_baseline(cfg: Config, spec: Spec, overwrite: bool = False) -> dict[str, Any]:
     """Fit the baseline and write its run directory (a finished one with the same settings is returned as it is;
     other settings in an existing directory are refused unless `overwrite`)."""
@@ -124,7 +133,7 @@ def train_baseline(cfg: Config, spec: Spec, overwrite: bool = False) -> dict[str
     run_dir = cfg.run_dir
     done = _finished(run_dir)
     if done is not None and not overwrite:
-        if done["settings"] == json.loads(json.dumps(_settings(cfg, spec))):
+        if _same(done["settings"], cfg, spec):
             print(f"{run_dir}: already finished with these settings", file=sys.stderr)
             return done["summary"]
         raise ConfigError(
