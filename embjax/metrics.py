@@ -138,15 +138,7 @@ def nearest_neighbors(
             if qn[r] == 0:
                 continue
             ids = cand_idx[r][ok]
-            rows = np.asarray(E[ids], np.float64)
-            rn = np.linalg.norm(rows, axis=1)
-            exact = rows @ (Q64[r] / qn[r]) / rn
-            if dup is not None:  # equal rows get one cosine (their representative's), so the lower index wins
-                group, R = dup
-                g = group[ids]
-                if (g >= 0).any():
-                    rep = R @ (Q64[r] / qn[r]) / np.linalg.norm(R, axis=1)
-                    exact = np.where(g >= 0, rep[np.maximum(g, 0)], exact)
+            exact = _candidate_cosines(E, ids, Q64[r] / qn[r], dup)
             order = np.lexsort((ids, -exact))[:k]
             # every non-candidate has float32 cosine ≤ the smallest kept candidate's
             bound = float(cand_val[r][ok].min()) + err if ok.all() else -np.inf
@@ -159,6 +151,20 @@ def nearest_neighbors(
         ids, cos = _nearest_exact(E, probe_ids[redo], k, block=block, probe_chunk=probe_chunk, dup=dup)
         out_ids[redo], out_cos[redo] = ids, cos
     return out_ids, out_cos
+
+
+def _candidate_cosines(E: np.ndarray, ids: np.ndarray, q: np.ndarray, dup) -> np.ndarray:
+    """float64 cosines of rows `ids` with the unit vector q; equal rows get one cosine (their group
+    representative's, see duplicate_rows), so a tie between them goes to the lower index."""
+    rows = np.asarray(E[ids], np.float64)
+    exact = rows @ q / np.linalg.norm(rows, axis=1)
+    if dup is not None:
+        group, R = dup
+        g = group[ids]
+        if (g >= 0).any():
+            rep = R @ q / np.linalg.norm(R, axis=1)
+            exact = np.where(g >= 0, rep[np.maximum(g, 0)], exact)
+    return exact
 
 
 def duplicate_rows(E: np.ndarray, block: int = CHUNK) -> tuple[np.ndarray, np.ndarray] | None:

@@ -53,7 +53,7 @@ def test_lr_transfer_by_hand():
 def test_report_lr_panels_each_clip_at_their_own_initial_loss():
     """Two panels (SP with σ = 0.02 and σ = 2): each member's loss is clipped at its own panel's step-0 loss,
     an old config without model.parametrization counts as SP, and unfinished members are left out."""
-    from embjax.report import _lr_analysis
+    from embjax.report import lr_analysis
 
     def run(par, sigma, width, lr, loss, status="finished", first=6.0):
         model = {"embed_dim": width, "kind": "transformer", "tie_embeddings": True}
@@ -76,7 +76,7 @@ def test_report_lr_panels_each_clip_at_their_own_initial_loss():
         runs += [run(None, 0.02, w, lr, loss) for lr, loss in ((1e-3, 5.0), (2e-3, 4.0), (4e-3, 7.0))]
         runs += [run("sp", 2.0, w, lr, loss, first=20.0) for lr, loss in ((1e-3, 15.0), (2e-3, 12.0), (4e-3, 30.0))]
     runs.append(run("sp", 0.02, 128, 1e-3, 1.0, status="interrupted"))  # left out
-    res = _lr_analysis(runs)
+    res = lr_analysis(runs)
     assert sorted(res) == ["SP init_std=0.02", "SP init_std=2.0"]
     small, large = res["SP init_std=0.02"], res["SP init_std=2.0"]
     assert small["widths"][32]["curve"] == [5.0, 4.0, 6.0] and 128 not in small["widths"]  # 7.0 clipped at 6.0
