@@ -104,12 +104,17 @@ def test_compressed_corpora_prepare_as_the_plain_file(tmp_path, ext):
 @pytest.mark.parametrize(
     "name, data, why",
     [
-        ("corpus.txt", gzip.compress(b"some text\n" * 50), "byte 0x8b at offset 1 does not decode"),
-        ("corpus.txt.gz", gzip.compress(b"ok text\n" * 9 + b"\xff bad\n"), "byte 0xff at offset 72 does not decode"),
+        ("corpus.txt", gzip.compress(b"some text\n" * 50, mtime=0), "byte 0x8b at offset 1 does not decode"),
+        (
+            "corpus.txt.gz",
+            gzip.compress(b"ok text\n" * 9 + b"\xff bad\n", mtime=0),
+            "byte 0xff at offset 72 does not decode",
+        ),
         ("corpus.txt", b"text with a\x00NUL\n" * 3, "a NUL byte at offset 11"),
         ("corpus.jsonl", b'{"text": "caf\xe9"}\n', "byte 0xe9 at offset 13 does not decode"),
         ("corpus.txt.gz", b"not gzip at all", "does not decompress as gzip"),
     ],
+    ids=["gzip-bytes-as-txt", "gzip-bad-utf8", "nul", "latin1-jsonl", "gz-not-gzip"],  # pytest-xdist: stable ids
 )
 def test_a_file_that_is_not_text_is_refused_in_one_line(tmp_path, name, data, why):
     """Through the real CLI: exit 2, one line naming the file and where, no run directory, no prepared corpus."""
