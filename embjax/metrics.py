@@ -565,4 +565,5 @@ def export_projector(
         + [float(x) for x in E[i]]
         for i in rows
     ]
-    sink.log_rich(step, {name: {"kind": "table", "columns": cols, "data": data}})
+    dtype = [str, float] + ([int] if has_cls else []) + [float] * E.shape[1]
+    sink.log_rich(step, {name: {"kind": "table", "columns": cols, "data": data, "dtype": dtype}})
