@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 
 from .config import ConfigError, OutputError, load_config, parse_value
-from .hostmem import keep_freed_memory
+from .runtime.hostmem import keep_freed_memory
 
 
 def _fail(msg: str) -> int:
@@ -93,7 +93,7 @@ def out_of_memory(err: BaseException) -> bool:
 def train_main(argv: list[str]) -> int:
     keep_freed_memory()  # a training process: tune malloc before JAX starts its threads (see hostmem)
     known, overrides, positional = split_args(argv, ("config", "overwrite"))
-    from .mesh import maybe_initialize_distributed
+    from .runtime.mesh import maybe_initialize_distributed
 
     maybe_initialize_distributed()  # before any device use, when a cluster environment is present
     if positional:
@@ -104,8 +104,8 @@ def train_main(argv: list[str]) -> int:
         base = load_config(known.get("config"), overrides)
         overrides = overrides + [f"--name={run_id}", f"--out_dir={os.path.join(base.out_dir, sweep_id)}"]
     cfg = load_config(known.get("config"), overrides)
-    from .checkpoint import CheckpointError
-    from .runner import train
+    from .runtime.checkpoint import CheckpointError
+    from .train.runner import train
 
     try:
         summary = train(cfg, overwrite=_as_bool("overwrite", known.get("overwrite")))
@@ -146,7 +146,7 @@ def sweep_main(argv: list[str]) -> int:
             "e.g. python -m experiments.sweep sweeps/quickstart.yaml"
         )
     from .config import parse_overrides
-    from .runner import run_sweep
+    from .train.runner import run_sweep
 
     progress = _as_bool("progress", known["progress"]) if "progress" in known else True
     summaries = run_sweep(
@@ -184,7 +184,7 @@ def prepare_main(argv: list[str]) -> int:
         )
     import time
 
-    from .prepare import prepare, read_meta
+    from .data.prepare import prepare, read_meta
 
     t = time.perf_counter()
     folder = prepare(cfg.data, show=cfg.log.progress)
@@ -290,7 +290,7 @@ def _findings_stage(
     raw = read_yaml(path) if os.path.isfile(path) else {}
     if "baseline" not in raw:
         return _only_run(_findings_sweep(name, quick, root, overrides, progress, overwrite))
-    from .baseline import Spec, train_baseline
+    from .train.baseline import Spec, train_baseline
 
     spec = Spec(**{**raw["baseline"], **({"epochs": quick["epochs"]} if quick and "epochs" in quick else {})}).check()
     stage = f"{name}_quick" if quick is not None else name
@@ -328,7 +328,7 @@ def _findings_sweep(
     the swept keys the sweep has); returns its directory. overwrite: every member starts over."""
     import yaml
 
-    from .runner import run_sweep
+    from .train.runner import run_sweep
 
     path = os.path.join("sweeps", "findings", f"{name}.yaml")
     if not os.path.isfile(path):
@@ -359,7 +359,7 @@ def dashboard_main(argv: list[str]) -> int:
             f"got {[*positional, *extra]!r}; allowed: one sweep directory (with its sweep.yaml), --entity=E, "
             "--project=P"
         )
-    from .dashboard import save_workspace, sweep_log, write_workspace
+    from .outputs.dashboard import save_workspace, sweep_log, write_workspace
 
     try:
         path = write_workspace(positional[0])
@@ -396,7 +396,7 @@ def baseline_main(argv: list[str]) -> int:
             f"{positional[0]}: unexpected argument; allowed: --method, --sg, --dim, --epochs, --window, --negative, "
             "--workers, --overwrite, --config PATH and --section.key=value"
         )
-    from .baseline import Spec, train_baseline
+    from .train.baseline import Spec, train_baseline
 
     def integer(flag: str, default: int) -> int:
         v = parse_value(known[flag]) if flag in known else default
@@ -440,7 +440,7 @@ def report_main(argv: list[str]) -> int:
             f"--baseline: got {known['baseline']!r}, which holds no summary.json; allowed: a finished run directory "
             "of python -m experiments.baseline"
         )
-    from .report import make_report
+    from .outputs.report import make_report
 
     try:
         path = make_report(positional[0], baseline=known.get("baseline"))
@@ -459,7 +459,7 @@ def inspect_main(argv: list[str]) -> int:
             f"got {[*positional, *extra]!r}; allowed: one SOURCE (a word2vec, GloVe, fastText, .npy or .safetensors "
             "file, a Hugging Face model folder or a run directory), --tokenizer_file=PATH, --counts=PATH, --out=DIR"
         )
-    from .inspector import inspect
+    from .outputs.inspector import inspect
 
     source = positional[0]
     out = known.get("out") or os.path.join("runs", "inspect", os.path.basename(os.path.normpath(source)))
@@ -482,7 +482,7 @@ def view_main(argv: list[str]) -> int:
             "--members=NAME,PATTERN,..., --out=PATH and --highlight=BENCHMARK,..."
         )
     from .config import ANALOGY_NAMES, SIMILARITY_NAMES
-    from .viewer import write_page
+    from .outputs.viewer import write_page
 
     members = [m for m in known["members"].split(",") if m] if known.get("members") else None
     highlight = [h.strip() for h in known.get("highlight", "").strip("[]").split(",") if h.strip()] or None

@@ -139,7 +139,7 @@ class EmbeddingConfig:
     scale: Scale = 1.0
     norm: Literal["none", "layernorm", "rmsnorm"] = "none"
     # a .npy (+ tokens), word2vec text/binary, GloVe, fastText .vec, .safetensors, a Hugging Face model folder or an
-    # embjax run directory (embjax.pretrained); rows are matched to the vocabulary by token string, or by id
+    # embjax run directory (embjax.model.pretrained); rows are matched to the vocabulary by token string, or by id
     pretrained_path: str | None = None
     # vocabulary rows the source lacks: init (N(0, σ²), σ the matched rows' std), mean, zero, or error
     pretrained_missing: Literal["init", "mean", "zero", "error"] = "init"
@@ -204,7 +204,7 @@ class LogConfig:
     # seconds W&B may take to start before the run goes on without it
     init_timeout: float = setting(30.0, range=(1.0, 3600.0), role=IDENTITY)
     progress: bool = setting(True, role=IDENTITY, resumable=True)
-    # a sweep's W&B workspace (embjax.dashboard), saved when the sweep ends: null = when W&B logs online, true =
+    # a sweep's W&B workspace (embjax.outputs.dashboard), saved when the sweep ends: null = when W&B logs online, true =
     # always (offline: written as <sweep>/wandb_workspace.json only), false = never
     wandb_workspace: bool | None = setting(None, role=IDENTITY, resumable=True)
     # word similarity benchmarks scored every metrics step on every table (docs/metrics.md): a name (wordsim353 |
@@ -474,7 +474,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"name: got {cfg.name!r}; allowed: a non-empty name without '/'")
 
 
-SIMILARITY_NAMES = ("wordsim353", "simlex999")  # embjax.evals maps each to the file gensim ships
+SIMILARITY_NAMES = ("wordsim353", "simlex999")  # embjax.analysis.evals maps each to the file gensim ships
 ANALOGY_NAMES = ("google",)
 
 

@@ -25,7 +25,7 @@ if "EMBJAX_CACHE_DIR" not in os.environ:
     import tempfile
 
     os.environ["EMBJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="embjax-xla-")
-# prepared token files (embjax.prepare) go to a fresh folder too, never the user's ~/.cache
+# prepared token files (embjax.data.prepare) go to a fresh folder too, never the user's ~/.cache
 if "EMBJAX_DATA_DIR" not in os.environ:
     import tempfile
 
@@ -99,7 +99,7 @@ def tiny(tmp_path):
 
 def hold_lock(run_dir):
     """Another process holding `run_dir`'s run lock (until killed)."""
-    code = f"from embjax.rundir import RunLock; RunLock({str(run_dir)!r}).acquire(); import time; "
+    code = f"from embjax.outputs.rundir import RunLock; RunLock({str(run_dir)!r}).acquire(); import time; "
     code += "print('held', flush=True); time.sleep(300)"
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -133,7 +133,7 @@ def wandb_records(path):
     test has read it). `wandb.teardown()` waits for every stream to close, as the end of a process does."""
     import wandb
 
-    from embjax.sinks import read_wandb_records
+    from embjax.outputs.sinks import read_wandb_records
 
     wandb.teardown()
     records = list(read_wandb_records(path))

@@ -13,8 +13,8 @@ import pytest
 
 from embjax.cli import train_main
 from embjax.config import load_config
-from embjax.data import make_corpus
-from embjax.step import Program, hparams
+from embjax.data.corpus import make_corpus
+from embjax.train.step import Program, hparams
 from tests.conftest import TINY
 
 
@@ -139,7 +139,7 @@ def test_profile_steps_are_checked():
 def test_group_larger_than_the_memory_budget_trains_in_chunks(tmp_path, monkeypatch):
     """With a budget for two members, a 4-member vmapped group trains as two chunks of two, each member
     exactly as when it trains alone."""
-    from embjax.runner import member_bytes, train, train_group
+    from embjax.train.runner import member_bytes, train, train_group
 
     cfgs = [
         load_config(
@@ -197,7 +197,7 @@ def test_members_bench_runs_on_cpu():
 _REUSE = """
 import resource, numpy as np
 np._core.multiarray._set_madvise_hugepage(False)  # count 4 KB pages
-from embjax.hostmem import keep_freed_memory
+from embjax.runtime.hostmem import keep_freed_memory
 print(keep_freed_memory())
 def dispatch():  # a buffer as large as a dispatch's temporaries, allocated, written and freed
     a = np.ones(16 * 2**20, np.float32)

@@ -10,22 +10,19 @@ import pytest
 
 from tests.conftest import ROOT, TINY
 
-# Top to bottom, as drawn in the README's "Architecture"; a module may import only from layers below its own. A
-# package (findings, bench) is one entry: every module in it, at any depth, has the package's layer.
+# Top to bottom, as drawn in the README's map of the wings; a unit may import only from layers below its own. A
+# wing (model, data, analysis, runtime, train, outputs) or package (findings, bench) is one unit: every module in it,
+# at any depth, has the unit's layer, and imports freely inside its own unit.
 LAYERS = [
     {"commands"},
     {"cli", "bench"},
-    {"runner", "findings", "inspector", "baseline"},
-    {"loop", "dashboard"},
-    {"rundir", "report", "observe"},
-    {"viewer", "benchmark_report"},
-    {"step", "sweep"},
-    {"models"},
-    {"data", "metrics", "mesh", "profiler"},
-    {"prepare"},
-    {"sources"},
-    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals", "snapshots", "pretrained"},
-    {"stats"},
+    {"findings"},
+    {"train"},
+    {"outputs"},
+    {"analysis"},
+    {"model", "data"},
+    {"runtime", "sweep"},
+    {"config"},
 ]
 # Inside embjax/findings/: the shared base every finding module may import; a finding never imports another
 FINDINGS_BASE = {"verdict", "runs", "plotting"}
@@ -110,22 +107,28 @@ def test_the_rules_catch_an_upward_import_a_lazy_one_and_a_finding_importing_ano
     pkg = tmp_path / "embjax"
     (pkg / "findings").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "stats.py").write_text("from .runner import x\n")  # the bottom layer importing a top one
-    (pkg / "runner.py").write_text("")
-    (pkg / "report.py").write_text("")
+    (pkg / "analysis").mkdir()
+    (pkg / "train").mkdir()
+    (pkg / "analysis" / "stats.py").write_text("from ..train.runner import x\n")  # a low wing importing a high one
+    (pkg / "train" / "runner.py").write_text("")
+    (pkg / "outputs").mkdir()
+    (pkg / "outputs" / "report.py").write_text("")
     (pkg / "cli.py").write_text("")
     (pkg / "findings" / "__init__.py").write_text("from . import a, b\n")
-    (pkg / "findings" / "runs.py").write_text("from ..report import get\n")
+    (pkg / "findings" / "runs.py").write_text("from ..outputs.report import get\n")
     (pkg / "findings" / "a.py").write_text("from .runs import load\nfrom .b import f\n")  # a finding importing another
     (pkg / "findings" / "b.py").write_text("def f():\n    from embjax.cli import main\n")  # a lazy upward import
     mods = modules(str(pkg))
-    assert sorted(upward_imports(mods)) == [("embjax.findings.b", "embjax.cli"), ("embjax.stats", "embjax.runner")]
+    assert sorted(upward_imports(mods)) == [
+        ("embjax.analysis.stats", "embjax.train.runner"),
+        ("embjax.findings.b", "embjax.cli"),
+    ]
     assert cross_finding_imports(mods) == [("a", "embjax.findings.b")]
 
 
-def test_no_module_in_a_package_is_over_300_lines():
-    long = {n: len(open(p).read().splitlines()) for n, p in modules().items() if n.count(".") >= 2}
-    assert {n: k for n, k in long.items() if k > 300} == {}
+def test_no_module_is_over_400_lines_but_the_config_dataclasses():
+    long = {n: len(open(p).read().splitlines()) for n, p in modules().items() if n != "embjax.config"}
+    assert {n: k for n, k in long.items() if k > 400} == {}
 
 
 def test_no_function_over_60_lines_and_a_short_loop():
@@ -135,7 +138,7 @@ def test_no_function_over_60_lines_and_a_short_loop():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
                 long.append(f"{os.path.basename(path)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert long == []
-    assert len(open(os.path.join(ROOT, "embjax", "loop.py")).read().splitlines()) <= 250
+    assert len(open(os.path.join(ROOT, "embjax", "train", "loop.py")).read().splitlines()) <= 250
 
 
 @pytest.mark.slow
@@ -144,12 +147,12 @@ def test_a_memory_run_trains_without_touching_disk_like_a_run_directory(tmp_path
     nothing is written, and a second loop over the same MemoryRun resumes from its in-memory checkpoint."""
     from embjax.cli import train_main
     from embjax.config import load_config, replace
-    from embjax.data import make_corpus
-    from embjax.loop import Loop
-    from embjax.rundir import MemoryRun
-    from embjax.signals import Signals
-    from embjax.sinks import read_jsonl
-    from embjax.step import Program
+    from embjax.data.corpus import make_corpus
+    from embjax.outputs.rundir import MemoryRun
+    from embjax.outputs.sinks import read_jsonl
+    from embjax.runtime.signals import Signals
+    from embjax.train.loop import Loop
+    from embjax.train.step import Program
 
     args = [a for a in TINY if not a.startswith("--steps")] + ["--steps=20", "--log.wandb=false"]
     assert train_main(args + [f"--out_dir={tmp_path}", "--name=disk"]) == 0

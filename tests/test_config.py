@@ -145,10 +145,10 @@ def test_each_field_is_declared_once_and_everything_derives_from_it(monkeypatch,
     import jax
 
     from embjax import config as C
-    from embjax.data import make_corpus
-    from embjax.rundir import check
-    from embjax.step import Program, hparams
+    from embjax.data.corpus import make_corpus
+    from embjax.outputs.rundir import check
     from embjax.sweep import group_by_shape
+    from embjax.train.step import Program, hparams
 
     base = ["--data.vocab_size=40", "--data.num_classes=4", "--model.embed_dim=8", "--model.num_heads=2"]
     a, b = load_config(None, base + ["--optim.b1=0.8"]), load_config(None, base + ["--optim.b1=0.7"])

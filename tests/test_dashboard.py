@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from conftest import run_cli
 
-from embjax.sinks import read_wandb_history
+from embjax.outputs.sinks import read_wandb_history
 
 TINY_SWEEP = [
     "--steps=10",
@@ -69,7 +69,7 @@ def _panel_keys(workspace):
 
 @pytest.mark.slow
 def test_a_sweeps_workspace_reads_back_names_only_logged_keys_and_is_the_same_bytes(sweep, no_network):
-    from embjax.dashboard import FILE, SECTIONS, read_spec, spec_json, write_workspace
+    from embjax.outputs.dashboard import FILE, SECTIONS, read_spec, spec_json, write_workspace
 
     path = write_workspace(str(sweep))
     text = open(path).read()

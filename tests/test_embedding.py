@@ -8,10 +8,10 @@ from flax import nnx
 
 from embjax import TokenEmbedding, cosine
 from embjax.config import load_config
-from embjax.data import make_corpus
-from embjax.embedding import INITS, init_std_for, load_pretrained, save_word2vec
-from embjax.models import build_model, count_params
-from embjax.step import Program, hparams
+from embjax.data.corpus import make_corpus
+from embjax.model.embedding import INITS, init_std_for, load_pretrained, save_word2vec
+from embjax.model.models import build_model, count_params
+from embjax.train.step import Program, hparams
 
 
 def test_lookup_equals_one_hot_product():

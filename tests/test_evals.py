@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from embjax.evals import word_similarity
+from embjax.analysis.evals import word_similarity
 
 E = np.array(
     [
@@ -68,7 +68,7 @@ def test_log_word_similarity_is_logged_at_every_metrics_step(tmp_path):
     import json
 
     from embjax.cli import train_main
-    from embjax.sinks import read_jsonl
+    from embjax.outputs.sinks import read_jsonl
     from tests.conftest import TINY
 
     path = _pairs(tmp_path, "t1_c1 t5_c1 9\nt1_c1 t2_c2 1\nt3_c3 t7_c3 8\nt2_c2 t3_c3 2\nt4_c0 nosuchword 5\n")

@@ -134,8 +134,8 @@ def test_divergence_is_an_outcome(tmp_path):
 
     assert np.isfinite(np.load(tmp_path / "default" / "embeddings.npy")).all()  # frozen before the bad update
     # the embedding-space page is written for a diverged run too, and says which rows it had to hide
-    from embjax import snapshots
-    from embjax.viewer import page_data
+    from embjax.outputs import snapshots
+    from embjax.outputs.viewer import page_data
 
     frames = snapshots.read(str(tmp_path / "default"))
     hidden = int((~np.isfinite(frames.E.astype(np.float32)).all(2)).any(0).sum())
@@ -179,7 +179,7 @@ def test_a_wandb_start_that_fails_at_once_is_tried_again(tmp_path, monkeypatch, 
     the real offline run, read back from its .wandb file; two failures are one warning and local files only."""
     import wandb
 
-    from embjax.sinks import WandbSink
+    from embjax.outputs.sinks import WandbSink
 
     real, calls = wandb.init, []
 
@@ -268,7 +268,7 @@ def test_a_full_disk_costs_an_optional_output_only_itself(small_disk, tmp_path, 
         def full(*args, **kwargs):
             raise OSError(28, "No space left on device", str(out / "default" / "embedding_space.html"))
 
-        monkeypatch.setattr("embjax.rundir.write_page", full)
+        monkeypatch.setattr("embjax.outputs.rundir.write_page", full)
     assert train_main(ARGS + [f"--out_dir={out}"]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("warning", "error"))]
     page = [line for line in err if "embedding_space.html not written" in line]
@@ -292,7 +292,7 @@ def test_a_full_disk_at_a_checkpoint_ends_the_run_in_one_line(small_disk, tmp_pa
             f.write(b"\0" * (free - 100 * 1024))
     else:
         out = tmp_path / "out"
-        from embjax.checkpoint import Checkpointer
+        from embjax.runtime.checkpoint import Checkpointer
 
         def full(self, step, *args, **kwargs):
             raise OSError(28, "No space left on device", os.path.join(self.directory, str(step)))
@@ -360,8 +360,8 @@ def test_a_damaged_snapshot_is_named_and_never_unpickled(tmp_path, capsys, damag
     and no suggestion to load it unsafely."""
     import numpy as np
 
-    from embjax import snapshots
     from embjax.cli import view_main
+    from embjax.outputs import snapshots
 
     assert train_main(ARGS + [f"--out_dir={tmp_path}", "--steps=10"]) == 0
     run = tmp_path / "default"
@@ -427,7 +427,7 @@ def test_the_run_lock_is_a_kernel_lock_a_torn_file_does_not_break(tmp_path):
     """The lock is an flock: a second holder in another process is refused while the first lives, even when the
     file's text is torn or empty (it is never what decides); this process re-taking its own run replaces its
     earlier lock; a released lock is empty and free."""
-    from embjax.rundir import RunLock, RunLocked
+    from embjax.outputs.rundir import RunLock, RunLocked
 
     run = str(tmp_path / "r")
     holder = hold_lock(run)
@@ -452,7 +452,7 @@ def test_the_sigterm_watchdog_stands_down_once_the_stop_is_under_way():
     watchdog afterwards; one still inside the block after the grace is, with its one line and exit 143."""
     code = (
         "import os, signal, time\n"
-        "from embjax.signals import Signals\n"
+        "from embjax.runtime.signals import Signals\n"
         "with Signals(grace=0.5) as s:\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(0.1)\n"

@@ -13,17 +13,17 @@ import pytest
 import yaml
 from conftest import TINY, wandb_records
 
+from embjax.analysis.metrics import embedding_report
 from embjax.cli import train_main
 from embjax.config import load_config
-from embjax.data import PlantedCorpus, make_corpus
+from embjax.data.corpus import PlantedCorpus, make_corpus
 from embjax.findings import BY_NAME
 from embjax.findings.document import write_markdown
 from embjax.findings.runs import linear_cka, load
 from embjax.findings.softmax_bottleneck import analyse as analyse_bottleneck
 from embjax.findings.tying_anisotropy import analyse as analyse_tying
 from embjax.findings.verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, band, evaluate, interval_verdict
-from embjax.metrics import embedding_report
-from embjax.step import Program, hparams
+from embjax.train.step import Program, hparams
 
 
 def test_interval_verdict_holds_fails_and_within_noise():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from embjax.config import ConfigError, load_config
-from embjax.data import make_corpus
-from embjax.step import Program, Rule, hparams, lazy_rows, make_optimizer
+from embjax.data.corpus import make_corpus
+from embjax.train.step import Program, Rule, hparams, lazy_rows, make_optimizer
 from tests.conftest import on_8_devices
 
 SMALL = {
@@ -173,9 +173,9 @@ def test_lazy_vmapped_members_keep_their_own_absent_rows():
 MESH_LAZY = r"""
 import json, jax, numpy as np
 from embjax.config import load_config
-from embjax.data import make_corpus
-from embjax.mesh import make_mesh
-from embjax.step import Program, hparams
+from embjax.data.corpus import make_corpus
+from embjax.runtime.mesh import make_mesh
+from embjax.train.step import Program, hparams
 out = {}
 for shape in ((1, 1), (4, 2)):
     cfg = load_config(None, {**json.loads(SMALL), "mesh.data": shape[0], "mesh.model": shape[1],

@@ -34,7 +34,7 @@ def test_4x2_mesh_matches_single_device_and_resumes_on_another_shape(tmp_path):
     # snapshots gathered from the table split over `model` are the one-device run's frames
     import numpy as np
 
-    from embjax import snapshots
+    from embjax.outputs import snapshots
 
     fm, f1 = snapshots.read(str(tmp_path / "mesh")), snapshots.read(str(tmp_path / "one"))
     assert fm.steps.tolist() == f1.steps.tolist() == [0, 5, 10, 15, 20]
@@ -61,10 +61,10 @@ def test_4x2_mesh_matches_single_device_and_resumes_on_another_shape(tmp_path):
 SHARDING_PROBE = r"""
 import json, re, jax
 from embjax.config import load_config
-from embjax.data import make_corpus
-from embjax.loop import compile_program
-from embjax.mesh import make_mesh, replicated
-from embjax.step import Program, hparams
+from embjax.data.corpus import make_corpus
+from embjax.train.loop import compile_program
+from embjax.runtime.mesh import make_mesh, replicated
+from embjax.train.step import Program, hparams
 cfg = load_config(None, ["--data.vocab_size=96", "--model.embed_dim=16", "--model.num_layers=1",
                          "--model.num_heads=2", "--data.seq_len=16", "--data.batch_size=8",
                          "--mesh.data=4", "--mesh.model=2", "--model.tie_embeddings=false"])

@@ -6,7 +6,7 @@ from scipy.special import logsumexp
 from scipy.stats import rankdata as sp_rankdata
 from scipy.stats import spearmanr
 
-from embjax.metrics import default_probes, embedding_report, nearest_neighbors, rankdata, spearman
+from embjax.analysis.metrics import default_probes, embedding_report, nearest_neighbors, rankdata, spearman
 
 RTOL = 1e-4  # docs/metrics.md: relative 1e-4 against float64
 ATOL = 1e-9  # for values that are exactly 0 in theory (e.g. cos_mean of a centred set)
@@ -137,7 +137,7 @@ def test_explicit_probes_and_centered_view():
 
 
 def test_chunking_does_not_change_results(monkeypatch):
-    import embjax.metrics as M
+    import embjax.analysis.metrics as M
 
     E = rng(8).standard_normal((1000, 8)).astype(np.float32)
     labels = np.arange(1000) % 5

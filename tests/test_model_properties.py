@@ -9,9 +9,9 @@ import pytest
 from flax import nnx
 
 from embjax.config import load_config
-from embjax.data import make_corpus
-from embjax.models import build_model, sinusoidal_positions
-from embjax.step import Program, hparams, schedule_factor
+from embjax.data.corpus import make_corpus
+from embjax.model.models import build_model, sinusoidal_positions
+from embjax.train.step import Program, hparams, schedule_factor
 
 
 def cfg_of(**kw):

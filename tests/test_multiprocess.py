@@ -115,7 +115,7 @@ def test_two_processes_equal_one_and_checkpoints_cross_over(tmp_path):
         assert who[f] == "p0", f
     import numpy as np
 
-    from embjax import snapshots
+    from embjax.outputs import snapshots
 
     f2, f1 = snapshots.read(str(tmp_path / "two")), snapshots.read(str(tmp_path / "copy" / "ref"))  # ref at step 20
     assert f2.steps.tolist() == f1.steps.tolist() == [0, 5, 10, 15, 20]

@@ -11,9 +11,9 @@ import pytest
 
 from embjax.cli import train_main
 from embjax.config import ConfigError, load_config
-from embjax.data import make_corpus
-from embjax.runner import load_inputs
-from embjax.step import Program, hparams
+from embjax.data.corpus import make_corpus
+from embjax.train.runner import load_inputs
+from embjax.train.step import Program, hparams
 
 BASE = {
     "data.vocab_size": 64,
@@ -131,7 +131,7 @@ def test_weight_decay_per_step_is_lr_times_decay_at_every_width():
     """With a zero gradient Adam's update is 0, so one AdamW step shrinks each decayed weight by lr·λ·w:
     μP's hidden matrices get lr/m and λ·m, so lr·λ (the per-step decay) is the same at every width."""
     lr, wd = 0.01, 0.1
-    from embjax.step import make_optimizer
+    from embjax.train.step import make_optimizer
 
     for d in (8, 32):
         cfg, P = program(

@@ -1,4 +1,4 @@
-"""Pretrained tables (embjax.pretrained): every format written by its own tool (gensim for word2vec and fastText,
+"""Pretrained tables (embjax.model.pretrained): every format written by its own tool (gensim for word2vec and fastText,
 safetensors, tokenizers, embjax's run writer) and read back; damaged files; streaming memory; alignment checked
 against references (sklearn's PCA, NumPy's SVD in float64, sample statistics)."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from embjax.pretrained import EMBEDDING_NAMES, Source, align, read_source
+from embjax.model.pretrained import EMBEDDING_NAMES, Source, align, read_source
 
 KEYS = ["the", "Ġcat", "▁sat", "café", "naïve", "</s>", "on", "mat"]
 
@@ -130,7 +130,7 @@ def test_npy_with_and_without_tokens(tmp_path):
 
 
 def test_an_embjax_run_directory_written_by_its_own_writer(tmp_path):
-    from embjax.rundir import RunDir
+    from embjax.outputs.rundir import RunDir
 
     tokens = ["t0_c0", "t1_c1", "▁the", "a\\\\b", "\\n"]  # as data._printable spells them: ▁, escapes
     corpus = SimpleNamespace(tokens=tokens, counts=np.array([5.0, 4, 3, 2, 1]), labels=np.array([0, 1, 0, 1, 0]))
@@ -385,7 +385,7 @@ def test_a_run_starts_from_a_partial_word2vec_binary_and_says_what_matched(tmp_p
 
     from embjax.cli import train_main
     from embjax.config import load_config
-    from embjax.data import make_corpus
+    from embjax.data.corpus import make_corpus
     from tests.conftest import TINY
 
     tokens = make_corpus(load_config(None, TINY)).tokens
@@ -563,9 +563,9 @@ def test_inspect_on_a_run_gives_the_runs_own_metrics(tmp_path):
 FREEZE_ON_A_MESH = r"""
 import json, sys, jax, numpy as np
 from embjax.config import load_config
-from embjax.mesh import make_mesh
-from embjax.runner import load_inputs
-from embjax.step import Program, hparams
+from embjax.runtime.mesh import make_mesh
+from embjax.train.runner import load_inputs
+from embjax.train.step import Program, hparams
 src, mode = sys.argv[1], sys.argv[2]
 cfg = load_config(None, {"data.vocab_size": 96, "data.seq_len": 8, "data.batch_size": 8, "model.embed_dim": 16,
                          "model.num_layers": 1, "model.num_heads": 2, "model.tie_embeddings": False,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from embjax.config import load_config
-from embjax.data import make_corpus
-from embjax.step import Program, hparams
+from embjax.data.corpus import make_corpus
+from embjax.train.step import Program, hparams
 from tests.conftest import TINY
 
 
@@ -91,7 +91,7 @@ def test_an_empty_bucket_is_nan():
 from flax import nnx  # noqa: E402
 
 from embjax import AdaptiveEmbedding, FactorizedEmbedding, HashedEmbedding, TokenEmbedding  # noqa: E402
-from embjax.embedding import hash_buckets  # noqa: E402
+from embjax.model.embedding import hash_buckets  # noqa: E402
 
 
 def _fmix_reference(i, j, h, B, seed):
@@ -180,7 +180,7 @@ def test_parameter_counts_follow_the_papers_arithmetic():
 
 _HASH_IN_ANOTHER_PROCESS = """
 import json, numpy as np
-from embjax.embedding import hash_buckets
+from embjax.model.embedding import hash_buckets
 print(json.dumps(np.asarray(hash_buckets(np.arange(5000), 3, 977, seed=11)).tolist()))
 """
 
@@ -221,8 +221,8 @@ def test_kind_trains_vmapped_checkpoints_and_resumes_exactly(kind, tmp_path):
     """Each kind under jit with donation: a vmapped 2-member group, and a run stopped at step 10 and resumed
     from its orbax checkpoint to 20 writing the very rows a straight run writes."""
     from embjax.config import replace
-    from embjax.runner import train, train_group
-    from embjax.sinks import read_jsonl
+    from embjax.outputs.sinks import read_jsonl
+    from embjax.train.runner import train, train_group
 
     base = load_config(
         None,
@@ -301,7 +301,7 @@ def test_frequency_scaled_decay_of_rare_rows(power):
 
 def test_frequency_scaled_decay_is_capped_and_checked():
     from embjax.config import ConfigError
-    from embjax.step import token_decay_scale
+    from embjax.train.step import token_decay_scale
 
     hp = {"embed_decay_freq_power": jnp.float32(2.0), "lr": jnp.float32(0.01), "embed_weight_decay": jnp.float32(1.0)}
     scale = np.asarray(token_decay_scale(hp, np.log(np.array([1e-3, 0.5, 1.0, 4.0]))))
@@ -319,10 +319,10 @@ def test_frequency_scaled_decay_is_capped_and_checked():
 KINDS_ON_A_MESH = r"""
 import json, jax, numpy as np
 from embjax.config import load_config
-from embjax.data import make_corpus
-from embjax.loop import compile_program
-from embjax.mesh import make_mesh
-from embjax.step import Program, hparams
+from embjax.data.corpus import make_corpus
+from embjax.train.loop import compile_program
+from embjax.runtime.mesh import make_mesh
+from embjax.train.step import Program, hparams
 out = {}
 for kind, extra in (("factorized", ["--embedding.rank=4"]), ("hashed", ["--embedding.buckets=24"]),
                     ("adaptive", ["--embedding.cutoffs=[8, 32]"])):

@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 from test_text import _cfg, _fmix32
 
-from embjax.prepare import prepare, read_meta
+from embjax.data.prepare import prepare, read_meta
 
 DOCS = [
     "The cat sat on the mat. The cat ran!",
@@ -61,8 +61,8 @@ def test_the_word_vocabulary_comes_from_the_training_documents(tmp_path):
 
 
 def _tokens_tsv(tmp_path, cfg):
-    from embjax.data import make_corpus
-    from embjax.rundir import write_tokens_tsv
+    from embjax.data.corpus import make_corpus
+    from embjax.outputs.rundir import write_tokens_tsv
 
     corpus = make_corpus(cfg)
     write_tokens_tsv(str(tmp_path), corpus)
@@ -194,7 +194,7 @@ def test_the_baseline_and_an_untied_lm_score_both_tables_as_gensim_does(tmp_path
     """word2vec on builtin:wiki_sample's training tokens (a trained table with analogies right) and a short untied
     LM run: every benchmark key of both tables equals gensim's evaluate_word_pairs / evaluate_word_analogies of
     the written tables; the LM logs them at every metrics step, in summary.json and its offline W&B run."""
-    from embjax.sinks import read_wandb_history
+    from embjax.outputs.sinks import read_wandb_history
 
     data = ["--data.kind=text", "--data.path=builtin:wiki_sample", "--data.tokenizer=word", "--data.vocab_size=8192"]
     r = run_cli("experiments.baseline", "--method=word2vec", "--epochs=3", *data, *BENCH, f"--out_dir={tmp_path}")
@@ -229,7 +229,7 @@ def test_a_baseline_is_read_by_the_report_summary_csv_and_the_page(tmp_path):
 
     import yaml
 
-    from embjax.viewer import page_data
+    from embjax.outputs.viewer import page_data
 
     data = ["--data.kind=text", "--data.path=builtin:lee_news", "--data.tokenizer=word", "--data.vocab_size=2048"]
     r = run_cli(
@@ -293,7 +293,7 @@ def test_document_shards_are_disjoint_and_a_train_fraction_keeps_whole_documents
     """data.documents '0/2' and '1/2' hold the even and the odd documents (each split and worded on its own);
     data.train_fraction keeps the training stream's first documents up to an <eos>, with the vocabulary, the
     eval split and V unchanged, and counts that are the kept stream's."""
-    from embjax.data import make_corpus
+    from embjax.data.corpus import make_corpus
 
     docs = [f"doc{i} " + " ".join(["alpha", "beta", "gamma", "delta"][: 1 + i % 4] * 3) for i in range(80)]
     (tmp_path / "c.txt").write_text("\n\n".join(docs))

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from embjax.cli import sweep_main
-from embjax.sinks import read_jsonl
+from embjax.outputs.sinks import read_jsonl
 from embjax.sweep import expand, group_by_shape, load_sweep, member_configs
 from tests.conftest import wandb_records
 
@@ -222,7 +222,7 @@ def test_step_plots_tell_apart_every_swept_key(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from embjax.report import encodings, plot_over_steps, varied_keys
+    from embjax.outputs.report import encodings, plot_over_steps, varied_keys
 
     runs = []
     for d in (16, 32):
@@ -242,7 +242,7 @@ def test_step_plots_tell_apart_every_swept_key(tmp_path, monkeypatch):
     assert encodings(varied_keys(runs)) == ("embedding.init_std", "model.tie_embeddings", ["model.embed_dim"])
     assert encodings(["model.embed_dim", "optim.lr"]) == ("optim.lr", "model.embed_dim", [])
     figs = []
-    monkeypatch.setattr("embjax.report._save", lambda fig, path: figs.append(fig) or True)
+    monkeypatch.setattr("embjax.outputs.report._save", lambda fig, path: figs.append(fig) or True)
     assert plot_over_steps(runs, "emb/norm_growth", "growth", "Row-norm growth", str(tmp_path / "p.png"))
     (fig,) = figs
     axes = [ax for ax in fig.axes if ax.lines]

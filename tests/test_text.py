@@ -12,8 +12,8 @@ from conftest import TINY
 
 from embjax.cli import prepare_main, train_main
 from embjax.config import ConfigError, load_config
-from embjax.data import make_corpus
-from embjax.prepare import prepare, read_meta, token_dtype
+from embjax.data.corpus import make_corpus
+from embjax.data.prepare import prepare, read_meta, token_dtype
 
 WORDS = ["embedding", "token", "vector", "matrix", "cosine", "norm", "growth", "scale", "rare", "row"]
 

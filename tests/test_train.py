@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from embjax.cli import train_main
-from embjax.sinks import read_jsonl, read_wandb_history
+from embjax.outputs.sinks import read_jsonl, read_wandb_history
 from tests.conftest import wandb_records
 
 
@@ -127,10 +127,10 @@ def test_offline_wandb_recorded_what_metrics_jsonl_has(tiny, tmp_path):
 
 
 def test_exports_projector_word2vec_and_capped_wandb_table(tiny, tmp_path):
-    from embjax.data import PlantedCorpus
-    from embjax.embedding import load_pretrained
-    from embjax.metrics import export_projector
-    from embjax.sinks import MemorySink
+    from embjax.analysis.metrics import export_projector
+    from embjax.data.corpus import PlantedCorpus
+    from embjax.model.embedding import load_pretrained
+    from embjax.outputs.sinks import MemorySink
 
     assert train_main(tiny + ["--name=x"]) == 0
     run = tmp_path / "x"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from embjax import snapshots
+from embjax.analysis.metrics import nearest_neighbors
 from embjax.cli import sweep_main, train_main, view_main
-from embjax.metrics import nearest_neighbors
-from embjax.viewer import neighbours, page_data, projection
+from embjax.outputs import snapshots
+from embjax.outputs.viewer import neighbours, page_data, projection
 from tests.conftest import TINY, run_cli, wandb_records
 
 ARGS = TINY + ["--log.wandb=false"]  # 30 steps, log.every 5: a snapshot every 5 steps (7 frames)
@@ -74,11 +74,11 @@ def test_frames_are_the_table_at_their_steps(tmp_path):
     import jax
 
     from embjax.config import load_config
-    from embjax.data import make_corpus
-    from embjax.loop import Loop
-    from embjax.rundir import MemoryRun
-    from embjax.signals import Signals
-    from embjax.step import Program
+    from embjax.data.corpus import make_corpus
+    from embjax.outputs.rundir import MemoryRun
+    from embjax.runtime.signals import Signals
+    from embjax.train.loop import Loop
+    from embjax.train.step import Program
 
     cfg = load_config(None, ARGS + ["--checkpoint.every=10", f"--out_dir={tmp_path}"])
     P = Program(cfg, make_corpus(cfg))
@@ -384,7 +384,7 @@ def test_browser_tokens_are_shown_as_written(browser, run, tmp_path):
 def test_browser_highlights_a_benchmarks_words_and_their_partners(browser, run, tmp_path):
     """view --highlight=PAIRS: a colour mode for the benchmark's words (the words among the rows, no others), and a
     word's hover lists its benchmark partners with their cosine at that frame (NumPy on the snapshot's rows)."""
-    from embjax import snapshots
+    from embjax.outputs import snapshots
 
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("t1_c1\tt5_c1\t9\nt1_c1\tt2_c2\t1\nt3_c3\tnosuchword\t5\n")

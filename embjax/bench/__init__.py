@@ -45,7 +45,7 @@ CASES: dict[str, Callable[..., dict]] = {"metrics": bench_metrics, "train": benc
 
 def main(argv: list[str]) -> int:
     from ..config import parse_overrides
-    from ..hostmem import keep_freed_memory
+    from ..runtime.hostmem import keep_freed_memory
 
     keep_freed_memory()  # as the train and sweep commands do, before JAX starts its threads
     p = _parser()

@@ -17,9 +17,9 @@ def bench_members(
     import jax.numpy as jnp
 
     from ..config import load_config
-    from ..data import make_corpus
-    from ..runner import compiled_bytes, members_that_fit
-    from ..step import Program, hparams
+    from ..data.corpus import make_corpus
+    from ..train.runner import compiled_bytes, members_that_fit
+    from ..train.step import Program, hparams
 
     cfg = load_config(DEFAULT_CONFIG, {**(overrides or {}), "steps": 10**6})
     corpus = make_corpus(cfg)

@@ -10,7 +10,7 @@ import numpy as np
 
 
 def bench_metrics(V: int = 262_144, D: int = 1024, **_) -> dict:
-    from ..metrics import embedding_report
+    from ..analysis.metrics import embedding_report
 
     rng = np.random.default_rng(0)
     E = rng.standard_normal((V, D), dtype=np.float32) * 0.02

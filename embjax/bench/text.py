@@ -17,7 +17,7 @@ def bench_text(steps: int, per_dispatch: int, rounds: int, base: str = "default"
     """A run on a prepared text corpus (generated, 64 MB, the run's V in BPE tokens) vs the planted corpus, side by
     side in separate processes: what streaming windows from the memory map costs per step; then bench_real_text."""
     from ..config import load_config
-    from ..prepare import prepare
+    from ..data.prepare import prepare
 
     V = 512 if base == "default" else SPEC["data.vocab_size"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -38,9 +38,9 @@ def bench_real_text(steps: int, per_dispatch: int, rounds: int, base: str, sets:
     """builtin:wiki_sample word-level (V = 8,192) prepared in a fresh cache (seconds), gensim's word2vec (skip-gram,
     d = 100, 5 epochs, one worker) on its training stream (seconds, words/s), and the `base` model on it vs on the
     planted corpus at the same V, alternating (tokens/s and their ratio)."""
-    from ..baseline import Spec, fit
     from ..config import load_config
-    from ..data import make_corpus
+    from ..data.corpus import make_corpus
+    from ..train.baseline import Spec, fit
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = [f"data.cache_dir={tmp}/cache"]

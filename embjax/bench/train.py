@@ -11,9 +11,9 @@ def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None =
     import jax
 
     from ..config import load_config
-    from ..data import make_corpus
-    from ..models import count_params
-    from ..step import Program, hparams
+    from ..data.corpus import make_corpus
+    from ..model.models import count_params
+    from ..train.step import Program, hparams
 
     if base == "default":  # experiments/configs/default.yaml: what `experiments.train` runs with no arguments
         cfg = load_config(DEFAULT_CONFIG, {**(overrides or {}), "steps": 10**6})

@@ -15,7 +15,7 @@ from .common import timed
 
 def bench_viewer(rounds: int = 3) -> list[dict]:
     """The V = 8,192 × 50-frame page, then snapshots + pages against none, alternating in separate processes."""
-    from ..viewer import write_page
+    from ..outputs.viewer import write_page
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

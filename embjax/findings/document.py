@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
-from ..report import get
+from ..outputs.report import get
 from .verdict import Finding, evaluate
 
 
@@ -100,7 +100,7 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
 
 def log_to_wandb(root: str, results: list[tuple[Finding, str, list[dict]]]) -> None:
     """A report run in each sweep's W&B group: the verdicts (summary) and the findings' plots."""
-    from ..sinks import WandbSink
+    from ..outputs.sinks import WandbSink
 
     by_sweep: dict[str, list[tuple[Finding, list[dict]]]] = defaultdict(list)
     for f, sweep_dir, runs in results:

@@ -9,17 +9,7 @@ from typing import Any
 import numpy as np
 
 from .plotting import save_figure
-from .runs import (
-    final,
-    growth_ratio,
-    mean_sd,
-    norm_freq_spearman,
-    paired,
-    per_seed,
-    rare_harm,
-    select,
-    values_of,
-)
+from .runs import final, growth_ratio, mean_sd, norm_freq_spearman, paired, per_seed, rare_harm, select, values_of
 from .verdict import Check, Finding, Table
 
 # What the protocol varies, holds fixed, and what could still confound it (issue 22's audit)

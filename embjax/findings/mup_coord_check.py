@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..report import coord_points, plot_coord_check
-from ..scaling import coord_slopes
+from ..analysis.scaling import coord_slopes
+from ..outputs.report import coord_points, plot_coord_check
 from .runs import get, mean_sd
 from .verdict import Check, Finding, Table
 

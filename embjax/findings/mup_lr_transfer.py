@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ..report import lr_analysis, plot_lr_transfer
+from ..outputs.report import lr_analysis, plot_lr_transfer
 from .verdict import Check, Finding, Table
 
 # What the protocol varies, holds fixed, and what could still confound it (issue 22's audit)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from ..scaling import loglog_slope
+from ..analysis.scaling import loglog_slope
 from .plotting import collect_series, line_plot, save_figure
 from .runs import at_first_step, early_mean, get, mean_sd, paired, select, values_of
 from .verdict import Check, Finding, Table

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import os
 
-from ..dashboard import ENTITY, PROJECT, seeded
-from ..sinks import write_atomic
+from ..outputs.dashboard import ENTITY, PROJECT, seeded
+from ..outputs.sinks import write_atomic
 from .verdict import Finding, evaluate
 
 FILE = "findings_report.json"

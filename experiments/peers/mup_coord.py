@@ -11,7 +11,7 @@ which embjax does not install: run it from a separate virtual environment, singl
     /tmp/torchvenv/bin/python experiments/peers/mup_coord.py --slopes mup.json [sp.json ...]
     /tmp/torchvenv/bin/python experiments/peers/mup_coord.py --compare same.json --data_dir=/tmp/mupref
 
-Model (as embjax.models.TransformerLM): E and learned positions N(0, 0.02²); 2 pre-LN blocks (LayerNorm eps
+Model (as embjax.model.models.TransformerLM): E and learned positions N(0, 0.02²); 2 pre-LN blocks (LayerNorm eps
 1e-5, fused QKV with biases, 4 heads, exact-GELU MLP × 4); final LayerNorm; tied readout. Kernels truncated
 normal with variance 1/fan_in (jax's lecun_normal), biases 0, the query third of the fused QKV at zero (SP and
 μP). μP: logits (h/m)·Eᵀ, scores q·k·attn_mult/K with attn_mult = √K₀ (= SP's 1/√K at d₀ = 32),

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 
 from embjax.config import load_config, replace
-from embjax.data import make_corpus
-from embjax.step import Program, hparams
+from embjax.data.corpus import make_corpus
+from embjax.train.step import Program, hparams
 
 WIDTHS = (32, 64, 128, 256, 512)
 

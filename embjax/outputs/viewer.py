@@ -1,6 +1,6 @@
 """The embedding space over training as one self-contained, offline HTML page (`embedding_space.html`).
 
-`write_page(dir)` reads a run's snapshots (`embjax.snapshots`), tokens.tsv, config.yaml and
+`write_page(dir)` reads a run's snapshots (`embjax.outputs.snapshots`), tokens.tsv, config.yaml and
 metrics.jsonl, or those of a sweep's members, and writes a page that needs no server and no network:
 Plotly's own JavaScript bundle is inlined, the data travels as base64 typed arrays, and a short
 script (`viewer.js`) drives the frames. What the page computes here, in NumPy:
@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from . import config as C
+from .. import config as C
+from ..analysis.metrics import frequency_bucket_of
+from ..config import read_run_config
+from ..sweep import member_label
 from . import snapshots
-from .config import read_run_config
-from .metrics import frequency_bucket_of
 from .sinks import write_atomic
-from .sweep import member_label
 
 PAGE = "embedding_space.html"
 MAX_MEMBERS = 16  # a sweep page shows at most this many members side by side
@@ -184,7 +184,7 @@ def _sizes(counts: np.ndarray) -> np.ndarray:
 
 def benchmark_words(names: list[str]) -> tuple[str, list[str], list[tuple[str, str]]]:
     """(label, words, word pairs) of the benchmarks named (a similarity set's pairs; an analogy set's words)."""
-    from .evals import ANALOGY_SETS, SIMILARITY_SETS, benchmark_files, read_pairs, read_questions
+    from ..analysis.evals import ANALOGY_SETS, SIMILARITY_SETS, benchmark_files, read_pairs, read_questions
 
     words: dict[str, None] = {}
     pairs: list[tuple[str, str]] = []

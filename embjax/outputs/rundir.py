@@ -29,15 +29,15 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from . import config as C
+from .. import config as C
+from ..analysis.metrics import export_projector
+from ..config import Config, ConfigError
+from ..data.corpus import Corpus
+from ..model.models import embedding_size
+from ..runtime.checkpoint import Checkpointer
+from ..runtime.mesh import is_main_process, share_decision
+from ..runtime.signals import EXIT_HOOKS
 from . import snapshots
-from .checkpoint import Checkpointer
-from .config import Config, ConfigError
-from .data import Corpus
-from .mesh import is_main_process, share_decision
-from .metrics import export_projector
-from .models import embedding_size
-from .signals import EXIT_HOOKS
 from .sinks import (
     CompositeSink,
     JsonlSink,

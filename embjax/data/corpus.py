@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 from .prepare import UNK, prepare, read_meta, verify
 
 
@@ -176,7 +176,7 @@ class PlantedCorpus(Corpus):
 
 
 class TextCorpus(Corpus):
-    """A prepared token file (see embjax.prepare), streamed: a training batch is B windows read from the
+    """A prepared token file (see embjax.data.prepare), streamed: a training batch is B windows read from the
     memory map by a host callback, at starts drawn in jit from (key, step) - so the file is never loaded
     whole, each step reads one batch of windows, and resume and vmapped members stay exact. Eval windows
     come from the held-out documents; token counts from the prepared metadata."""

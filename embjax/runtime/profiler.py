@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from .config import profile_range
+from ..config import profile_range
 
 
 class Profiler:

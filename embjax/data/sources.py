@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .config import ConfigError, DataConfig
+from ..config import ConfigError, DataConfig
 
 MAX_DOC_CHARS = 1 << 20
 DATASET_BUILDERS = ("text", "json", "parquet", "csv")  # data.dataset names that read local data.path files

@@ -19,13 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .mesh import replicated, stack_members, start_agree_max, to_host
-from .models import count_params
+from ..model.models import count_params
+from ..outputs.rundir import Outcome, Run
+from ..outputs.sinks import ConsoleSink
+from ..runtime.mesh import replicated, stack_members, start_agree_max, to_host
+from ..runtime.profiler import Profiler
+from ..runtime.signals import Signals
 from .observe import Fetched, Observer, compile_program, hit, member_row
-from .profiler import Profiler
-from .rundir import Outcome, Run
-from .signals import Signals
-from .sinks import ConsoleSink
 from .step import Program, hparams
 
 

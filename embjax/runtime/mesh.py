@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 
 
 def _env_int(name: str, lo: int, hi: int) -> int:
@@ -134,7 +134,7 @@ def agree_on_config(cfgs: list[Config]) -> None:
         return
     import json
 
-    from . import config as C
+    from .. import config as C
 
     me, timeout = jax.process_index(), cfgs[0].mesh.wait_timeout
     mine = [{k: v for k, v in C.flatten(C.to_dict(c)).items() if k not in PER_HOST_KEYS} for c in cfgs]

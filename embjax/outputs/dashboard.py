@@ -76,8 +76,8 @@ def logged(run_dir: str) -> dict[str, str]:
 def sweep_facts(sweep_dir: str) -> dict[str, Any]:
     """What the spec is built from: the sweep's name and W&B group, its swept keys (seed apart) with their values,
     and the keys its members logged."""
-    from .config import read_yaml
-    from .sweep import swept_keys
+    from ..config import read_yaml
+    from ..sweep import swept_keys
 
     path = os.path.join(sweep_dir, "sweep.yaml")
     if not os.path.isfile(path):

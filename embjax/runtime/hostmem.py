@@ -9,7 +9,7 @@ back to back in one process: 946 ms -> 813 ms per step; page faults 2.72 M -> 0.
 past 1 GB instead of never: 1,378 ms, worse than glibc's defaults).
 The cost: the process keeps its peak heap instead of returning it, as PyTorch's caching allocator does,
 and multi-threaded host work contends for the one arena (the Rust tokenizer runs 3.5x slower), so
-text preparation runs in a process of its own (see `applied` and embjax.prepare).
+text preparation runs in a process of its own (see `applied` and embjax.data.prepare).
 """
 
 from __future__ import annotations

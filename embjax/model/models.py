@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .config import Config, PerMember, resolve_logit_scale
+from ..config import Config, PerMember, resolve_logit_scale
 from .embedding import AdaptiveEmbedding, FactorizedEmbedding, HashedEmbedding, TokenEmbedding
 
 

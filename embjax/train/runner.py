@@ -23,18 +23,18 @@ import jax
 import numpy as np
 import yaml
 
-from . import config as C
-from .config import Config, ConfigError, OutputError
-from .data import Corpus, make_corpus
+from .. import config as C
+from ..config import Config, ConfigError, OutputError
+from ..data.corpus import Corpus, make_corpus
+from ..model.pretrained import align, read_source
+from ..outputs.rundir import CHECKPOINTS, RunDir, check, finished_summary
+from ..outputs.sinks import remove_quietly
+from ..outputs.snapshots import MAX_ROWS, snapshot_every
+from ..runtime.mesh import agree_on_config, barrier, make_mesh
+from ..runtime.signals import Signals
+from ..sweep import group_by_shape, load_sweep, member_configs, member_label, sweep_name, swept_keys
 from .loop import Loop
-from .mesh import agree_on_config, barrier, make_mesh
-from .pretrained import align, read_source
-from .rundir import CHECKPOINTS, RunDir, check, finished_summary
-from .signals import Signals
-from .sinks import remove_quietly
-from .snapshots import MAX_ROWS, snapshot_every
 from .step import Program
-from .sweep import group_by_shape, load_sweep, member_configs, member_label, sweep_name, swept_keys
 
 
 def load_inputs(cfg: Config) -> tuple[Corpus, np.ndarray | None]:
@@ -47,7 +47,7 @@ def load_inputs(cfg: Config) -> tuple[Corpus, np.ndarray | None]:
 
 
 def load_pretrained_table(cfg: Config, corpus: Corpus) -> np.ndarray:
-    """E (V×d) from embedding.pretrained_path, aligned to the corpus's vocabulary (embjax.pretrained): by id when
+    """E (V×d) from embedding.pretrained_path, aligned to the corpus's vocabulary (embjax.model.pretrained): by id when
     the source has no token strings or is a model folder whose tokenizer.json is the run's data.tokenizer_file,
     else by token string. The summary (and tokens.tsv's `pretrained` column) say what matched and how."""
     e = cfg.embedding
@@ -421,7 +421,7 @@ def run_sweep(
     result = [s or {"status": "not run"} for s in summaries]
     write_summary_csv(sweep_dir, keys, cfgs, result)
     if report:
-        from .report import make_report
+        from ..outputs.report import make_report
 
         make_report(sweep_dir, wandb_group=name if cfgs[0].log.wandb else None, baseline=sweep.get("baseline"))
     dashboard(sweep_dir, cfgs[0])
@@ -456,7 +456,7 @@ def dashboard(sweep_dir: str, cfg: Config) -> None:
     online = log.mode == "online" and os.environ.get("WANDB_MODE", "online") not in ("offline", "disabled", "dryrun")
     if not log.wandb or log.wandb_workspace is False or (log.wandb_workspace is None and not online):
         return
-    from .dashboard import save_workspace, write_workspace
+    from ..outputs.dashboard import save_workspace, write_workspace
 
     try:
         path = write_workspace(sweep_dir)

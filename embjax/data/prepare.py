@@ -10,7 +10,7 @@ A prepared corpus is a folder `<cache>/<source>-<key>/` holding
 dataset's fingerprint, the text field, the tokenizer, V and eval_fraction): a changed source or
 setting is prepared anew, the same one is reused. Memory stays bounded by one batch of documents.
 
-Documents come from embjax.sources (files, plain or compressed, datasets, the built-in corpora). The split is by
+Documents come from embjax.data.sources (files, plain or compressed, datasets, the built-in corpora). The split is by
 document: document i is held out when fmix32(i + 0x9E3779B9) / 2^32 < eval_fraction (murmur3's
 finaliser, a fixed pseudo-random draw; the offset because fmix32(0) = 0). A corpus too small for that (no
 held-out or no train document) holds out the tail of the token stream instead; meta.json says which rule was used.
@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .config import ConfigError, DataConfig, tokenizer_file_size
-from .hostmem import applied
+from ..config import ConfigError, DataConfig, tokenizer_file_size
+from ..runtime.hostmem import applied
 from .sources import Source, open_source
 
 FORMAT = 1
@@ -367,7 +367,7 @@ def _oov_rates(folder: str, w: _Writer) -> dict[str, float]:
 
 def prepare(d: DataConfig, show: bool = True) -> str:
     """The prepared folder for this data config: reused when it exists, else written (atomically). In a
-    training process (malloc tuned by embjax.hostmem) the tokenising runs in a fresh child process."""
+    training process (malloc tuned by embjax.runtime.hostmem) the tokenising runs in a fresh child process."""
     source = open_source(d)
     final = prepared_dir(d, source)
     if os.path.isfile(os.path.join(final, "meta.json")):

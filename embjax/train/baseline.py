@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from . import config as C
-from . import snapshots
-from .config import Config, ConfigError
-from .data import TextCorpus, make_corpus
-from .metrics import TrainingGeometry, export_projector
-from .rundir import RunLock, write_tokens_tsv
-from .sinks import JsonlSink, WandbSink, write_json_atomic
-from .viewer import write_page
+from .. import config as C
+from ..analysis.metrics import TrainingGeometry, export_projector
+from ..config import Config, ConfigError
+from ..data.corpus import TextCorpus, make_corpus
+from ..outputs import snapshots
+from ..outputs.rundir import RunLock, write_tokens_tsv
+from ..outputs.sinks import JsonlSink, WandbSink, write_json_atomic
+from ..outputs.viewer import write_page
 
 METHODS = ("word2vec", "fasttext")
 SENTENCE = 10_000  # gensim's MAX_WORDS_IN_BATCH: a longer sentence is cut there

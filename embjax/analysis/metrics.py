@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError
+from ..config import ConfigError
 from .evals import Benchmarks, Lexicon
 from .stats import rankdata, spearman  # noqa: F401 (part of this module's API)
 
@@ -538,7 +538,7 @@ def export_projector(
 ) -> None:
     """TensorBoard-projector files (vectors.tsv, metadata.tsv), word2vec text, and a W&B table
     (W&B keeps 10,000 table rows: the most frequent tokens plus a seeded random sample)."""
-    from .embedding import save_word2vec
+    from ..model.embedding import save_word2vec
 
     V = E.shape[0]
     np.savetxt(os.path.join(run_dir, "vectors.tsv"), E, delimiter="\t", fmt="%.6g")

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .mesh import replicated, to_host
-from .metrics import TrainingGeometry
-from .snapshots import snapshot_every, snapshot_rows
+from ..analysis.metrics import TrainingGeometry
+from ..outputs.snapshots import snapshot_every, snapshot_rows
+from ..runtime.mesh import replicated, to_host
 from .step import Program
 
 

@@ -1,6 +1,6 @@
 """Look at any table with a training run's lens: `python -m experiments.inspect SOURCE [--out=DIR]`.
 
-SOURCE is anything `embjax.pretrained.read_source` reads (a word2vec/GloVe/fastText file, a .npy, a
+SOURCE is anything `embjax.model.pretrained.read_source` reads (a word2vec/GloVe/fastText file, a .npy, a
 .safetensors file, a Hugging Face model folder, an embjax run). DIR (default `runs/inspect/<source name>`)
 gets what a run would show of its final table:
 
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import config as C
+from .. import config as C
+from ..analysis.metrics import embedding_report, export_projector, nearest_neighbors
+from ..config import ConfigError
+from ..model.pretrained import Source, hf_tokens, read_source
 from . import snapshots
-from .config import ConfigError
-from .metrics import embedding_report, export_projector, nearest_neighbors
-from .pretrained import Source, hf_tokens, read_source
 from .viewer import write_page
 
 PROBES = 20  # tokens whose neighbours the report lists

@@ -34,11 +34,11 @@ import optax
 from flax import nnx
 from optax import MaskedNode
 
-from . import config as C
-from .config import Config
-from .data import Corpus
-from .metrics import FREQ_BUCKETS, frequency_bucket_of
-from .models import Tables, build_model, mean_abs, path_keys
+from .. import config as C
+from ..analysis.metrics import FREQ_BUCKETS, frequency_bucket_of
+from ..config import Config
+from ..data.corpus import Corpus
+from ..model.models import Tables, build_model, mean_abs, path_keys
 
 
 def hparams(cfg: Config) -> dict[str, float]:
@@ -307,7 +307,7 @@ class Program:
         self.abstract_state = jax.eval_shape(self.init, 0, hparams(cfg))
         self.state_shardings = None
         if mesh is not None:
-            from .mesh import state_shardings
+            from ..runtime.mesh import state_shardings
 
             self.state_shardings = state_shardings(self.abstract_state, mesh, self.per_row)
 
@@ -538,7 +538,7 @@ class Program:
         key = jax.random.wrap_key_data(state["rng"])
         tok = self.corpus.batch(tables, key, state["step"], self.cfg.data.batch_size)
         if self.mesh is not None:  # data parallel: each `data` slice of the mesh holds B / data rows
-            from .mesh import batch_sharding
+            from ..runtime.mesh import batch_sharding
 
             tok = jax.lax.with_sharding_constraint(tok, batch_sharding(self.mesh))
         return tok

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.scaling import coord_slopes, lr_transfer
+from ..model.embedding import init_std_for
 from . import benchmark_report
-from .embedding import init_std_for
-from .scaling import coord_slopes, lr_transfer
 from .sinks import read_jsonl
 
 
@@ -113,7 +113,7 @@ _STYLES = ("-", "--", ":", "-.")
 
 def varied_keys(runs) -> list[str]:
     """The config keys whose values differ between the runs (identity keys and the seed left out)."""
-    from .config import flatten
+    from ..config import flatten
 
     flat = [flatten(r["cfg"]) for r in runs]
     keys = sorted({k for f in flat for k in f} - _NOT_SHOWN)
@@ -141,7 +141,7 @@ def plot_over_steps(runs, key, ylabel, title, path) -> bool:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from .sweep import value_label
+    from ..sweep import value_label
 
     runs = [r for r in runs if len(_series(r["rows"], key)[0])]
     if not runs:
