@@ -204,150 +204,21 @@ def findings_main(argv: list[str]) -> int:
     keep_freed_memory()
     argv = [{"--quick": "--quick=true", "--wandb-report": "--wandb-report=true"}.get(a, a) for a in argv]
     known, overrides, positional = split_args(argv, ("out_dir", "quick", "progress", "overwrite", "wandb-report"))
-    import time
-
     from .config import parse_overrides
-    from .findings import BY_NAME, FINDINGS
-    from .findings.document import log_to_wandb, write_markdown
-    from .findings.runs import load, training_seconds
+    from .findings.pipeline import run_findings
 
-    unknown = [n for n in positional if n not in BY_NAME]
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown finding; allowed: {', '.join(BY_NAME)}")
-    chosen = [BY_NAME[n] for n in positional] or FINDINGS
-    quick = _as_bool("quick", known.get("quick", "false"))
     progress = _as_bool("progress", known.get("progress", "true"))
-    overwrite = _as_bool("overwrite", known.get("overwrite", "false"))
-    root = os.path.join(known.get("out_dir", "runs"), "findings")
-    t0, dirs = time.perf_counter(), {}
     given = {**({} if progress else {"log.progress": False}), **parse_overrides(overrides)}  # (prepare's bars too)
-    for f in chosen:
-        source = None
-        if f.needs is not None:  # a stage run first: its one run directory is the pretrained arms' source
-            source = _findings_stage(f.needs, f.needs_quick if quick else None, root, given, progress, overwrite)
-        for name in (f.sweep, *f.also):
-            if name not in dirs:
-                q = f.quick if quick else None
-                dirs[name] = _findings_sweep(name, q, root, given, progress, overwrite, pretrained_source=source)
-        for name in f.references:  # baseline stages whose run directories join the finding's runs
-            if name not in dirs:
-                dirs[name] = _findings_stage(name, f.needs_quick if quick else None, root, given, progress, overwrite)
-    import platform
-
-    runs = {d: load(d) for d in dirs.values()}  # each sweep read once, shared by the findings that use it
-    members = lambda f: [r for n in (f.sweep, *f.also, *f.references) for r in runs[dirs[n]]]
-    results = [(f, dirs[f.sweep], members(f)) for f in chosen]
-    train_s = sum(training_seconds(r) for r in runs.values())
-    header = [
-        f"Made by `python -m experiments.findings{' --quick' if quick else ''}` on {time.strftime('%Y-%m-%d')}, "
-        f"{os.cpu_count()} CPU cores ({platform.machine()}): {sum(map(len, runs.values()))} runs in "
-        f"{len(runs)} sweeps, {train_s:.0f} s ({train_s / 60:.1f} min) of training as the runs recorded it "
-        f"(this invocation: {time.perf_counter() - t0:.0f} s; finished members are not rerun). Verdicts are "
-        "computed by `embjax/findings/` from what the runs wrote; none is written by hand."
-    ]
-    path = write_markdown(root, results, header)
-    log_to_wandb(root, results)
-    print(open(path).read().split("\n## ")[0])
-    print(f"findings: {path}")
-    if _as_bool("wandb-report", known.get("wandb-report", "false")):
-        _findings_report(root, results, header[0], given)
+    run_findings(
+        positional,
+        known.get("out_dir", "runs"),
+        given,
+        quick=_as_bool("quick", known.get("quick", "false")),
+        progress=progress,
+        overwrite=_as_bool("overwrite", known.get("overwrite", "false")),
+        wandb_report=_as_bool("wandb-report", known.get("wandb-report", "false")),
+    )
     return 0
-
-
-def _findings_report(root: str, results: list, header: str, given: dict) -> None:
-    """findings_report.json beside findings.md; saved to W&B when it logs online (one line, exit 2, if that fails)."""
-    from .findings.wandb_report import save_report, write_report
-
-    path = write_report(root, results, header)
-    print(f"W&B report spec: {path}")
-    log = load_config(None, given).log
-    if log.mode != "online" or os.environ.get("WANDB_MODE", "online") in ("offline", "disabled", "dryrun"):
-        print("W&B offline: the report is not saved (log.mode=online, a W&B server and an API key save it)")
-        return
-    try:
-        entity = log.entity
-        if entity is None:
-            import wandb
-
-            entity = wandb.Api().default_entity
-        print(f"W&B report: {save_report(path, entity, log.project)}")
-    except Exception as err:  # noqa: BLE001 - no API key, no server: one line (the spec is written)
-        text = str(err).strip().splitlines()
-        raise ConfigError(
-            f"the findings report was not saved to W&B ({type(err).__name__}: {text[0] if text else ''}); the spec "
-            f"is in {path}; allowed: a reachable W&B server (WANDB_BASE_URL) and an API key (wandb login)"
-        ) from None
-
-
-def _findings_stage(
-    name: str, quick: dict | None, root: str, overrides: dict, progress: bool, overwrite: bool = False
-) -> str:
-    """A findings stage, sweeps/findings/<name>.yaml: a sweep of one run, or a baseline (`baseline: {method, sg,
-    dim, epochs, ...}` and `config: FILE`: experiments.baseline on that config); returns its one run directory."""
-    path = os.path.join("sweeps", "findings", f"{name}.yaml")
-    from .config import read_yaml
-
-    raw = read_yaml(path) if os.path.isfile(path) else {}
-    if "baseline" not in raw:
-        return _only_run(_findings_sweep(name, quick, root, overrides, progress, overwrite))
-    from .train.baseline import Spec, train_baseline
-
-    spec = Spec(**{**raw["baseline"], **({"epochs": quick["epochs"]} if quick and "epochs" in quick else {})}).check()
-    stage = f"{name}_quick" if quick is not None else name
-    given = {**overrides, "name": "run", "out_dir": os.path.join(root, stage), "log.group": stage}
-    cfg = load_config(raw.get("config"), given)
-    return train_baseline(cfg, spec, overwrite=overwrite)["run_dir"]
-
-
-def _only_run(sweep_dir: str) -> str:
-    import json
-
-    def finished(d: str) -> bool:
-        try:
-            with open(os.path.join(sweep_dir, d, "summary.json")) as f:
-                return json.load(f).get("status") == "finished"
-        except (OSError, ValueError):
-            return False
-
-    runs = sorted(d for d in os.listdir(sweep_dir) if finished(d))
-    if len(runs) != 1:
-        raise ConfigError(f"{sweep_dir}: got {len(runs)} finished runs; allowed: exactly one (a findings stage)")
-    return os.path.join(sweep_dir, runs[0])
-
-
-def _findings_sweep(
-    name: str,
-    quick: dict | None,
-    root: str,
-    overrides: dict,
-    progress: bool,
-    overwrite: bool = False,
-    pretrained_source: str | None = None,
-) -> str:
-    """Run sweeps/findings/<name>.yaml (under --quick: shortened, as `<name>_quick`: its steps, and the values of
-    the swept keys the sweep has); returns its directory. overwrite: every member starts over."""
-    import yaml
-
-    from .train.runner import run_sweep
-
-    path = os.path.join("sweeps", "findings", f"{name}.yaml")
-    if not os.path.isfile(path):
-        raise ConfigError(
-            f"{path}: not found; allowed: run from the repository root (sweeps/findings/ holds the sweeps)"
-        )
-    if quick is not None:
-        sweep = yaml.safe_load(open(path))
-        sweep["name"] = name = f"{name}_quick"
-        for key, values in quick.get("parameters", {}).items():
-            if key in sweep["parameters"]:  # a finding's other sweeps (Finding.also) may not sweep it
-                sweep["parameters"][key] = {"values": values}
-        os.makedirs(root, exist_ok=True)
-        path = os.path.join(root, f".{name}.yaml")
-        with open(path, "w") as f:
-            yaml.safe_dump(sweep, f, sort_keys=False)
-        overrides = {**({"steps": quick["steps"]} if "steps" in quick else {}), **overrides}
-    run_sweep(path, root, overrides, progress=progress, overwrite=overwrite, pretrained_source=pretrained_source)
-    return os.path.join(root, name)
 
 
 @guarded

@@ -99,7 +99,7 @@ def tiny(tmp_path):
 
 def hold_lock(run_dir):
     """Another process holding `run_dir`'s run lock (until killed)."""
-    code = f"from embjax.outputs.rundir import RunLock; RunLock({str(run_dir)!r}).acquire(); import time; "
+    code = f"from embjax.outputs.lock import RunLock; RunLock({str(run_dir)!r}).acquire(); import time; "
     code += "print('held', flush=True); time.sleep(300)"
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

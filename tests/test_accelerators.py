@@ -139,7 +139,8 @@ def test_profile_steps_are_checked():
 def test_group_larger_than_the_memory_budget_trains_in_chunks(tmp_path, monkeypatch):
     """With a budget for two members, a 4-member vmapped group trains as two chunks of two, each member
     exactly as when it trains alone."""
-    from embjax.train.runner import member_bytes, train, train_group
+    from embjax.train.memory import member_bytes
+    from embjax.train.runner import train, train_group
 
     cfgs = [
         load_config(

@@ -26,7 +26,7 @@ LAYERS = [
 ]
 # Inside embjax/findings/: the shared base every finding module may import; a finding never imports another
 FINDINGS_BASE = {"verdict", "runs", "plotting"}
-FINDINGS_TOP = {"__init__", "document", "wandb_report"}  # the registry and the writers, which read the findings
+FINDINGS_TOP = {"__init__", "document", "wandb_report", "pipeline"}  # the registry, the writers and the pipeline
 
 
 def modules(root=None):
@@ -115,7 +115,7 @@ def test_the_rules_catch_an_upward_import_a_lazy_one_and_a_finding_importing_ano
     (pkg / "outputs" / "report.py").write_text("")
     (pkg / "cli.py").write_text("")
     (pkg / "findings" / "__init__.py").write_text("from . import a, b\n")
-    (pkg / "findings" / "runs.py").write_text("from ..outputs.report import get\n")
+    (pkg / "findings" / "runs.py").write_text("from ..outputs.runs import get\n")
     (pkg / "findings" / "a.py").write_text("from .runs import load\nfrom .b import f\n")  # a finding importing another
     (pkg / "findings" / "b.py").write_text("def f():\n    from embjax.cli import main\n")  # a lazy upward import
     mods = modules(str(pkg))
@@ -148,7 +148,7 @@ def test_a_memory_run_trains_without_touching_disk_like_a_run_directory(tmp_path
     from embjax.cli import train_main
     from embjax.config import load_config, replace
     from embjax.data.corpus import make_corpus
-    from embjax.outputs.rundir import MemoryRun
+    from embjax.outputs.run import MemoryRun
     from embjax.outputs.sinks import read_jsonl
     from embjax.runtime.signals import Signals
     from embjax.train.loop import Loop

@@ -427,7 +427,7 @@ def test_the_run_lock_is_a_kernel_lock_a_torn_file_does_not_break(tmp_path):
     """The lock is an flock: a second holder in another process is refused while the first lives, even when the
     file's text is torn or empty (it is never what decides); this process re-taking its own run replaces its
     earlier lock; a released lock is empty and free."""
-    from embjax.outputs.rundir import RunLock, RunLocked
+    from embjax.outputs.lock import RunLock, RunLocked
 
     run = str(tmp_path / "r")
     holder = hold_lock(run)

@@ -10,7 +10,8 @@ import pytest
 
 from embjax.config import ConfigError, load_config
 from embjax.data.corpus import make_corpus
-from embjax.train.step import Program, Rule, hparams, lazy_rows, make_optimizer
+from embjax.train.optim import Rule, lazy_rows, make_optimizer
+from embjax.train.step import Program, hparams
 from tests.conftest import on_8_devices
 
 SMALL = {

@@ -6,7 +6,8 @@ from scipy.special import logsumexp
 from scipy.stats import rankdata as sp_rankdata
 from scipy.stats import spearmanr
 
-from embjax.analysis.metrics import default_probes, embedding_report, nearest_neighbors, rankdata, spearman
+from embjax.analysis.metrics import default_probes, embedding_report, rankdata, spearman
+from embjax.analysis.neighbors import nearest_neighbors
 
 RTOL = 1e-4  # docs/metrics.md: relative 1e-4 against float64
 ATOL = 1e-9  # for values that are exactly 0 in theory (e.g. cos_mean of a centred set)

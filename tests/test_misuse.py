@@ -97,7 +97,7 @@ def test_the_memory_estimate_counts_the_train_state_it_will_make(optim):
     """state_estimate from the config alone against the program's own abstract train state: the parameters'
     bytes, and the optimizer's moments (Adam: two float32 per parameter; SGD with momentum: one)."""
     from embjax.data.corpus import make_corpus
-    from embjax.train.runner import state_estimate
+    from embjax.train.memory import state_estimate
     from embjax.train.step import Program
 
     cfg = load_config(None, [*TINY, f"--optim.name={optim}", "--model.tie_embeddings=false"])
@@ -113,7 +113,8 @@ def test_equal_rows_share_one_cosine_and_ties_go_to_the_lower_index():
     """A 600 × 48 table with 21 equal rows (as pretrained_missing=mean makes them): every equal neighbour gets the
     same cosine bit for bit, so the neighbours are ordered by index, and knn_class_purity equals a NumPy float64
     reference that computes one cosine per distinct row (the raw and the centred table)."""
-    from embjax.analysis.metrics import duplicate_rows, embedding_report, nearest_neighbors
+    from embjax.analysis.metrics import embedding_report
+    from embjax.analysis.neighbors import duplicate_rows, nearest_neighbors
 
     rng = np.random.default_rng(0)
     E = rng.normal(size=(600, 48)).astype(np.float32)

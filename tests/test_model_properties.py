@@ -11,7 +11,8 @@ from flax import nnx
 from embjax.config import load_config
 from embjax.data.corpus import make_corpus
 from embjax.model.models import build_model, sinusoidal_positions
-from embjax.train.step import Program, hparams, schedule_factor
+from embjax.train.optim import schedule_factor
+from embjax.train.step import Program, hparams
 
 
 def cfg_of(**kw):

@@ -131,7 +131,7 @@ def test_weight_decay_per_step_is_lr_times_decay_at_every_width():
     """With a zero gradient Adam's update is 0, so one AdamW step shrinks each decayed weight by lr·λ·w:
     μP's hidden matrices get lr/m and λ·m, so lr·λ (the per-step decay) is the same at every width."""
     lr, wd = 0.01, 0.1
-    from embjax.train.step import make_optimizer
+    from embjax.train.optim import make_optimizer
 
     for d in (8, 32):
         cfg, P = program(

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from embjax.model.pretrained import EMBEDDING_NAMES, Source, align, read_source
+from embjax.model.align import align
+from embjax.model.pretrained import read_source
+from embjax.model.source import EMBEDDING_NAMES, Source
 
 KEYS = ["the", "Ġcat", "▁sat", "café", "naïve", "</s>", "on", "mat"]
 

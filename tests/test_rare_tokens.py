@@ -301,7 +301,7 @@ def test_frequency_scaled_decay_of_rare_rows(power):
 
 def test_frequency_scaled_decay_is_capped_and_checked():
     from embjax.config import ConfigError
-    from embjax.train.step import token_decay_scale
+    from embjax.train.optim import token_decay_scale
 
     hp = {"embed_decay_freq_power": jnp.float32(2.0), "lr": jnp.float32(0.01), "embed_weight_decay": jnp.float32(1.0)}
     scale = np.asarray(token_decay_scale(hp, np.log(np.array([1e-3, 0.5, 1.0, 4.0]))))

@@ -53,7 +53,7 @@ def test_lr_transfer_by_hand():
 def test_report_lr_panels_each_clip_at_their_own_initial_loss():
     """Two panels (SP with σ = 0.02 and σ = 2): each member's loss is clipped at its own panel's step-0 loss,
     an old config without model.parametrization counts as SP, and unfinished members are left out."""
-    from embjax.outputs.report import lr_analysis
+    from embjax.outputs.runs import lr_analysis
 
     def run(par, sigma, width, lr, loss, status="finished", first=6.0):
         model = {"embed_dim": width, "kind": "transformer", "tie_embeddings": True}

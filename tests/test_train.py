@@ -127,9 +127,9 @@ def test_offline_wandb_recorded_what_metrics_jsonl_has(tiny, tmp_path):
 
 
 def test_exports_projector_word2vec_and_capped_wandb_table(tiny, tmp_path):
-    from embjax.analysis.metrics import export_projector
     from embjax.data.corpus import PlantedCorpus
     from embjax.model.embedding import load_pretrained
+    from embjax.outputs.exports import export_projector
     from embjax.outputs.sinks import MemorySink
 
     assert train_main(tiny + ["--name=x"]) == 0

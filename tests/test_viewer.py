@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from embjax.analysis.metrics import nearest_neighbors
+from embjax.analysis.neighbors import nearest_neighbors
 from embjax.cli import sweep_main, train_main, view_main
 from embjax.outputs import snapshots
 from embjax.outputs.viewer import neighbours, page_data, projection
@@ -75,7 +75,7 @@ def test_frames_are_the_table_at_their_steps(tmp_path):
 
     from embjax.config import load_config
     from embjax.data.corpus import make_corpus
-    from embjax.outputs.rundir import MemoryRun
+    from embjax.outputs.run import MemoryRun
     from embjax.runtime.signals import Signals
     from embjax.train.loop import Loop
     from embjax.train.step import Program

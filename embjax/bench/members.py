@@ -18,7 +18,7 @@ def bench_members(
 
     from ..config import load_config
     from ..data.corpus import make_corpus
-    from ..train.runner import compiled_bytes, members_that_fit
+    from ..train.memory import compiled_bytes, members_that_fit
     from ..train.step import Program, hparams
 
     cfg = load_config(DEFAULT_CONFIG, {**(overrides or {}), "steps": 10**6})

@@ -14,7 +14,8 @@ import numpy as np
 _ALIGN = r"""
 import json, resource, sys, time
 import numpy as np
-from embjax.model.pretrained import align, read_source
+from embjax.model.align import align
+from embjax.model.pretrained import read_source
 path, V = sys.argv[1], int(sys.argv[2])
 t = time.perf_counter()
 src = read_source(path)

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import Config, ConfigError
-from .prepare import UNK, prepare, read_meta, verify
+from .prepare import prepare, read_meta, verify
+from .tokenizers import UNK
 
 
 def _entropy(p: np.ndarray) -> float:
@@ -57,7 +58,6 @@ class Corpus:
     labels: np.ndarray | None  # (V,) int ground-truth classes, if the corpus has them
     info: dict[str, float]  # e.g. data/unigram_entropy, data/entropy_rate (nats)
     tables: dict[str, Any]  # arrays `batch` reads; passed into jit as arguments, never baked in
-    pretrained_matched = None  # (V,) bool once a pretrained table was aligned to this vocabulary (tokens.tsv marks)
     unk_id = None  # (int) a word-level vocabulary's <unk>: a word that encodes to it is not in the vocabulary
 
     def batch(self, tables: dict, key: jax.Array, step: jax.Array, batch_size: int) -> jax.Array:

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from ..config import ConfigError, DataConfig
 
 MAX_DOC_CHARS = 1 << 20
@@ -342,3 +344,24 @@ def _open_all(d: DataConfig) -> Source:
     name = name[: -len(os.path.splitext(name)[1])] if _compression(name) else name
     total = None if any(_compression(f) for f in files) else sum(s[1] for s in stats)
     return Source(name, json.dumps([stats, d.text_field]), total, "B", docs)
+
+
+# which documents are held out (every prepared corpus splits by this rule)
+SEPARATOR = "\n\n"
+
+
+def _fmix32(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.uint32)
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(0x85EBCA6B)
+    x ^= x >> np.uint32(13)
+    x *= np.uint32(0xC2B2AE35)
+    x ^= x >> np.uint32(16)
+    return x
+
+
+def held_out(doc_ids: np.ndarray, eval_fraction: float) -> np.ndarray:
+    """Which documents the split holds out (a pure function of the document index)."""
+    return _fmix32(doc_ids.astype(np.uint32) + np.uint32(0x9E3779B9)) < np.uint32(
+        min(eval_fraction * 2.0**32, 2.0**32 - 1)
+    )

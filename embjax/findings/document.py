@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
-from ..outputs.report import get
+from ..outputs.runs import get
 from .verdict import Finding, evaluate
 
 

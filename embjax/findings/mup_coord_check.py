@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis.scaling import coord_slopes
-from ..outputs.report import coord_points, plot_coord_check
+from ..outputs.mup_report import plot_coord_check
+from ..outputs.runs import coord_points
 from .runs import get, mean_sd
 from .verdict import Check, Finding, Table
 

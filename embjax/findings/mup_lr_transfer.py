@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 
-from ..outputs.report import lr_analysis, plot_lr_transfer
+from ..outputs.mup_report import plot_lr_transfer
+from ..outputs.runs import lr_analysis
 from .verdict import Check, Finding, Table
 
 # What the protocol varies, holds fixed, and what could still confound it (issue 22's audit)

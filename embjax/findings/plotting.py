@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..outputs.report import get
+from ..outputs.runs import get
 
 
 def line_plot(ax, series: dict[str, dict[float, list[float]]], logx: bool = True, logy: bool = False, **style) -> None:

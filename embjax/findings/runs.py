@@ -1,7 +1,7 @@
 """Reading a sweep's runs, and the selectors every finding's analysis shares.
 
-A run is the dict `embjax.outputs.report.load_runs` makes of a run directory: `dir`, `name`, `cfg` (config.yaml as a dict),
-`summary` (summary.json) and `rows` (metrics.jsonl). Analyses read only these (and, for a table's own statistics,
+A run is the dict `embjax.outputs.runs.load_runs` makes of a run directory: `dir`, `name`, `cfg` (config.yaml as a
+dict), `summary` (summary.json) and `rows` (metrics.jsonl). Analyses read only these (and, for a table's own statistics,
 the run's embeddings.npy / output_embeddings.npy), so they work on runs made anywhere and copied back.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..outputs.report import get, load_runs
+from ..outputs.runs import get, load_runs
 
 
 def load(sweep_dir: str) -> list[dict]:

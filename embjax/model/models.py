@@ -335,9 +335,15 @@ def count_params(state: Any) -> int:
     return int(sum(x.size for x in jax.tree.leaves(state)))
 
 
+def drawn_shapes(cfg: Config) -> Config:
+    """The config with a drawn table in place of a pretrained one: the same shapes, and no file to read."""
+    if cfg.embedding.init == "pretrained":
+        cfg = dataclasses.replace(cfg, embedding=dataclasses.replace(cfg.embedding, init="normal"))
+    return cfg
+
+
 def embedding_size(cfg: Config) -> dict[str, int]:
     """The input embedding layer's parameter count and bytes, from the config alone (no arrays made)."""
-    if cfg.embedding.init == "pretrained":  # the same shapes as a drawn table
-        cfg = dataclasses.replace(cfg, embedding=dataclasses.replace(cfg.embedding, init="normal"))
+    cfg = drawn_shapes(cfg)
     layer = nnx.eval_shape(lambda: make_embedding(cfg, 1.0, rngs=nnx.Rngs(0)))
     return {"embedding/params": layer.num_params(), "embedding/bytes": layer.num_bytes()}

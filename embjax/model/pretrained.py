@@ -1,4 +1,4 @@
-"""Pretrained token-embedding tables: read from the formats researchers meet, aligned to a run's vocabulary.
+"""Pretrained token-embedding tables, read from the formats researchers meet.
 
 `read_source(path)` detects the format from the path, its extension and its first bytes, and returns a
 `Source`: the table E (float32, N×d') with a token string per row where the format has them.
@@ -15,9 +15,7 @@
 
 A file that does not parse is a one-line ValueError naming it, what was expected and what was found.
 
-`align(source, vocab, d=...)` gives the rows for a run's vocabulary: matched by token string (exact, then
-the leading-space spellings reconciled, then lowercase) or by id, the rest filled (`missing`), a wider
-source narrowed (`project`). Pure NumPy.
+Aligning a source's rows to a run's vocabulary is `align`'s job (embjax.model.align).
 """
 
 from __future__ import annotations
@@ -25,86 +23,10 @@ from __future__ import annotations
 import codecs
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = ("npy", "word2vec_text", "word2vec_binary", "glove", "fasttext_vec", "safetensors", "hf_model", "run_dir")
-_KIND_NAMES = {
-    "npy": ".npy array",
-    "word2vec_text": "word2vec text",
-    "word2vec_binary": "word2vec binary",
-    "glove": "GloVe text",
-    "fasttext_vec": "fastText .vec",
-    "safetensors": "safetensors file",
-    "hf_model": "Hugging Face model folder",
-    "run_dir": "embjax run directory",
-}
-FORMATS = (
-    "a .npy, .safetensors, word2vec text or binary, GloVe or fastText .vec file, a Hugging Face model folder "
-    "or an embjax run directory"
-)
-# the input-embedding tensor, by name suffix, in this order: GPT-2; LLaMA/Mistral/OPT/BART; BERT family; T5;
-# Meta's LLaMA checkpoints; generic; GPT-NeoX/Pythia; bare names
-EMBEDDING_NAMES = (
-    "wte.weight",
-    "embed_tokens.weight",
-    "word_embeddings.weight",
-    "shared.weight",
-    "tok_embeddings.weight",
-    "embeddings.weight",
-    "embed_in.weight",
-    "wte",
-    "embedding",
-)
-MISSING = ("init", "mean", "zero", "error")
-PROJECTS = ("error", "pca", "truncate")
-# a leading space, as byte-level BPE (Ġ), SentencePiece (▁) and plain text spell it
-SPACE_MARKS = ("\u0120", "\u2581", " ")
-_CHUNK = 1 << 20  # bytes read at a time from binary files
-_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
-
-
-@dataclass
-class Source:
-    """A pretrained table E (float32, N×d') and, when the format has them, a token string per row."""
-
-    tokens: list[str] | None  # a string per row; None: rows are matched by id ("" for an id with no token)
-    E: np.ndarray  # float32 (N, d')
-    kind: str  # one of KINDS
-    tensor: str | None = None  # safetensors / HF: the tensor read
-    tokenizer_file: str | None = None  # HF model folder: its tokenizer.json, when it has one
-    path: str | None = None  # what was read
-
-    def describe(self) -> str:
-        """One line: what was detected and read."""
-        N, d = self.E.shape
-        extra = [f"tensor {self.tensor}"] if self.tensor else []
-        extra += [f"tokens from {os.path.basename(self.tokenizer_file)}"] if self.tokenizer_file else []
-        extra += ["a token per row" if self.tokens is not None else "no tokens: matched by id"]
-        return f"{_KIND_NAMES[self.kind]} {self.path!r}: {N} × {d} float32 ({', '.join(extra)})"
-
-
-@dataclass
-class Alignment:
-    """A run's table from a source: E's rows follow the run's vocabulary."""
-
-    E: np.ndarray  # float32 (V, d); unmatched rows filled per `missing`
-    matched: np.ndarray  # bool (V,)
-    how: dict[str, int]  # matched rows by rule: exact | spelling (Ġ/▁/space) | lowercase | id
-    initialised: list[int]  # the run ids that were not matched (filled)
-
-
-def _bad(path: str, expected: str, found: str) -> ValueError:
-    """The one-line error for a file that is not what it should be."""
-    found = " ".join(found.split("\n"))
-    return ValueError(f"pretrained source {path!r}: expected {expected}; found {found}")
-
-
-def _snippet(b: bytes | str, n: int = 40) -> str:
-    return repr(b[:n]) + ("…" if len(b) > n else "")
-
+from .source import CHUNK, EMBEDDING_NAMES, FLOAT_DTYPES, FORMATS, KIND_NAMES, Source, bad, snippet
 
 # -- reading ---------------------------------------------------------------------------------------------
 
@@ -127,13 +49,13 @@ def read_source(path: str, *, tokens_file: str | None = None, tensor: str | None
         src = _read_text_or_binary(path)
     if tensor is not None and src.kind not in ("safetensors", "hf_model"):
         raise ValueError(
-            f"tensor: got {tensor!r} for a {_KIND_NAMES[src.kind]}; allowed: only with a .safetensors file "
+            f"tensor: got {tensor!r} for a {KIND_NAMES[src.kind]}; allowed: only with a .safetensors file "
             "or a Hugging Face model folder"
         )
     if tokens_file is not None:
         if src.kind in ("word2vec_text", "word2vec_binary", "glove", "fasttext_vec"):
             raise ValueError(
-                f"tokens_file: got {tokens_file!r} for a {_KIND_NAMES[src.kind]}, which names its own tokens; "
+                f"tokens_file: got {tokens_file!r} for a {KIND_NAMES[src.kind]}, which names its own tokens; "
                 "allowed: only with a .npy, .safetensors or Hugging Face source"
             )
         src.tokens, src.tokenizer_file = _read_tokens_file(tokens_file, len(src.E)), None
@@ -171,7 +93,7 @@ def _read_folder(path: str, tensor: str | None, tokens_file: str | None) -> Sour
         "a Hugging Face model folder (config.json + model*.safetensors) or an embjax run directory "
         "(embeddings.npy + tokens.tsv)"
     )
-    raise _bad(path, expected, f"a folder holding {held or 'nothing'}")
+    raise bad(path, expected, f"a folder holding {held or 'nothing'}")
 
 
 def _read_npy(path: str, tokens_file: str | None) -> Source:
@@ -181,13 +103,13 @@ def _read_npy(path: str, tokens_file: str | None) -> Source:
     except ValueError as e:
         if "pickle" in str(e).lower():
             found = "pickled Python objects (not loaded: a pickle can run code)"
-            raise _bad(path, "a numeric V×d .npy array", found) from None
-        raise _bad(path, "a numeric V×d .npy array", f"a file that does not parse ({e}) (damaged)") from None
+            raise bad(path, "a numeric V×d .npy array", found) from None
+        raise bad(path, "a numeric V×d .npy array", f"a file that does not parse ({e}) (damaged)") from None
     except (OSError, EOFError) as e:
-        raise _bad(path, "a numeric V×d .npy array", f"a file that does not parse ({e}) (damaged)") from None
+        raise bad(path, "a numeric V×d .npy array", f"a file that does not parse ({e}) (damaged)") from None
     if not isinstance(E, np.ndarray) or E.ndim != 2 or E.dtype.kind not in "fiu":
         found = f"an array of shape {getattr(E, 'shape', '?')} and dtype {getattr(E, 'dtype', '?')}"
-        raise _bad(path, "a numeric V×d .npy array", found)
+        raise bad(path, "a numeric V×d .npy array", found)
     beside = os.path.join(os.path.dirname(path), "tokens.tsv")
     tokens = None
     if tokens_file is None and os.path.isfile(beside):
@@ -205,19 +127,19 @@ def _read_tokens_file(path: str, n: int) -> list[str]:
         rows = [line.split("\t") for line in lines[1:]]
         bad = next((i for i, r in enumerate(rows) if len(r) < 2), None)
         if bad is not None:
-            raise _bad(path, "id<TAB>token<TAB>… rows (tokens.tsv)", f"line {bad + 2}: {_snippet(lines[bad + 1])}")
+            raise bad(path, "id<TAB>token<TAB>… rows (tokens.tsv)", f"line {bad + 2}: {snippet(lines[bad + 1])}")
         tokens = [r[1] for r in rows]
     else:
         tokens = [line.rstrip("\r") for line in lines]
     if len(tokens) != n:
-        raise _bad(path, f"{n} tokens, one per row of the table", f"{len(tokens)}")
+        raise bad(path, f"{n} tokens, one per row of the table", f"{len(tokens)}")
     return tokens
 
 
 def _read_text_or_binary(path: str) -> Source:
     """word2vec text or binary, fastText .vec or GloVe, told apart by the first bytes."""
     with open(path, "rb") as f:
-        head = f.read(_CHUNK)
+        head = f.read(CHUNK)
     first, _, rest = head.partition(b"\n")
     fields = first.split()
     if len(fields) == 2 and all(x.isdigit() for x in fields):
@@ -233,7 +155,7 @@ def _read_text_or_binary(path: str) -> Source:
     if len(parts) >= 2 and _floats(parts[1:]):
         tokens, E = _read_text(path, "glove", len(parts) - 1, header=None)
         return Source(tokens, E, "glove")
-    raise _bad(path, FORMATS, f"a file starting {_snippet(first)}")
+    raise bad(path, FORMATS, f"a file starting {snippet(first)}")
 
 
 def _floats(fields: list[str]) -> bool:
@@ -263,7 +185,7 @@ def _is_text(rest: bytes, d: int) -> bool:
 def _count_lines(path: str) -> int:
     n, last = 0, b"\n"
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
+        while chunk := f.read(CHUNK):
             n, last = n + chunk.count(b"\n"), chunk[-1:]
     return n + (last != b"\n")
 
@@ -272,9 +194,9 @@ def _read_text(path: str, kind: str, d: int, header: int | None) -> tuple[list[s
     """Rows of "token v1 … vd" streamed into one float32 array, sized by the header or by counting the lines
     first (blank lines skipped; the token is all but the last d fields, so it may hold spaces)."""
     lines = _count_lines(path) - (header is not None)
-    expected = f"{_KIND_NAMES[kind]}: a token and {d} numbers per line"
+    expected = f"{KIND_NAMES[kind]}: a token and {d} numbers per line"
     if header is not None and lines < header:
-        raise _bad(path, f"{header} rows (its header)", f"{max(lines, 0)} lines (damaged: truncated)")
+        raise bad(path, f"{header} rows (its header)", f"{max(lines, 0)} lines (damaged: truncated)")
     n = header if header is not None else lines
     E, tokens, i = np.empty((n, d), np.float32), [], 0
     with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
@@ -286,17 +208,17 @@ def _read_text(path: str, kind: str, d: int, header: int | None) -> tuple[list[s
                 continue
             parts = line.rsplit(" ", d)
             if i == n:
-                raise _bad(path, f"{n} rows (its header)", f"more, from line {lineno} (damaged)")
+                raise bad(path, f"{n} rows (its header)", f"more, from line {lineno} (damaged)")
             try:
                 if len(parts) != d + 1:
                     raise ValueError
                 E[i] = parts[1:]
             except ValueError:
-                raise _bad(path, expected, f"line {lineno}: {_snippet(line)} (damaged)") from None
+                raise bad(path, expected, f"line {lineno}: {snippet(line)} (damaged)") from None
             tokens.append(parts[0])
             i += 1
     if header is not None and i != n:
-        raise _bad(path, f"{n} rows (its header)", f"{i} (damaged: truncated)")
+        raise bad(path, f"{n} rows (its header)", f"{i} (damaged: truncated)")
     return tokens, (E if i == n else E[:i].copy())
 
 
@@ -305,7 +227,7 @@ def _read_binary(path: str, n: int, d: int, offset: int) -> tuple[list[str], np.
     expected = f"{n} rows of a token and {d} float32 (word2vec binary, by its header)"
     size, need = os.path.getsize(path), 4 * d
     if size - offset < n * (need + 2):
-        raise _bad(path, expected, f"{size} bytes, too few (damaged: truncated)")
+        raise bad(path, expected, f"{size} bytes, too few (damaged: truncated)")
     E, tokens = np.empty((n, d), np.float32), []
     with open(path, "rb") as f:
         f.seek(offset)
@@ -314,7 +236,7 @@ def _read_binary(path: str, n: int, d: int, offset: int) -> tuple[list[str], np.
             buf, pos, sp = _next_record(f, buf, pos, need)
             if sp < 0:
                 why = "the file ends" if sp == -1 else "no token ends"
-                raise _bad(path, expected, f"{why} in row {i + 1} (damaged)")
+                raise bad(path, expected, f"{why} in row {i + 1} (damaged)")
             tokens.append(buf[pos:sp].lstrip(b"\n").decode("utf-8", errors="replace"))
             E[i] = np.frombuffer(buf, "<f4", d, sp + 1)
             pos = sp + 1 + need
@@ -328,9 +250,9 @@ def _next_record(f, buf: bytes, pos: int, need: int) -> tuple[bytes, int, int]:
         sp = buf.find(b" ", pos)
         if sp >= 0 and len(buf) - sp - 1 >= need:
             return buf, pos, sp
-        if sp < 0 and len(buf) - pos > _CHUNK:
+        if sp < 0 and len(buf) - pos > CHUNK:
             return buf, pos, -2
-        more = f.read(_CHUNK)
+        more = f.read(CHUNK)
         if not more:
             return buf, pos, -1
         buf, pos = buf[pos:] + more, 0
@@ -348,7 +270,7 @@ def _catalog(files: list[str]) -> dict[str, tuple[str, tuple[int, ...], str]]:
                     s = f.get_slice(name)
                     out[name] = (file, tuple(s.get_shape()), s.get_dtype())
         except Exception as e:  # safetensors raises its own error types for a bad header
-            raise _bad(file, "a safetensors file", f"a file that does not parse ({e}) (damaged)") from None
+            raise bad(file, "a safetensors file", f"a file that does not parse ({e}) (damaged)") from None
     return out
 
 
@@ -376,17 +298,17 @@ def _read_tensor(files: list[str], tensor: str | None, where: str) -> tuple[np.n
         if tensor is not None:
             raise ValueError(f"tensor: got {tensor!r}; allowed: a 2-D tensor of {where!r}: {listed or 'none'}")
         wanted = f"an input-embedding tensor (a name ending in {', '.join(EMBEDDING_NAMES)}) or tensor=NAME"
-        raise _bad(where, wanted, f"2-D tensors {listed}" if listed else "no 2-D tensor")
+        raise bad(where, wanted, f"2-D tensors {listed}" if listed else "no 2-D tensor")
     file, _, dtype = matrices[name]
-    if dtype not in _FLOAT_DTYPES:
-        raise _bad(file, f"a float tensor {name} ({', '.join(_FLOAT_DTYPES)})", dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise bad(file, f"a float tensor {name} ({', '.join(FLOAT_DTYPES)})", dtype)
     from safetensors import safe_open
 
     try:
         with safe_open(file, framework="np") as f:
             E = np.asarray(f.get_tensor(name)).astype(np.float32)  # bfloat16 through ml_dtypes
     except Exception as e:
-        raise _bad(file, f"tensor {name}", f"data that does not read ({e}) (damaged)") from None
+        raise bad(file, f"tensor {name}", f"data that does not read ({e}) (damaged)") from None
     return E, name
 
 
@@ -399,7 +321,7 @@ def _read_hf(path: str, tensor: str | None) -> Source:
             with open(index, encoding="utf-8") as f:
                 weight_map = json.load(f)["weight_map"]
         except (ValueError, KeyError, TypeError) as e:
-            raise _bad(index, "a safetensors index (JSON with a weight_map)", f"{e} (damaged)") from None
+            raise bad(index, "a safetensors index (JSON with a weight_map)", f"{e} (damaged)") from None
         shard = weight_map.get(_pick(weight_map, tensor))
         files = [shard] if shard else sorted(set(weight_map.values()))
         E, name = _read_tensor([os.path.join(path, f) for f in files], tensor, path)
@@ -408,7 +330,7 @@ def _read_hf(path: str, tensor: str | None) -> Source:
     else:
         found = ", ".join(sorted(n for n in os.listdir(path) if n != "config.json")[:8]) or "no weights"
         expected = "model.safetensors, or shards with model.safetensors.index.json (convert other weights first)"
-        raise _bad(path, expected, found)
+        raise bad(path, expected, found)
     tokenizer = os.path.join(path, "tokenizer.json")
     if not os.path.isfile(tokenizer):
         return Source(None, E, "hf_model", tensor=name)
@@ -426,152 +348,9 @@ def hf_tokens(tokenizer: str, n: int) -> list[str]:
     try:
         vocab = Tokenizer.from_file(tokenizer).get_vocab()
     except Exception as e:
-        raise _bad(tokenizer, "a Hugging Face tokenizer.json", f"a file that does not load ({e}) (damaged)") from None
+        raise bad(tokenizer, "a Hugging Face tokenizer.json", f"a file that does not load ({e}) (damaged)") from None
     tokens = [""] * n
     for token, i in vocab.items():
         if i < n:
             tokens[i] = token
     return tokens
-
-
-# -- aligning ---------------------------------------------------------------------------------------------
-
-
-def _spaced(t: str) -> str:
-    """A leading Ġ, ▁ or space as one space."""
-    return " " + t[1:] if t[:1] in SPACE_MARKS else t
-
-
-def _bare(t: str) -> str:
-    """Without a leading Ġ, ▁ or space (a word-level source's spelling)."""
-    return t[1:] if t[:1] in SPACE_MARKS else t
-
-
-# tried in order on the tokens still unmatched; a key matches the first source row with that key
-_RULES: tuple[tuple[str, Callable[[str], str]], ...] = (
-    ("exact", lambda t: t),
-    ("spelling", _spaced),
-    ("spelling", _bare),
-    ("lowercase", lambda t: _spaced(t).lower()),
-    ("lowercase", lambda t: _bare(t).lower()),
-)
-
-
-def _match_tokens(tokens: list[str], vocab: list[str], lowercase: bool) -> tuple[np.ndarray, dict[str, int]]:
-    """(V,) source row per run token (-1: none) and the count per rule."""
-    rows = np.full(len(vocab), -1, np.int64)
-    how = dict.fromkeys(("exact", "spelling", "lowercase", "id"), 0)
-    todo = [v for v, t in enumerate(vocab) if t]
-    for rule, key in _RULES:
-        if not todo or (rule == "lowercase" and not lowercase):
-            continue
-        keys = [key(t) for t in tokens]
-        index = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1)))  # the first row wins
-        index.pop("", None)
-        left = []
-        for v in todo:
-            i = index.get(key(vocab[v]), -1)
-            if i >= 0:
-                rows[v], how[rule] = i, how[rule] + 1
-            else:
-                left.append(v)
-        todo = left
-    return rows, how
-
-
-def align(
-    source: Source,
-    vocab: list[str],
-    *,
-    d: int,
-    missing: str = "init",
-    project: str = "error",
-    by_id: bool = False,
-    lowercase: bool = True,
-    rng: np.random.Generator | None = None,
-    init_std: float | None = None,
-) -> Alignment:
-    """The run's V×d table from `source`: row v is the source row of token vocab[v].
-
-    Matching, by token string: exact; then the leading-space spellings reconciled (Ġthe = ▁the = " the"; then
-    a word-level source's "the" for Ġthe/▁the, and the reverse); then (`lowercase`) the same case-folded. A
-    source without tokens, or `by_id`: run id i is source row i (rows past V unused; fewer rows leave the rest
-    unmatched). Unmatched rows (`missing`): `init` N(0, σ²), σ = `init_std` or the std of all entries of the
-    matched rows, drawn from `rng` (default: seed 0); `mean` the matched rows' mean; `zero`; `error`.
-    A source wider than d (`project`): `error`; `truncate` keeps the first d columns; `pca` gives the scores on
-    the d principal components of the matched rows, centred (as sklearn's PCA.transform: the matched rows' mean
-    is removed, not added back, so they and `init` rows are centred alike), each component's largest loading
-    positive. Neither widens a source narrower than d. σ and the mean are measured after projecting.
-    """
-    _choose("missing", missing, MISSING)
-    _choose("project", project, PROJECTS)
-    width = source.E.shape[1]
-    if width != d and (project == "error" or width < d):
-        allowed = f"{d} (the run's width), or project='pca' | 'truncate' to narrow a wider source"
-        raise ValueError(f"pretrained width: got {width} from {source.path!r}; allowed: {allowed}")
-    if by_id or source.tokens is None:
-        n = min(len(vocab), len(source.E))
-        rows = np.where(np.arange(len(vocab)) < n, np.arange(len(vocab)), -1)
-        how = {"exact": 0, "spelling": 0, "lowercase": 0, "id": n}
-    else:
-        rows, how = _match_tokens(source.tokens, vocab, lowercase)
-    matched = rows >= 0
-    if not matched.any():
-        first = ", ".join(map(repr, vocab[:3]))
-        raise ValueError(f"pretrained source {source.path!r}: got no row for any of {len(vocab)} tokens ({first}, …)")
-    X = _project(source.E[rows[matched]], d, project)
-    E = np.empty((len(vocab), d), np.float32)
-    E[matched] = X
-    initialised = np.flatnonzero(~matched).tolist()
-    if initialised:
-        E[~matched] = _fill(X, [vocab[v] for v in initialised], len(vocab), missing, rng, init_std, source)
-    return Alignment(E, matched, how, initialised)
-
-
-def _choose(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{key}: got {value!r}; allowed: {' | '.join(allowed)}")
-
-
-def _fill(
-    X: np.ndarray, absent: list[str], V: int, missing: str, rng, init_std: float | None, source: Source
-) -> np.ndarray:
-    """Rows for the `absent` tokens, from the matched rows X."""
-    k, d = len(absent), X.shape[1]
-    if missing == "error":
-        first = ", ".join(map(repr, absent[:5])) + (", …" if k > 5 else "")
-        raise ValueError(
-            f"pretrained source {source.path!r}: got no row for {k} of {V} tokens ({first}); "
-            "allowed: missing='init' | 'mean' | 'zero' to fill them"
-        )
-    if missing == "zero":
-        return np.zeros((k, d), np.float32)
-    if missing == "mean":
-        return np.broadcast_to(X.mean(0, dtype=np.float64), (k, d)).astype(np.float32)
-    sigma = float(np.std(X, dtype=np.float64)) if init_std is None else float(init_std)
-    rng = np.random.default_rng(0) if rng is None else rng
-    return rng.normal(0.0, sigma, (k, d)).astype(np.float32)
-
-
-def _project(X: np.ndarray, d: int, project: str, chunk: int = 65_536) -> np.ndarray:
-    """X (n×d') -> n×d: itself, its first d columns, or its centred scores on its top d principal components
-    (fit in float64 from the d'×d' covariance, accumulated in row chunks)."""
-    n, width = X.shape
-    if width == d:
-        return X
-    if project == "truncate":
-        return np.ascontiguousarray(X[:, :d])
-    if n < d:
-        raise ValueError(f"project='pca': got {n} matched rows; allowed: at least d={d} to fit {d} components")
-    mu = X.mean(0, dtype=np.float64)
-    C = np.zeros((width, width))
-    for s in range(0, n, chunk):
-        Xc = X[s : s + chunk].astype(np.float64) - mu
-        C += Xc.T @ Xc
-    _, vecs = np.linalg.eigh(C)  # ascending eigenvalues
-    W = vecs[:, ::-1][:, :d]  # d'×d, largest first
-    W *= np.sign(W[np.abs(W).argmax(0), np.arange(d)])  # each component's largest loading positive
-    out = np.empty((n, d), np.float32)
-    for s in range(0, n, chunk):
-        out[s : s + chunk] = (X[s : s + chunk].astype(np.float64) - mu) @ W
-    return out

@@ -27,10 +27,12 @@ import hashlib
 import json
 import os
 import random
+import sys
 from collections.abc import Iterator
 from typing import Any
 
-from .report import load_runs
+from ..config import Config
+from .runs import load_runs
 from .sinks import read_jsonl, read_wandb_history, write_atomic
 
 FILE = "wandb_workspace.json"
@@ -218,3 +220,22 @@ def save_workspace(path: str, entity: str | None, project: str) -> str:
     with seeded(os.path.basename(os.path.dirname(os.path.abspath(path)))):
         workspace.save()
     return workspace.url
+
+
+def dashboard(sweep_dir: str, cfg: Config) -> None:
+    """The sweep's W&B workspace at its end, as log.wandb_workspace says (null: saved when W&B logs online); a
+    failure costs the workspace only, in one warning."""
+    log = cfg.log
+    online = log.mode == "online" and os.environ.get("WANDB_MODE", "online") not in ("offline", "disabled", "dryrun")
+    if not log.wandb or log.wandb_workspace is False or (log.wandb_workspace is None and not online):
+        return
+    try:
+        path = write_workspace(sweep_dir)
+        if online:
+            print(f"W&B workspace: {save_workspace(path, log.entity, log.project)}")
+        else:
+            print(f"W&B workspace spec: {path} (save it with: python -m experiments.dashboard {sweep_dir})")
+    except Exception as err:  # noqa: BLE001 - the sweep's results are safe; say what was lost
+        why = str(err).strip().splitlines()
+        print(f"warning: {sweep_dir}: the W&B workspace was not saved ({type(err).__name__}: {why[0] if why else ''})",
+              file=sys.stderr)  # fmt: skip

@@ -22,10 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import config as C
-from ..analysis.metrics import embedding_report, export_projector, nearest_neighbors
+from ..analysis.metrics import embedding_report
+from ..analysis.neighbors import nearest_neighbors
 from ..config import ConfigError
-from ..model.pretrained import Source, hf_tokens, read_source
+from ..model.pretrained import hf_tokens, read_source
+from ..model.source import Source
 from . import snapshots
+from .exports import export_projector
 from .viewer import write_page
 
 PROBES = 20  # tokens whose neighbours the report lists

@@ -14,54 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.scaling import coord_slopes, lr_transfer
 from ..model.embedding import init_std_for
 from . import benchmark_report
-from .sinks import read_jsonl
-
-
-def load_runs(root: str) -> list[dict[str, Any]]:
-    """Every run under root (root itself if it is one): its config, summary and metrics rows."""
-    import yaml
-
-    dirs = (
-        [root]
-        if os.path.exists(os.path.join(root, "config.yaml"))
-        else sorted(
-            os.path.join(root, d) for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "config.yaml"))
-        )
-    )
-    runs = []
-    for d in dirs:
-        cfg = yaml.safe_load(open(os.path.join(d, "config.yaml")))
-        summary_path = os.path.join(d, "summary.json")
-        summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {"status": "not run"}
-        rows = read_jsonl(os.path.join(d, "metrics.jsonl")) if os.path.exists(os.path.join(d, "metrics.jsonl")) else []
-        runs.append({"dir": d, "name": os.path.basename(d), "cfg": cfg, "summary": summary, "rows": rows})
-    return runs
-
-
-def get(cfg: dict, key: str) -> Any:
-    """The value at a dotted key of a config dict (config.yaml as read), None where it has none."""
-    node = cfg
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-    return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts else (np.array([]), np.array([]))
-
-
-def _save(fig, path: str) -> bool:
-    """Lay out, write and close a figure; True (the plot was made)."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+from .figures import save, series
+from .mup_report import coord_slope_lines, lr_transfer_lines, plot_coord_check, plot_lr_transfer
+from .runs import get, load_runs
 
 
 def plot_loss_vs_sigma(runs, path) -> bool:
@@ -100,7 +57,7 @@ def plot_loss_vs_sigma(runs, path) -> bool:
     ax.set_title("Final eval loss against init scale")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # which of the keys that vary across a sweep's runs a step plot shows how: colour, then line style, then
@@ -143,7 +100,7 @@ def plot_over_steps(runs, key, ylabel, title, path) -> bool:
 
     from ..sweep import value_label
 
-    runs = [r for r in runs if len(_series(r["rows"], key)[0])]
+    runs = [r for r in runs if len(series(r["rows"], key)[0])]
     if not runs:
         return False
     colour, style, panel_keys = encodings(varied_keys(runs))
@@ -154,7 +111,7 @@ def plot_over_steps(runs, key, ylabel, title, path) -> bool:
     fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 2.6, 4.2), sharey=True, squeeze=False)
     for ax, panel in zip(axes[0], panels):
         for r in (r for r in runs if tuple(of(r, k) for k in panel_keys) == panel):
-            ax.plot(*_series(r["rows"], key), color=colours[of(r, colour)], ls=styles[of(r, style)], alpha=0.75)
+            ax.plot(*series(r["rows"], key), color=colours[of(r, colour)], ls=styles[of(r, style)], alpha=0.75)
         ax.set_title(" ".join(value_label(k, json.loads(v)) for k, v in zip(panel_keys, panel)) or title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -170,189 +127,7 @@ def plot_over_steps(runs, key, ylabel, title, path) -> bool:
         axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if panel_keys:
         fig.suptitle(title)
-    return _save(fig, path)
-
-
-_COORD_ORDER = ("embed_out", "block", "attn_logits", "hidden", "logits")
-
-
-def coord_points(runs) -> dict[str, list[tuple[int, int, str, float]]]:
-    """{parametrization: [(width, step, activation, mean |x|)]} from every run's coord/* rows."""
-    out = defaultdict(list)
-    for r in runs:
-        par, d = get(r["cfg"], "model.parametrization") or "sp", get(r["cfg"], "model.embed_dim")
-        for row in r["rows"]:
-            for k, v in row.items():
-                if k.startswith("coord/") and isinstance(v, (int, float)):
-                    out[par].append((d, row["step"], k[len("coord/") :], float(v)))
-    return dict(out)
-
-
-def _coord_key_order(key: str) -> tuple:
-    stem = key.rstrip("0123456789")
-    return (_COORD_ORDER.index(stem) if stem in _COORD_ORDER else len(_COORD_ORDER), key)
-
-
-def plot_coord_check(runs, path, max_steps: int = 5) -> bool:
-    """As `mup`'s coord-check plots: a row per parametrisation, a column per step, mean |x| of every
-    activation against width (log2) on a log axis, seeds averaged."""
-    import matplotlib.pyplot as plt
-
-    data = coord_points(runs)
-    pars = [p for p in ("sp", "mup") if p in data]
-    if not pars or len({w for p in pars for w, _, _, _ in data[p]}) < 2:
-        return False
-    steps = sorted({s for p in pars for _, s, _, _ in data[p]})[:max_steps]
-    keys = sorted({k for p in pars for _, _, k, _ in data[p]}, key=_coord_key_order)
-    colors = dict(zip(keys, plt.cm.tab10(np.arange(len(keys)) % 10)))
-    fig, axes = plt.subplots(len(pars), len(steps), figsize=(3.0 * len(steps), 2.8 * len(pars)), squeeze=False)
-    for i, p in enumerate(pars):
-        for j, s in enumerate(steps):
-            ax = axes[i][j]
-            for k in keys:
-                agg = defaultdict(list)
-                for w, st, kk, v in data[p]:
-                    if st == s and kk == k:
-                        agg[w].append(v)
-                ws = sorted(agg)
-                ax.plot(ws, [np.mean(agg[w]) for w in ws], "o-", ms=3, color=colors[k], label=k)
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_title(f"{'μP' if p == 'mup' else 'SP'}  t={s}", fontsize=9)
-            ax.grid(alpha=0.3)
-            if i == len(pars) - 1:
-                ax.set_xlabel("width d")
-            if j == 0:
-                ax.set_ylabel("mean |x|")
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle("Coordinate check: under μP no activation should grow with width")
-    return _save(fig, path)
-
-
-def _slope_cell(slope, points, step, key) -> str:
-    if slope is not None and np.isfinite(slope):
-        return f"{slope:+.2f}"
-    values = [v for _, s, k, v in points if s == step and k == key]
-    return "zero" if values and all(v == 0 for v in values) else "n/a"
-
-
-def coord_slope_lines(runs, max_steps: int = 5) -> list[str]:
-    """report.md's table of log–log slopes of each activation against width, per parametrisation and step."""
-    data = coord_points(runs)
-    lines = []
-    for p in (p for p in ("sp", "mup") if p in data):
-        slopes = coord_slopes(data[p])
-        steps = sorted(slopes)[:max_steps]
-        keys = sorted({k for s in steps for k in slopes[s]}, key=_coord_key_order)
-        if len({w for w, _, _, _ in data[p]}) < 2 or not keys:
-            continue
-        lines += [
-            f"**{'μP' if p == 'mup' else 'SP'}**: slope of log mean |x| against log width (step t: step t's forward "
-            "pass, after t − 1 updates; 'zero': exactly 0 at every width, e.g. zero-initialised queries' scores)",
-            "",
-            "| step | " + " | ".join(keys) + " |",
-            "|---" * (len(keys) + 1) + "|",
-        ]
-        lines += [
-            f"| {s} | " + " | ".join(_slope_cell(slopes[s].get(k), data[p], s, k) for k in keys) + " |" for s in steps
-        ]
-        lines.append("")
-    return lines
-
-
-_PANEL_KEYS = ("model.parametrization", "model.kind", "model.tie_embeddings", "embedding.init", "embedding.init_std")
-
-
-def _lr_points(runs) -> tuple[dict[tuple, list], dict[tuple, float]]:
-    """{panel: [(width, lr, seed, final eval loss, or None if diverged)]} and each panel's initial loss (the
-    mean eval loss at step 0, else ln V). A panel is one value of every other config key that may vary
-    (parametrisation, model, tying, init, σ); members not (yet) finished or diverged are left out."""
-    out, initial, V = defaultdict(list), defaultdict(list), 2
-    for r in runs:
-        c, s = r["cfg"], r["summary"]
-        if s.get("status") not in ("finished", "diverged"):
-            continue
-        panel = ((get(c, "model.parametrization") or "sp"), *(get(c, k) for k in _PANEL_KEYS[1:]))
-        loss = s.get("eval/loss") if s["status"] == "finished" else None
-        out[panel].append((get(c, "model.embed_dim"), get(c, "optim.lr"), c.get("seed"), loss))
-        initial[panel] += [row["eval/loss"] for row in r["rows"][:1] if row.get("step") == 0 and "eval/loss" in row]
-        V = get(c, "data.vocab_size") or V
-    return dict(out), {p: float(np.mean(initial[p])) if initial[p] else float(np.log(V)) for p in out}
-
-
-def _panel_name(panel: tuple, panels: list[tuple]) -> str:
-    """'μP', or 'μP untied σ=0.2' when other keys vary between panels."""
-    varying = [i for i in range(1, len(_PANEL_KEYS)) if len({p[i] for p in panels}) > 1]
-    name = "μP" if panel[0] == "mup" else "SP"
-    return " ".join([name] + [f"{_PANEL_KEYS[i].rpartition('.')[2]}={panel[i]}" for i in varying])
-
-
-def lr_analysis(runs) -> dict[str, dict]:
-    """{panel name: lr_transfer(...)} for panels with ≥ 3 learning rates and ≥ 2 widths, SP before μP."""
-    points, initial = _lr_points(runs)
-    panels = sorted(points, key=lambda p: (p[0] != "sp", str(p)))
-    return {
-        _panel_name(p, panels): lr_transfer(points[p], initial[p])
-        for p in panels
-        if len({lr for _, lr, _, _ in points[p]}) >= 3 and len({w for w, _, _, _ in points[p]}) >= 2
-    }
-
-
-def plot_lr_transfer(runs, path) -> bool:
-    """Final eval loss against lr per width, a panel per parametrisation (TP5's Figure 1), best lr marked."""
-    import matplotlib.pyplot as plt
-
-    res = lr_analysis(runs)
-    if not res:
-        return False
-    pars = list(res)
-    fig, axes = plt.subplots(1, len(pars), figsize=(6 * len(pars), 4.2), squeeze=False, sharey=True)
-    for ax, p in zip(axes[0], pars):
-        a = res[p]
-        colors = plt.cm.viridis(np.linspace(0, 0.9, len(a["widths"])))
-        for c, (w, row) in zip(colors, a["widths"].items()):
-            ax.plot(a["grid"], row["curve"], "o-", ms=3, color=c, label=f"d={w}")
-            lo, hi = row["best_spread"]
-            ax.errorbar(
-                [row["best_lr"]],
-                [row["best_loss"]],
-                yerr=[[row["best_loss"] - lo], [hi - row["best_loss"]]],
-                fmt="*",
-                ms=12,
-                color=c,
-                capsize=3,
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("learning rate")
-        ax.set_title(f"{p}: best lr moved {a['moved']} grid step(s)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("final eval loss (mean over seeds; diverged = initial loss)")
-    return _save(fig, path)
-
-
-def lr_transfer_lines(runs) -> list[str]:
-    res = lr_analysis(runs)
-    lines = []
-    for name, a in res.items():
-        ws = list(a["widths"])
-        lines += [
-            f"**{name}**: across widths {ws[0]}–{ws[-1]} the best lr moved {a['moved']} grid step(s) "
-            f"(a grid step is ×{a['grid'][1] / a['grid'][0]:g}).",
-            "",
-            "| width | best lr | loss at best (seed min–max) | each seed's best lr | lr sensitivity "
-            "| min inside grid |",
-            "|---|---|---|---|---|---|",
-        ]
-        for w, row in a["widths"].items():
-            lo, hi = row["best_spread"]
-            lines.append(
-                f"| {w} | {row['best_lr']:.3g} | {row['best_loss']:.4f} ({lo:.4f}–{hi:.4f}) | "
-                f"{', '.join(f'{x:.3g}' for x in row['best_lr_seeds'])} | {row['sensitivity']:.4f} | "
-                f"{'yes' if row['inside'] else 'no'} |"
-            )
-        lines.append("")
-    return lines
+    return save(fig, path)
 
 
 BUCKETS = ("top1", "top1_10", "rest", "unseen")
@@ -413,7 +188,7 @@ def plot_loss_by_bucket(runs, path) -> bool:
         ax.set_title(BUCKET_NAMES[b], fontsize=9)
     axes[0][0].set_ylabel("final eval loss (nats)")
     fig.suptitle("Eval loss by the target token's frequency bucket")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def bucket_lines(runs) -> list[str]:

@@ -11,37 +11,32 @@ process 0 writes files or talks to W&B. `MemoryRun` keeps it all in memory.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import dataclasses
 import glob
 import hashlib
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import numpy as np
 
 from .. import config as C
-from ..analysis.metrics import export_projector
 from ..config import Config, ConfigError
 from ..data.corpus import Corpus
-from ..model.models import embedding_size
+from ..model.align import PretrainedTable
 from ..runtime.checkpoint import Checkpointer
 from ..runtime.mesh import is_main_process, share_decision
-from ..runtime.signals import EXIT_HOOKS
 from . import snapshots
+from .exports import export_projector
+from .lock import RunLock, RunLocked
+from .run import Outcome, summarize
 from .sinks import (
     CompositeSink,
     JsonlSink,
-    MemorySink,
     NullSink,
     WandbSink,
     remove_quietly,
@@ -53,71 +48,9 @@ from .viewer import write_page
 CHECKPOINTS, CONFIG_FILE, WANDB_ID = "checkpoints", "config.yaml", "wandb_id.txt"
 
 
-@dataclass
-class Outcome:
-    """How a run ended, with what the loop brought to the host for its summary and outputs."""
-
-    status: str  # finished | diverged | interrupted | failed
-    step: int  # the last step reached (for a diverged run, the step that diverged)
-    start: int  # the step this session started at
-    row: dict[str, float] = field(default_factory=dict)  # the last logged value of every key
-    wall_s: float = 0.0
-    compile_s: float | None = None
-    members: int = 1  # members trained together (vmapped) with this one
-    skipped: int = 0
-    params: int | None = None
-    state: Any = None  # the final state (on the devices), when it is good: the last checkpoint
-    E: np.ndarray | None = None  # the final input table on the host
-    E_out: np.ndarray | None = None  # the final untied output table (None when tied)
-    row_updates: np.ndarray | None = None
-
-
-class Run(Protocol):
-    cfg: Config
-    label: str
-
-    def restore(self, abstract_state: Any, shardings: Any) -> tuple[int, Any] | None: ...
-    def begin(self, step: int) -> None: ...
-    def log(self, step: int, row: dict[str, float]) -> None: ...
-    def log_rich(self, step: int | None, items: dict[str, Any]) -> None: ...
-    def snapshot(self, step: int, rows: np.ndarray, E: np.ndarray, updates: np.ndarray) -> None: ...
-    def checkpoint(self, step: int, state: Any) -> None: ...
-    def finish(self, outcome: Outcome) -> dict[str, Any]: ...
-
-
-def summarize(cfg: Config, info: dict, o: Outcome) -> dict[str, Any]:
-    """summary.json's contents."""
-    tokens = (o.step - o.start) * cfg.data.batch_size * cfg.data.seq_len
-    out = {k: v for k, v in o.row.items() if not k.startswith("_")}
-    out.update(
-        {
-            "status": o.status,
-            "step": o.step,
-            "steps": cfg.steps,
-            "wall_time_s": o.wall_s,
-            "tokens_per_s": tokens / max(o.wall_s, 1e-9),
-            "compile_s": o.compile_s,
-            "devices": [str(d) for d in jax.devices()],
-            "backend": jax.default_backend(),
-            "skipped_steps": o.skipped,
-            "vectorized_members": o.members,
-            "run_dir": os.path.abspath(cfg.run_dir),
-            "mesh": {"data": cfg.mesh.data, "model": cfg.mesh.model},
-            "process_count": jax.process_count(),
-            **info,
-        }
-    )
-    out.update(embedding_size(cfg))
-    if o.params is not None:
-        out["params"] = o.params
-    if o.row_updates is not None:
-        out["emb/rows_never_updated"] = float(np.sum(o.row_updates == 0))
-    return out
-
-
-def write_tokens_tsv(run_dir: str, corpus: Any) -> None:
-    """tokens.tsv: id, token, count[, class][, pretrained: 1 for a row from the pretrained source, 0 filled]."""
-    marks = getattr(corpus, "pretrained_matched", None)  # (a Corpus-like object without it: no column)
+def write_tokens_tsv(run_dir: str, corpus: Any, marks: np.ndarray | None = None) -> None:
+    """tokens.tsv: id, token, count[, class][, pretrained: 1 for a row from the pretrained source (`marks`, the
+    aligned table's matched rows), 0 filled]."""
     with open(os.path.join(run_dir, "tokens.tsv"), "w", encoding="utf-8") as f:
         f.write(
             "id\ttoken\tcount"
@@ -129,94 +62,6 @@ def write_tokens_tsv(run_dir: str, corpus: Any) -> None:
             extra = f"\t{int(corpus.labels[i])}" if corpus.labels is not None else ""
             extra += f"\t{int(marks[i])}" if marks is not None else ""
             f.write(f"{i}\t{tok}\t{corpus.counts[i]:.10g}{extra}\n")
-
-
-class RunLocked(ConfigError):
-    """Another live process holds the run directory."""
-
-
-class RunLock:
-    """One writer per run directory: `<out_dir>/.<name>.lock` (beside the directory, so --overwrite's removal of
-    the directory leaves it), held with an exclusive flock, which the kernel drops when the holder dies however
-    it dies, and holding {pid, host, since, command} for the message. A free lock whose last holder ran on this
-    host is taken over (it is dead); one naming another host is refused (a shared file system may not carry
-    flocks across hosts), with how to clear it; a held one is refused with its holder."""
-
-    _held: dict[str, RunLock] = {}  # this process's locks by path (a second RunDir for a run replaces the first's)
-
-    def __init__(self, run_dir: str):
-        head, name = os.path.split(os.path.realpath(run_dir))
-        self.run_dir, self.path, self.fd = run_dir, os.path.join(head, f".{name}.lock"), None
-
-    def acquire(self) -> None:
-        import fcntl
-
-        if self.path in RunLock._held:
-            RunLock._held[self.path].release()
-        host = socket.gethostname()
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return  # an out_dir that cannot be written: check() says so in one line
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held = _read_lock(fd)
-            os.close(fd)
-            if not held:  # the holder is between taking the lock and writing its name
-                raise RunLocked(
-                    f"run {self.run_dir!r} is in use by another process ({self.path} names no holder yet); allowed: "
-                    "one process per run"
-                ) from None
-            raise RunLocked(
-                f"run {self.run_dir!r} is in use: locked by pid {held.get('pid')} on host {held.get('host')} since "
-                f"{held.get('since')} ({held.get('command', '?')}); allowed: one process per run (wait for it, or "
-                "stop it)"
-            ) from None
-        held = _read_lock(fd)
-        if held.get("host") not in (None, host):
-            os.close(fd)
-            raise RunLocked(
-                f"run {self.run_dir!r} is in use: locked by pid {held.get('pid')} on host {held['host']} since "
-                f"{held.get('since')}; allowed: one process per run (if nothing on {held['host']} runs it any more, "
-                f"delete {self.path})"
-            )
-        if held.get("pid") not in (None, os.getpid()):
-            print(f"{self.run_dir}: took over the lock of pid {held['pid']} (no longer running)", file=sys.stderr)
-        me = {"pid": os.getpid(), "host": host, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        me["command"] = " ".join(sys.argv)[:300]
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
-        self.fd, RunLock._held[self.path] = fd, self
-
-    def release(self) -> None:
-        """Empty the file (a later run on any host finds it free) and drop the flock; the file stays (removing a
-        flocked file would let two processes lock two different files of one name)."""
-        if self.fd is None:
-            return
-        fd, self.fd = self.fd, None
-        if RunLock._held.get(self.path) is self:
-            del RunLock._held[self.path]
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        os.close(fd)  # the flock goes with the last descriptor
-
-
-def _read_lock(fd: int) -> dict:
-    try:
-        text = os.pread(fd, 4096, 0).decode()
-        return json.loads(text) if text.strip() else {}
-    except (OSError, ValueError):
-        return {}  # torn by a holder that died while writing it: nobody's
-
-
-@atexit.register
-def _release_all() -> None:
-    for lock in list(RunLock._held.values()):
-        lock.release()
-
-
-EXIT_HOOKS.append(_release_all)  # the watchdog's hard exit releases them too
 
 
 def check(cfg: Config, overwrite: bool) -> bool:
@@ -329,6 +174,7 @@ class RunDir:
         self.path = cfg.run_dir
         self.writer = is_main_process()
         self.corpus: Corpus | None = None
+        self.pretrained: PretrainedTable | None = None
         self.ckpt: Checkpointer | None = None
         self.wandb: WandbSink | None = None
         self.jsonl: JsonlSink | None = None
@@ -337,10 +183,10 @@ class RunDir:
         self.last_logged: int | None = None
         self.lost: set[str] = set()  # optional outputs given up after a failed write
 
-    def open(self, corpus: Corpus, wandb_group: str | None = None) -> None:
+    def open(self, corpus: Corpus, wandb_group: str | None = None, pretrained: PretrainedTable | None = None) -> None:
         """Create the directory, write config.yaml (and corpus.json for a corpus the config does not pin),
         start the checkpointer and (process 0) the W&B run. A resumed run must see the same corpus."""
-        cfg, self.corpus = self.cfg, corpus
+        cfg, self.corpus, self.pretrained = self.cfg, corpus, pretrained
         ident, ident_path = corpus.identity(), os.path.join(self.path, "corpus.json")
         if self.resume and ident is not None and os.path.exists(ident_path):
             stored = json.load(open(ident_path))
@@ -445,7 +291,8 @@ class RunDir:
         W&B's summary. Once: a second call (after a crash was already summarised) returns the first summary."""
         if self.summary is not None:
             return self.summary
-        summary = self.summary = summarize(self.cfg, self.corpus.info, o)
+        info = {**self.corpus.info, **(self.pretrained.info if self.pretrained is not None else {})}
+        summary = self.summary = summarize(self.cfg, info, o)
         try:
             try:
                 if o.state is not None and o.status == "finished":
@@ -488,7 +335,7 @@ class RunDir:
         export_projector(self.path, o.E, self.corpus, self.sink, step=self.last_logged)
 
     def _write_tokens(self) -> None:
-        write_tokens_tsv(self.path, self.corpus)
+        write_tokens_tsv(self.path, self.corpus, self.pretrained.matched if self.pretrained is not None else None)
 
     def _write_page(self) -> None:
         """embedding_space.html from the snapshots, logged to the W&B run; a failure here costs the page only."""
@@ -502,49 +349,3 @@ class RunDir:
             )
             return
         self.log_rich(self.last_logged, {"embedding_space": {"kind": "html", "path": path}})
-
-
-class MemoryRun:
-    """A run that touches no disk: rows, rich objects and the summary go to a MemorySink, checkpoints
-    are host copies kept in memory (so a second loop over the same MemoryRun resumes from them)."""
-
-    def __init__(self, cfg: Config, corpus_info: dict | None = None, label: str | None = None):
-        self.cfg, self.label, self.info = cfg, label or cfg.name, corpus_info or {}
-        self.sink = MemorySink()
-        self.checkpoints: dict[int, Any] = {}
-        self.snapshots: dict[int, tuple] = {}  # step -> (rows, float16 E rows, updates)
-        self.outcome: Outcome | None = None
-
-    def restore(self, abstract_state: Any, shardings: Any) -> tuple[int, Any] | None:
-        if not self.checkpoints:
-            return None
-        step = max(self.checkpoints)
-        return step, jax.device_put(self.checkpoints[step], shardings)
-
-    def begin(self, step: int) -> None:
-        self.sink.rows = [(s, r) for s, r in self.sink.rows if s <= (step if step > 0 else -1)]
-        self.snapshots = {s: f for s, f in self.snapshots.items() if s <= (step if step > 0 else -1)}
-        self.outcome = None  # a new session of this run: it will finish again
-
-    def log(self, step: int, row: dict[str, float]) -> None:
-        self.sink.log(step, row)
-
-    def log_rich(self, step: int | None, items: dict[str, Any]) -> None:
-        self.sink.log_rich(step, items)
-
-    def snapshot(self, step: int, rows: np.ndarray, E: np.ndarray, updates: np.ndarray) -> None:
-        self.snapshots[step] = (rows, E, updates)
-
-    def checkpoint(self, step: int, state: Any) -> None:
-        self.checkpoints[step] = jax.device_get(state)
-
-    def finish(self, o: Outcome) -> dict[str, Any]:
-        if self.outcome is not None:  # finished already (a crash summarised first)
-            return summarize(self.cfg, self.info, self.outcome)
-        if o.state is not None and o.status == "finished":
-            self.checkpoint(o.step, o.state)
-        self.outcome = dataclasses.replace(o, state=None)
-        summary = summarize(self.cfg, self.info, o)
-        self.sink.summary(summary)
-        self.sink.close(o.status)
-        return summary

@@ -113,7 +113,7 @@ def projection(final: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
 def neighbours(E: np.ndarray, k: int = NEIGHBOURS, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest other rows by cosine, highest first, ties to the lower id (a zero row has cosine 0
     with every row), and those cosines: (N, k) indices and (N, k) float32. The same neighbours as
-    `metrics.nearest_neighbors` for nonzero rows (a test checks it), which verifies every probe in float64 for
+    `neighbors.nearest_neighbors` for nonzero rows (a test checks it), which verifies every probe in float64 for
     huge V; here all N ≤ 4,096 rows of every frame are probes and two decimals are shown, and one float32
     Gram chunk is 4× faster at the default run's 512 rows (3 vs 14 ms a frame)."""
     X = np.nan_to_num(E.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)

@@ -20,7 +20,7 @@ from orbax.checkpoint._src import asyncio_utils
 
 # orbax logs every save at INFO through absl; a research console wants the progress bar instead. Its save threads
 # also log a failed write (a full disk) as an ERROR with a traceback before the save's caller sees it: the run
-# reports that itself, in one line (runner.write_failure), so only CRITICAL gets through
+# reports that itself, in one line (outputs.disk.write_failure), so only CRITICAL gets through
 logging.getLogger("absl").setLevel(logging.CRITICAL)
 logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # (its "Task exception was never retrieved", the same)
 

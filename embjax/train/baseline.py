@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 
 from .. import config as C
-from ..analysis.metrics import TrainingGeometry, export_projector
+from ..analysis.metrics import TrainingGeometry
 from ..config import Config, ConfigError
 from ..data.corpus import TextCorpus, make_corpus
 from ..outputs import snapshots
-from ..outputs.rundir import RunLock, write_tokens_tsv
+from ..outputs.exports import export_projector
+from ..outputs.lock import RunLock
+from ..outputs.rundir import write_tokens_tsv
 from ..outputs.sinks import JsonlSink, WandbSink, write_json_atomic
 from ..outputs.viewer import write_page
 

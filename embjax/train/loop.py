@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..model.models import count_params
-from ..outputs.rundir import Outcome, Run
+from ..outputs.run import Outcome, Run
 from ..outputs.sinks import ConsoleSink
 from ..runtime.mesh import replicated, stack_members, start_agree_max, to_host
 from ..runtime.profiler import Profiler

@@ -8,36 +8,32 @@ a sweep ends with its summary.csv and report (`report`). Planning a sweep is `sw
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
-import errno
-import glob
 import os
-import re
-import shutil
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import jax
-import numpy as np
 import yaml
 
 from .. import config as C
 from ..config import Config, ConfigError, OutputError
 from ..data.corpus import Corpus, make_corpus
-from ..model.pretrained import align, read_source
-from ..outputs.rundir import CHECKPOINTS, RunDir, check, finished_summary
-from ..outputs.sinks import remove_quietly
-from ..outputs.snapshots import MAX_ROWS, snapshot_every
+from ..model.align import PretrainedTable, align
+from ..model.pretrained import read_source
+from ..outputs.dashboard import dashboard
+from ..outputs.disk import os_error, warn_if_short_of_disk, write_failure
+from ..outputs.rundir import RunDir, check, finished_summary
+from ..outputs.summary import write_summary_csv
 from ..runtime.mesh import agree_on_config, barrier, make_mesh
 from ..runtime.signals import Signals
 from ..sweep import group_by_shape, load_sweep, member_configs, member_label, sweep_name, swept_keys
 from .loop import Loop
+from .memory import check_memory, disk_need, members_that_fit
 from .step import Program
 
 
-def load_inputs(cfg: Config) -> tuple[Corpus, np.ndarray | None]:
+def load_inputs(cfg: Config) -> tuple[Corpus, PretrainedTable | None]:
     """Everything read from disk that can be wrong, read before any run directory is touched."""
     corpus = make_corpus(cfg, show=cfg.log.progress)  # a text corpus is prepared here once, then reused
     pretrained = None
@@ -46,7 +42,7 @@ def load_inputs(cfg: Config) -> tuple[Corpus, np.ndarray | None]:
     return corpus, pretrained
 
 
-def load_pretrained_table(cfg: Config, corpus: Corpus) -> np.ndarray:
+def load_pretrained_table(cfg: Config, corpus: Corpus) -> PretrainedTable:
     """E (V×d) from embedding.pretrained_path, aligned to the corpus's vocabulary (embjax.model.pretrained): by id when
     the source has no token strings or is a model folder whose tokenizer.json is the run's data.tokenizer_file,
     else by token string. The summary (and tokens.tsv's `pretrained` column) say what matched and how."""
@@ -77,16 +73,13 @@ def load_pretrained_table(cfg: Config, corpus: Corpus) -> np.ndarray:
         + (f"; {len(al.initialised)} filled ({e.pretrained_missing})" if al.initialised else ""),
         file=sys.stderr,
     )
-    corpus.info.update(
-        {
-            "embedding/pretrained_matched": int(al.matched.sum()),
-            "embedding/pretrained_initialised": len(al.initialised),
-            "embedding/pretrained_source": src.describe(),
-            **{f"embedding/pretrained_matched_{k}": n for k, n in al.how.items()},
-        }
-    )
-    corpus.pretrained_matched = al.matched
-    return al.E
+    info = {
+        "embedding/pretrained_matched": int(al.matched.sum()),
+        "embedding/pretrained_initialised": len(al.initialised),
+        "embedding/pretrained_source": src.describe(),
+        **{f"embedding/pretrained_matched_{k}": n for k, n in al.how.items()},
+    }
+    return PretrainedTable(al.E, al.matched, info)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -152,7 +145,7 @@ def _train_runs(runs: list, base: Config, vectorize: bool, group, progress, desc
     if runs and runs[0].writer:
         warn_if_short_of_disk(base.out_dir, disk_need(program, len(runs)))
     for r in runs:
-        r.open(corpus, wandb_group=group)
+        r.open(corpus, wandb_group=group, pretrained=pretrained)
     vmapped = vectorize and len(runs) > 1
     chunk = members_that_fit(program, len(runs)) if vmapped and mesh is None else None
     with _signals(signals, base) as sig:
@@ -175,185 +168,6 @@ def _train_runs(runs: list, base: Config, vectorize: bool, group, progress, desc
         for s in out:
             s["_signal"] = sig.received
     return out
-
-
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)  # what a write to a full/RO disk raises
-_FULL = ("No space left on device", "Disk quota exceeded")
-
-
-def os_error(err: BaseException | None) -> OSError | None:
-    """The first failed write to disk behind an exception (a full disk, a quota, a read-only file system), or
-    None (then the exception goes on as it is). Orbax's writer (tensorstore) reports a full disk as a ValueError
-    "RESOURCE_EXHAUSTED: ... local file "PATH" ... No space left on device": that counts too; an XLA
-    out-of-memory (also RESOURCE_EXHAUSTED) does not."""
-    found: list[OSError] = []
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:  # (a cause cycle ends it too)
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
-            found.append(err)
-        elif not isinstance(err, OSError) and any(m in str(err) for m in _FULL) and "local file" in str(err):
-            where = re.search(r'local file "([^"]+)"', str(err))
-            found.append(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where.group(1) if where else None))
-        err = err.__cause__ or err.__context__
-    # the first failure is the innermost (a summary that then failed too wraps it); prefer one that names its file
-    named = [e for e in found if e.filename]
-    return (named or found or [None])[-1]
-
-
-def _inside(path: str, folder: str) -> bool:
-    try:
-        return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
-    except ValueError:
-        return False
-
-
-def write_failure(err: OSError, runs: list) -> str:
-    """One line: what could not be written, the free space there, the last good checkpoint, how to resume.
-    Temporary files and half-written checkpoints the failure left are removed first."""
-    what = err.filename or "an output"
-    run = next((r for r in runs if _inside(str(what), r.path)), runs[0])
-    for tmp in glob.glob(os.path.join(run.path, "**", "*.tmp*"), recursive=True):
-        remove_quietly(tmp)
-    for tmp in glob.glob(os.path.join(run.path, CHECKPOINTS, "*orbax-checkpoint-tmp*")):
-        shutil.rmtree(tmp, ignore_errors=True)
-    steps = (
-        sorted(int(n) for n in os.listdir(os.path.join(run.path, CHECKPOINTS)) if n.isdigit())
-        if os.path.isdir(os.path.join(run.path, CHECKPOINTS))
-        else []
-    )
-    last = f"step {steps[-1]} in {os.path.join(run.path, CHECKPOINTS, str(steps[-1]))}" if steps else "none yet"
-    return (
-        f"could not write {what} ({err.strerror or err}); {free_mib(run.path):,.1f} MiB free there; last good "
-        f"checkpoint: {last}; to resume, free some space and run the same command again"
-    )
-
-
-def disk_need(program: Program, members: int) -> dict[str, float]:
-    """Bytes a group of runs may write (an estimate): checkpoints (keep + 1 while a new one is written), the
-    embedding snapshots, and the page and exports (the page holds the frames as text, plus Plotly's bundle)."""
-    cfg = program.cfg
-    state = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(program.abstract_state))
-    every = snapshot_every(cfg.steps, cfg.log.every, cfg.log.snapshot_every)
-    rows = min(cfg.data.vocab_size, MAX_ROWS) if every else 0
-    frames = (cfg.steps // every + 1) if every else 0
-    snaps = frames * rows * (cfg.model.embed_dim * 2 + 4)
-    tables = cfg.data.vocab_size * cfg.model.embed_dim * 4 * (1 if cfg.model.tie_embeddings else 2)
-    return {
-        "checkpoints": members * (cfg.checkpoint.keep + 1) * state,
-        "snapshots": members * snaps,
-        "page and exports": members * (3 * snaps + 3 * tables + (5 * 2**20 if every else 0)),
-    }
-
-
-def warn_if_short_of_disk(out_dir: str, need: dict[str, float]) -> bool:
-    """A warning naming both numbers when the estimate exceeds the free space under out_dir."""
-    free, total = free_mib(out_dir), sum(need.values()) / 2**20
-    if total <= free:
-        return False
-    parts = ", ".join(f"{k} {v / 2**20:,.1f}" for k, v in need.items())
-    print(
-        f"warning: {out_dir}: this run may need about {total:,.1f} MiB ({parts}) but {free:,.1f} MiB are free; "
-        "it stops with a message where an essential file cannot be written",
-        file=sys.stderr,
-    )
-    return True
-
-
-def free_mib(path: str) -> float:
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
-    return shutil.disk_usage(path or ".").free / 2**20
-
-
-OPTIMIZER_MOMENTS = {"adamw": 2, "adam": 2, "sgd": 1, "adafactor": 0}  # float32 per parameter (adafactor: factored)
-
-
-def state_estimate(cfg: Config) -> dict[str, int]:
-    """Bytes one member's training needs at least, from the config alone (no array made): its parameters (at
-    model.param_dtype), the optimizer's moments (float32), one float32 gradient per parameter."""
-    from flax import nnx
-
-    from .step import abstract_model
-
-    e = cfg.embedding
-    if e.init == "pretrained":  # the same shapes as a drawn table
-        cfg = dataclasses.replace(cfg, embedding=dataclasses.replace(e, init="normal"))
-
-    leaves = jax.tree.leaves(nnx.state(abstract_model(C.without_values(cfg)), nnx.Param))
-    n = sum(int(np.prod(x.shape)) for x in leaves)
-    params = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in leaves)
-    moments = OPTIMIZER_MOMENTS.get(cfg.optim.name, 2) * 4 * n
-    return {"params": params, "optimizer": moments, "gradients": 4 * n}
-
-
-def available_memory() -> tuple[int | None, str]:
-    """(bytes, where): the accelerator's free memory, or on a CPU the host's available memory (MemAvailable)."""
-    import jax
-
-    if jax.default_backend() != "cpu":
-        stats = jax.devices()[0].memory_stats() or {}
-        if "bytes_limit" in stats:
-            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0)), f"free on {jax.devices()[0].device_kind}"
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024, "available on this host"
-    except (OSError, KeyError, ValueError):
-        return None, ""
-
-
-def check_memory(cfg: Config, members: int) -> None:
-    """Refuse, in one line, a run whose train state cannot fit the device (or host) memory: before any array of
-    it is made and before its run directory is opened (an XLA out-of-memory midway is a traceback)."""
-    need = state_estimate(cfg)
-    total = members * sum(need.values())
-    have, where = available_memory()
-    if have is not None and total > have:
-        gib = lambda b: f"{b / 2**30:,.1f} GiB"
-        raise ConfigError(
-            f"the train state needs about {gib(total)} ({members} member{'s' * (members > 1)} × (parameters "
-            f"{gib(need['params'])} + optimizer state {gib(need['optimizer'])} + gradients {gib(need['gradients'])}),"
-            f" activations not counted) and {gib(have)} is {where}; allowed: a smaller data.vocab_size × "
-            "model.embed_dim, model.param_dtype=bfloat16, fewer members at once, or a device with more memory"
-        )
-
-
-def memory_budget() -> int | None:
-    """Bytes one vmapped group may use: $EMBJAX_MEMORY_BUDGET if set, else the accelerator's free memory
-    (memory_stats' bytes_limit - bytes_in_use); None on a CPU (host memory is not partitioned here)."""
-    import jax
-
-    if os.environ.get("EMBJAX_MEMORY_BUDGET"):
-        return int(float(os.environ["EMBJAX_MEMORY_BUDGET"]))
-    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
-    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0)) if stats and "bytes_limit" in stats else None
-
-
-def member_bytes(program: Program) -> int:
-    """Device bytes one vmapped member of `program` needs in a train chunk: the compiled program's arguments
-    (less the corpus tables, which members share), outputs and temporaries at one member (an over-estimate
-    per member of a larger group). It costs one compile of the one-member program."""
-    import jax
-
-    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), program.abstract_state)
-    step = jax.jit(jax.vmap(program.train_steps, in_axes=(0, None, None)), static_argnums=2, donate_argnums=0)
-    shared = sum(np.asarray(x).nbytes for x in jax.tree.leaves(program.corpus.tables))
-    return compiled_bytes(step.lower(state, program.corpus.tables, 1).compile()) - shared
-
-
-def compiled_bytes(compiled: Any) -> int:
-    """Device bytes a compiled program uses: arguments + outputs (less what donation aliases) + temporaries."""
-    m = compiled.memory_analysis()
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
-
-
-def members_that_fit(program: Program, members: int) -> int:
-    """How many members one vmapped chunk holds: all of them, or as many as fit 90 % of the memory budget."""
-    budget = memory_budget()
-    if budget is None or members == 1:
-        return members
-    return max(1, min(members, int(0.9 * budget // member_bytes(program))))
 
 
 def decide_vectorize(mode: str) -> bool:
@@ -379,12 +193,13 @@ def run_sweep(
     report: bool = True,
     overwrite: bool = False,
     pretrained_source: str | None = None,
+    sweep: dict | None = None,
 ) -> list[dict]:
-    """Run every member (finished ones are skipped, unfinished ones resume; with overwrite every member
-    starts over); returns their summaries. pretrained_source: see sweep.member_configs."""
+    """Run every member (finished ones are skipped, unfinished ones resume; with overwrite every member starts
+    over); returns their summaries. pretrained_source: see member_configs. sweep: in place of the file's (--quick)."""
     if vectorize not in ("auto", "on", "off"):
         raise ConfigError(f"--vectorize: got {vectorize!r}; allowed: auto | on | off")
-    sweep = load_sweep(path)
+    sweep = load_sweep(path) if sweep is None else sweep
     name = sweep_name(path, sweep)
     cfgs = member_configs(path, sweep, out_dir, overrides or {}, pretrained_source)
     for cfg in cfgs:  # refuse a bad member before any is written (or, with overwrite, remove every old one)
@@ -429,60 +244,3 @@ def run_sweep(
         for s in result:
             s["_signal"] = sig.received
     return result
-
-
-SUMMARY_METRICS = (
-    "eval/loss",
-    "train/loss",
-    "emb/norm_mean",
-    "emb/norm_growth",
-    "emb/cos_mean",
-    "emb/cos_std",
-    "emb/eff_rank",
-    "emb/isotropy",
-    "emb/pc1_var_share",
-    "emb/class_cos_gap",
-    "emb/knn_class_purity",
-    "emb/norm_logfreq_spearman",
-    "step",
-    "wall_time_s",
-)
-
-
-def dashboard(sweep_dir: str, cfg: Config) -> None:
-    """The sweep's W&B workspace at its end, as log.wandb_workspace says (null: saved when W&B logs online); a
-    failure costs the workspace only, in one warning."""
-    log = cfg.log
-    online = log.mode == "online" and os.environ.get("WANDB_MODE", "online") not in ("offline", "disabled", "dryrun")
-    if not log.wandb or log.wandb_workspace is False or (log.wandb_workspace is None and not online):
-        return
-    from ..outputs.dashboard import save_workspace, write_workspace
-
-    try:
-        path = write_workspace(sweep_dir)
-        if online:
-            print(f"W&B workspace: {save_workspace(path, log.entity, log.project)}")
-        else:
-            print(f"W&B workspace spec: {path} (save it with: python -m experiments.dashboard {sweep_dir})")
-    except Exception as err:  # noqa: BLE001 - the sweep's results are safe; say what was lost
-        why = str(err).strip().splitlines()
-        print(f"warning: {sweep_dir}: the W&B workspace was not saved ({type(err).__name__}: {why[0] if why else ''})",
-              file=sys.stderr)  # fmt: skip
-
-
-BENCHMARK_PREFIXES = ("word_sim/", "word_sim_out/", "analogy/", "analogy_out/")
-
-
-def write_summary_csv(sweep_dir: str, keys: list[str], cfgs: list[Config], summaries: list[dict]) -> str:
-    """summary.csv: a row per member: its name, a column per swept key, final metrics (the benchmark keys any member
-    logged among them), status. The report adds a baseline's row (benchmark_report.add_baseline_row)."""
-    path = os.path.join(sweep_dir, "summary.csv")
-    bench = sorted({k for s in summaries for k in s if k.startswith(BENCHMARK_PREFIXES)})
-    metrics = [*SUMMARY_METRICS[:-2], *bench, *SUMMARY_METRICS[-2:]]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["member", *keys, *metrics, "status"])
-        for cfg, s in zip(cfgs, summaries):
-            values = [s.get(m, "") for m in metrics]
-            w.writerow([cfg.name, *[C.get(cfg, k) for k in keys], *values, s.get("status", "")])
-    return path
