@@ -17,8 +17,14 @@ def _fail(msg: str) -> int:
     return 2
 
 
+class HelpRequested(Exception):
+    """--help or -h: `guarded` prints the command's usage and its flags, and exits 0."""
+
+
 def split_args(argv: list[str], flags: tuple[str, ...]) -> tuple[dict, list[str], list[str]]:
     """Pull `--flag=value` / `--flag value` for known flags; the rest are positionals and overrides."""
+    if "--help" in argv or "-h" in argv:
+        raise HelpRequested(flags)
     known, overrides, positional = {}, [], []
     i = 0
     while i < len(argv):
@@ -40,6 +46,16 @@ def split_args(argv: list[str], flags: tuple[str, ...]) -> tuple[dict, list[str]
     return known, overrides, positional
 
 
+def baseline_dir(known: dict) -> str | None:
+    """--baseline=RUN_DIR (a run of experiments.baseline, drawn beside a sweep in its report), checked."""
+    if known.get("baseline") and not os.path.isfile(os.path.join(known["baseline"], "summary.json")):
+        raise ConfigError(
+            f"--baseline: got {known['baseline']!r}, which holds no summary.json; allowed: a finished run directory "
+            "of python -m experiments.baseline"
+        )
+    return known.get("baseline")
+
+
 def _as_bool(flag: str, text: str | None) -> bool:
     v = parse_value(text) if text is not None else False
     if not isinstance(v, bool):
@@ -54,6 +70,9 @@ def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
     def run(argv: list[str] | None = None) -> int:
         try:
             return main(sys.argv[1:] if argv is None else argv)
+        except HelpRequested as req:
+            print(usage(main, req.args[0]))
+            return 0
         except ConfigError as err:
             return _fail(str(err))
         except OutputError as err:
@@ -74,6 +93,26 @@ def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
             return 1
 
     return run
+
+
+USAGE = {  # the commands whose docstring does not say it
+    "train": "`python -m experiments.train [--config=PATH] [--overwrite=true] [--section.key=value ...]`: one run "
+    "(the same command again resumes it)",
+    "sweep": "`python -m experiments.sweep SWEEP.yaml [--out_dir=DIR] [--vectorize=auto|on|off] [--progress=BOOL] "
+    "[--overwrite=BOOL] [--baseline=RUN_DIR] [--section.key=value ...]`: every member of a W&B sweep file, then "
+    "summary.csv and report.md (with a baseline run's reference line and row)",
+    "prepare": "`python -m experiments.prepare [--config=PATH] --data.kind=text --data.path=SOURCE "
+    "[--data.key=value ...]`: tokenise a text corpus once into the cache",
+    "findings": "`python -m experiments.findings [NAME ...] [--quick] [--out_dir=DIR] [--progress=BOOL] "
+    "[--overwrite=BOOL] [--wandb-report] [--section.key=value ...]`: the findings, with computed verdicts",
+}
+
+
+def usage(main: Callable, flags: tuple[str, ...]) -> str:
+    """A command's usage line (its docstring's, or USAGE's) and its flags."""
+    name = main.__name__.removesuffix("_main")
+    text = " ".join((main.__doc__ or USAGE.get(name, f"`python -m experiments.{name}`")).split())
+    return f"usage: {text}\nflags: {' '.join(f'--{f}' for f in flags)}"
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -139,7 +178,7 @@ def train_main(argv: list[str]) -> int:
 @guarded
 def sweep_main(argv: list[str]) -> int:
     keep_freed_memory()
-    known, overrides, positional = split_args(argv, ("out_dir", "vectorize", "progress", "overwrite"))
+    known, overrides, positional = split_args(argv, ("out_dir", "vectorize", "progress", "overwrite", "baseline"))
     if len(positional) != 1:
         raise ConfigError(
             f"got {len(positional)} sweep files; allowed: exactly one, "
@@ -156,6 +195,7 @@ def sweep_main(argv: list[str]) -> int:
         vectorize=known.get("vectorize", "auto"),
         progress=progress,
         overwrite=_as_bool("overwrite", known.get("overwrite", "false")),
+        baseline=baseline_dir(known),
     )
     counts: dict[str, int] = {}
     for s in summaries:
@@ -306,15 +346,10 @@ def report_main(argv: list[str]) -> int:
             f"got {[*positional, *extra]!r}; allowed: one run or sweep directory and --baseline=RUN_DIR "
             "(a run of experiments.baseline)"
         )
-    if known.get("baseline") and not os.path.isfile(os.path.join(known["baseline"], "summary.json")):
-        raise ConfigError(
-            f"--baseline: got {known['baseline']!r}, which holds no summary.json; allowed: a finished run directory "
-            "of python -m experiments.baseline"
-        )
     from .outputs.report import make_report
 
     try:
-        path = make_report(positional[0], baseline=known.get("baseline"))
+        path = make_report(positional[0], baseline=baseline_dir(known))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     print(path)

@@ -223,8 +223,9 @@ def test_the_baseline_and_an_untied_lm_score_both_tables_as_gensim_does(tmp_path
 
 @pytest.mark.slow
 def test_a_baseline_is_read_by_the_report_summary_csv_and_the_page(tmp_path):
-    """A sweep file naming a baseline: summary.csv gains its row (its own summary's values), report.md its line and
-    the benchmarks' plot its reference line; the page of the baseline's directory is written like a run's."""
+    """A sweep given a baseline (--baseline=RUN_DIR): summary.csv gains its row (its own summary's values),
+    report.md its line and the benchmarks' plot its reference line; the page of the baseline's directory is written
+    like a run's."""
     import csv
 
     import yaml
@@ -264,14 +265,14 @@ def test_a_baseline_is_read_by_the_report_summary_csv_and_the_page(tmp_path):
         "name": "bs",
         "program": "experiments/train.py",
         "method": "grid",
-        "baseline": str(tmp_path / "word2vec"),
         "parameters": {
             "config": {"value": str(tmp_path / "base.yaml")},
             "model.tie_embeddings": {"values": [True, False]},
         },
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
-    r = run_cli("experiments.sweep", str(tmp_path / "s.yaml"), f"--out_dir={tmp_path}", "--progress=false")
+    given = (str(tmp_path / "s.yaml"), f"--out_dir={tmp_path}", "--progress=false")
+    r = run_cli("experiments.sweep", *given, f"--baseline={tmp_path / 'word2vec'}")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "bs" / "summary.csv")))
     assert [row["member"] for row in rows][-1] == "baseline:word2vec" and len(rows) == 3

@@ -42,19 +42,19 @@ def write(tmp_path, params, method="grid", base=None, **extra):
 
 @pytest.mark.slow
 def test_shipped_sweeps_are_valid_w_and_b_sweeps():
-    from sweeps.config import SweepConfig
+    import sweeps
 
-    from embjax.sweep import OUTSIDE_SCHEMA
-
-    assert OUTSIDE_SCHEMA == ("run_cap", "baseline")
-    for path in glob.glob("sweeps/*.yaml"):
+    shipped = sorted(glob.glob("sweeps/**/*.y*ml", recursive=True))
+    assert len(shipped) >= 25 and any(p.startswith("sweeps/findings/") for p in shipped)
+    for path in shipped:  # every file under sweeps/, as shipped: W&B's own schema (what `wandb sweep` checks)
         raw = yaml.safe_load(open(path))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            SweepConfig({k: v for k, v in raw.items() if k not in OUTSIDE_SCHEMA})  # W&B's own schema
-        assert raw["command"] == ["${env}", "${interpreter}", "${program}", "${args}"]
-        cfgs = member_configs(path, load_sweep(path), "/tmp/unused", {})
+            assert sweeps.schema_violations_from_proposed_config(raw) == [], path
+        cfgs = member_configs(path, load_sweep(path), "/tmp/unused", {}, pretrained_source="/tmp/a_findings_stage")
         assert cfgs
+    for path in glob.glob("sweeps/*.yaml"):  # the user-facing ones run under `wandb agent` as they are
+        assert yaml.safe_load(open(path))["command"] == ["${env}", "${interpreter}", "${program}", "${args}"]
     qs = member_configs("sweeps/quickstart.yaml", load_sweep("sweeps/quickstart.yaml"), "/tmp/x", {})
     assert len(qs) == 12 and len(group_by_shape(qs)) == 4  # σ varies inside a group; d and tying split groups
     full = member_configs("sweeps/d_sigma_tying.yaml", load_sweep("sweeps/d_sigma_tying.yaml"), "/tmp/x", {})
@@ -263,3 +263,19 @@ def test_step_plots_tell_apart_every_swept_key(tmp_path, monkeypatch):
             assert tuple(line.get_color()) == tuple(colour[f"σ={s:g}"])
             assert line.get_linestyle() == style[f"tied={str(tie).lower()}"]
     plt.close(fig)
+
+
+def test_a_sweep_file_with_the_old_baseline_key_or_a_bad_baseline_flag_is_refused_in_one_line(tmp_path, capsys):
+    """`baseline:` is not W&B's (its schema rejects it): the file is refused, naming --baseline; a --baseline that is
+    no finished run directory is refused too; nothing is written in either case."""
+    path = write(tmp_path, {"model.embed_dim": {"value": 8}})
+    raw = yaml.safe_load(open(path))
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump({**raw, "baseline": "runs/word2vec-sg"}))
+    assert sweep_main([str(tmp_path / "old.yaml"), f"--out_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {tmp_path / 'old.yaml'}: baseline: not a key of W&B's sweep schema; allowed: --baseline=RUN_DIR on "
+        "the command line (python -m experiments.sweep or experiments.report)"
+    ]
+    assert sweep_main([path, f"--out_dir={tmp_path / 'out'}", f"--baseline={tmp_path / 'nowhere'}"]) == 2
+    assert "--baseline: got" in capsys.readouterr().err and not (tmp_path / "out").exists()

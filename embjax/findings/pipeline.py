@@ -17,6 +17,8 @@ from .document import log_to_wandb, write_markdown
 from .runs import load, training_seconds
 from .wandb_report import save_report, write_report
 
+BASELINES = os.path.join("experiments", "configs", "findings", "baselines")  # stages that are not sweeps
+
 
 def run_findings(
     names: list[str], out_dir: str, given: dict, quick: bool, progress: bool, overwrite: bool, wandb_report: bool
@@ -86,12 +88,13 @@ def _findings_report(root: str, results: list, header: str, given: dict) -> None
 def _findings_stage(
     name: str, quick: dict | None, root: str, overrides: dict, progress: bool, overwrite: bool = False
 ) -> str:
-    """A findings stage, sweeps/findings/<name>.yaml: a sweep of one run, or a baseline (`baseline: {method, sg,
-    dim, epochs, ...}` and `config: FILE`: experiments.baseline on that config); returns its one run directory."""
-    path = os.path.join("sweeps", "findings", f"{name}.yaml")
-    raw = read_yaml(path) if os.path.isfile(path) else {}
-    if "baseline" not in raw:
+    """A findings stage: a baseline, experiments/configs/findings/baselines/<name>.yaml (`baseline: {method, sg, dim,
+    epochs, ...}` and `config: FILE`: experiments.baseline on that config), or else a sweep of one run,
+    sweeps/findings/<name>.yaml; returns its one run directory."""
+    path = os.path.join(BASELINES, f"{name}.yaml")
+    if not os.path.isfile(path):
         return _only_run(_findings_sweep(name, quick, root, overrides, progress, overwrite))
+    raw = read_yaml(path)
     spec = Spec(**{**raw["baseline"], **({"epochs": quick["epochs"]} if quick and "epochs" in quick else {})}).check()
     stage = f"{name}_quick" if quick is not None else name
     given = {**overrides, "name": "run", "out_dir": os.path.join(root, stage), "log.group": stage}

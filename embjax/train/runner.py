@@ -194,9 +194,11 @@ def run_sweep(
     overwrite: bool = False,
     pretrained_source: str | None = None,
     sweep: dict | None = None,
+    baseline: str | None = None,
 ) -> list[dict]:
     """Run every member (finished ones are skipped, unfinished ones resume; with overwrite every member starts
-    over); returns their summaries. pretrained_source: see member_configs. sweep: in place of the file's (--quick)."""
+    over); returns their summaries. pretrained_source: see member_configs; sweep: in place of the file's (--quick);
+    baseline: a baseline run's directory, drawn beside the members in the report."""
     if vectorize not in ("auto", "on", "off"):
         raise ConfigError(f"--vectorize: got {vectorize!r}; allowed: auto | on | off")
     sweep = load_sweep(path) if sweep is None else sweep
@@ -209,13 +211,30 @@ def run_sweep(
     with open(os.path.join(sweep_dir, "sweep.yaml"), "w") as f:
         yaml.safe_dump(sweep, f, sort_keys=False)
     summaries: list[dict | None] = [finished_summary(c) for c in cfgs]
+    keys = swept_keys(sweep)
+    received = _run_groups(cfgs, summaries, keys, name, vectorize, progress)
+    result = [s or {"status": "not run"} for s in summaries]
+    write_summary_csv(sweep_dir, keys, cfgs, result)
+    if report:
+        from ..outputs.report import make_report
+
+        make_report(sweep_dir, wandb_group=name if cfgs[0].log.wandb else None, baseline=baseline)
+    dashboard(sweep_dir, cfgs[0])
+    if received:
+        for s in result:
+            s["_signal"] = received
+    return result
+
+
+def _run_groups(cfgs: list[Config], summaries: list, keys: list[str], name: str, vectorize: str, progress: bool):
+    """Train each shape group's unfinished members, filling `summaries`; returns the signal that stopped the
+    sweep (None if none did)."""
     groups = group_by_shape(cfgs)
     print(
         f"sweep {name}: {len(cfgs)} members in {len(groups)} shape group(s); "
         f"{sum(s is not None for s in summaries)} already finished",
         flush=True,
     )
-    keys = swept_keys(sweep)
     with Signals(grace=stop_grace(), wait_timeout=wait_timeout(cfgs[0])) as sig:
         for g_i, idx in enumerate(groups):
             todo = [i for i in idx if summaries[i] is None]
@@ -233,14 +252,4 @@ def run_sweep(
             )
             for i, s in zip(todo, out):
                 summaries[i] = s
-    result = [s or {"status": "not run"} for s in summaries]
-    write_summary_csv(sweep_dir, keys, cfgs, result)
-    if report:
-        from ..outputs.report import make_report
-
-        make_report(sweep_dir, wandb_group=name if cfgs[0].log.wandb else None, baseline=sweep.get("baseline"))
-    dashboard(sweep_dir, cfgs[0])
-    if sig.received:
-        for s in result:
-            s["_signal"] = sig.received
-    return result
+    return sig.received
