@@ -383,20 +383,21 @@ def dashboard_main(argv: list[str]) -> int:
     return 0
 
 
-BASELINE_FLAGS = ("config", "method", "sg", "dim", "epochs", "window", "negative", "workers", "overwrite")
+BASELINE_FLAGS = ("config", "method", "sg", "dim", "epochs", "window", "negative", "workers", "keep_unk", "overwrite")
 
 
 @guarded
 def baseline_main(argv: list[str]) -> int:
-    """`python -m experiments.baseline --method=word2vec|fasttext [--sg] [--dim] [--epochs] [--window] [--negative]
-    [--workers] --data...`: gensim on a prepared corpus's training tokens, as a run directory."""
+    """`python -m experiments.baseline --method=word2vec|fasttext [--sg] [--dim] [--epochs=N or [N, ...]] [--window]
+    [--negative] [--workers] [--keep_unk] --data...`: gensim on a prepared corpus's training tokens, as a run
+    directory (a list of epochs: one each, `<name>-e<N>`)."""
     known, overrides, positional = split_args(argv, BASELINE_FLAGS)
     if positional:
         raise ConfigError(
             f"{positional[0]}: unexpected argument; allowed: --method, --sg, --dim, --epochs, --window, --negative, "
-            "--workers, --overwrite, --config PATH and --section.key=value"
+            "--workers, --keep_unk, --overwrite, --config PATH and --section.key=value"
         )
-    from .baseline import Spec, train_baseline
+    from .baseline import Spec, train_baseline, train_curve
 
     def integer(flag: str, default: int) -> int:
         v = parse_value(known[flag]) if flag in known else default
@@ -404,25 +405,41 @@ def baseline_main(argv: list[str]) -> int:
             raise ConfigError(f"--{flag}: got {known[flag]!r}; allowed: an integer")
         return v
 
+    given = parse_value(known["epochs"]) if "epochs" in known else Spec.epochs
+    curve = isinstance(given, list)
+    epochs = given if curve else [given]
+    if not epochs or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in epochs):
+        raise ConfigError(
+            f"--epochs: got {known['epochs']!r}; allowed: an integer >= 1 or a list of them, e.g. [5, 10]"
+        )
     spec = Spec(
         method=known.get("method", "word2vec"),
-        sg=_as_bool("sg", known["sg"]) if "sg" in known else False,
-        **{k: integer(k, getattr(Spec, k)) for k in ("dim", "epochs", "window", "negative", "workers")},
+        sg=_as_bool("sg", known["sg"]) if "sg" in known else Spec.sg,
+        keep_unk=_as_bool("keep_unk", known["keep_unk"]) if "keep_unk" in known else False,
+        epochs=epochs[0],
+        **{k: integer(k, getattr(Spec, k)) for k in ("dim", "window", "negative", "workers")},
     ).check()
     if not any(o.lstrip("-").startswith("name=") for o in overrides):
         overrides = [*overrides, f"--name={spec.method}{'-sg' if spec.sg else ''}"]
     cfg = load_config(known.get("config"), overrides)
-    summary = train_baseline(cfg, spec, overwrite=_as_bool("overwrite", known.get("overwrite", "false")))
-    print(
-        f"\n{spec.method} ({'skip-gram' if spec.sg else 'CBOW'}, d = {spec.dim}, {spec.epochs} epochs): "
-        f"{summary['wall_time_s']:.1f} s, {summary['words_per_s']:,.0f} words/s"
-    )
-    for key, value in summary.items():
-        if key.startswith(("word_sim", "analogy")) and key.endswith(("/spearman", "/accuracy")):
-            print(f"  {key:36s} {value:.4f}")
-    print(f"run directory: {summary['run_dir']}")
-    if summary.get("_wandb_sync"):
-        print(f"W&B (offline) - upload with:\n  {summary['_wandb_sync']}")
+    overwrite = _as_bool("overwrite", known.get("overwrite", "false"))
+    summaries = train_curve(cfg, spec, epochs, overwrite) if curve else [train_baseline(cfg, spec, overwrite)]
+    for n, summary in zip(epochs, summaries):
+        print(
+            f"\n{spec.method} ({'skip-gram' if spec.sg else 'CBOW'}, d = {spec.dim}, {n} epochs): "
+            f"{summary['wall_time_s']:.1f} s, {summary['words_per_s']:,.0f} words/s"
+        )
+        for key, value in summary.items():
+            if key.startswith(("word_sim", "analogy")) and key.endswith(("/spearman", "/accuracy")):
+                print(f"  {key:36s} {value:.4f}")
+        print(f"run directory: {summary['run_dir']}")
+        if summary.get("_wandb_sync"):
+            print(f"W&B (offline) - upload with:\n  {summary['_wandb_sync']}")
+    if curve:  # the anchor's curve in one table
+        cols = ("word_sim/wordsim353/spearman", "word_sim/simlex999/spearman", "analogy/google/accuracy")
+        print("\nepochs  fit s  " + "  ".join(c.split("/")[1] for c in cols))
+        for n, s in zip(epochs, summaries):
+            print(f"{n:6d} {s['fit_s']:6.1f}  " + "  ".join(f"{s.get(c, float('nan')):.3f}" for c in cols))
     return 0
 
 
