@@ -34,9 +34,9 @@ from . import snapshots
 from .checkpoint import Checkpointer
 from .config import Config, ConfigError
 from .data import Corpus
-from .mesh import is_main_process, share_decision
+from .mesh import is_main_process, share_decision, to_host
 from .metrics import export_projector
-from .models import embedding_size
+from .models import count_params, embedding_size
 from .signals import EXIT_HOOKS
 from .sinks import (
     CompositeSink,
@@ -44,6 +44,7 @@ from .sinks import (
     MemorySink,
     NullSink,
     WandbSink,
+    read_jsonl,
     remove_quietly,
     truncate_jsonl,
     write_atomic,
@@ -51,6 +52,7 @@ from .sinks import (
 from .viewer import write_page
 
 CHECKPOINTS, CONFIG_FILE, WANDB_ID = "checkpoints", "config.yaml", "wandb_id.txt"
+BEST_CHECKPOINT = "best_checkpoint"  # checkpoint.keep_best: the state of the lowest eval loss (one orbax step)
 
 
 @dataclass
@@ -70,6 +72,25 @@ class Outcome:
     E: np.ndarray | None = None  # the final input table on the host
     E_out: np.ndarray | None = None  # the final untied output table (None when tied)
     row_updates: np.ndarray | None = None
+    best: dict[str, Any] = field(default_factory=dict)  # best/* and stopped_early (selection.Selection.summary)
+
+
+def outcome(P: Any, status: str, state: Any, start: int, **known: Any) -> Outcome:
+    """An Outcome from a member's final state (None, or donated after a crash: only what the loop knew)."""
+    o = Outcome(status, step=known.pop("last_step", start), start=start, **known)
+    try:
+        step, diverged_at, skipped = (int(jax.device_get(state[k])) for k in ("step", "diverged_at", "skipped"))
+    except (RuntimeError, TypeError):
+        return o
+    o.step, o.skipped = diverged_at if status == "diverged" and diverged_at >= 0 else step, skipped
+    if status in ("finished", "diverged"):
+        o.params, o.state = count_params(state["params"]), state
+        o.E, o.E_out, o.row_updates = (
+            to_host(P.table(state["params"])),
+            to_host(P.output_table(state["params"])),
+            to_host(state["row_updates"]),
+        )
+    return o
 
 
 class Run(Protocol):
@@ -82,7 +103,15 @@ class Run(Protocol):
     def log_rich(self, step: int | None, items: dict[str, Any]) -> None: ...
     def snapshot(self, step: int, rows: np.ndarray, E: np.ndarray, updates: np.ndarray) -> None: ...
     def checkpoint(self, step: int, state: Any) -> None: ...
+    def evals(self, step: int) -> list[tuple[int, float]]: ...
+    def save_best(self, step: int, state: Any) -> None: ...
+    def restore_best(self, step: int, abstract_state: Any, shardings: Any) -> Any: ...
     def finish(self, outcome: Outcome) -> dict[str, Any]: ...
+
+
+def logged_evals(rows: list[tuple[int, dict]], step: int) -> list[tuple[int, float]]:
+    """(step, eval/loss) of the logged rows up to `step`, in order: what the run's Selection replays on resume."""
+    return [(s, float(r["eval/loss"])) for s, r in rows if s <= step and isinstance(r.get("eval/loss"), (int, float))]
 
 
 def summarize(cfg: Config, info: dict, o: Outcome) -> dict[str, Any]:
@@ -112,6 +141,7 @@ def summarize(cfg: Config, info: dict, o: Outcome) -> dict[str, Any]:
         out["params"] = o.params
     if o.row_updates is not None:
         out["emb/rows_never_updated"] = float(np.sum(o.row_updates == 0))
+    out.update(o.best)
     return out
 
 
@@ -330,6 +360,7 @@ class RunDir:
         self.writer = is_main_process()
         self.corpus: Corpus | None = None
         self.ckpt: Checkpointer | None = None
+        self.best_ckpt: Checkpointer | None = None
         self.wandb: WandbSink | None = None
         self.jsonl: JsonlSink | None = None
         self.sink: Any = NullSink()
@@ -357,6 +388,8 @@ class RunDir:
                 remove_quietly(tmp)
         # every process takes part in orbax's (multi-process) saves and restores
         self.ckpt = Checkpointer(os.path.join(self.path, CHECKPOINTS), keep=cfg.checkpoint.keep)
+        if cfg.checkpoint.keep_best:  # saved before the loop goes on, so it is on disk before a later latest one
+            self.best_ckpt = Checkpointer(os.path.join(self.path, BEST_CHECKPOINT), keep=1, async_save=False)
         if not self.writer:
             return
         write_atomic(os.path.join(self.path, CONFIG_FILE), lambda f: f.write(C.dump_yaml(cfg)))
@@ -439,6 +472,22 @@ class RunDir:
             self.jsonl.flush()
         self.ckpt.save(step, state, C.to_dict(self.cfg))
 
+    def evals(self, step: int) -> list[tuple[int, float]]:
+        path = os.path.join(self.path, "metrics.jsonl")
+        rows = read_jsonl(path) if step > 0 and os.path.exists(path) else []
+        return logged_evals([(r.get("step", -1), r) for r in rows], step)
+
+    def save_best(self, step: int, state: Any) -> None:
+        self.best_ckpt.save(step, state, C.to_dict(self.cfg))
+
+    def restore_best(self, step: int, abstract_state: Any, shardings: Any) -> Any:
+        """The best checkpoint's state at `step`, or None (with a warning) when it cannot be read."""
+        try:
+            return self.best_ckpt.restore(step, abstract_state, shardings)[0]
+        except Exception as err:  # noqa: BLE001 - the run's results stand; its best/* benchmark keys are lost
+            print(f"warning: {self.path}: best checkpoint {step} not read ({type(err).__name__})", file=sys.stderr)
+            return None
+
     def finish(self, o: Outcome) -> dict[str, Any]:
         """The essential outputs first: the last checkpoint (with a good final state), then summary.json (always);
         then the optional ones, each of which costs only itself when it cannot be written: the exports, the page,
@@ -450,8 +499,9 @@ class RunDir:
             try:
                 if o.state is not None and o.status == "finished":
                     self.ckpt.save(o.step, o.state, C.to_dict(self.cfg), force=True)
-                if self.ckpt is not None:
-                    self.ckpt.close()  # waits for the async saves
+                for ckpt in (self.ckpt, self.best_ckpt):
+                    if ckpt is not None:
+                        ckpt.close()  # waits for the async saves
             except BaseException as err:
                 summary.update(status="failed", error=f"checkpoint not written: {type(err).__name__}: {err}"[:500])
                 raise
@@ -512,6 +562,7 @@ class MemoryRun:
         self.cfg, self.label, self.info = cfg, label or cfg.name, corpus_info or {}
         self.sink = MemorySink()
         self.checkpoints: dict[int, Any] = {}
+        self.best: tuple[int, Any] | None = None  # (step, host state) of checkpoint.keep_best
         self.snapshots: dict[int, tuple] = {}  # step -> (rows, float16 E rows, updates)
         self.outcome: Outcome | None = None
 
@@ -537,6 +588,15 @@ class MemoryRun:
 
     def checkpoint(self, step: int, state: Any) -> None:
         self.checkpoints[step] = jax.device_get(state)
+
+    def evals(self, step: int) -> list[tuple[int, float]]:
+        return logged_evals(self.sink.rows, step) if step > 0 else []
+
+    def save_best(self, step: int, state: Any) -> None:
+        self.best = step, jax.device_get(state)
+
+    def restore_best(self, step: int, abstract_state: Any, shardings: Any) -> Any:
+        return jax.device_put(self.best[1], shardings) if self.best and self.best[0] == step else None
 
     def finish(self, o: Outcome) -> dict[str, Any]:
         if self.outcome is not None:  # finished already (a crash summarised first)

@@ -30,6 +30,7 @@ from .loop import Loop
 from .mesh import agree_on_config, barrier, make_mesh
 from .pretrained import align, read_source
 from .rundir import CHECKPOINTS, RunDir, check, finished_summary
+from .selection import resolve_epochs
 from .signals import Signals
 from .sinks import remove_quietly
 from .snapshots import MAX_ROWS, snapshot_every
@@ -131,6 +132,7 @@ def train_group(
     signals: Signals | None = None,
 ) -> list[dict[str, Any]]:
     """Train configs that differ only in values (σ, lr, decays, clip, seed) with one compiled program."""
+    cfgs = resolve_epochs(cfgs)  # (epochs: steps from the corpus, before a stored config is compared)
     agree_on_config(cfgs)  # the processes of a multi-process run: the same configs and out_dir, or one line
     check_memory(cfgs[0], len(cfgs) if vectorize and len(cfgs) > 1 else 1)  # before any run directory is opened
     runs: list[RunDir] = []
@@ -386,7 +388,7 @@ def run_sweep(
         raise ConfigError(f"--vectorize: got {vectorize!r}; allowed: auto | on | off")
     sweep = load_sweep(path)
     name = sweep_name(path, sweep)
-    cfgs = member_configs(path, sweep, out_dir, overrides or {}, pretrained_source)
+    cfgs = resolve_epochs(member_configs(path, sweep, out_dir, overrides or {}, pretrained_source))
     for cfg in cfgs:  # refuse a bad member before any is written (or, with overwrite, remove every old one)
         check(cfg, overwrite=overwrite)
     sweep_dir = os.path.dirname(cfgs[0].run_dir)

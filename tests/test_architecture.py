@@ -18,7 +18,7 @@ LAYERS = [
     {"runner", "findings", "inspector", "baseline"},
     {"loop", "dashboard"},
     {"rundir", "report", "observe"},
-    {"viewer", "benchmark_report"},
+    {"viewer", "benchmark_report", "selection"},
     {"step", "sweep"},
     {"models"},
     {"data", "metrics", "mesh", "profiler"},
