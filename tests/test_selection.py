@@ -152,8 +152,8 @@ def test_vmapped_members_each_keep_their_own_best_and_stop_on_their_own():
         )
         assert s["best/eval/loss"] == pytest.approx(want["best/eval/loss"], rel=1e-5)
         assert [st for st, _ in _rows(run)] == [st for st, _ in _rows(alone)]
-        for a, b in zip(*(jax.tree.leaves(r.best[1]) for r in (run, alone))):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        table = Program(cfg, make_corpus(cfg)).table  # the best tables (a key bias, whose gradient is 0, is noise)
+        np.testing.assert_allclose(table(run.best[1]["params"]), table(alone.best[1]["params"]), rtol=1e-4, atol=1e-5)
     assert summaries[0]["step"] != summaries[1]["step"]  # they stopped at different steps
 
 
