@@ -119,6 +119,8 @@ def train_main(argv: list[str]) -> int:
     for key in (
         "train/loss",
         "eval/loss",
+        "eval/ppl",
+        "best/eval/ppl",
         "data/unigram_entropy",
         "data/entropy_rate",
         "emb/norm_growth",
