@@ -200,6 +200,7 @@ def test_the_baseline_and_an_untied_lm_score_both_tables_as_gensim_does(tmp_path
     r = run_cli(
         "experiments.baseline",
         "--method=word2vec",
+        "--sg=false",
         "--epochs=3",
         "--name=word2vec",
         *data,
@@ -243,6 +244,7 @@ def test_a_baseline_is_read_by_the_report_summary_csv_and_the_page(tmp_path):
     r = run_cli(
         "experiments.baseline",
         "--dim=16",
+        "--sg=false",
         "--epochs=2",
         "--name=word2vec",
         *data,
