@@ -6,11 +6,13 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, run_cli
+from conftest import ROOT, TINY, run_cli, wait_for_row
 
 from embjax.config import ConfigError, load_config
 from embjax.data import make_corpus
@@ -155,6 +157,39 @@ def test_vmapped_members_each_keep_their_own_best_and_stop_on_their_own():
         table = Program(cfg, make_corpus(cfg)).table  # the best tables (a key bias, whose gradient is 0, is noise)
         np.testing.assert_allclose(table(run.best[1]["params"]), table(alone.best[1]["params"]), rtol=1e-4, atol=1e-5)
     assert summaries[0]["step"] != summaries[1]["step"]  # they stopped at different steps
+
+
+@pytest.mark.slow
+def test_a_run_directory_killed_after_its_best_resumes_to_the_same_rows_best_checkpoint_and_stop(tmp_path):
+    """kill -9 between the best eval and the early stop, then the same command: metrics.jsonl byte for byte, the
+    same best checkpoint (step and arrays), the same stop and best/* keys as an uninterrupted run directory."""
+    from embjax.checkpoint import Checkpointer
+    from embjax.cli import train_main
+
+    args = [*PLANTED, "--log.patience=3", "--log.progress=false", "--checkpoint.every=10"]
+    assert train_main([*args, f"--out_dir={tmp_path / 'ref'}"]) == 0
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "experiments.train", *args, f"--out_dir={tmp_path / 'cut'}"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    wait_for_row(tmp_path / "cut" / "default" / "metrics.jsonl", 46, p)  # past the best (40), before the stop (55)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    assert not (tmp_path / "cut" / "default" / "summary.json").exists()
+    r = run_cli("experiments.train", *args, f"--out_dir={tmp_path / 'cut'}")
+    assert r.returncode == 0 and "resuming" in r.stderr, r.stderr
+    ref, cut = tmp_path / "ref" / "default", tmp_path / "cut" / "default"
+    assert (cut / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (ref, cut))
+    assert a["best/step"] == 40 and a["stopped_early"] is True and a["step"] == 55
+    assert {k: b[k] for k in a if k.startswith(("best/", "stopped", "step"))} == {
+        k: a[k] for k in a if k.startswith(("best/", "stopped", "step"))
+    }
+    assert os.listdir(ref / "best_checkpoint") == os.listdir(cut / "best_checkpoint") == ["40"]
+    cfg = load_config(str(ref / "config.yaml"))
+    abstract = Program(cfg, make_corpus(cfg)).abstract_state
+    states = [Checkpointer(str(d / "best_checkpoint"), keep=1).restore(40, abstract)[0] for d in (ref, cut)]
+    for x, y in zip(*(jax.tree.leaves(st) for st in states)):
+        np.testing.assert_array_equal(x, y)
 
 
 def _gensim_scores(E, tokens):
