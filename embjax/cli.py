@@ -128,6 +128,9 @@ def train_main(argv: list[str]) -> int:
     ):
         if isinstance(summary.get(key), float):
             print(f"  {key:22s} {summary[key]:.4f}")
+    if "best/step" in summary:  # checkpoint.keep_best / log.patience
+        stopped = f"stopped early (log.patience={cfg.log.patience}); " if summary.get("stopped_early") else ""
+        print(f"  {stopped}best eval loss {summary['best/eval/loss']:.4f} at step {summary['best/step']}")
     print(f"run directory: {run_dir}")
     for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:  # written by now, exports included
         print(f"  {name}{'/' if os.path.isdir(os.path.join(run_dir, name)) else ''}")
