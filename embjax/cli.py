@@ -1,131 +1,13 @@
-"""Command-line front ends shared by experiments/*: parse, call the library, map errors to exit codes."""
+"""The commands behind experiments/*: each parses its arguments (embjax.args), calls the library, says what it did."""
 
 from __future__ import annotations
 
-import functools
 import glob
 import os
-import sys
-from collections.abc import Callable
 
-from .config import ConfigError, OutputError, load_config, parse_value
+from .args import as_bool, baseline_dir, fail, guarded, split_args
+from .config import ConfigError, load_config, parse_value
 from .runtime.hostmem import keep_freed_memory
-
-
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
-
-class HelpRequested(Exception):
-    """--help or -h: `guarded` prints the command's usage and its flags, and exits 0."""
-
-
-def split_args(argv: list[str], flags: tuple[str, ...]) -> tuple[dict, list[str], list[str]]:
-    """Pull `--flag=value` / `--flag value` for known flags; the rest are positionals and overrides."""
-    if "--help" in argv or "-h" in argv:
-        raise HelpRequested(flags)
-    known, overrides, positional = {}, [], []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
-        if name in flags:
-            if "=" in arg:
-                known[name] = arg.split("=", 1)[1]
-            elif i + 1 < len(argv):
-                known[name] = argv[i + 1]
-                i += 1
-            else:
-                raise ConfigError(f"--{name}: got no value")
-        elif arg.startswith("--") or "=" in arg:
-            overrides.append(arg)
-        else:
-            positional.append(arg)
-        i += 1
-    return known, overrides, positional
-
-
-def baseline_dir(known: dict) -> str | None:
-    """--baseline=RUN_DIR (a run of experiments.baseline, drawn beside a sweep in its report), checked."""
-    if known.get("baseline") and not os.path.isfile(os.path.join(known["baseline"], "summary.json")):
-        raise ConfigError(
-            f"--baseline: got {known['baseline']!r}, which holds no summary.json; allowed: a finished run directory "
-            "of python -m experiments.baseline"
-        )
-    return known.get("baseline")
-
-
-def _as_bool(flag: str, text: str | None) -> bool:
-    v = parse_value(text) if text is not None else False
-    if not isinstance(v, bool):
-        raise ConfigError(f"--{flag}: got {text!r}; allowed: true/false")
-    return v
-
-
-def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], int]:
-    """Bad input -> one line and exit 2, never a traceback."""
-
-    @functools.wraps(main)
-    def run(argv: list[str] | None = None) -> int:
-        try:
-            return main(sys.argv[1:] if argv is None else argv)
-        except HelpRequested as req:
-            print(usage(main, req.args[0]))
-            return 0
-        except ConfigError as err:
-            return _fail(str(err))
-        except OutputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        except Exception as err:
-            if not out_of_memory(err):
-                raise
-            first = next((line for line in str(err).splitlines() if "memory" in line.lower()), str(err)[:200])
-            print(
-                f"error: out of memory ({type(err).__name__}: {first.strip()[:300]}); allowed: a smaller model, "
-                "batch or vocabulary, fewer members at once (--vectorize=off), or a device with more memory",
-                file=sys.stderr,
-            )
-            return 1
-
-    return run
-
-
-USAGE = {  # the commands whose docstring does not say it
-    "train": "`python -m experiments.train [--config=PATH] [--overwrite=true] [--section.key=value ...]`: one run "
-    "(the same command again resumes it)",
-    "sweep": "`python -m experiments.sweep SWEEP.yaml [--out_dir=DIR] [--vectorize=auto|on|off] [--progress=BOOL] "
-    "[--overwrite=BOOL] [--baseline=RUN_DIR] [--section.key=value ...]`: every member of a W&B sweep file, then "
-    "summary.csv and report.md (with a baseline run's reference line and row)",
-    "prepare": "`python -m experiments.prepare [--config=PATH] --data.kind=text --data.path=SOURCE "
-    "[--data.key=value ...]`: tokenise a text corpus once into the cache",
-    "findings": "`python -m experiments.findings [NAME ...] [--quick] [--out_dir=DIR] [--progress=BOOL] "
-    "[--overwrite=BOOL] [--wandb-report] [--section.key=value ...]`: the findings, with computed verdicts",
-}
-
-
-def usage(main: Callable, flags: tuple[str, ...]) -> str:
-    """A command's usage line (its docstring's, or USAGE's) and its flags."""
-    name = main.__name__.removesuffix("_main")
-    text = " ".join((main.__doc__ or USAGE.get(name, f"`python -m experiments.{name}`")).split())
-    return f"usage: {text}\nflags: {' '.join(f'--{f}' for f in flags)}"
-
-
-def out_of_memory(err: BaseException) -> bool:
-    """An allocation the device or host could not make (XLA's RESOURCE_EXHAUSTED, NumPy's MemoryError), anywhere
-    in the exception's chain."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        text = str(err)
-        if isinstance(err, MemoryError) or ("RESOURCE_EXHAUSTED" in text and "memory" in text.lower()):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
 
 
 @guarded
@@ -147,9 +29,9 @@ def train_main(argv: list[str]) -> int:
     from .train.runner import train
 
     try:
-        summary = train(cfg, overwrite=_as_bool("overwrite", known.get("overwrite")))
+        summary = train(cfg, overwrite=as_bool("overwrite", known.get("overwrite")))
     except CheckpointError as err:
-        return _fail(str(err))
+        return fail(str(err))
     run_dir = summary["run_dir"]
     print(
         f"\n{summary['status']} at step {summary['step']}/{cfg.steps} in {summary['wall_time_s']:.1f} s "
@@ -158,6 +40,8 @@ def train_main(argv: list[str]) -> int:
     for key in (
         "train/loss",
         "eval/loss",
+        "eval/ppl",
+        "best/eval/ppl",
         "data/unigram_entropy",
         "data/entropy_rate",
         "emb/norm_growth",
@@ -165,6 +49,9 @@ def train_main(argv: list[str]) -> int:
     ):
         if isinstance(summary.get(key), float):
             print(f"  {key:22s} {summary[key]:.4f}")
+    if "best/step" in summary:  # checkpoint.keep_best / log.patience
+        stopped = f"stopped early (log.patience={cfg.log.patience}); " if summary.get("stopped_early") else ""
+        print(f"  {stopped}best eval loss {summary['best/eval/loss']:.4f} at step {summary['best/step']}")
     print(f"run directory: {run_dir}")
     for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:  # written by now, exports included
         print(f"  {name}{'/' if os.path.isdir(os.path.join(run_dir, name)) else ''}")
@@ -187,14 +74,14 @@ def sweep_main(argv: list[str]) -> int:
     from .config import parse_overrides
     from .train.runner import run_sweep
 
-    progress = _as_bool("progress", known["progress"]) if "progress" in known else True
+    progress = as_bool("progress", known["progress"]) if "progress" in known else True
     summaries = run_sweep(
         positional[0],
         out_dir=known.get("out_dir"),
         overrides=parse_overrides(overrides),
         vectorize=known.get("vectorize", "auto"),
         progress=progress,
-        overwrite=_as_bool("overwrite", known.get("overwrite", "false")),
+        overwrite=as_bool("overwrite", known.get("overwrite", "false")),
         baseline=baseline_dir(known),
     )
     counts: dict[str, int] = {}
@@ -247,16 +134,16 @@ def findings_main(argv: list[str]) -> int:
     from .config import parse_overrides
     from .findings.pipeline import run_findings
 
-    progress = _as_bool("progress", known.get("progress", "true"))
+    progress = as_bool("progress", known.get("progress", "true"))
     given = {**({} if progress else {"log.progress": False}), **parse_overrides(overrides)}  # (prepare's bars too)
     run_findings(
         positional,
         known.get("out_dir", "runs"),
         given,
-        quick=_as_bool("quick", known.get("quick", "false")),
+        quick=as_bool("quick", known.get("quick", "false")),
         progress=progress,
-        overwrite=_as_bool("overwrite", known.get("overwrite", "false")),
-        wandb_report=_as_bool("wandb-report", known.get("wandb-report", "false")),
+        overwrite=as_bool("overwrite", known.get("overwrite", "false")),
+        wandb_report=as_bool("wandb-report", known.get("wandb-report", "false")),
     )
     return 0
 
@@ -294,20 +181,21 @@ def dashboard_main(argv: list[str]) -> int:
     return 0
 
 
-BASELINE_FLAGS = ("config", "method", "sg", "dim", "epochs", "window", "negative", "workers", "overwrite")
+BASELINE_FLAGS = ("config", "method", "sg", "dim", "epochs", "window", "negative", "workers", "keep_unk", "overwrite")
 
 
 @guarded
 def baseline_main(argv: list[str]) -> int:
-    """`python -m experiments.baseline --method=word2vec|fasttext [--sg] [--dim] [--epochs] [--window] [--negative]
-    [--workers] --data...`: gensim on a prepared corpus's training tokens, as a run directory."""
+    """`python -m experiments.baseline --method=word2vec|fasttext [--sg] [--dim] [--epochs=N or [N, ...]] [--window]
+    [--negative] [--workers] [--keep_unk] --data...`: gensim on a prepared corpus's training tokens, as a run
+    directory (a list of epochs: one each, `<name>-e<N>`)."""
     known, overrides, positional = split_args(argv, BASELINE_FLAGS)
     if positional:
         raise ConfigError(
             f"{positional[0]}: unexpected argument; allowed: --method, --sg, --dim, --epochs, --window, --negative, "
-            "--workers, --overwrite, --config PATH and --section.key=value"
+            "--workers, --keep_unk, --overwrite, --config PATH and --section.key=value"
         )
-    from .train.baseline import Spec, train_baseline
+    from .train.baseline import Spec, train_baseline, train_curve
 
     def integer(flag: str, default: int) -> int:
         v = parse_value(known[flag]) if flag in known else default
@@ -315,25 +203,41 @@ def baseline_main(argv: list[str]) -> int:
             raise ConfigError(f"--{flag}: got {known[flag]!r}; allowed: an integer")
         return v
 
+    given = parse_value(known["epochs"]) if "epochs" in known else Spec.epochs
+    curve = isinstance(given, list)
+    epochs = given if curve else [given]
+    if not epochs or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in epochs):
+        raise ConfigError(
+            f"--epochs: got {known['epochs']!r}; allowed: an integer >= 1 or a list of them, e.g. [5, 10]"
+        )
     spec = Spec(
         method=known.get("method", "word2vec"),
-        sg=_as_bool("sg", known["sg"]) if "sg" in known else False,
-        **{k: integer(k, getattr(Spec, k)) for k in ("dim", "epochs", "window", "negative", "workers")},
+        sg=as_bool("sg", known["sg"]) if "sg" in known else Spec.sg,
+        keep_unk=as_bool("keep_unk", known["keep_unk"]) if "keep_unk" in known else False,
+        epochs=epochs[0],
+        **{k: integer(k, getattr(Spec, k)) for k in ("dim", "window", "negative", "workers")},
     ).check()
     if not any(o.lstrip("-").startswith("name=") for o in overrides):
         overrides = [*overrides, f"--name={spec.method}{'-sg' if spec.sg else ''}"]
     cfg = load_config(known.get("config"), overrides)
-    summary = train_baseline(cfg, spec, overwrite=_as_bool("overwrite", known.get("overwrite", "false")))
-    print(
-        f"\n{spec.method} ({'skip-gram' if spec.sg else 'CBOW'}, d = {spec.dim}, {spec.epochs} epochs): "
-        f"{summary['wall_time_s']:.1f} s, {summary['words_per_s']:,.0f} words/s"
-    )
-    for key, value in summary.items():
-        if key.startswith(("word_sim", "analogy")) and key.endswith(("/spearman", "/accuracy")):
-            print(f"  {key:36s} {value:.4f}")
-    print(f"run directory: {summary['run_dir']}")
-    if summary.get("_wandb_sync"):
-        print(f"W&B (offline) - upload with:\n  {summary['_wandb_sync']}")
+    overwrite = as_bool("overwrite", known.get("overwrite", "false"))
+    summaries = train_curve(cfg, spec, epochs, overwrite) if curve else [train_baseline(cfg, spec, overwrite)]
+    for n, summary in zip(epochs, summaries):
+        print(
+            f"\n{spec.method} ({'skip-gram' if spec.sg else 'CBOW'}, d = {spec.dim}, {n} epochs): "
+            f"{summary['wall_time_s']:.1f} s, {summary['words_per_s']:,.0f} words/s"
+        )
+        for key, value in summary.items():
+            if key.startswith(("word_sim", "analogy")) and key.endswith(("/spearman", "/accuracy")):
+                print(f"  {key:36s} {value:.4f}")
+        print(f"run directory: {summary['run_dir']}")
+        if summary.get("_wandb_sync"):
+            print(f"W&B (offline) - upload with:\n  {summary['_wandb_sync']}")
+    if curve:  # the anchor's curve in one table
+        cols = ("word_sim/wordsim353/spearman", "word_sim/simlex999/spearman", "analogy/google/accuracy")
+        print("\nepochs  fit s  " + "  ".join(c.split("/")[1] for c in cols))
+        for n, s in zip(epochs, summaries):
+            print(f"{n:6d} {s['fit_s']:6.1f}  " + "  ".join(f"{s.get(c, float('nan')):.3f}" for c in cols))
     return 0
 
 

@@ -217,12 +217,16 @@ class LogConfig:
     # float16 copies of the embedding rows for the viewer (embedding_space.html); null = about 50 frames per run
     # (the multiple of log.every nearest steps/50), 0 = none
     snapshot_every: int | None = setting(None, range=(0, 10**9), resumable=True)
+    # stop a member after this many evals (every eval_every steps) without a lower eval loss; 0 = never
+    patience: int = setting(0, range=(0, 10**6))
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
     every: int = setting(500, range=(0, 10**9))  # 0 = only at the end
     keep: int = setting(2, range=(1, 1000))
+    # also keep the state of the lowest eval loss (evals after step 0) in best_checkpoint/; summary.json gains best/*
+    keep_best: bool = False
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,9 @@ class Config:
     name: str = setting("default", role=IDENTITY, resumable=True)
     seed: int = setting(0, range=(0, 2**31 - 1), role=VALUE)  # the init and data-stream key
     steps: int = setting(1000, range=(1, 10**9), resumable=True)  # a resume may extend a run
+    # a text corpus: passes over the training stream; steps = ceil(epochs × training tokens / (batch_size × seq_len)),
+    # derived when the corpus is read (selection.resolve_epochs) and stored; a steps given beside it must agree
+    epochs: int | None = setting(None, range=(1, 10**6), resumable=True)
     out_dir: str = setting("runs", role=IDENTITY, resumable=True)
     # JAX's persistent compilation cache: "auto" = $EMBJAX_CACHE_DIR or ~/.cache/embjax/xla; "" = off
     compile_cache: str = setting("auto", role=IDENTITY, resumable=True)
@@ -468,7 +475,12 @@ def _validate(cfg: Config) -> None:
     _validate_optim(cfg)
     _validate_benchmarks("log.word_similarity", cfg.log.word_similarity, SIMILARITY_NAMES, "'word word score'")
     _validate_benchmarks("log.analogy", cfg.log.analogy, ANALOGY_NAMES, "': section' / 'a b c d'")
-    if cfg.log.profile_steps:
+    if cfg.epochs is not None and d.kind != "text":
+        raise ConfigError(
+            f"epochs: got {cfg.epochs} with data.kind={d.kind!r} (an endless stream has no epochs); allowed: null "
+            "(and steps), or epochs with a text corpus (data.kind=text)"
+        )
+    if cfg.log.profile_steps and cfg.steps:  # (steps 0: derived from epochs later, checked then)
         profile_range(cfg.log.profile_steps, cfg.steps)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"name: got {cfg.name!r}; allowed: a non-empty name without '/'")
@@ -665,7 +677,13 @@ def read_yaml(path: str) -> dict:
 
 
 def from_dict(raw: dict) -> Config:
+    """A validated Config from raw data. With epochs and no steps given, steps is 0 until the corpus is read
+    (selection.resolve_epochs derives it)."""
+    if raw.get("epochs") is not None and raw.get("steps") == 0:  # (such a config written back and read again)
+        raw = {k: v for k, v in raw.items() if k != "steps"}
     cfg = _build(Config, raw, "", declarations())
+    if cfg.epochs is not None and "steps" not in raw:
+        cfg = dataclasses.replace(cfg, steps=0)
     d = cfg.data
     if d.kind == "text" and d.tokenizer_file:  # the tokenizer's vocabulary defines V unless V is given (to pad)
         n = tokenizer_file_size(d.tokenizer_file)

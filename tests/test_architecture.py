@@ -21,7 +21,7 @@ LAYERS = [
     {"outputs"},
     {"analysis"},
     {"model", "data"},
-    {"runtime", "sweep"},
+    {"runtime", "sweep", "args"},
     {"config"},
 ]
 # Inside embjax/findings/: the shared base every finding module may import; a finding never imports another

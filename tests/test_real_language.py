@@ -197,7 +197,16 @@ def test_the_baseline_and_an_untied_lm_score_both_tables_as_gensim_does(tmp_path
     from embjax.outputs.sinks import read_wandb_history
 
     data = ["--data.kind=text", "--data.path=builtin:wiki_sample", "--data.tokenizer=word", "--data.vocab_size=8192"]
-    r = run_cli("experiments.baseline", "--method=word2vec", "--epochs=3", *data, *BENCH, f"--out_dir={tmp_path}")
+    r = run_cli(
+        "experiments.baseline",
+        "--method=word2vec",
+        "--sg=false",
+        "--epochs=3",
+        "--name=word2vec",
+        *data,
+        *BENCH,
+        f"--out_dir={tmp_path}",
+    )
     assert r.returncode == 0, r.stderr
     run = tmp_path / "word2vec"
     summary = json.loads((run / "summary.json").read_text())
@@ -234,7 +243,15 @@ def test_a_baseline_is_read_by_the_report_summary_csv_and_the_page(tmp_path):
 
     data = ["--data.kind=text", "--data.path=builtin:lee_news", "--data.tokenizer=word", "--data.vocab_size=2048"]
     r = run_cli(
-        "experiments.baseline", "--dim=16", "--epochs=2", *data, *BENCH, f"--out_dir={tmp_path}", "--log.wandb=false"
+        "experiments.baseline",
+        "--dim=16",
+        "--sg=false",
+        "--epochs=2",
+        "--name=word2vec",
+        *data,
+        *BENCH,
+        f"--out_dir={tmp_path}",
+        "--log.wandb=false",
     )
     assert r.returncode == 0, r.stderr
     base = {
@@ -288,6 +305,44 @@ def test_a_baseline_is_read_by_the_report_summary_csv_and_the_page(tmp_path):
     assert (tmp_path / "word2vec" / "embedding_space.html").stat().st_size > 1_000_000
     r = run_cli("experiments.report", str(tmp_path / "bs"), f"--baseline={tmp_path / 'nothing'}")
     assert r.returncode == 2 and "holds no summary.json" in r.stderr
+
+
+def test_the_baseline_by_default_leaves_unk_out_of_its_stream_and_scores_the_shipped_benchmarks(tmp_path, monkeypatch):
+    """The default anchor is skip-gram; the ids gensim reads are the training stream (read from train.bin) without
+    <unk> (id 0), in order, and the <unk> row stays zero; --keep_unk=true feeds the whole stream; with no
+    log.word_similarity / log.analogy on a word vocabulary, WordSim-353, SimLex-999 and Google are scored."""
+    from embjax.cli import baseline_main
+    from embjax.config import load_config
+    from embjax.data.corpus import make_corpus
+    from embjax.train import baseline
+
+    data = ["--data.kind=text", "--data.path=builtin:lee_news", "--data.tokenizer=word", "--data.vocab_size=2048"]
+    fed, original = [], baseline.TokenStream
+    monkeypatch.setattr(
+        baseline, "TokenStream", lambda ids, tokens: fed.append(np.asarray(ids)) or original(ids, tokens)
+    )
+    common = ["--dim=8", *data, f"--out_dir={tmp_path}", "--log.wandb=false", "--log.progress=false"]
+    assert baseline_main([*common, "--epochs=1"]) == 0
+    folder = make_corpus(load_config(None, data)).folder
+    train = np.fromfile(os.path.join(folder, "train.bin"), read_meta(folder)["dtype"])
+    assert _read_tokens(tmp_path / "word2vec-sg")[0] == "<unk>" and (train == 0).sum() > 100
+    np.testing.assert_array_equal(fed[0], train[train != 0])
+    E = np.load(tmp_path / "word2vec-sg" / "embeddings.npy")
+    assert not E[0].any() and E[1].any()  # <unk>'s row: never trained
+    s = json.loads((tmp_path / "word2vec-sg" / "summary.json").read_text())
+    assert s["baseline/sg"] is True and s["baseline/keep_unk"] is False and s["baseline/stream_tokens"] == len(fed[0])
+    for key in ("word_sim/wordsim353/spearman", "word_sim/simlex999/spearman", "analogy/google/accuracy"):
+        assert isinstance(s[key], float) and isinstance(s[key.replace("/", "_out/", 1)], float), key
+    assert baseline_main([*common, "--epochs=1", "--keep_unk=true", "--name=keep"]) == 0
+    np.testing.assert_array_equal(fed[1], train)
+    assert np.load(tmp_path / "keep" / "embeddings.npy")[0].any()
+
+    assert baseline_main([*common, "--epochs=[1, 2]", "--name=curve"]) == 0  # the anchor's curve: a run each
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("curve")) == ["curve-e1", "curve-e2"]
+    for n in (1, 2):
+        s = json.loads((tmp_path / f"curve-e{n}" / "summary.json").read_text())
+        assert s["status"] == "finished" and s["baseline/epochs"] == n and "word_sim/simlex999/spearman" in s
+    assert baseline_main([*common, "--epochs=[1, 0]", "--name=bad"]) == 2 and not (tmp_path / "bad-e1").exists()
 
 
 def test_document_shards_are_disjoint_and_a_train_fraction_keeps_whole_documents(tmp_path):

@@ -12,7 +12,8 @@ import jax
 import numpy as np
 
 from ..config import Config
-from ..model.models import embedding_size
+from ..model.models import count_params, embedding_size
+from ..runtime.mesh import to_host
 from .sinks import MemorySink
 
 
@@ -33,6 +34,25 @@ class Outcome:
     E: np.ndarray | None = None  # the final input table on the host
     E_out: np.ndarray | None = None  # the final untied output table (None when tied)
     row_updates: np.ndarray | None = None
+    best: dict[str, Any] = field(default_factory=dict)  # best/* and stopped_early (selection.Selection.summary)
+
+
+def outcome(P: Any, status: str, state: Any, start: int, **known: Any) -> Outcome:
+    """An Outcome from a member's final state (None, or donated after a crash: only what the loop knew)."""
+    o = Outcome(status, step=known.pop("last_step", start), start=start, **known)
+    try:
+        step, diverged_at, skipped = (int(jax.device_get(state[k])) for k in ("step", "diverged_at", "skipped"))
+    except (RuntimeError, TypeError):
+        return o
+    o.step, o.skipped = diverged_at if status == "diverged" and diverged_at >= 0 else step, skipped
+    if status in ("finished", "diverged"):
+        o.params, o.state = count_params(state["params"]), state
+        o.E, o.E_out, o.row_updates = (
+            to_host(P.table(state["params"])),
+            to_host(P.output_table(state["params"])),
+            to_host(state["row_updates"]),
+        )
+    return o
 
 
 class Run(Protocol):
@@ -45,7 +65,15 @@ class Run(Protocol):
     def log_rich(self, step: int | None, items: dict[str, Any]) -> None: ...
     def snapshot(self, step: int, rows: np.ndarray, E: np.ndarray, updates: np.ndarray) -> None: ...
     def checkpoint(self, step: int, state: Any) -> None: ...
+    def evals(self, step: int) -> list[tuple[int, float]]: ...
+    def save_best(self, step: int, state: Any) -> None: ...
+    def restore_best(self, step: int, abstract_state: Any, shardings: Any) -> Any: ...
     def finish(self, outcome: Outcome) -> dict[str, Any]: ...
+
+
+def logged_evals(rows: list[tuple[int, dict]], step: int) -> list[tuple[int, float]]:
+    """(step, eval/loss) of the logged rows up to `step`, in order: what the run's Selection replays on resume."""
+    return [(s, float(r["eval/loss"])) for s, r in rows if s <= step and isinstance(r.get("eval/loss"), (int, float))]
 
 
 def summarize(cfg: Config, info: dict, o: Outcome) -> dict[str, Any]:
@@ -75,6 +103,7 @@ def summarize(cfg: Config, info: dict, o: Outcome) -> dict[str, Any]:
         out["params"] = o.params
     if o.row_updates is not None:
         out["emb/rows_never_updated"] = float(np.sum(o.row_updates == 0))
+    out.update(o.best)
     return out
 
 
@@ -86,6 +115,7 @@ class MemoryRun:
         self.cfg, self.label, self.info = cfg, label or cfg.name, corpus_info or {}
         self.sink = MemorySink()
         self.checkpoints: dict[int, Any] = {}
+        self.best: tuple[int, Any] | None = None  # (step, host state) of checkpoint.keep_best
         self.snapshots: dict[int, tuple] = {}  # step -> (rows, float16 E rows, updates)
         self.outcome: Outcome | None = None
 
@@ -111,6 +141,15 @@ class MemoryRun:
 
     def checkpoint(self, step: int, state: Any) -> None:
         self.checkpoints[step] = jax.device_get(state)
+
+    def evals(self, step: int) -> list[tuple[int, float]]:
+        return logged_evals(self.sink.rows, step) if step > 0 else []
+
+    def save_best(self, step: int, state: Any) -> None:
+        self.best = step, jax.device_get(state)
+
+    def restore_best(self, step: int, abstract_state: Any, shardings: Any) -> Any:
+        return jax.device_put(self.best[1], shardings) if self.best and self.best[0] == step else None
 
     def finish(self, o: Outcome) -> dict[str, Any]:
         if self.outcome is not None:  # finished already (a crash summarised first)

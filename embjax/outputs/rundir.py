@@ -33,12 +33,13 @@ from ..runtime.mesh import is_main_process, share_decision
 from . import snapshots
 from .exports import export_projector
 from .lock import RunLock, RunLocked
-from .run import Outcome, summarize
+from .run import Outcome, logged_evals, summarize
 from .sinks import (
     CompositeSink,
     JsonlSink,
     NullSink,
     WandbSink,
+    read_jsonl,
     remove_quietly,
     truncate_jsonl,
     write_atomic,
@@ -46,6 +47,7 @@ from .sinks import (
 from .viewer import write_page
 
 CHECKPOINTS, CONFIG_FILE, WANDB_ID = "checkpoints", "config.yaml", "wandb_id.txt"
+BEST_CHECKPOINT = "best_checkpoint"  # checkpoint.keep_best: the state of the lowest eval loss (one orbax step)
 
 
 def write_tokens_tsv(run_dir: str, corpus: Any, marks: np.ndarray | None = None) -> None:
@@ -176,6 +178,7 @@ class RunDir:
         self.corpus: Corpus | None = None
         self.pretrained: PretrainedTable | None = None
         self.ckpt: Checkpointer | None = None
+        self.best_ckpt: Checkpointer | None = None
         self.wandb: WandbSink | None = None
         self.jsonl: JsonlSink | None = None
         self.sink: Any = NullSink()
@@ -203,6 +206,8 @@ class RunDir:
                 remove_quietly(tmp)
         # every process takes part in orbax's (multi-process) saves and restores
         self.ckpt = Checkpointer(os.path.join(self.path, CHECKPOINTS), keep=cfg.checkpoint.keep)
+        if cfg.checkpoint.keep_best:  # saved before the loop goes on, so it is on disk before a later latest one
+            self.best_ckpt = Checkpointer(os.path.join(self.path, BEST_CHECKPOINT), keep=1, async_save=False)
         if not self.writer:
             return
         write_atomic(os.path.join(self.path, CONFIG_FILE), lambda f: f.write(C.dump_yaml(cfg)))
@@ -285,6 +290,22 @@ class RunDir:
             self.jsonl.flush()
         self.ckpt.save(step, state, C.to_dict(self.cfg))
 
+    def evals(self, step: int) -> list[tuple[int, float]]:
+        path = os.path.join(self.path, "metrics.jsonl")
+        rows = read_jsonl(path) if step > 0 and os.path.exists(path) else []
+        return logged_evals([(r.get("step", -1), r) for r in rows], step)
+
+    def save_best(self, step: int, state: Any) -> None:
+        self.best_ckpt.save(step, state, C.to_dict(self.cfg))
+
+    def restore_best(self, step: int, abstract_state: Any, shardings: Any) -> Any:
+        """The best checkpoint's state at `step`, or None (with a warning) when it cannot be read."""
+        try:
+            return self.best_ckpt.restore(step, abstract_state, shardings)[0]
+        except Exception as err:  # noqa: BLE001 - the run's results stand; its best/* benchmark keys are lost
+            print(f"warning: {self.path}: best checkpoint {step} not read ({type(err).__name__})", file=sys.stderr)
+            return None
+
     def finish(self, o: Outcome) -> dict[str, Any]:
         """The essential outputs first: the last checkpoint (with a good final state), then summary.json (always);
         then the optional ones, each of which costs only itself when it cannot be written: the exports, the page,
@@ -297,8 +318,9 @@ class RunDir:
             try:
                 if o.state is not None and o.status == "finished":
                     self.ckpt.save(o.step, o.state, C.to_dict(self.cfg), force=True)
-                if self.ckpt is not None:
-                    self.ckpt.close()  # waits for the async saves
+                for ckpt in (self.ckpt, self.best_ckpt):
+                    if ckpt is not None:
+                        ckpt.close()  # waits for the async saves
             except BaseException as err:
                 summary.update(status="failed", error=f"checkpoint not written: {type(err).__name__}: {err}"[:500])
                 raise

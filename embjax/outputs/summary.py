@@ -30,10 +30,10 @@ BENCHMARK_PREFIXES = ("word_sim/", "word_sim_out/", "analogy/", "analogy_out/")
 
 
 def write_summary_csv(sweep_dir: str, keys: list[str], cfgs: list[Config], summaries: list[dict]) -> str:
-    """summary.csv: a row per member: its name, a column per swept key, final metrics (the benchmark keys any member
-    logged among them), status. The report adds a baseline's row (benchmark_report.add_baseline_row)."""
+    """summary.csv: a row per member: its name, a column per swept key, final metrics (the benchmark keys and best/*
+    keys any member has among them), status. The report adds a baseline's row (benchmark_report.add_baseline_row)."""
     path = os.path.join(sweep_dir, "summary.csv")
-    bench = sorted({k for s in summaries for k in s if k.startswith(BENCHMARK_PREFIXES)})
+    bench = sorted({k for s in summaries for k in s if k.startswith(BENCHMARK_PREFIXES) or k.startswith("best/")})
     metrics = [*SUMMARY_METRICS[:-2], *bench, *SUMMARY_METRICS[-2:]]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)

@@ -89,25 +89,16 @@ class Checkpointer:
         steps = self.steps()[-1:] if not walk_back else self.steps()
         if not steps:
             return None
-        if shardings is not None:
-            abstract_state = jax.tree.map(
-                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
-            )
         failures = []
         for step in reversed(steps):
             try:
-                out = self.manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore()
-                    ),
-                )
+                state, config = self.restore(step, abstract_state, shardings)
                 if failures:
                     warnings.warn(
                         f"checkpoint(s) {', '.join(failures)} could not be restored; resumed from step {step}",
                         stacklevel=2,
                     )
-                return step, out["state"], out["config"]
+                return step, state, config
             except Exception as err:  # noqa: BLE001 - any read failure means: try the previous one
                 failures.append(f"{step} ({type(err).__name__})")
         raise CheckpointError(
@@ -115,6 +106,18 @@ class Checkpointer:
             "by an embjax whose train state had other parts cannot be); refusing to start over: pass "
             "--overwrite=true to discard the run"
         )
+
+    def restore(self, step: int, abstract_state: Any, shardings: Any = None) -> tuple[Any, dict]:
+        """(state, config) of the checkpoint at `step` (an error when it cannot be read)."""
+        if shardings is not None:
+            abstract_state = jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
+            )
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore()),
+        )
+        return out["state"], out["config"]
 
     def close(self) -> None:
         """Wait for the async saves, then close the manager (its threads) even when a save failed: the save's

@@ -2,9 +2,13 @@
 run directory (`python -m experiments.baseline --method=word2vec|fasttext --data...`).
 
 Same tokens as the LM runs: the training split's token ids, as strings (tokens.tsv's), in stream order,
-`<unk>` and `<eos>` kept as words, cut into gensim sentences of 10,000 tokens (gensim's longest); the
-vocabulary is the prepared one (every token of the training stream, min_count 1), so row i of
-embeddings.npy is token i, as in an LM run (a token the stream never holds gets a zero row). The output table
+`<eos>` kept as a word and `<unk>` left out (`keep_unk` keeps it), cut into gensim sentences of 10,000 tokens
+(gensim's longest); the vocabulary is the prepared one (every token of the stream, min_count 1), so row i of
+embeddings.npy is token i, as in an LM run (a token the stream never holds, `<unk>` by default, gets a zero row).
+The default is the strong small-corpus setting measured in docs/text.md (skip-gram, d 100, window 5, negative 5,
+DEFAULT_EPOCHS epochs, where the curve over epochs flattens); a list of epochs is one run directory each.
+On a word vocabulary the shipped benchmarks (wordsim353, simlex999, google) are scored unless log.word_similarity /
+log.analogy say otherwise. The output table
 (word2vec's negative-sampling context vectors, syn1neg) is output_embeddings.npy, scored like an untied LM head.
 One worker thread and a fixed hash make a run repeatable (gensim's own requirement); `--workers` trades that for
 speed. The run directory holds what an LM run's does for its final table: summary.json (status, wall time,
@@ -39,23 +43,29 @@ from ..outputs.viewer import write_page
 
 METHODS = ("word2vec", "fasttext")
 SENTENCE = 10_000  # gensim's MAX_WORDS_IN_BATCH: a longer sentence is cut there
+DEFAULT_EPOCHS = 20  # where the anchor's curve on builtin:wiki_sample flattens (docs/text.md: 5, 10, 20, 40 measured)
 
 
 @dataclass(frozen=True)
 class Spec:
-    """A baseline's own settings (gensim's defaults but the vocabulary's min_count)."""
+    """A baseline's own settings: gensim's word2vec defaults but skip-gram, more epochs (a small corpus), the
+    vocabulary's min_count and `<unk>` left out of the stream."""
 
     method: str = "word2vec"
-    sg: bool = False  # skip-gram (true) or CBOW
+    sg: bool = True  # skip-gram (true) or CBOW
     dim: int = 100
-    epochs: int = 5
+    epochs: int = DEFAULT_EPOCHS
     window: int = 5
     negative: int = 5
     workers: int = 1
+    keep_unk: bool = False  # a word vocabulary's <unk> stays in the stream as a word (false: left out)
 
     def check(self) -> Spec:
         if self.method not in METHODS:
             raise ConfigError(f"--method: got {self.method!r}; allowed: {' | '.join(METHODS)}")
+        for key in ("sg", "keep_unk"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"--{key}: got {getattr(self, key)!r}; allowed: true/false")
         for key, lo in (("dim", 1), ("epochs", 1), ("window", 1), ("negative", 1), ("workers", 1)):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < lo:
                 raise ConfigError(f"--{key}: got {getattr(self, key)!r}; allowed: an integer >= {lo}")
@@ -80,12 +90,21 @@ class TokenStream:
             yield self.tokens[np.asarray(self.ids[s : s + SENTENCE], np.int64)].tolist()
 
 
+def training_ids(corpus: TextCorpus, keep_unk: bool) -> np.ndarray:
+    """The token ids gensim reads: the training stream, a word vocabulary's <unk> left out unless keep_unk."""
+    unk = getattr(corpus, "unk_id", None)
+    ids = np.asarray(corpus.train)
+    return ids if keep_unk or unk is None else ids[ids != unk]
+
+
 def fit(corpus: TextCorpus, spec: Spec, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
     """(E, E_out, seconds): gensim's model trained on the corpus's training stream, rows in token-id order."""
     from gensim.models import FastText, Word2Vec
 
-    stream = TokenStream(corpus.train, corpus.tokens)
-    freq = {t: int(c) for t, c in zip(corpus.tokens, corpus.counts) if c > 0}
+    ids = training_ids(corpus, spec.keep_unk)
+    stream = TokenStream(ids, corpus.tokens)
+    counts = np.bincount(ids, minlength=corpus.vocab_size)
+    freq = {t: int(c) for t, c in zip(corpus.tokens, counts) if c > 0}
     cls = Word2Vec if spec.method == "word2vec" else FastText
     model = cls(
         vector_size=spec.dim,
@@ -99,7 +118,7 @@ def fit(corpus: TextCorpus, spec: Spec, seed: int) -> tuple[np.ndarray, np.ndarr
     )
     model.build_vocab_from_freq(freq, corpus_count=len(stream))
     t0 = time.perf_counter()
-    model.train(stream, total_examples=len(stream), total_words=len(corpus.train), epochs=spec.epochs)
+    model.train(stream, total_examples=len(stream), total_words=len(ids), epochs=spec.epochs)
     seconds = time.perf_counter() - t0
     V, wv = corpus.vocab_size, model.wv
     E, E_out = np.zeros((V, spec.dim), np.float32), np.zeros((V, spec.dim), np.float32)
@@ -123,6 +142,28 @@ def _same(stored: dict, cfg: Config, spec: Spec) -> bool:
     return stored.get("baseline") == now["baseline"] and keep(stored.get("config", {})) == keep(now["config"])
 
 
+SHIPPED_BENCHMARKS = {"word_similarity": ("wordsim353", "simlex999"), "analogy": ("google",)}
+
+
+def with_benchmarks(cfg: Config) -> Config:
+    """On a word vocabulary, the shipped benchmarks where log.word_similarity / log.analogy are null (an empty
+    list scores none)."""
+    if cfg.data.tokenizer != "word" or cfg.data.tokenizer_file:
+        return cfg
+    given = {k: v for k, v in SHIPPED_BENCHMARKS.items() if getattr(cfg.log, k) is None}
+    return dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, **given)) if given else cfg
+
+
+def train_curve(cfg: Config, spec: Spec, epochs: list[int], overwrite: bool = False) -> list[dict[str, Any]]:
+    """One baseline per number of epochs, in `<name>-e<N>` each: the anchor's curve over epochs."""
+    return [
+        train_baseline(
+            dataclasses.replace(cfg, name=f"{cfg.name}-e{n}"), dataclasses.replace(spec, epochs=n), overwrite
+        )
+        for n in epochs
+    ]
+
+
 def train_baseline(cfg: Config, spec: Spec, overwrite: bool = False) -> dict[str, Any]:
     """Fit the baseline and write its run directory (a finished one with the same settings is returned as it is;
     other settings in an existing directory are refused unless `overwrite`)."""
@@ -132,6 +173,7 @@ def train_baseline(cfg: Config, spec: Spec, overwrite: bool = False) -> dict[str
             f"data.kind: got {cfg.data.kind!r}; allowed: 'text' (a baseline trains on a prepared corpus's tokens), "
             "e.g. --data.kind=text --data.path=builtin:wiki_sample --data.tokenizer=word"
         )
+    cfg = with_benchmarks(cfg)
     run_dir = cfg.run_dir
     done = _finished(run_dir)
     if done is not None and not overwrite:
@@ -179,7 +221,8 @@ def _run(cfg: Config, spec: Spec, corpus: TextCorpus, geometry: TrainingGeometry
     t0 = time.perf_counter()
     E, E_out, fit_s = fit(corpus, spec, cfg.seed)
     scalars, rich = geometry(E, spec.epochs, E_out)
-    words = len(corpus.train) * spec.epochs
+    stream_tokens = len(training_ids(corpus, spec.keep_unk))
+    words = stream_tokens * spec.epochs
     summary = {
         **scalars,
         "status": "finished",
@@ -189,6 +232,7 @@ def _run(cfg: Config, spec: Spec, corpus: TextCorpus, geometry: TrainingGeometry
         "fit_s": fit_s,
         "words_per_s": words / max(fit_s, 1e-9),
         "params": int(E.size + E_out.size),
+        "baseline/stream_tokens": stream_tokens,
         "run_dir": os.path.abspath(run_dir),
         **{f"baseline/{k}": v for k, v in dataclasses.asdict(spec).items()},
         **corpus.info,

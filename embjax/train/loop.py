@@ -19,36 +19,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..model.models import count_params
-from ..outputs.run import Outcome, Run
+from ..outputs.run import Run, outcome
 from ..outputs.sinks import ConsoleSink
-from ..runtime.mesh import replicated, stack_members, start_agree_max, to_host
+from ..runtime.mesh import replicated, stack_members, start_agree_max
 from ..runtime.profiler import Profiler
 from ..runtime.signals import Signals
 from .observe import Fetched, Observer, compile_program, hit, member_row
+from .selection import Selection
 from .step import Program, hparams
 
 
 def _next_event(s: int, total: int, every: tuple[int, ...]) -> int:  # the next step something happens at
     return min([total] + [(s // e + 1) * e for e in every if e > 0])
-
-
-def outcome(P: Program, status: str, state: Any, start: int, **known: Any) -> Outcome:
-    """An Outcome from a member's final state (None, or donated after a crash: only what the loop knew)."""
-    o = Outcome(status, step=known.pop("last_step", start), start=start, **known)
-    try:
-        step, diverged_at, skipped = (int(jax.device_get(state[k])) for k in ("step", "diverged_at", "skipped"))
-    except (RuntimeError, TypeError):
-        return o
-    o.step, o.skipped = diverged_at if status == "diverged" and diverged_at >= 0 else step, skipped
-    if status in ("finished", "diverged"):
-        o.params, o.state = count_params(state["params"]), state
-        o.E, o.E_out, o.row_updates = (
-            to_host(P.table(state["params"])),
-            to_host(P.output_table(state["params"])),
-            to_host(state["row_updates"]),
-        )
-    return o
 
 
 class Loop:
@@ -126,6 +108,7 @@ class _Cohort:
         self.state = stack_members(states) if loop.vmapped else states[0]
         self.status, self.rows, self.last_step = ["running"] * self.M, [{} for _ in runs], [start] * self.M
         self.t0, self.compile_s, self.clock = time.perf_counter(), None, (start, time.perf_counter())
+        self.select, self.stopped = Selection(loop.cfg, [r.evals(start) for r in runs]), {}  # {member: its state}
         label = runs[0].label if self.M == 1 else f"{loop.desc or ''} {self.M} members vmapped".strip()
         self.console = ConsoleSink(loop.cfg.steps, start, label, enabled=loop.show)
         self.prof = Profiler(loop.cfg.log.profile_steps, loop.cfg.steps, runs[0].cfg.run_dir)
@@ -154,6 +137,8 @@ class _Cohort:
     def _train(self) -> None:
         L, cfg = self.L, self.L.cfg
         total, s = cfg.steps, self.start
+        if ex := self.select.exhausted():  # a run that stopped early stays stopped when it is run again
+            self._stop_early({i: m for i, m in enumerate(self._members()) if i in ex})
         pending = L.obs.dispatch(self.state, 0) if s == 0 else None
         events = (*L.obs.events(), cfg.checkpoint.every)
         while s < total and "running" in self.status:
@@ -168,18 +153,24 @@ class _Cohort:
                 self._fetch(L.obs.fetch(pending))
                 self.compile_s = self.compile_s or time.perf_counter() - self.t0
             pending = extras
-            stop = L.stopping()
-            if hit(s, cfg.checkpoint.every, total) or stop:
-                self._fetch(
-                    L.obs.fetch(pending)
-                )  # every row (and snapshot) up to s is logged before checkpoint s exists
+            stop, select = L.stopping(), self.select.due(s)
+            if hit(s, cfg.checkpoint.every, total) or stop or select:
+                self._fetch(L.obs.fetch(pending))  # every row (and snapshot) up to s is logged before checkpoint s
                 pending = None
-                self._checkpoint(s)
+                if select:  # a new best is saved, an exhausted patience stops its member (with its state at s)
+                    fresh = [st == "running" and t == s for st, t in zip(self.status, self.last_step)]
+                    self._stop_early(self.select.update(s, self.runs, self.rows, fresh, self._members))
+                if hit(s, cfg.checkpoint.every, total) or stop:
+                    self._checkpoint(s)
                 if stop:
                     self.status = ["interrupted" if st == "running" else st for st in self.status]
         if pending is not None:
             self._fetch(L.obs.fetch(pending))
         self.status = ["finished" if st == "running" else st for st in self.status]
+
+    def _stop_early(self, states: dict[int, Any]) -> None:
+        for i, state in states.items():
+            self.status[i], self.stopped[i] = "finished", state
 
     def _fetch(self, f: Fetched) -> None:
         """Log one chunk's fetched metrics (and snapshot) per member."""
@@ -195,7 +186,7 @@ class _Cohort:
             if self.status[i] != "running":
                 continue
             at = i if self.L.vmapped else None
-            row = member_row(host, at)
+            row = {**member_row(host, at), **f.extra}
             diverged_at = int(row.pop("_diverged_at"))
             if s > self.start:
                 row["perf/tokens_per_s"] = rate
@@ -237,7 +228,9 @@ class _Cohort:
                 row=self.rows[i], wall_s=wall, compile_s=self.compile_s, members=self.M, last_step=self.last_step[i]
             )
             try:
-                o = outcome(self.L.P, self.status[i], states[i], self.start, **known)
+                o = outcome(self.L.P, self.status[i], self.stopped.get(i, states[i]), self.start, **known)
+                if o.status in ("finished", "diverged"):
+                    o.best = self.select.summary(i, r, self.L.P, self.L.obs.geometry, i in self.stopped)
             except Exception as err:  # noqa: BLE001 - e.g. out of host memory for E: summarise, then re-raise
                 o, error = outcome(self.L.P, "failed", None, self.start, **known), err
             out.append(r.finish(o))

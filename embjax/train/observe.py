@@ -18,6 +18,7 @@ import numpy as np
 from ..analysis.metrics import TrainingGeometry
 from ..outputs.snapshots import snapshot_every, snapshot_rows
 from ..runtime.mesh import replicated, to_host
+from .selection import perplexity
 from .step import Program
 
 
@@ -27,8 +28,11 @@ def hit(s: int, every: int, total: int) -> bool:
 
 
 def member_row(host: dict, i: int | None) -> dict[str, float]:
-    """Member i's scalars (i None: not vmapped); an eval bucket with no target (its NaN) is left out."""
+    """Member i's scalars (i None: not vmapped); an eval bucket with no target (its NaN) is left out; eval/ppl =
+    exp(eval/loss) beside the eval loss."""
     row = {k: float(np.asarray(v)[i] if i is not None else v) for k, v in host.items()}
+    if "eval/loss" in row:
+        row["eval/ppl"] = perplexity(row["eval/loss"])
     return {k: v for k, v in row.items() if v == v or "_bucket_" not in k}
 
 
@@ -58,6 +62,7 @@ class Fetched:
     E: np.ndarray | None
     E_out: np.ndarray | None  # the untied output head, when benchmarks score it
     snapshot: tuple[np.ndarray, np.ndarray] | None  # (float16 rows, row update counts)
+    extra: dict[str, float]  # the same for every member: train/epoch on a text corpus
 
 
 class Observer:
@@ -77,6 +82,8 @@ class Observer:
         self.eval_batches = place(
             P.corpus.eval_batches(jax.random.key(1_000_003), cfg.data.eval_batches, cfg.data.batch_size)
         )
+        tokens = P.corpus.info.get("data/train_tokens")  # (a text corpus) passes over the training stream per step
+        self.epochs_per_step = cfg.data.batch_size * cfg.data.seq_len / tokens if tokens else None
         self.snapshot_every = snapshot_every(cfg.steps, cfg.log.every, cfg.log.snapshot_every)
         self.rows = snapshot_rows(P.corpus.counts) if self.snapshot_every else None
         if self.rows is not None:
@@ -108,4 +115,7 @@ class Observer:
         s, dev, tables, snap = pending
         host = jax.device_get(dev)
         E, E_out = (None if x is None else to_host(x) for x in tables)
-        return Fetched(s, host, E, E_out, None if snap is None else tuple(np.asarray(to_host(x)) for x in snap))
+        snap = None if snap is None else tuple(np.asarray(to_host(x)) for x in snap)
+        return Fetched(
+            s, host, E, E_out, snap, {} if self.epochs_per_step is None else {"train/epoch": s * self.epochs_per_step}
+        )

@@ -30,6 +30,7 @@ from ..runtime.signals import Signals
 from ..sweep import group_by_shape, load_sweep, member_configs, member_label, sweep_name, swept_keys
 from .loop import Loop
 from .memory import check_memory, disk_need, members_that_fit
+from .selection import resolve_epochs
 from .step import Program
 
 
@@ -124,6 +125,7 @@ def train_group(
     signals: Signals | None = None,
 ) -> list[dict[str, Any]]:
     """Train configs that differ only in values (σ, lr, decays, clip, seed) with one compiled program."""
+    cfgs = resolve_epochs(cfgs)  # (epochs: steps from the corpus, before a stored config is compared)
     agree_on_config(cfgs)  # the processes of a multi-process run: the same configs and out_dir, or one line
     check_memory(cfgs[0], len(cfgs) if vectorize and len(cfgs) > 1 else 1)  # before any run directory is opened
     runs: list[RunDir] = []
@@ -203,7 +205,7 @@ def run_sweep(
         raise ConfigError(f"--vectorize: got {vectorize!r}; allowed: auto | on | off")
     sweep = load_sweep(path) if sweep is None else sweep
     name = sweep_name(path, sweep)
-    cfgs = member_configs(path, sweep, out_dir, overrides or {}, pretrained_source)
+    cfgs = resolve_epochs(member_configs(path, sweep, out_dir, overrides or {}, pretrained_source))
     for cfg in cfgs:  # refuse a bad member before any is written (or, with overwrite, remove every old one)
         check(cfg, overwrite=overwrite)
     sweep_dir = os.path.dirname(cfgs[0].run_dir)
