@@ -17,7 +17,7 @@ from .step import Program
 
 
 def disk_need(program: Program, members: int) -> dict[str, float]:
-    """Bytes a group of runs may write (an estimate): checkpoints (keep + 1 while a new one is written), the
+    """Bytes a group of runs may write (an estimate): checkpoints (keep + 1 while a new one is written, + the best), the
     embedding snapshots, and the page and exports (the page holds the frames as text, plus Plotly's bundle)."""
     cfg = program.cfg
     state = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(program.abstract_state))
@@ -27,7 +27,7 @@ def disk_need(program: Program, members: int) -> dict[str, float]:
     snaps = frames * rows * (cfg.model.embed_dim * 2 + 4)
     tables = cfg.data.vocab_size * cfg.model.embed_dim * 4 * (1 if cfg.model.tie_embeddings else 2)
     return {
-        "checkpoints": members * (cfg.checkpoint.keep + 1) * state,
+        "checkpoints": members * (cfg.checkpoint.keep + 1 + cfg.checkpoint.keep_best) * state,
         "snapshots": members * snaps,
         "page and exports": members * (3 * snaps + 3 * tables + (5 * 2**20 if every else 0)),
     }
