@@ -112,3 +112,13 @@ def test_the_readme_is_a_front_door():
     assert "\npytest -q " in text
     for link in re.findall(r"\]\(((?:docs/)?[\w./-]+\.md)\)", text):  # every manual it links exists
         assert os.path.exists(os.path.join(ROOT, link)), link
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    bad = []
+    for path in doc_files():
+        text = open(path, encoding="utf-8").read()
+        for link in re.findall(r"\]\(([\w./-]+\.(?:md|png|yaml|py))(?:#[\w-]*)?\)", text):
+            if not os.path.exists(os.path.join(os.path.dirname(path), link)):
+                bad.append(f"{os.path.relpath(path, ROOT)}: {link}")
+    assert bad == []
