@@ -156,10 +156,9 @@ def _unit32(v: np.ndarray) -> np.ndarray:
     return (v64 * (1.0 / np.sqrt(v64 @ v64))).astype(np.float32)
 
 
-def pairs_similarity(E: Any, lex: Lexicon, pairs: list[Pair], prefix: str) -> dict[str, float]:
-    """Spearman's ρ between cos(vec(w₁), vec(w₂)) and the human scores; a pair is skipped when a word has no rows
-    or a zero vector. The cosine is gensim's: float32 unit vectors' float32 dot product, so equal words tie as in
-    gensim (ρ equal to its evaluate_word_pairs to 1e-6). Keys `<prefix>/spearman`, `/pairs`, `/skipped`."""
+def pair_cosines(E: Any, lex: Lexicon, pairs: list[Pair]) -> tuple[np.ndarray, np.ndarray]:
+    """(cos, used): each pair's cos(vec(w₁), vec(w₂)) in the file's order (float64 of gensim's float32 dot product of
+    float32 unit vectors; 0 where unused) and whether it is used (both words have rows and a nonzero vector)."""
     E = np.asarray(E)
     vecs: dict[str, np.ndarray | None] = {}
 
@@ -170,15 +169,22 @@ def pairs_similarity(E: Any, lex: Lexicon, pairs: list[Pair], prefix: str) -> di
             vecs[word] = _unit32(v) if v is not None and np.linalg.norm(v) > 0 else None
         return vecs[word]
 
-    cos, human = [], []
-    for w1, w2, score in pairs:
+    cos, used = np.zeros(len(pairs), np.float64), np.zeros(len(pairs), bool)
+    for i, (w1, w2, _) in enumerate(pairs):
         a, b = vec(w1), vec(w2)
-        if a is None or b is None:
-            continue
-        cos.append(float(np.dot(a, b)))
-        human.append(score)
-    rho = spearman(np.asarray(cos), np.asarray(human)) if len(cos) >= 2 else float("nan")
-    n = float(len(cos))
+        if a is not None and b is not None:
+            cos[i], used[i] = float(np.dot(a, b)), True
+    return cos, used
+
+
+def pairs_similarity(E: Any, lex: Lexicon, pairs: list[Pair], prefix: str) -> dict[str, float]:
+    """Spearman's ρ between cos(vec(w₁), vec(w₂)) and the human scores; a pair is skipped when a word has no rows
+    or a zero vector. The cosine is gensim's: float32 unit vectors' float32 dot product, so equal words tie as in
+    gensim (ρ equal to its evaluate_word_pairs to 1e-6). Keys `<prefix>/spearman`, `/pairs`, `/skipped`."""
+    cos, used = pair_cosines(E, lex, pairs)
+    human = np.asarray([score for _, _, score in pairs], np.float64)
+    rho = spearman(cos[used], human[used]) if used.sum() >= 2 else float("nan")
+    n = float(used.sum())
     return {f"{prefix}/spearman": rho, f"{prefix}/pairs": n, f"{prefix}/skipped": float(len(pairs)) - n}
 
 
