@@ -1,0 +1,108 @@
+"""A run's per-pair word-similarity data: (human score, model cosine) for every pair of a benchmark, in the file's
+order, so that several runs (seeds, arms) share the pair index a bootstrap resamples.
+
+The cosines are the ones the run's own `word_sim/<set>/spearman` ranks (`embjax.analysis.evals.pair_cosines`), on
+a word-level vocabulary read from the run directory's tokens.tsv and matched as gensim's evaluate_word_pairs does
+with case_insensitive=True: a benchmark word is the first row whose token equals it up to case; a pair with a word
+that is no row (or `<unk>`, or a zero vector) is skipped. Reads only the run directory (embeddings.npy,
+output_embeddings.npy, tokens.tsv, config.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..analysis.evals import SIMILARITY_SETS, Lexicon, benchmark_files, pair_cosines, read_pairs
+from ..analysis.stats import spearman
+from ..outputs.runs import get
+
+UNK = "<unk>"
+
+
+@dataclass(frozen=True)
+class PairScores:
+    """One table's scores on one benchmark: every pair of the file in its order; cos is nan where skipped."""
+
+    benchmark: str
+    words: list[tuple[str, str]]
+    human: np.ndarray  # (P,) float64
+    cos: np.ndarray  # (P,) float64, nan for a skipped pair
+
+    @property
+    def used(self) -> np.ndarray:
+        return np.isfinite(self.cos)
+
+    @property
+    def spearman(self) -> float:
+        """Spearman's ρ over the used pairs: the run's logged word_sim/<set>/spearman for the same table."""
+        u = self.used
+        return spearman(self.cos[u], self.human[u]) if u.sum() >= 2 else float("nan")
+
+
+def read_tokens(run_dir: str) -> list[str]:
+    """tokens.tsv's token column (header "id<TAB>token…"), one per table row."""
+    path = os.path.join(run_dir, "tokens.tsv")
+    with open(path, encoding="utf-8", newline="\n") as f:
+        lines = f.read().split("\n")
+    if not lines or not lines[0].startswith("id\ttoken"):
+        raise ValueError(f"per-pair scores: {path!r} is not an embjax tokens.tsv (header 'id<TAB>token…')")
+    return [line.split("\t")[1] for line in lines[1:] if line]
+
+
+def run_lexicon(run_dir: str) -> Lexicon:
+    """The run's word-level vocabulary as a Lexicon: a word is the first row whose token equals it up to case."""
+    tokens = read_tokens(run_dir)
+    rows = {t.upper(): i for i, t in reversed(list(enumerate(tokens)))}  # the first row of a case-folded token
+    unk = tokens.index(UNK) if UNK in tokens else None
+    return Lexicon(lambda w: [rows[w.upper()]] if w.upper() in rows else [], len(tokens), words=True, unk=unk)
+
+
+def _run_dir(run: dict | str) -> str:
+    """A run dict's directory (findings.runs) or a path; refused when its vocabulary is not word-level."""
+    run_dir = run["dir"] if isinstance(run, dict) else str(run)
+    cfg = run.get("cfg") if isinstance(run, dict) else None
+    if cfg is None and os.path.isfile(os.path.join(run_dir, "config.yaml")):
+        with open(os.path.join(run_dir, "config.yaml")) as f:
+            cfg = yaml.safe_load(f) or {}
+    kind, tok = get(cfg or {}, "data.kind"), get(cfg or {}, "data.tokenizer")
+    if kind == "text" and tok != "word":
+        raise ValueError(
+            f"per-pair scores: {run_dir!r} has data.tokenizer={tok!r}; allowed: a word-level vocabulary "
+            "(data.tokenizer=word), whose words are rows of tokens.tsv"
+        )
+    return run_dir
+
+
+def pair_scores(run: dict | str, benchmark: str, table: str = "embeddings.npy") -> PairScores:
+    """(human, cos) of every pair of `benchmark` (wordsim353, simlex999 or a pairs file) on a run's table
+    (embeddings.npy, or output_embeddings.npy for an untied head)."""
+    run_dir = _run_dir(run)
+    ((name, path),) = benchmark_files(benchmark, SIMILARITY_SETS)
+    pairs = read_pairs(path)[0]
+    E = np.load(os.path.join(run_dir, table))
+    cos, used = pair_cosines(E, run_lexicon(run_dir), pairs)
+    human = np.asarray([s for _, _, s in pairs], np.float64)
+    return PairScores(name, [(a, b) for a, b, _ in pairs], human, np.where(used, cos, np.nan))
+
+
+def stack(scores: list[PairScores]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cos_KxN, human_N, kept_N): the runs' cosines on the pairs every run uses (a shared pair index), the human
+    scores, and those pairs' positions in the file (a pair skipped by any run is left out of all)."""
+    if not scores:
+        raise ValueError("per-pair scores: got no runs; allowed: one or more runs' PairScores")
+    first = scores[0]
+    for s in scores[1:]:
+        if s.benchmark != first.benchmark or s.words != first.words:
+            raise ValueError(f"per-pair scores: got {first.benchmark!r} and {s.benchmark!r}; allowed: one benchmark")
+    kept = np.flatnonzero(np.logical_and.reduce([s.used for s in scores]))
+    return np.stack([s.cos[kept] for s in scores]), first.human[kept], kept
+
+
+def stacked(runs: list[Any], benchmark: str, table: str = "embeddings.npy"):
+    """`stack` of `pair_scores` over runs (e.g. one arm's seeds, in seed order)."""
+    return stack([pair_scores(r, benchmark, table) for r in runs])
