@@ -2,7 +2,8 @@
 from the numbers by a pure analysis function.
 
 A finding is one module here (claim, source, protocol, audit, checks, analysis, table, plot: its `FINDING`), over
-the verdict rule (`verdict`), the run readers (`runs`) and shared plot helpers (`plotting`); `document` writes
+the verdict rule (`verdict`), the run readers (`runs`), shared plot helpers (`plotting`), the seeds x pairs bootstrap
+of benchmark correlations (`bootstrap`) and a run's per-pair benchmark data (`pairs`); `document` writes
 findings.md and the W&B findings runs. MODULES below is the order findings.md shows them in. A finding states its
 claim, source, protocol and pass criterion before anything runs; its analysis reads only what runs write
 (config.yaml, summary.json, metrics.jsonl, and for some checks the final tables).
