@@ -251,6 +251,7 @@ def test_a_runs_pair_scores_give_the_spearman_it_logged(tmp_path):
     use, in the file's order; a BPE run is refused."""
     from embjax.config import load_config
     from embjax.findings.pairs import pair_scores, stacked
+    from embjax.findings.runs import load
     from embjax.train.runner import train_group
 
     _benchmark_corpus(tmp_path / "c.txt", np.random.default_rng(0))
@@ -272,7 +273,10 @@ def test_a_runs_pair_scores_give_the_spearman_it_logged(tmp_path):
             assert p.spearman == pytest.approx(_sp(p.cos[p.used], p.human[p.used]), abs=1e-12)
     ws = pair_scores(str(dirs[0]), "wordsim353")
     assert any(ws.used[i] and a != a.lower() for i, (a, _) in enumerate(ws.words))  # found up to case
-    cos, human, kept = stacked([str(d) for d in dirs], "simlex999")
+    given = pair_scores(str(dirs[1]), "simlex999", np.load(dirs[1] / "embeddings.npy"))  # a table as an array
+    assert given.spearman == json.loads((dirs[1] / "summary.json").read_text())["word_sim/simlex999/spearman"]
+    runs = sorted(load(str(tmp_path / "runs")), key=lambda r: r["name"])  # run dicts, as the findings read them
+    cos, human, kept = stacked(runs, "simlex999")
     both = pair_scores(str(dirs[0]), "simlex999").used & pair_scores(str(dirs[1]), "simlex999").used
     assert (kept == np.flatnonzero(both)).all() and cos.shape == (2, both.sum()) and human.shape == (both.sum(),)
     (tmp_path / "bpe").mkdir()

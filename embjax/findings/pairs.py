@@ -78,13 +78,14 @@ def _run_dir(run: dict | str) -> str:
     return run_dir
 
 
-def pair_scores(run: dict | str, benchmark: str, table: str = "embeddings.npy") -> PairScores:
-    """(human, cos) of every pair of `benchmark` (wordsim353, simlex999 or a pairs file) on a run's table
-    (embeddings.npy, or output_embeddings.npy for an untied head)."""
+def pair_scores(run: dict | str, benchmark: str, table: str | np.ndarray = "embeddings.npy") -> PairScores:
+    """(human, cos) of every pair of `benchmark` (wordsim353, simlex999 or a pairs file) on a run's table: a file
+    of the run directory (embeddings.npy, or output_embeddings.npy for an untied head) or a V×d array of its
+    vocabulary (e.g. a table restored from its best checkpoint, which no .npy holds)."""
     run_dir = _run_dir(run)
     ((name, path),) = benchmark_files(benchmark, SIMILARITY_SETS)
     pairs = read_pairs(path)[0]
-    E = np.load(os.path.join(run_dir, table))
+    E = np.load(os.path.join(run_dir, table)) if isinstance(table, str) else np.asarray(table)
     cos, used = pair_cosines(E, run_lexicon(run_dir), pairs)
     human = np.asarray([s for _, _, s in pairs], np.float64)
     return PairScores(name, [(a, b) for a, b, _ in pairs], human, np.where(used, cos, np.nan))
@@ -103,6 +104,8 @@ def stack(scores: list[PairScores]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.stack([s.cos[kept] for s in scores]), first.human[kept], kept
 
 
-def stacked(runs: list[Any], benchmark: str, table: str = "embeddings.npy"):
+def stacked(
+    runs: list[Any], benchmark: str, table: str = "embeddings.npy"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`stack` of `pair_scores` over runs (e.g. one arm's seeds, in seed order)."""
     return stack([pair_scores(r, benchmark, table) for r in runs])
