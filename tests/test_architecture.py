@@ -21,7 +21,7 @@ LAYERS = [
     {"viewer", "benchmark_report"},
     {"step", "sweep"},
     {"models"},
-    {"data", "metrics", "mesh", "profiler"},
+    {"data", "metrics", "mesh", "profiler", "layers"},
     {"prepare"},
     {"sources"},
     {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals", "snapshots", "pretrained"},
