@@ -42,28 +42,79 @@ class Dropout:
 
 
 def lstm_layer(cell: nnx.OptimizedLSTMCell, x_TxBxD: jax.Array) -> jax.Array:
-    """One LSTM layer over a window from a zero state, with the cell's parameters and gate functions:
-    c' = σ(f)·c + σ(i)·tanh(g), h' = σ(o)·tanh(c'), where (i, f, g, o) = x·W_i + h·W_h + b.
+    """One LSTM layer over a window from a zero state, with the cell's parameters and gates (σ, tanh: the cell's
+    defaults): c' = σ(f)·c + σ(i)·tanh(g), h' = σ(o)·tanh(c'), where (i, f, g, o) = x·W_i + h·W_h + b.
 
     x·W_i + b for all T steps is one (T·B, D) × (D, G) matmul outside the scan (the cell's own __call__ would do
-    T small ones); the scan carries (c, h) and computes only h·W_h and the gates."""
+    T small ones); the scan carries (c, h) and computes only h·W_h and the gates (see `recurrence`)."""
+    if cell.gate_fn is not jax.nn.sigmoid or cell.activation_fn is not jnp.tanh:
+        raise ValueError("lstm_layer: the recurrence's gradient is written for sigmoid gates and tanh activations")
     T, B, D = x_TxBxD.shape
     dt = cell.dtype or x_TxBxD.dtype
-    Wi_DxG, Wh_DxG = cell.dense_i.kernel[...].astype(dt), cell.dense_h.kernel[...].astype(dt)
+    Wi_DxG, Wh_HxG = cell.dense_i.kernel[...].astype(dt), cell.dense_h.kernel[...].astype(dt)
     b_G = cell.dense_h.bias[...].astype(dt)
     xw_TxBxG = (x_TxBxD.astype(dt).reshape(T * B, D) @ Wi_DxG + b_G).reshape(T, B, -1)
-    H = Wh_DxG.shape[0]
+    return recurrence(xw_TxBxG, Wh_HxG)
+
+
+def _forward(xw_TxBxG: jax.Array, Wh_HxG: jax.Array) -> tuple[jax.Array, tuple]:
+    """The scan from (c, h) = 0: every step's h, and what the backward pass reads (h, c and the four gates)."""
+    B, H = xw_TxBxG.shape[1], Wh_HxG.shape[0]
 
     def step(carry, xw_BxG):
         c_BxH, h_BxH = carry
-        i, f, g, o = jnp.split(xw_BxG + h_BxH @ Wh_DxG, 4, axis=-1)
-        c_BxH = cell.gate_fn(f) * c_BxH + cell.gate_fn(i) * cell.activation_fn(g)
-        h_BxH = cell.gate_fn(o) * cell.activation_fn(c_BxH)
-        return (c_BxH, h_BxH), h_BxH
+        z_BxG = xw_BxG + h_BxH @ Wh_HxG
+        i, f, o = (jax.nn.sigmoid(z_BxG[:, k * H : (k + 1) * H]) for k in (0, 1, 3))
+        g = jnp.tanh(z_BxG[:, 2 * H : 3 * H])
+        c_BxH = f * c_BxH + i * g
+        h_BxH = o * jnp.tanh(c_BxH)
+        return (c_BxH, h_BxH), (h_BxH, c_BxH, jnp.concatenate([i, f, g, o], axis=-1))
 
-    zeros = jnp.zeros((B, H), dt)
-    _, h_TxBxH = jax.lax.scan(step, (zeros, zeros), xw_TxBxG)
-    return h_TxBxH
+    zeros = jnp.zeros((B, H), xw_TxBxG.dtype)
+    _, (h_TxBxH, c_TxBxH, gates_TxBxG) = jax.lax.scan(step, (zeros, zeros), xw_TxBxG)
+    return h_TxBxH, (h_TxBxH, c_TxBxH, gates_TxBxG, Wh_HxG)
+
+
+@jax.custom_vjp
+def recurrence(xw_TxBxG: jax.Array, Wh_HxG: jax.Array) -> jax.Array:
+    """h for every step of an LSTM layer whose input projection (plus bias) is xw. Its gradient is PyTorch's and
+    cuDNN's order of work: a reverse scan computes only the gates' gradients dz_t (one small matmul a step), then
+    ∂W_h = Σ_t h_{t−1}ᵀ·dz_t is one (H, T·B) × (T·B, G) matmul after it, instead of T accumulations in the loop."""
+    return _forward(xw_TxBxG, Wh_HxG)[0]
+
+
+def _backward(res: tuple, dh_TxBxH: jax.Array) -> tuple[jax.Array, jax.Array]:
+    h_TxBxH, c_TxBxH, gates_TxBxG, Wh_HxG = res
+    H = Wh_HxG.shape[0]
+    c_prev_TxBxH = jnp.concatenate([jnp.zeros_like(c_TxBxH[:1]), c_TxBxH[:-1]])
+
+    def step(carry, xs):
+        dh_next_BxH, dc_next_BxH = carry
+        dout_BxH, c_BxH, c_prev_BxH, gates_BxG = xs
+        i, f, g, o = (gates_BxG[:, k * H : (k + 1) * H] for k in range(4))
+        dh_BxH = dout_BxH + dh_next_BxH
+        tc_BxH = jnp.tanh(c_BxH)
+        dc_BxH = dc_next_BxH + dh_BxH * o * (1 - tc_BxH * tc_BxH)
+        dz_BxG = jnp.concatenate(
+            [
+                dc_BxH * g * i * (1 - i),
+                dc_BxH * c_prev_BxH * f * (1 - f),
+                dc_BxH * i * (1 - g * g),
+                dh_BxH * tc_BxH * o * (1 - o),
+            ],
+            axis=-1,
+        )
+        return (dz_BxG @ Wh_HxG.T, dc_BxH * f), dz_BxG
+
+    zeros = jnp.zeros_like(dh_TxBxH[0])
+    _, dz_TxBxG = jax.lax.scan(step, (zeros, zeros), (dh_TxBxH, c_TxBxH, c_prev_TxBxH, gates_TxBxG), reverse=True)
+    T, B, G = dz_TxBxG.shape
+    h_prev_TxBxH = jnp.concatenate([jnp.zeros_like(h_TxBxH[:1]), h_TxBxH[:-1]])
+    dWh_HxG = h_prev_TxBxH.reshape(T * B, H).T @ dz_TxBxG.reshape(T * B, G)
+    return dz_TxBxG, dWh_HxG.astype(Wh_HxG.dtype)
+
+
+recurrence.defvjp(_forward, _backward)
 
 
 class LSTMStack(nnx.Module):
