@@ -27,13 +27,14 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--tie", action="store_true")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--threads", type=int, default=0, help="torch's intra-op threads (0: one per core it may use)")
     a = p.parse_args()
 
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(a.threads or len(os.sched_getaffinity(0)))
     torch.manual_seed(0)
 
     class LSTMLM(nn.Module):
