@@ -6,13 +6,33 @@ in Flax's order (input i, forget f, cell g, output o).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-MASK_BITS = 16  # a mask entry is one uint16 draw: rates are rounded to multiples of 2⁻¹⁶, survivors scaled exactly
+MASK_BITS = 16  # a mask entry is 16 random bits: rates are rounded to multiples of 2⁻¹⁶, survivors scaled exactly
+
+
+def fmix32(x: jax.Array) -> jax.Array:
+    """murmur3's 32-bit finaliser (a bijection of uint32 whose every output bit depends on every input bit)."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def mask_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """MASK_BITS random bits per entry (uint32 below 2¹⁶): the finaliser twice over the entry's flat index, keyed by two
+    words drawn from `key`. One threefry draw per site instead of one per entry: on 2 CPU cores 2 M entries take
+    0.9 ms instead of 51 ms, and plain integer arithmetic is as exact under vmap and resume."""
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    n = math.prod(shape)
+    h = fmix32(fmix32(jax.lax.iota(jnp.uint32, n) ^ seed[0]) + seed[1])
+    return (h >> (32 - MASK_BITS)).reshape(shape)
 
 
 class Dropout:
@@ -20,8 +40,8 @@ class Dropout:
     step are the same whether it trains alone, vmapped beside other members, or after a resume.
 
     rate and embed_rate may be traced (a member's model.dropout and model.embed_dropout). A site keeps an entry
-    when its uint16 draw is at least round(rate·2¹⁶) and scales survivors by 2¹⁶ / (2¹⁶ − that threshold), so the
-    expected output is the input exactly; at rate 0 every entry is kept and multiplied by exactly 1."""
+    when its 16-bit draw (mask_bits) is at least round(rate·2¹⁶) and scales survivors by 2¹⁶ / (2¹⁶ − that
+    threshold), so the expected output is the input exactly; at rate 0 every entry is kept and multiplied by 1."""
 
     def __init__(self, key: jax.Array, rate: Any, embed_rate: Any):
         self.key, self.rate, self.embed_rate = key, rate, embed_rate
@@ -31,8 +51,7 @@ class Dropout:
         rate = self.rate if rate is None else rate
         full = 2**MASK_BITS
         threshold = jnp.clip(jnp.round(jnp.asarray(rate, jnp.float32) * full), 0, full - 1)
-        bits = jax.random.bits(jax.random.fold_in(self.key, site), x.shape, jnp.uint16)
-        keep = bits.astype(jnp.int32) >= threshold.astype(jnp.int32)
+        keep = mask_bits(jax.random.fold_in(self.key, site), x.shape) >= threshold.astype(jnp.uint32)
         scale = (full / (full - threshold)).astype(x.dtype)
         return jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
 

@@ -46,6 +46,9 @@ def test_masks_are_a_pure_function_of_key_and_site_and_unbiased():
     assert abs(kept.mean() - 0.7) < 0.01
     np.testing.assert_array_equal(np.asarray(a)[kept], np.float32(full / (full - threshold)))  # survivors scaled
     assert abs(float(np.asarray(a, np.float64).mean()) - 1.0) < 0.02  # inverted dropout: E[output] = input
+    # entries independent of their neighbours (along rows and columns)
+    assert abs(np.corrcoef(kept[:, :-1].ravel(), kept[:, 1:].ravel())[0, 1]) < 0.02
+    assert abs(np.corrcoef(kept[:-1].ravel(), kept[1:].ravel())[0, 1]) < 0.02
     e = np.asarray(Dropout(key, 0.3, 0.1).embed(x)) != 0  # embed_dropout: its own rate, site 0
     assert abs(e.mean() - 0.9) < 0.01
     y = jax.random.normal(key, (16, 32))
