@@ -264,3 +264,32 @@ def test_dropout_runs_vmapped_checkpoint_and_resume_exactly(kind, tmp_path):
     a, b = (read_jsonl(tmp_path / n / "metrics.jsonl") for n in ("straight", "resumed"))
     assert a == b
     assert os.path.exists(tmp_path / "straight" / "output_embeddings.npy")  # both tables exported
+
+
+@pytest.mark.slow
+def test_lstm_on_real_text_scores_both_tables_and_starts_another_run(tmp_path):
+    """An untied LSTM with dropout on builtin:lee_news (word-level V = 2,048): both tables' benchmark keys in
+    summary.json, both tables exported; a second LSTM starts from the first's run directory (a pretrained start)."""
+    import json
+
+    from embjax.cli import train_main
+
+    common = ["--data.kind=text", "--data.path=builtin:lee_news", "--data.tokenizer=word", "--data.vocab_size=2048"]
+    common += ["--model.kind=lstm", "--model.embed_dim=16", "--data.seq_len=16", "--data.batch_size=8", "--steps=10"]
+    common += [f"--out_dir={tmp_path}", "--log.wandb=false", "--log.progress=false", "--log.metrics_every=10"]
+    first = [*common, "--name=a", "--model.tie_embeddings=false", "--model.dropout=0.3", "--model.embed_dropout=0.2"]
+    assert train_main([*first, "--log.word_similarity=[wordsim353, simlex999]"]) == 0
+    s = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert s["status"] == "finished"
+    for key in ("word_sim/wordsim353/spearman", "word_sim_out/simlex999/spearman", "coord/layer1"):
+        assert np.isfinite(s[key]), key
+    E = np.load(tmp_path / "a" / "embeddings.npy")
+    assert E.shape == np.load(tmp_path / "a" / "output_embeddings.npy").shape == (2048, 16)
+    assert (
+        train_main(
+            [*common, "--name=b", "--embedding.init=pretrained", f"--embedding.pretrained_path={tmp_path / 'a'}"]
+        )
+        == 0
+    )
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert s["status"] == "finished" and s["embedding/pretrained_matched"] == 2048
