@@ -46,6 +46,7 @@ def setting(
     *,
     range: tuple[float, float] | None = None,
     low_open: bool = False,
+    high_open: bool = False,
     role: str = SHAPE,
     resumable: bool = False,
     falls_back_to: str | None = None,
@@ -58,7 +59,7 @@ def setting(
     falls_back_to: a None default takes that key's value (values only).
     """
     meta = {
-        "range": None if range is None else (range[0], range[1], not low_open),
+        "range": None if range is None else (range[0], range[1], not low_open, not high_open),
         "role": role,
         "resumable": resumable,
         "falls_back_to": falls_back_to,
@@ -101,7 +102,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: Literal["linear", "mlp", "transformer"] = "transformer"
+    # lstm: the tying papers' LSTM LM (Zaremba et al. 2014): num_layers LSTM layers of width embed_dim, each window
+    # from a zero state (docs/models.md)
+    kind: Literal["linear", "mlp", "transformer", "lstm"] = "transformer"
     embed_dim: int = setting(64, range=(1, 2**16))  # d
     tie_embeddings: bool = True
     # σ of an untied output head, N(0, σ²), apart from embedding.init_std (E's σ): a σ sweep moves E alone. 0.02 is
@@ -113,6 +116,11 @@ class ModelConfig:
     # a factor on the attention scores (mup's attn_mult): q·k·attn_mult/√K under SP, q·k·attn_mult·√K₀/K under μP; a
     # width-independent base constant (docs/mup.md). A value key: it enters the forward pass as each member's number
     attn_mult: float = setting(1.0, range=(0.0, 1e4), low_open=True, role=VALUE)
+    # inverted dropout while training (never at eval or in a metric): the transformer's residual branches and attention
+    # probabilities, the LSTM's outputs between layers and before the head; embed_dropout on the looked-up vectors.
+    # Value keys: masks are a pure function of (seed, step, site); 0 = no dropout in the program at all
+    dropout: float = setting(0.0, range=(0.0, 1.0), high_open=True, role=VALUE)
+    embed_dropout: float = setting(0.0, range=(0.0, 1.0), high_open=True, role=VALUE)
     logit_scale: LogitScale = 1.0
     positions: Literal["learned", "sinusoidal", "none"] = "learned"
     num_layers: int = setting(2, range=(1, 256))
@@ -398,11 +406,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 def _check_range(key: str, value: Any, rng: tuple | None) -> None:
     if rng is None or not isinstance(value, (int, float)) or isinstance(value, bool):
         return
-    lo, hi, lo_incl = rng
-    ok = (value >= lo if lo_incl else value > lo) and value <= hi
+    lo, hi, lo_incl, hi_incl = rng
+    ok = (value >= lo if lo_incl else value > lo) and (value <= hi if hi_incl else value < hi)
     if not ok:
-        bracket = "[" if lo_incl else "("
-        raise ConfigError(f"{key}: got {value!r}; allowed: a value in {bracket}{lo:g}, {hi:g}]")
+        low, high = "[" if lo_incl else "(", "]" if hi_incl else ")"
+        raise ConfigError(f"{key}: got {value!r}; allowed: a value in {low}{lo:g}, {hi:g}{high}")
 
 
 def _build(cls: type, raw: Any, prefix: str, decl: dict[str, dict[str, Any]]) -> Any:
@@ -429,10 +437,7 @@ def _build(cls: type, raw: Any, prefix: str, decl: dict[str, dict[str, Any]]) ->
 def _validate(cfg: Config) -> None:
     """Checks that involve more than one key."""
     m, d, e = cfg.model, cfg.data, cfg.embedding
-    if m.kind == "transformer" and m.embed_dim % m.num_heads:
-        raise ConfigError(
-            f"model.num_heads: got {m.num_heads} with model.embed_dim={m.embed_dim}; allowed: a divisor of embed_dim"
-        )
+    _validate_model(m)
     if d.kind == "text" and not d.path and not d.dataset:
         raise ConfigError(
             "data.path: got null with data.kind='text'; allowed: a text, JSON-lines or Parquet file, a "
@@ -484,6 +489,34 @@ def _validate(cfg: Config) -> None:
         profile_range(cfg.log.profile_steps, cfg.steps)
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"name: got {cfg.name!r}; allowed: a non-empty name without '/'")
+
+
+def _validate_model(m: ModelConfig) -> None:
+    if m.kind == "transformer" and m.embed_dim % m.num_heads:
+        raise ConfigError(
+            f"model.num_heads: got {m.num_heads} with model.embed_dim={m.embed_dim}; allowed: a divisor of embed_dim"
+        )
+    if m.kind in ("linear", "mlp") and m.dropout > 0:
+        raise ConfigError(
+            f"model.dropout: got {m.dropout:g} with model.kind={m.kind!r} (no layers to drop between); allowed: 0, "
+            "or model.kind transformer | lstm (model.embed_dropout works with every kind)"
+        )
+
+
+def uses_dropout(cfg: Config) -> bool:
+    """Whether a run's program has dropout at all (a rate above 0). The rates are values, but a program without
+    dropout draws no masks, so a run at rate 0 computes exactly what it computed before dropout existed."""
+    return cfg.model.dropout > 0 or cfg.model.embed_dropout > 0
+
+
+def hparams(cfg: Config) -> dict[str, float]:
+    """The per-member values a train state carries in `hp`, by leaf name (derived from the config's
+    declarations: every value key except the seed, which enters as the init and data key)."""
+    hp = {key.rpartition(".")[2]: v for key, v in values(cfg).items() if key != "seed"}
+    assert len(hp) == len(keys_with(VALUE)) - 1, "value keys need distinct leaf names"
+    if not uses_dropout(cfg):  # a program without dropout carries no rates: its state is what it was before them
+        del hp["dropout"], hp["embed_dropout"]
+    return hp
 
 
 SIMILARITY_NAMES = ("wordsim353", "simlex999")  # embjax.analysis.evals maps each to the file gensim ships
@@ -562,10 +595,11 @@ def _validate_kind(cfg: Config) -> None:
 
 def _validate_mup(cfg: Config) -> None:
     m, o = cfg.model, cfg.optim
-    if m.kind == "mlp":
+    if m.kind in ("mlp", "lstm"):
+        why = "whose hidden_dim does not grow with embed_dim" if m.kind == "mlp" else "no μP rules for its recurrence"
         raise ConfigError(
-            "model.parametrization: got 'mup' with model.kind='mlp', whose hidden_dim does not grow with "
-            "embed_dim; allowed: 'mup' with model.kind transformer or linear, or 'sp'"
+            f"model.parametrization: got 'mup' with model.kind={m.kind!r}, {why}; allowed: 'mup' with model.kind "
+            "transformer or linear, or 'sp'"
         )
     if o.name not in ("adam", "adamw"):
         raise ConfigError(

@@ -153,7 +153,9 @@ def shape_key(cfg: Config) -> str:
     """Members with equal keys share one compiled program: they differ only in keys declared as values
     (or as identity: a name or place, which computes nothing)."""
     shape = set(C.keys_with(C.SHAPE))
-    return json.dumps({k: v for k, v in C.flatten(C.to_dict(cfg)).items() if k in shape}, sort_keys=True)
+    key = {k: v for k, v in C.flatten(C.to_dict(cfg)).items() if k in shape}
+    key["dropout"] = C.uses_dropout(cfg)  # rates are values, but a program at rate 0 draws no masks at all
+    return json.dumps(key, sort_keys=True)
 
 
 def group_by_shape(cfgs: list[Config]) -> list[list[int]]:

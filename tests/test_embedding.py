@@ -145,7 +145,7 @@ def test_tied_has_one_table_and_logits_are_h_Et():
     np.testing.assert_allclose(np.asarray(tied(ids)), h @ E.T, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["linear", "mlp", "transformer"])
+@pytest.mark.parametrize("kind", ["linear", "mlp", "transformer", "lstm"])
 @pytest.mark.parametrize("tie", [True, False])
 def test_models_shapes(kind, tie):
     cfg = _cfg(**{"model.kind": kind, "model.tie_embeddings": tie})

@@ -30,7 +30,7 @@ def cfg_of(**kw):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["transformer", "mlp", "linear"])
+@pytest.mark.parametrize("kind", ["transformer", "mlp", "linear", "lstm"])
 def test_causal_future_tokens_do_not_change_past_logits(kind):
     model = build_model(cfg_of(**{"model.kind": kind}), rngs=nnx.Rngs(0))
     a = jax.random.randint(jax.random.key(1), (2, 12), 0, 50)

@@ -10,6 +10,9 @@ Cases
   members  M members of the default model vmapped (--members=1,8,32,128): aggregate tokens/s, bytes per member
   study    sweeps/d_sigma_tying.yaml end to end (--steps shortens it): wall and compile time, members/minute
   compare  the train spec against the PyTorch reference (--peer-python, --peer), alternating
+  lstm     the LSTM LM (2 × 256, windows 35 × 20, V 8,192) against PyTorch's nn.LSTM (experiments/peers/torch_lstm.py
+           run by --torch-python, default this Python), alternating, without and with dropout: tokens/s, "ratio"
+           (embjax ÷ PyTorch) and each side's dropout cost
   prepare  experiments.prepare on a generated text corpus (--size-mb, default 1,024): wall time, peak memory
   text     the default run (--base=default) or the spec on a prepared, memory-mapped text corpus vs the planted
            corpus, alternating: tokens/s of each and their ratio
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from .common import emit, peak_flops
 from .compare import bench_compare
 from .kinds import bench_kinds
+from .lstm import bench_lstm
 from .members import bench_members
 from .metrics import bench_metrics
 from .mup import bench_mup
@@ -78,6 +82,7 @@ def _parser():
             "text",
             "viewer",
             "pretrained",
+            "lstm",
         ],
     )
     p.add_argument(
@@ -96,6 +101,9 @@ def _parser():
     p.add_argument("--rounds", type=int, default=3, help="compare: alternating rounds")
     p.add_argument("--peer-python", default=None, help="compare: a Python with torch==2.13.0 for the peer")
     p.add_argument("--peer", default=None, help="compare: the PyTorch reference script (torch_lm.py)")
+    p.add_argument("--torch-python", default=None, help="lstm: a Python with torch for the peer (default: this one)")
+    p.add_argument("--torch-threads", type=int, default=0, help="lstm: the peer's threads (0: one per core)")
+    p.add_argument("--dropout", type=float, default=0.5, help="lstm: the rate whose cost is measured")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: a config override")
     p.add_argument("--json", action="store_true")
     return p
@@ -119,6 +127,8 @@ def _case_rows(a, overrides: dict, p) -> list[dict]:
         return bench_viewer(a.rounds)
     if a.case == "pretrained":
         return bench_pretrained(a.rows, a.dim, a.vocab)
+    if a.case == "lstm":
+        return bench_lstm(a.steps, a.per_dispatch, a.rounds, a.torch_python, a.dropout, a.torch_threads)
     if a.case in ("mup", "kinds"):
         return (bench_mup if a.case == "mup" else bench_kinds)(a.steps, a.per_dispatch, a.rounds, a.set)
     if a.case == "compare":

@@ -66,11 +66,14 @@ def peak_flops(n: int = 2048, reps: int = 20) -> float:
 
 def train_flops_per_token(cfg, n_params: int) -> float:
     """6·N per token for the matmul weights (the tied head's V×d matmul counted, lookups and positions not)
-    plus attention's 12·L·T·d (Kaplan et al. 2020; PaLM appendix B)."""
+    plus a transformer's attention, 12·L·T·d (Kaplan et al. 2020; PaLM appendix B). An LSTM uses each weight once
+    a token, 6·N as well."""
     m, d = cfg.model, cfg.data
     V, D, T = d.vocab_size, m.embed_dim, d.seq_len
-    n_matmul = n_params - (V * D if not m.tie_embeddings else 0) - (T * D if m.positions == "learned" else 0)
-    return 6.0 * n_matmul + 12.0 * m.num_layers * T * D
+    transformer = m.kind == "transformer"
+    positions = T * D if transformer and m.positions == "learned" else 0
+    n_matmul = n_params - (V * D if not m.tie_embeddings else 0) - positions
+    return 6.0 * n_matmul + (12.0 * m.num_layers * T * D if transformer else 0.0)
 
 
 # Published dense peak FLOP/s by device kind and dtype (vendor data sheets; SXM parts, no sparsity).

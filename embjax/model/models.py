@@ -1,7 +1,8 @@
-"""Small language models built on TokenEmbedding: linear toy, MLP over a window, decoder-only transformer.
+"""Small language models built on TokenEmbedding: linear toy, MLP over a window, decoder-only transformer, LSTM.
 
 Dimensions: B batch, T time, D embedding width, V vocabulary, H heads, K head width, F MLP width, W window.
-Every model maps `tok_BxT` (and an optional validity mask) to next-token logits `BxTxV`.
+Every model maps `tok_BxT` (and an optional validity mask) to next-token logits `BxTxV`; while training, a
+`Dropout` (embjax.model.layers) passed as `drop` drops entries at its sites (site 0: the looked-up vectors).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from flax import nnx
 
 from ..config import Config, PerMember, resolve_logit_scale
 from .embedding import AdaptiveEmbedding, FactorizedEmbedding, HashedEmbedding, TokenEmbedding
+from .layers import Dropout, LSTMStack
 
 
 def dtypes(cfg: Config) -> dict:
@@ -81,6 +83,11 @@ class EmbeddingLM(nnx.Module):
         x_BxTxD = self.embed(tok_BxT)
         return self.embed_norm(x_BxTxD) if self.embed_norm is not None else x_BxTxD
 
+    def lookup_dropped(self, tok_BxT: jax.Array, drop: Dropout | None) -> tuple[jax.Array, jax.Array]:
+        """(the looked-up vectors, the same after model.embed_dropout: what the layers above read)."""
+        x_BxTxD = self.lookup(tok_BxT)
+        return x_BxTxD, x_BxTxD if drop is None else drop.embed(x_BxTxD)
+
     def __call__(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> jax.Array:
         """(B, T) ids -> (B, T, V) next-token logits."""
         return self.logits(self.features(tok_BxT, mask_BxT)[1])
@@ -104,9 +111,9 @@ class LinearLM(EmbeddingLM):
         self._init_tables(cfg, rngs, **tables)
         self.proj = Linear(D, D, rngs=rngs, **dtypes(cfg))
 
-    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
-        x_BxTxD = self.lookup(tok_BxT)
-        return x_BxTxD, self.proj(x_BxTxD), {}
+    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None, drop=None) -> tuple:
+        emb_BxTxD, x_BxTxD = self.lookup_dropped(tok_BxT, drop)
+        return emb_BxTxD, self.proj(x_BxTxD), {}
 
 
 class MLPLM(EmbeddingLM):
@@ -119,17 +126,19 @@ class MLPLM(EmbeddingLM):
         self.fc = Linear(W * D, F, rngs=rngs, **dtypes(cfg))
         self.out = Linear(F, D, rngs=rngs, **dtypes(cfg))
 
-    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> tuple:
-        x_BxTxD = self.lookup(tok_BxT)
+    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None, drop=None) -> tuple:
+        x_BxTxD = emb_BxTxD = self.lookup(tok_BxT)
         if mask_BxT is not None:
-            x_BxTxD = x_BxTxD * mask_BxT[..., None].astype(x_BxTxD.dtype)
+            x_BxTxD = emb_BxTxD = x_BxTxD * mask_BxT[..., None].astype(x_BxTxD.dtype)
+        if drop is not None:
+            x_BxTxD = drop.embed(x_BxTxD)
         T = x_BxTxD.shape[1]
         pad = jnp.pad(x_BxTxD, ((0, 0), (self.window - 1, 0), (0, 0)))
         # position t sees tokens t, t-1, ..., t-W+1
         ctx_BxTxWD = jnp.concatenate(
             [pad[:, self.window - 1 - w : self.window - 1 - w + T] for w in range(self.window)], axis=-1
         )
-        return x_BxTxD, self.out(jax.nn.gelu(self.fc(ctx_BxTxWD), approximate=False)), {}
+        return emb_BxTxD, self.out(jax.nn.gelu(self.fc(ctx_BxTxWD), approximate=False)), {}
 
 
 class Block(nnx.Module):
@@ -161,10 +170,13 @@ class Block(nnx.Module):
         self.fc = Linear(D, F, rngs=rngs, **dt)
         self.out = Linear(F, D, rngs=rngs, **dt)
 
-    def __call__(self, x_BxTxD: jax.Array, allowed_BxTxT: jax.Array, attn_mult: Any = None) -> tuple:
+    def __call__(
+        self, x_BxTxD: jax.Array, allowed_BxTxT: jax.Array, attn_mult: Any = None, drop=None, site: int = 1
+    ) -> tuple:
         """(new residual stream, mean |score| over the allowed query-key pairs). Scores and softmax in float32.
         attn_mult: the factor on the scores, a number or a traced value (the train step passes each member's
-        model.attn_mult); None: the one the block was built with (a shared program's blocks have none)."""
+        model.attn_mult); None: the one the block was built with (a shared program's blocks have none).
+        drop: model.dropout on the attention probabilities and both residual branches (sites site .. site + 2)."""
         attn_mult = self.attn_mult if attn_mult is None else attn_mult
         if attn_mult is None:
             raise TypeError("model.attn_mult is a per-member value: pass the train state's hp['attn_mult']")
@@ -180,9 +192,11 @@ class Block(nnx.Module):
         score_l1 = jnp.sum(jnp.where(allowed_BxTxT[:, None], jnp.abs(s_BxHxTxT), 0.0)) / jnp.maximum(n_allowed, 1)
         s_BxHxTxT = jnp.where(allowed_BxTxT[:, None], s_BxHxTxT, jnp.finfo(s_BxHxTxT.dtype).min)
         p_BxHxTxT = jax.nn.softmax(s_BxHxTxT, axis=-1)
+        keep = (lambda x, i: x) if drop is None else (lambda x, i: drop(x, site + i))
+        p_BxHxTxT = keep(p_BxHxTxT, 0)
         y_BxTxHxK = jnp.einsum("bhqs,bshk->bqhk", p_BxHxTxT.astype(v_BxTxHxK.dtype), v_BxTxHxK)
-        x_BxTxD = x_BxTxD + self.proj(y_BxTxHxK.reshape(B, T, D))
-        return x_BxTxD + self.out(jax.nn.gelu(self.fc(self.ln2(x_BxTxD)), approximate=False)), score_l1
+        x_BxTxD = x_BxTxD + keep(self.proj(y_BxTxHxK.reshape(B, T, D)), 1)
+        return x_BxTxD + keep(self.out(jax.nn.gelu(self.fc(self.ln2(x_BxTxD)), approximate=False)), 2), score_l1
 
 
 class TransformerLM(EmbeddingLM):
@@ -217,14 +231,15 @@ class TransformerLM(EmbeddingLM):
         self.ln_f = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt)
 
     def features_and_coords(
-        self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None, probes=None, attn_mult: Any = None
+        self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None, probes=None, attn_mult: Any = None, drop=None
     ) -> tuple:
         """(embedding output, final hidden state, {blockI: mean |x| after block I, attn_logitsI: mean |score|}).
         probes: None, or one (B, T, D) array per block added to its input (zeros: the gradient with respect to
         a probe is ∂L/∂x at that block's input, the residual stream its first LayerNorm reads). attn_mult: the
-        factor on every block's attention scores (a member's model.attn_mult, possibly traced; None: the config's)."""
+        factor on every block's attention scores (a member's model.attn_mult, possibly traced; None: the config's).
+        drop: dropout while training (embjax.model.layers.Dropout), None at eval."""
         B, T = tok_BxT.shape
-        x_BxTxD = emb_BxTxD = self.lookup(tok_BxT)
+        emb_BxTxD, x_BxTxD = self.lookup_dropped(tok_BxT, drop)
         if self.positions == "learned":
             x_BxTxD = x_BxTxD + self.pos[...][:T].astype(x_BxTxD.dtype)
         elif self.positions == "sinusoidal":
@@ -236,12 +251,32 @@ class TransformerLM(EmbeddingLM):
         for i, block in enumerate(self.blocks):
             if probes is not None:
                 x_BxTxD = x_BxTxD + probes[i].astype(x_BxTxD.dtype)
-            x_BxTxD, coords[f"attn_logits{i}"] = block(x_BxTxD, allowed_BxTxT, attn_mult)
+            x_BxTxD, coords[f"attn_logits{i}"] = block(x_BxTxD, allowed_BxTxT, attn_mult, drop, site=1 + 3 * i)
             coords[f"block{i}"] = mean_abs(x_BxTxD)
         return emb_BxTxD, self.ln_f(x_BxTxD), coords
 
 
-MODELS = {"linear": LinearLM, "mlp": MLPLM, "transformer": TransformerLM}
+class LSTMLM(EmbeddingLM):
+    """The tying papers' LSTM LM (Zaremba et al. 2014; Press & Wolf 2017; Inan et al. 2017): lookup -> num_layers
+    LSTM layers of width D (embjax.model.layers.LSTMStack), so the head has E's shape and tying works. Every window
+    starts from a zero state (no state is carried from one batch to the next); padded inputs are zeros."""
+
+    def __init__(self, cfg: Config, *, rngs: nnx.Rngs, **tables: Any):  # tables: see EmbeddingLM._init_tables
+        self._init_tables(cfg, rngs, **tables)
+        self.lstm = LSTMStack(cfg.model.embed_dim, cfg.model.num_layers, rngs=rngs, **dtypes(cfg))
+
+    def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None, drop=None) -> tuple:
+        """(embedding output, last layer's output, {layerI: mean |h| of layer I}); drop: dropout while training."""
+        x_BxTxD = emb_BxTxD = self.lookup(tok_BxT)
+        if mask_BxT is not None:
+            x_BxTxD = emb_BxTxD = x_BxTxD * mask_BxT[..., None].astype(x_BxTxD.dtype)
+        if drop is not None:
+            x_BxTxD = drop.embed(x_BxTxD)
+        h_BxTxD, coords = self.lstm(x_BxTxD, drop)
+        return emb_BxTxD, h_BxTxD, coords
+
+
+MODELS = {"linear": LinearLM, "mlp": MLPLM, "transformer": TransformerLM, "lstm": LSTMLM}
 
 
 def width_multiplier(cfg: Config) -> float:
@@ -347,3 +382,19 @@ def embedding_size(cfg: Config) -> dict[str, int]:
     cfg = drawn_shapes(cfg)
     layer = nnx.eval_shape(lambda: make_embedding(cfg, 1.0, rngs=nnx.Rngs(0)))
     return {"embedding/params": layer.num_params(), "embedding/bytes": layer.num_bytes()}
+
+
+def abstract_model(cfg: Config, pretrained: Any = None, order=None) -> nnx.Module:
+    """The model's shapes alone, no array made (placeholder numbers for its per-member init values): what a
+    program compiles for, and what runner's memory check counts."""
+    return nnx.eval_shape(
+        lambda: build_model(
+            cfg,
+            init_std=1.0,
+            head_init_std=1.0,
+            zero_query=False,
+            pretrained=pretrained,
+            order=order,
+            rngs=nnx.Rngs(0),
+        )
+    )

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..config import hparams
 from ..outputs.run import Run, outcome
 from ..outputs.sinks import ConsoleSink
 from ..runtime.mesh import replicated, stack_members, start_agree_max
@@ -26,7 +27,7 @@ from ..runtime.profiler import Profiler
 from ..runtime.signals import Signals
 from .observe import Fetched, Observer, compile_program, hit, member_row
 from .selection import Selection
-from .step import Program, hparams
+from .step import Program
 
 
 def _next_event(s: int, total: int, every: tuple[int, ...]) -> int:  # the next step something happens at

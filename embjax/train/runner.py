@@ -127,6 +127,11 @@ def train_group(
     """Train configs that differ only in values (σ, lr, decays, clip, seed) with one compiled program."""
     cfgs = resolve_epochs(cfgs)  # (epochs: steps from the corpus, before a stored config is compared)
     agree_on_config(cfgs)  # the processes of a multi-process run: the same configs and out_dir, or one line
+    if len({C.uses_dropout(c) for c in cfgs}) > 1:  # one program: all draw dropout masks or none does
+        raise ConfigError(
+            "model.dropout: got rates 0 and > 0 in one group; allowed: members that all use dropout or none "
+            "(sweep.group_by_shape puts them in separate programs)"
+        )
     check_memory(cfgs[0], len(cfgs) if vectorize and len(cfgs) > 1 else 1)  # before any run directory is opened
     runs: list[RunDir] = []
     try:

@@ -33,19 +33,14 @@ from flax import nnx
 
 from .. import config as C
 from ..analysis.metrics import FREQ_BUCKETS, frequency_bucket_of
-from ..config import Config
+from ..config import Config, hparams
 from ..data.corpus import Corpus
 from ..model.align import PretrainedTable
-from ..model.models import Tables, build_model, drawn_shapes, mean_abs, path_keys
+from ..model.layers import Dropout
+from ..model.models import Tables, abstract_model, build_model, drawn_shapes, mean_abs, path_keys
 from .optim import lazy_rows, make_optimizer, param_rules, rows_where, schedule_factor
 
-
-def hparams(cfg: Config) -> dict[str, float]:
-    """The per-member values a train state carries in `hp`, by leaf name (derived from the config's
-    declarations: every value key except the seed, which enters as the init and data key)."""
-    hp = {key.rpartition(".")[2]: v for key, v in C.values(cfg).items() if key != "seed"}
-    assert len(hp) == len(C.keys_with(C.VALUE)) - 1, "value keys need distinct leaf names"
-    return hp
+DROPOUT = 0x64726F70  # "drop": folded into a step's key for its dropout masks
 
 
 def _float32(tree: Any) -> Any:
@@ -64,22 +59,6 @@ def _tree_where(pred, a, b):
     return jax.tree.map(lambda x, y: jax.lax.select(jnp.broadcast_to(pred, x.shape), x.astype(y.dtype), y), a, b)
 
 
-def abstract_model(cfg: Config, pretrained: np.ndarray | None = None, order=None) -> nnx.Module:
-    """The model's shapes alone, no array made (placeholder numbers for its per-member init values): what a
-    program compiles for, and what runner's memory check counts."""
-    return nnx.eval_shape(
-        lambda: build_model(
-            cfg,
-            init_std=1.0,
-            head_init_std=1.0,
-            zero_query=False,
-            pretrained=pretrained,
-            order=order,
-            rngs=nnx.Rngs(0),
-        )
-    )
-
-
 class Program:
     """Everything compiled for one config shape: init, step, eval, embedding stats (all pure).
 
@@ -90,6 +69,7 @@ class Program:
     def __init__(self, cfg: Config, corpus: Corpus, pretrained: PretrainedTable | None = None, mesh=None):
         self.cfg, self.corpus, self.mesh = C.without_values(cfg), corpus, mesh
         self.pretrained = pretrained.E if pretrained is not None else None
+        self.dropout = C.uses_dropout(cfg)  # masks drawn in the train step (the rates are each member's values)
         self.order = np.argsort(-np.asarray(corpus.counts, np.float64), kind="stable")  # ids, most frequent first
         abstract = abstract_model(self.cfg, self.pretrained, self.order)
         self.graphdef, _ = nnx.split(abstract)
@@ -150,11 +130,14 @@ class Program:
         """Mean next-token cross-entropy (nats) over non-padding targets."""
         return self.loss_and_sizes(params, hp, tok_BxT1)[0]
 
-    def forward(self, params: Any, hp: dict, tok_BxT1: jax.Array, probes=None) -> tuple[jax.Array, jax.Array, dict]:
+    def forward(
+        self, params: Any, hp: dict, tok_BxT1: jax.Array, probes=None, dropout_key=None
+    ) -> tuple[jax.Array, jax.Array, dict]:
         """(logits, per-token cross-entropy, sizes): the sizes are the mean |coordinate| of the embedding
         output, each block's output and attention scores, the final hidden state and the logits (what a
         μP coordinate check plots against width). hp: the member's value keys (the state's `hp`; the forward pass
-        reads model.attn_mult). probes: the transformer's zero probes at each block's input."""
+        reads model.attn_mult). probes: the transformer's zero probes at each block's input. dropout_key: the
+        step's dropout key (the train step's alone; None, as at eval and in every metric: no dropout)."""
         inp_BxT, tgt_BxT = tok_BxT1[:, :-1], tok_BxT1[:, 1:]
         mask_BxT = None if self.pad_id is None else inp_BxT != self.pad_id
         model = self.model(params)
@@ -162,6 +145,8 @@ class Program:
             extra = {} if probes is None else {"probes": probes}
             if self.cfg.model.kind == "transformer":
                 extra["attn_mult"] = hp["attn_mult"]
+            if dropout_key is not None:
+                extra["drop"] = Dropout(dropout_key, hp["dropout"], hp["embed_dropout"])
             emb_BxTxD, h_BxTxD, coords = model.features_and_coords(inp_BxT, mask_BxT, **extra)
             logits_BxTxV = model.logits(h_BxTxD)
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), tgt_BxT)
@@ -182,9 +167,11 @@ class Program:
             else (tgt_BxT != self.pad_id).astype(jnp.float32)
         )
 
-    def loss_and_sizes(self, params: Any, hp: dict, tok_BxT1: jax.Array, probes=None) -> tuple[jax.Array, dict]:
+    def loss_and_sizes(
+        self, params: Any, hp: dict, tok_BxT1: jax.Array, probes=None, dropout_key=None
+    ) -> tuple[jax.Array, dict]:
         """The mean loss over non-padding targets, and the sizes (see forward)."""
-        _, ce_BxT, sizes = self.forward(params, hp, tok_BxT1, probes)
+        _, ce_BxT, sizes = self.forward(params, hp, tok_BxT1, probes, dropout_key)
         if self.pad_id is None:
             return ce_BxT.mean(), sizes
         w_BxT = self.target_weights(tok_BxT1)
@@ -241,8 +228,9 @@ class Program:
         there (or is skipped); so does a loss above the divergence bound for `divergence_patience` steps."""
         params, hp = state["params"], state["hp"]
         probes = self._stream_probes(tok_BxT1)
+        key = self.dropout_key(state) if self.dropout else None
         (loss, sizes), (grads, stream) = jax.value_and_grad(self.loss_and_sizes, (0, 3), has_aux=True)(
-            params, hp, tok_BxT1, probes
+            params, hp, tok_BxT1, probes, key
         )
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -290,6 +278,11 @@ class Program:
             **parts,
             **sizes,
         }
+
+    def dropout_key(self, state: dict) -> jax.Array:
+        """The step's dropout key: a pure function of the member's stream key (its seed) and the step, apart from
+        the batch's key f(rng, step); each dropout site folds in its number (embjax.model.layers.Dropout)."""
+        return jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"]), DROPOUT)
 
     def _update(self, state: dict, grads: Any) -> tuple[Any, Any]:
         """The optimizer's updates and new state; lazy rows and held (frozen) rows keep their state."""
