@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from .source import CHUNK, EMBEDDING_NAMES, FLOAT_DTYPES, FORMATS, KIND_NAMES, Source, bad, snippet
+from .source import CHUNK, EMBEDDING_NAMES, FLOAT_DTYPES, FORMATS, KIND_NAMES, Source, parse_error, snippet
 
 # -- reading ---------------------------------------------------------------------------------------------
 
@@ -93,7 +93,7 @@ def _read_folder(path: str, tensor: str | None, tokens_file: str | None) -> Sour
         "a Hugging Face model folder (config.json + model*.safetensors) or an embjax run directory "
         "(embeddings.npy + tokens.tsv)"
     )
-    raise bad(path, expected, f"a folder holding {held or 'nothing'}")
+    raise parse_error(path, expected, f"a folder holding {held or 'nothing'}")
 
 
 def _read_npy(path: str, tokens_file: str | None) -> Source:
@@ -103,13 +103,13 @@ def _read_npy(path: str, tokens_file: str | None) -> Source:
     except ValueError as e:
         if "pickle" in str(e).lower():
             found = "pickled Python objects (not loaded: a pickle can run code)"
-            raise bad(path, "a numeric V×d .npy array", found) from None
-        raise bad(path, "a numeric V×d .npy array", f"a file that does not parse ({e}) (damaged)") from None
+            raise parse_error(path, "a numeric V×d .npy array", found) from None
+        raise parse_error(path, "a numeric V×d .npy array", f"a file that does not parse ({e}) (damaged)") from None
     except (OSError, EOFError) as e:
-        raise bad(path, "a numeric V×d .npy array", f"a file that does not parse ({e}) (damaged)") from None
+        raise parse_error(path, "a numeric V×d .npy array", f"a file that does not parse ({e}) (damaged)") from None
     if not isinstance(E, np.ndarray) or E.ndim != 2 or E.dtype.kind not in "fiu":
         found = f"an array of shape {getattr(E, 'shape', '?')} and dtype {getattr(E, 'dtype', '?')}"
-        raise bad(path, "a numeric V×d .npy array", found)
+        raise parse_error(path, "a numeric V×d .npy array", found)
     beside = os.path.join(os.path.dirname(path), "tokens.tsv")
     tokens = None
     if tokens_file is None and os.path.isfile(beside):
@@ -127,12 +127,14 @@ def _read_tokens_file(path: str, n: int) -> list[str]:
         rows = [line.split("\t") for line in lines[1:]]
         bad = next((i for i, r in enumerate(rows) if len(r) < 2), None)
         if bad is not None:
-            raise bad(path, "id<TAB>token<TAB>… rows (tokens.tsv)", f"line {bad + 2}: {snippet(lines[bad + 1])}")
+            raise parse_error(
+                path, "id<TAB>token<TAB>… rows (tokens.tsv)", f"line {bad + 2}: {snippet(lines[bad + 1])}"
+            )
         tokens = [r[1] for r in rows]
     else:
         tokens = [line.rstrip("\r") for line in lines]
     if len(tokens) != n:
-        raise bad(path, f"{n} tokens, one per row of the table", f"{len(tokens)}")
+        raise parse_error(path, f"{n} tokens, one per row of the table", f"{len(tokens)}")
     return tokens
 
 
@@ -155,7 +157,7 @@ def _read_text_or_binary(path: str) -> Source:
     if len(parts) >= 2 and _floats(parts[1:]):
         tokens, E = _read_text(path, "glove", len(parts) - 1, header=None)
         return Source(tokens, E, "glove")
-    raise bad(path, FORMATS, f"a file starting {snippet(first)}")
+    raise parse_error(path, FORMATS, f"a file starting {snippet(first)}")
 
 
 def _floats(fields: list[str]) -> bool:
@@ -196,7 +198,7 @@ def _read_text(path: str, kind: str, d: int, header: int | None) -> tuple[list[s
     lines = _count_lines(path) - (header is not None)
     expected = f"{KIND_NAMES[kind]}: a token and {d} numbers per line"
     if header is not None and lines < header:
-        raise bad(path, f"{header} rows (its header)", f"{max(lines, 0)} lines (damaged: truncated)")
+        raise parse_error(path, f"{header} rows (its header)", f"{max(lines, 0)} lines (damaged: truncated)")
     n = header if header is not None else lines
     E, tokens, i = np.empty((n, d), np.float32), [], 0
     with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
@@ -208,17 +210,17 @@ def _read_text(path: str, kind: str, d: int, header: int | None) -> tuple[list[s
                 continue
             parts = line.rsplit(" ", d)
             if i == n:
-                raise bad(path, f"{n} rows (its header)", f"more, from line {lineno} (damaged)")
+                raise parse_error(path, f"{n} rows (its header)", f"more, from line {lineno} (damaged)")
             try:
                 if len(parts) != d + 1:
                     raise ValueError
                 E[i] = parts[1:]
             except ValueError:
-                raise bad(path, expected, f"line {lineno}: {snippet(line)} (damaged)") from None
+                raise parse_error(path, expected, f"line {lineno}: {snippet(line)} (damaged)") from None
             tokens.append(parts[0])
             i += 1
     if header is not None and i != n:
-        raise bad(path, f"{n} rows (its header)", f"{i} (damaged: truncated)")
+        raise parse_error(path, f"{n} rows (its header)", f"{i} (damaged: truncated)")
     return tokens, (E if i == n else E[:i].copy())
 
 
@@ -227,7 +229,7 @@ def _read_binary(path: str, n: int, d: int, offset: int) -> tuple[list[str], np.
     expected = f"{n} rows of a token and {d} float32 (word2vec binary, by its header)"
     size, need = os.path.getsize(path), 4 * d
     if size - offset < n * (need + 2):
-        raise bad(path, expected, f"{size} bytes, too few (damaged: truncated)")
+        raise parse_error(path, expected, f"{size} bytes, too few (damaged: truncated)")
     E, tokens = np.empty((n, d), np.float32), []
     with open(path, "rb") as f:
         f.seek(offset)
@@ -236,7 +238,7 @@ def _read_binary(path: str, n: int, d: int, offset: int) -> tuple[list[str], np.
             buf, pos, sp = _next_record(f, buf, pos, need)
             if sp < 0:
                 why = "the file ends" if sp == -1 else "no token ends"
-                raise bad(path, expected, f"{why} in row {i + 1} (damaged)")
+                raise parse_error(path, expected, f"{why} in row {i + 1} (damaged)")
             tokens.append(buf[pos:sp].lstrip(b"\n").decode("utf-8", errors="replace"))
             E[i] = np.frombuffer(buf, "<f4", d, sp + 1)
             pos = sp + 1 + need
@@ -270,7 +272,7 @@ def _catalog(files: list[str]) -> dict[str, tuple[str, tuple[int, ...], str]]:
                     s = f.get_slice(name)
                     out[name] = (file, tuple(s.get_shape()), s.get_dtype())
         except Exception as e:  # safetensors raises its own error types for a bad header
-            raise bad(file, "a safetensors file", f"a file that does not parse ({e}) (damaged)") from None
+            raise parse_error(file, "a safetensors file", f"a file that does not parse ({e}) (damaged)") from None
     return out
 
 
@@ -298,17 +300,17 @@ def _read_tensor(files: list[str], tensor: str | None, where: str) -> tuple[np.n
         if tensor is not None:
             raise ValueError(f"tensor: got {tensor!r}; allowed: a 2-D tensor of {where!r}: {listed or 'none'}")
         wanted = f"an input-embedding tensor (a name ending in {', '.join(EMBEDDING_NAMES)}) or tensor=NAME"
-        raise bad(where, wanted, f"2-D tensors {listed}" if listed else "no 2-D tensor")
+        raise parse_error(where, wanted, f"2-D tensors {listed}" if listed else "no 2-D tensor")
     file, _, dtype = matrices[name]
     if dtype not in FLOAT_DTYPES:
-        raise bad(file, f"a float tensor {name} ({', '.join(FLOAT_DTYPES)})", dtype)
+        raise parse_error(file, f"a float tensor {name} ({', '.join(FLOAT_DTYPES)})", dtype)
     from safetensors import safe_open
 
     try:
         with safe_open(file, framework="np") as f:
             E = np.asarray(f.get_tensor(name)).astype(np.float32)  # bfloat16 through ml_dtypes
     except Exception as e:
-        raise bad(file, f"tensor {name}", f"data that does not read ({e}) (damaged)") from None
+        raise parse_error(file, f"tensor {name}", f"data that does not read ({e}) (damaged)") from None
     return E, name
 
 
@@ -321,7 +323,7 @@ def _read_hf(path: str, tensor: str | None) -> Source:
             with open(index, encoding="utf-8") as f:
                 weight_map = json.load(f)["weight_map"]
         except (ValueError, KeyError, TypeError) as e:
-            raise bad(index, "a safetensors index (JSON with a weight_map)", f"{e} (damaged)") from None
+            raise parse_error(index, "a safetensors index (JSON with a weight_map)", f"{e} (damaged)") from None
         shard = weight_map.get(_pick(weight_map, tensor))
         files = [shard] if shard else sorted(set(weight_map.values()))
         E, name = _read_tensor([os.path.join(path, f) for f in files], tensor, path)
@@ -330,7 +332,7 @@ def _read_hf(path: str, tensor: str | None) -> Source:
     else:
         found = ", ".join(sorted(n for n in os.listdir(path) if n != "config.json")[:8]) or "no weights"
         expected = "model.safetensors, or shards with model.safetensors.index.json (convert other weights first)"
-        raise bad(path, expected, found)
+        raise parse_error(path, expected, found)
     tokenizer = os.path.join(path, "tokenizer.json")
     if not os.path.isfile(tokenizer):
         return Source(None, E, "hf_model", tensor=name)
@@ -348,7 +350,9 @@ def hf_tokens(tokenizer: str, n: int) -> list[str]:
     try:
         vocab = Tokenizer.from_file(tokenizer).get_vocab()
     except Exception as e:
-        raise bad(tokenizer, "a Hugging Face tokenizer.json", f"a file that does not load ({e}) (damaged)") from None
+        raise parse_error(
+            tokenizer, "a Hugging Face tokenizer.json", f"a file that does not load ({e}) (damaged)"
+        ) from None
     tokens = [""] * n
     for token, i in vocab.items():
         if i < n:

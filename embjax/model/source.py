@@ -66,7 +66,7 @@ class Source:
         return f"{KIND_NAMES[self.kind]} {self.path!r}: {N} × {d} float32 ({', '.join(extra)})"
 
 
-def bad(path: str, expected: str, found: str) -> ValueError:
+def parse_error(path: str, expected: str, found: str) -> ValueError:
     """The one-line error for a file that is not what it should be."""
     found = " ".join(found.split("\n"))
     return ValueError(f"pretrained source {path!r}: expected {expected}; found {found}")
