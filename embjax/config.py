@@ -485,6 +485,13 @@ def _validate_benchmarks(key: str, value: str | tuple[str, ...] | None, names: t
                 f"{key}: got {item!r}; allowed: null, {' | '.join(names)}, an existing non-empty {form} file, "
                 f"or a list of them (e.g. [{', '.join(names)}])"
             )
+        if item not in names and key == "log.word_similarity":  # its content too, before any run directory
+            from .evals import check_similarity_file
+
+            try:
+                check_similarity_file(item)
+            except ValueError as err:
+                raise ConfigError(f"{key}: {err}") from None
 
 
 def _validate_freeze(e: EmbeddingConfig) -> None:

@@ -7,17 +7,20 @@ embedding outputs, hidden states and logits against d over the first steps, in t
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import sys
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 
 from . import benchmark_report
+from .config import flatten
 from .embedding import init_std_for
 from .scaling import coord_slopes, lr_transfer
-from .sinks import read_jsonl
+from .sinks import DAMAGED, read_jsonl, read_summary
 
 
 def load_runs(root: str) -> list[dict[str, Any]]:
@@ -34,11 +37,33 @@ def load_runs(root: str) -> list[dict[str, Any]]:
     runs = []
     for d in dirs:
         cfg = yaml.safe_load(open(os.path.join(d, "config.yaml")))
-        summary_path = os.path.join(d, "summary.json")
-        summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {"status": "not run"}
+        summary = read_summary(d)  # as the sweep command reads it: a damaged one is named, and listed as damaged
+        if summary["status"] == DAMAGED:
+            print(f"warning: {summary['_damaged']}; the report lists {os.path.basename(d)} as damaged", file=sys.stderr)
         rows = read_jsonl(os.path.join(d, "metrics.jsonl")) if os.path.exists(os.path.join(d, "metrics.jsonl")) else []
         runs.append({"dir": d, "name": os.path.basename(d), "cfg": cfg, "summary": summary, "rows": rows})
     return runs
+
+
+def mark_damaged(root: str, runs: list[dict]) -> None:
+    """summary.csv's row of each damaged member (if the sweep wrote one) says so: status `damaged`, its values
+    blank (summary.json no longer backs them); its name and swept keys stay."""
+    path = os.path.join(root, "summary.csv")
+    damaged = {r["name"]: r for r in runs if r["summary"].get("status") == DAMAGED}
+    if not damaged or not os.path.isfile(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0][:1] != ["member"] or rows[0][-1:] != ["status"]:
+        return
+    head = rows[0]
+    for row in rows[1:]:
+        if row and row[0] in damaged and len(row) == len(head):
+            keys = flatten(damaged[row[0]]["cfg"] or {})
+            row[1:-1] = [v if c in keys else "" for c, v in zip(head[1:-1], row[1:-1])]
+            row[-1] = DAMAGED
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
 
 
 def get(cfg: dict, key: str) -> Any:
@@ -113,8 +138,6 @@ _STYLES = ("-", "--", ":", "-.")
 
 def varied_keys(runs) -> list[str]:
     """The config keys whose values differ between the runs (identity keys and the seed left out)."""
-    from .config import flatten
-
     flat = [flatten(r["cfg"]) for r in runs]
     keys = sorted({k for f in flat for k in f} - _NOT_SHOWN)
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
@@ -452,6 +475,7 @@ def make_report(root: str, wandb_group: str | None = None, baseline: str | None 
     runs = load_runs(root)
     if not runs:
         raise ValueError(f"{root}: no run directories (config.yaml) found")
+    mark_damaged(root, runs)
     base = benchmark_report.read_baseline(baseline)
     if base is not None:
         benchmark_report.add_baseline_row(root, base)

@@ -44,6 +44,7 @@ from .sinks import (
     MemorySink,
     NullSink,
     WandbSink,
+    read_summary,
     remove_quietly,
     truncate_jsonl,
     write_atomic,
@@ -295,12 +296,7 @@ def _check_pretrained(cfg: Config) -> None:
 
 def finished_summary(cfg: Config) -> dict | None:
     """The summary of a run that already reached cfg.steps (finished or diverged), else None."""
-    path = os.path.join(cfg.run_dir, "summary.json")
-    try:
-        with open(path) as f:
-            s = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
+    s = read_summary(cfg.run_dir)  # (a damaged one is not finished: the member trains again)
     return s if s.get("status") in ("finished", "diverged") and s.get("steps") == cfg.steps else None
 
 

@@ -24,7 +24,8 @@ LAYERS = [
     {"data", "metrics", "mesh", "profiler"},
     {"prepare"},
     {"sources"},
-    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "evals", "snapshots", "pretrained"},
+    {"config", "embedding", "sinks", "checkpoint", "signals", "scaling", "hostmem", "snapshots", "pretrained"},
+    {"evals"},
     {"stats"},
 ]
 # Inside embjax/findings/: the shared base every finding module may import; a finding never imports another
