@@ -35,6 +35,7 @@ def test_spearman_against_a_hand_computation(tmp_path):
     out = word_similarity(E, lambda w: PIECES[w], path)
     assert out["word_sim/spearman"] == pytest.approx(0.8, abs=1e-12)
     assert out["word_sim/pairs"] == 4 and out["word_sim/skipped"] == 2
+    assert out["word_sim/unreadable"] == 1  # the header line
 
 
 def test_a_tokenizers_tokenizer_and_a_dict_give_the_same(tmp_path):
@@ -71,11 +72,14 @@ def test_log_word_similarity_is_logged_at_every_metrics_step(tmp_path):
     from embjax.outputs.sinks import read_jsonl
     from tests.conftest import TINY
 
-    path = _pairs(tmp_path, "t1_c1 t5_c1 9\nt1_c1 t2_c2 1\nt3_c3 t7_c3 8\nt2_c2 t3_c3 2\nt4_c0 nosuchword 5\n")
+    pairs = "t1_c1 t5_c1 9\nt1_c1 t2_c2 1\nt3_c3 t7_c3 8\nt2_c2 t3_c3 2\nt4_c0 nosuchword 5\n"
+    pairs += "".join(f"t{i}_c{i % 4} t{i + 8}_c{i % 4} {i}\n" for i in range(8, 14))  # a run needs 10 pairs or more
+    path = _pairs(tmp_path, pairs)
     assert train_main([*TINY, f"--out_dir={tmp_path}", "--log.wandb=false", f"--log.word_similarity={path}"]) == 0
     rows = [r for r in read_jsonl(tmp_path / "default" / "metrics.jsonl") if "word_sim/pairs/spearman" in r]
     assert [r["step"] for r in rows] == [0, 10, 20, 30]
-    assert all(r["word_sim/pairs/pairs"] == 4 and r["word_sim/pairs/skipped"] == 1 for r in rows)
+    assert all(r["word_sim/pairs/pairs"] == 10 and r["word_sim/pairs/skipped"] == 1 for r in rows)
+    assert all(r["word_sim/pairs/unreadable"] == 0 for r in rows)
     E = np.load(tmp_path / "default" / "embeddings.npy")
     tokens = [line.split("\t")[1] for line in (tmp_path / "default" / "tokens.tsv").read_text().splitlines()[1:]]
     want = word_similarity(E, {t: i for i, t in enumerate(tokens)}, path)["word_sim/spearman"]

@@ -20,14 +20,18 @@ dummy4unknown=False and restrict_vocab=V (every row a candidate; gensim's defaul
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..config import Config, ConfigError
 from .stats import spearman
 
 _SEP = re.compile(r"[\t,;]|\s+")
@@ -55,29 +59,90 @@ def benchmark_files(value: str | tuple[str, ...] | None, names: dict[str, str]) 
     return out
 
 
-def read_pairs(path: str) -> tuple[list[Pair], int]:
-    """(word, word, score) rows of a pairs file, and how many non-empty lines were not pairs (a header, say).
+@dataclass(frozen=True)
+class PairsFile:
+    """A pairs file as read: its (word, word, score) rows and the non-empty, non-comment lines that are not one
+    (`unreadable`: how many; `first`: the first, as `line N: 'text'`)."""
 
-    A line is `word1 SEP word2 SEP score [more columns]`, SEP a tab, comma, semicolon or spaces; lines
-    starting with '#' are comments. SimLex-999's original file (a header, then word1 word2 POS SimLex999 ...)
-    needs its score column chosen by the caller first: here the third field is the score.
-    """
+    path: str
+    pairs: tuple[Pair, ...]
+    unreadable: int
+    first: str | None
+
+    def problem(self) -> str | None:
+        """Why a run must not score this file (fewer than MIN_PAIRS pairs, or fewer pairs than unreadable lines:
+        not a pairs file, or the wrong separator), or None."""
+        if len(self.pairs) >= MIN_PAIRS and len(self.pairs) >= self.unreadable:
+            return None
+        return (
+            f"{self.path!r}: {len(self.pairs)} 'word word score' pair(s) and {self.unreadable} unreadable line(s) "
+            f"(the first: {self.first}); allowed: at least {MIN_PAIRS} pairs and at least as many pairs as "
+            "unreadable lines"
+            if self.unreadable
+            else f"{self.path!r}: {len(self.pairs)} 'word word score' pair(s); allowed: at least {MIN_PAIRS} pairs"
+        )
+
+    def warning(self) -> str | None:
+        """One line saying which lines were left out, or None when every line is a pair (or a comment)."""
+        if not self.unreadable:
+            return None
+        return (
+            f"warning: {self.path}: {self.unreadable} of {self.unreadable + len(self.pairs)} lines are not "
+            f"'word word score' pairs and are left out (the first: {self.first}); scored on the other "
+            f"{len(self.pairs)}"
+        )
+
+
+MIN_PAIRS = 10  # a run refuses a similarity file with fewer pairs (a ρ over fewer says next to nothing)
+
+
+def read_pairs(path: str) -> tuple[list[Pair], int]:
+    """(word, word, score) rows of a pairs file, and how many non-empty lines were not pairs (a header, say); see
+    `load_pairs` for the first such line."""
+    f = load_pairs(path)
+    return list(f.pairs), f.unreadable
+
+
+def load_pairs(path: str) -> PairsFile:
+    """A pairs file's rows and unreadable lines. A line is `word1 SEP word2 SEP score [more columns]`, SEP a tab,
+    comma, semicolon or spaces, the score a finite number; lines starting with '#' are comments. SimLex-999's
+    original file (a header, then word1 word2 POS SimLex999 ...) needs its score column chosen by the caller first:
+    here the third field is the score. Read once per version of the file (its size and mtime)."""
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise ValueError(f"word similarity pairs: got {path!r}; allowed: an existing, non-empty text file")
-    pairs, other = [], 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            fields = [x for x in _SEP.split(line) if x]
-            try:
-                pairs.append((fields[0], fields[1], float(fields[2])))
-            except (IndexError, ValueError):
-                other += 1
+    st = os.stat(path)
+    return _read_pairs(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_pairs(path: str, size: int, mtime_ns: int) -> PairsFile:
+    pairs, unreadable, first = [], 0, None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                fields = [x for x in _SEP.split(line) if x]
+                try:
+                    score = float(fields[2])
+                    if not math.isfinite(score):
+                        raise ValueError(score)
+                    pairs.append((fields[0], fields[1], score))
+                except (IndexError, ValueError):
+                    unreadable += 1
+                    first = first or f"line {n}: {line[:60]!r}"
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"word similarity pairs: {path!r} is not UTF-8 text (byte {err.start}); allowed: a 'word word score' "
+            "text file"
+        ) from None
     if not pairs:
-        raise ValueError(f"word similarity pairs: {path!r} holds no 'word word score' line")
-    return pairs, other
+        raise ValueError(
+            f"word similarity pairs: {path!r} holds no 'word word score' line"
+            + (f" ({unreadable} unreadable, the first: {first})" if first else "")
+        )
+    return PairsFile(path, tuple(pairs), unreadable, first)
 
 
 def read_questions(path: str) -> list[Question]:
@@ -145,9 +210,11 @@ class Lexicon:
 
 def word_similarity(E: Any, tokenizer: Any, pairs_file: str) -> dict[str, float]:
     """Spearman's ρ of a pairs file on E, a word's vector the mean of its subword pieces' rows (see
-    `pairs_similarity`); keys `word_sim/spearman`, `word_sim/pairs`, `word_sim/skipped`."""
+    `pairs_similarity`); keys `word_sim/spearman`, `word_sim/pairs`, `word_sim/skipped`, and `word_sim/unreadable`
+    (the file's lines that are not pairs, see `load_pairs`)."""
     lex = Lexicon(_encoder(tokenizer), np.asarray(E).shape[0], words=False)
-    return pairs_similarity(E, lex, read_pairs(pairs_file)[0], "word_sim")
+    got = load_pairs(pairs_file)
+    return {**pairs_similarity(E, lex, got.pairs, "word_sim"), "word_sim/unreadable": float(got.unreadable)}
 
 
 def _unit32(v: np.ndarray) -> np.ndarray:
@@ -222,11 +289,16 @@ def analogy_accuracy(E: Any, lex: Lexicon, questions: list[Question], prefix: st
 
 
 class Benchmarks:
-    """The benchmarks a run's log config names, read once, scored on any table of its vocabulary."""
+    """The benchmarks a run's log config names, read once, scored on any table of its vocabulary. A similarity file
+    with unreadable lines is said once per process in one warning line (the config has refused a file that is
+    mostly not pairs: `check_similarity_file`)."""
 
     def __init__(self, log: Any, lex: Lexicon):
         self.lex = lex
-        self.pairs = [(n, read_pairs(p)[0]) for n, p in benchmark_files(log.word_similarity, SIMILARITY_SETS)]
+        self.pairs = []
+        for n, p in benchmark_files(log.word_similarity, SIMILARITY_SETS):
+            self.pairs.append((n, load_pairs(p)))
+            _warn_once(self.pairs[-1][1].warning())
         self.analogies = [(n, read_questions(p)) for n, p in benchmark_files(log.analogy, ANALOGY_SETS)]
 
     def __bool__(self) -> bool:
@@ -236,8 +308,37 @@ class Benchmarks:
         """Every set's keys for one table: `word_sim{table}/<set>/…`, `analogy{table}/<set>/…` (table "" for the
         input table, "_out" for an untied output head)."""
         out: dict[str, float] = {}
-        for name, pairs in self.pairs:
-            out.update(pairs_similarity(E, self.lex, pairs, f"word_sim{table}/{name}"))
+        for name, got in self.pairs:
+            out.update(pairs_similarity(E, self.lex, got.pairs, f"word_sim{table}/{name}"))
+            out[f"word_sim{table}/{name}/unreadable"] = float(got.unreadable)
         for name, questions in self.analogies:
             out.update(analogy_accuracy(E, self.lex, questions, f"analogy{table}/{name}"))
         return out
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(line: str | None) -> None:
+    if line and line not in _WARNED:
+        _WARNED.add(line)
+        print(line, file=sys.stderr)
+
+
+def check_similarity_file(path: str) -> None:
+    """A ValueError (one line) when a run must not score this pairs file: see `PairsFile.problem`."""
+    problem = load_pairs(path).problem()
+    if problem:
+        raise ValueError(problem)
+
+
+def check_similarity_files(cfg: Config) -> None:
+    """Every pairs file log.word_similarity names (not a shipped set), read before a run writes anything: one line
+    (ConfigError) when one is not fit to score (see `PairsFile.problem`)."""
+    value = cfg.log.word_similarity
+    for item in () if value is None else (value,) if isinstance(value, str) else value:
+        if item not in SIMILARITY_SETS:
+            try:
+                check_similarity_file(item)
+            except ValueError as err:
+                raise ConfigError(f"log.word_similarity: {err}") from None

@@ -270,6 +270,19 @@ def cosine_sample(E: np.ndarray, n_pairs: int = 4096, seed: int = 0) -> np.ndarr
     return np.einsum("ij,ij->i", A[ok], B[ok]) / (na[ok] * nb[ok])
 
 
+def neighbour_probes(counts: Any, n: int = 8) -> np.ndarray:
+    """The rows whose nearest neighbours the loop logs, ascending: the n // 2 most frequent and n // 2 more
+    spread evenly over the frequency ranks from n to V - 1 (ties by id), at most n in all; every row when
+    V ≤ n."""
+    counts = np.asarray(counts, np.float64)
+    V = len(counts)
+    if V <= n:
+        return np.arange(V)
+    by_freq = np.argsort(-counts, kind="mergesort")
+    picks = np.unique(np.r_[by_freq[: n // 2], by_freq[np.linspace(n, V - 1, n // 2).astype(int)]])
+    return picks[:n]
+
+
 class TrainingGeometry:
     """What the loop logs every log.metrics_every steps: the report's scalars, the centred view,
     histograms of row norms and of sampled cosines, and the probe tokens' nearest neighbours."""
@@ -278,18 +291,10 @@ class TrainingGeometry:
         self.corpus = corpus
         self.counts = corpus.counts
         self.labels = corpus.labels
-        V = corpus.vocab_size
-        by_freq = np.argsort(-corpus.counts, kind="mergesort")
-        picks = np.unique(
-            np.r_[
-                by_freq[: n_probe_tokens // 2],
-                by_freq[np.linspace(n_probe_tokens, V - 1, n_probe_tokens // 2).astype(int)],
-            ]
-        )
-        self.probe_tokens = picks[:n_probe_tokens]
+        self.probe_tokens = neighbour_probes(corpus.counts, n_probe_tokens)
         # word-level vocabularies (the planted corpus's token strings, data.tokenizer=word): a word is one row
         words = getattr(corpus, "unk_id", None) is not None or corpus.labels is not None
-        lex = Lexicon(corpus.encode, V, words=words, unk=getattr(corpus, "unk_id", None))
+        lex = Lexicon(corpus.encode, corpus.vocab_size, words=words, unk=getattr(corpus, "unk_id", None))
         try:
             self.benchmarks = Benchmarks(cfg.log, lex)  # read once
         except ValueError as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import defaultdict
 from typing import Any
 
@@ -19,6 +20,7 @@ from . import benchmark_report
 from .figures import save, series
 from .mup_report import coord_slope_lines, lr_transfer_lines, plot_coord_check, plot_lr_transfer
 from .runs import get, load_runs
+from .summary import mark_damaged
 
 
 def plot_loss_vs_sigma(runs, path) -> bool:
@@ -227,6 +229,7 @@ def make_report(root: str, wandb_group: str | None = None, baseline: str | None 
     runs = load_runs(root)
     if not runs:
         raise ValueError(f"{root}: no run directories (config.yaml) found")
+    mark_damaged(root, runs)
     base = benchmark_report.read_baseline(baseline)
     if base is not None:
         benchmark_report.add_baseline_row(root, base)
@@ -322,7 +325,6 @@ def _summary_lines(runs: list[dict]) -> list[str]:
 
 def _space_page(root: str) -> str | None:
     """embedding_space.html for the run or sweep (None when no run has snapshots)."""
-    import sys
 
     from .viewer import NoSnapshots, write_page
 

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from .. import config as C
+from ..analysis.evals import check_similarity_files
 from ..config import Config, ConfigError
 from ..data.corpus import Corpus
 from ..model.align import PretrainedTable
@@ -40,6 +41,7 @@ from .sinks import (
     NullSink,
     WandbSink,
     read_jsonl,
+    read_summary,
     remove_quietly,
     truncate_jsonl,
     write_atomic,
@@ -68,7 +70,8 @@ def write_tokens_tsv(run_dir: str, corpus: Any, marks: np.ndarray | None = None)
 
 def check(cfg: Config, overwrite: bool) -> bool:
     """Decide before writing anything: True to resume. A changed config is refused unless overwrite
-    (which then removes the old run); only keys declared resumable may differ."""
+    (which then removes the old run); only keys declared resumable may differ. The pairs files it scores are read."""
+    check_similarity_files(cfg)
     try:
         os.makedirs(cfg.out_dir, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=cfg.out_dir, prefix=".embjax-write-test-")  # unique across hosts too
@@ -142,12 +145,7 @@ def _check_pretrained(cfg: Config) -> None:
 
 def finished_summary(cfg: Config) -> dict | None:
     """The summary of a run that already reached cfg.steps (finished or diverged), else None."""
-    path = os.path.join(cfg.run_dir, "summary.json")
-    try:
-        with open(path) as f:
-            s = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
+    s = read_summary(cfg.run_dir)  # (a damaged one is not finished: the member trains again)
     return s if s.get("status") in ("finished", "diverged") and s.get("steps") == cfg.steps else None
 
 

@@ -3,15 +3,15 @@ and the findings both analyse: the muP coordinate check's and the learning-rate 
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 
 from ..analysis.scaling import lr_transfer
-from .sinks import read_jsonl
+from .sinks import DAMAGED, read_jsonl, read_summary
 
 
 def load_runs(root: str) -> list[dict[str, Any]]:
@@ -28,8 +28,9 @@ def load_runs(root: str) -> list[dict[str, Any]]:
     runs = []
     for d in dirs:
         cfg = yaml.safe_load(open(os.path.join(d, "config.yaml")))
-        summary_path = os.path.join(d, "summary.json")
-        summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {"status": "not run"}
+        summary = read_summary(d)  # as the sweep command reads it: a damaged one is named, and listed as damaged
+        if summary["status"] == DAMAGED:
+            print(f"warning: {summary['_damaged']}; the report lists {os.path.basename(d)} as damaged", file=sys.stderr)
         rows = read_jsonl(os.path.join(d, "metrics.jsonl")) if os.path.exists(os.path.join(d, "metrics.jsonl")) else []
         runs.append({"dir": d, "name": os.path.basename(d), "cfg": cfg, "summary": summary, "rows": rows})
     return runs

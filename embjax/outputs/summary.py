@@ -6,7 +6,8 @@ import csv
 import os
 
 from .. import config as C
-from ..config import Config
+from ..config import Config, flatten
+from .sinks import DAMAGED
 
 SUMMARY_METRICS = (
     "eval/loss",
@@ -42,3 +43,24 @@ def write_summary_csv(sweep_dir: str, keys: list[str], cfgs: list[Config], summa
             values = [s.get(m, "") for m in metrics]
             w.writerow([cfg.name, *[C.get(cfg, k) for k in keys], *values, s.get("status", "")])
     return path
+
+
+def mark_damaged(root: str, runs: list[dict]) -> None:
+    """summary.csv's row of each damaged member (if the sweep wrote one) says so: status `damaged`, its values
+    blank (summary.json no longer backs them); its name and swept keys stay."""
+    path = os.path.join(root, "summary.csv")
+    damaged = {r["name"]: r for r in runs if r["summary"].get("status") == DAMAGED}
+    if not damaged or not os.path.isfile(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0][:1] != ["member"] or rows[0][-1:] != ["status"]:
+        return
+    head = rows[0]
+    for row in rows[1:]:
+        if row and row[0] in damaged and len(row) == len(head):
+            keys = flatten(damaged[row[0]]["cfg"] or {})
+            row[1:-1] = [v if c in keys else "" for c, v in zip(head[1:-1], row[1:-1])]
+            row[-1] = DAMAGED
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .. import config as C
+from ..analysis.evals import check_similarity_files
 from ..analysis.metrics import TrainingGeometry
 from ..config import Config, ConfigError
 from ..data.corpus import TextCorpus, make_corpus
@@ -174,6 +175,7 @@ def train_baseline(cfg: Config, spec: Spec, overwrite: bool = False) -> dict[str
             "e.g. --data.kind=text --data.path=builtin:wiki_sample --data.tokenizer=word"
         )
     cfg = with_benchmarks(cfg)
+    check_similarity_files(cfg)
     run_dir = cfg.run_dir
     done = _finished(run_dir)
     if done is not None and not overwrite:
