@@ -68,9 +68,9 @@ def test_the_lessons_toy_sizes_train_to_the_end(tmp_path, V, kind):
 @pytest.mark.parametrize("V", [2, 3, 5, 8])
 def test_every_row_is_a_probe_with_its_neighbours_at_small_v(V):
     """The loop's neighbour table at V ≤ 8: a row per token, each with its V - 1 (at most 5) nearest other rows."""
+    from embjax.analysis.metrics import TrainingGeometry
     from embjax.config import load_config
     from embjax.data.corpus import make_corpus
-    from embjax.analysis.metrics import TrainingGeometry
 
     cfg = load_config(
         None, [f"--data.vocab_size={V}", "--data.num_classes=1", "--model.embed_dim=3", "--model.num_heads=1"]
