@@ -132,15 +132,19 @@ def test_a_similarity_file_that_is_mostly_unreadable_is_refused_before_any_run(t
     assert not (tmp_path / "default").exists()
 
 
-def test_the_refusal_rules_at_config_time(tmp_path):
-    """Fewer than 10 pairs, or fewer pairs than unreadable lines: refused (a sweep's member configs too); comments,
-    blank lines and the named sets are fine; a NaN score is unreadable."""
+def test_the_refusal_rules_before_anything_is_written(tmp_path):
+    """Fewer than 10 pairs, or fewer pairs than unreadable lines: refused (rundir.check reads the files for a run and
+    every sweep member, the baseline too); comments, blank lines and the named sets are fine; a NaN score is
+    unreadable."""
+    from embjax.analysis.evals import check_similarity_files
     from embjax.config import ConfigError, load_config
 
     def check(lines):
         path = tmp_path / "p.txt"
         path.write_text("\n".join(lines) + "\n")
-        return load_config(None, [f"--log.word_similarity={path}"])
+        cfg = load_config(None, [f"--log.word_similarity={path}"])
+        check_similarity_files(cfg)
+        return cfg
 
     with pytest.raises(ConfigError, match="9 'word word score' pair\\(s\\); allowed: at least 10 pairs"):
         check(PAIRS[:9])
@@ -149,7 +153,7 @@ def test_the_refusal_rules_at_config_time(tmp_path):
     with pytest.raises(ConfigError, match=r"the first: line 1: 'a b nan'"):
         check(["a b nan"] * 11 + PAIRS[:10])
     check(["# comment", "", *PAIRS[:10], "word1 word2 score"])  # a header: one unreadable line, allowed
-    load_config(None, ["--log.word_similarity=[wordsim353, simlex999]"])
+    check_similarity_files(load_config(None, ["--log.word_similarity=[wordsim353, simlex999]"]))
 
 
 @pytest.mark.slow

@@ -35,13 +35,13 @@ from . import snapshots
 from .exports import export_projector
 from .lock import RunLock, RunLocked
 from .run import Outcome, logged_evals, summarize
+from .runs import read_summary
 from .sinks import (
     CompositeSink,
     JsonlSink,
     NullSink,
     WandbSink,
     read_jsonl,
-    read_summary,
     remove_quietly,
     truncate_jsonl,
     write_atomic,

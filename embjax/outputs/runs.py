@@ -3,6 +3,7 @@ and the findings both analyse: the muP coordinate check's and the learning-rate 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections import defaultdict
@@ -11,7 +12,28 @@ from typing import Any
 import numpy as np
 
 from ..analysis.scaling import lr_transfer
-from .sinks import DAMAGED, read_jsonl, read_summary
+from .sinks import read_jsonl
+
+DAMAGED = "damaged"  # the status a reader gives a run whose summary.json does not parse
+
+
+def read_summary(run_dir: str) -> dict:
+    """A run's summary.json, never an exception: {"status": "not run"} when it has none; {"status": "damaged",
+    "_damaged": one line naming the file and why} when it cannot be read or is not a JSON object (a copy cut short,
+    say). The sweep command (which trains such a member again) and the report (which lists it as damaged and
+    reports the others) both read summaries here."""
+    path = os.path.join(run_dir, "summary.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            s = json.load(f)
+    except FileNotFoundError:
+        return {"status": "not run"}
+    except (OSError, ValueError) as err:  # (a JSON or UTF-8 decoding error is a ValueError)
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return {"status": DAMAGED, "_damaged": f"{path}: damaged ({why})"}
+    if not isinstance(s, dict):
+        return {"status": DAMAGED, "_damaged": f"{path}: damaged (a JSON {type(s).__name__}, not an object)"}
+    return s
 
 
 def load_runs(root: str) -> list[dict[str, Any]]:

@@ -149,28 +149,6 @@ def truncate_jsonl(path: str, last_step: int) -> None:
     write_atomic(path, lambda f: f.writelines(kept))
 
 
-DAMAGED = "damaged"  # the status a reader gives a run whose summary.json does not parse
-
-
-def read_summary(run_dir: str) -> dict:
-    """A run's summary.json, never an exception: {"status": "not run"} when it has none; {"status": "damaged",
-    "_damaged": one line naming the file and why} when it cannot be read or is not a JSON object (a copy cut short,
-    say). The sweep command (which trains such a member again) and the report (which lists it as damaged and
-    reports the others) both read summaries here."""
-    path = os.path.join(run_dir, "summary.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            s = json.load(f)
-    except FileNotFoundError:
-        return {"status": "not run"}
-    except (OSError, ValueError) as err:  # (a JSON or UTF-8 decoding error is a ValueError)
-        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        return {"status": DAMAGED, "_damaged": f"{path}: damaged ({why})"}
-    if not isinstance(s, dict):
-        return {"status": DAMAGED, "_damaged": f"{path}: damaged (a JSON {type(s).__name__}, not an object)"}
-    return s
-
-
 def read_jsonl(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

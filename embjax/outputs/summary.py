@@ -7,7 +7,7 @@ import os
 
 from .. import config as C
 from ..config import Config, flatten
-from .sinks import DAMAGED
+from .runs import DAMAGED
 
 SUMMARY_METRICS = (
     "eval/loss",
