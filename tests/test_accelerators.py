@@ -195,6 +195,22 @@ def test_members_bench_runs_on_cpu():
     assert rows[0]["bytes_per_member"] < 2 * rows[1]["bytes_per_member"] < 2 * rows[0]["bytes_per_member"] * 1.01
 
 
+@pytest.mark.slow
+def test_train_bench_reports_host_time_cpu_time_and_page_faults_per_step():
+    """bench --case=train, one step per dispatch: the host's time per dispatch lies within the step's wall time,
+    and the process's CPU time per step within what the machine's cores can give in that wall time."""
+    from tests.conftest import run_cli
+
+    tiny = ["--set=data.vocab_size=64", "--set=model.embed_dim=16", "--set=data.seq_len=16", "--set=data.batch_size=4"]
+    out = run_cli("experiments.bench", "--case=train", "--steps=6", "--per-dispatch=1", "--json", *tiny)
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    assert row["steps_per_dispatch"] == 1 and row["step_ms"] > 0
+    assert 0 < row["dispatch_ms"] <= row["step_ms"]
+    assert 0 < row["cpu_ms_per_step"] <= (os.cpu_count() or 1) * row["step_ms"] * 1.05
+    assert row["page_faults"] >= 0
+
+
 _REUSE = """
 import resource, numpy as np
 np._core.multiarray._set_madvise_hugepage(False)  # count 4 KB pages

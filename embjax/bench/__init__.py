@@ -2,7 +2,8 @@
 
 Cases
   metrics  embedding_report on a float32 V=262,144 × d=1,024 matrix with counts and labels: time, peak memory
-  train    the throughput spec (see SPEC below) through embjax's own model and train step: tokens/s, MFU
+  train    the throughput spec (see SPEC below) through embjax's own model and train step: tokens/s, MFU, host
+           time per dispatch, CPU time per step and page faults of the timed steps
   peak     the machine's measured float32 matmul FLOP/s (the MFU denominator)
   sweep    an 8-member σ × seed group vectorised in one process vs 8 separate `experiments.train` processes
   mup      the train spec under SP and under μP, alternating: tokens/s of each and their ratio

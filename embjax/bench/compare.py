@@ -31,6 +31,10 @@ def bench_compare(peer_python: str, peer: str, steps: int, per_dispatch: int, ro
                 "embjax_tokens_per_s": j["tokens_per_s"],
                 "torch_tokens_per_s": t["tokens_per_s"],
                 "mfu": j["mfu"],
+                # host-side figures of embjax's timed steps, which another process's load on the machine does not
+                # inflate (see bench_train)
+                "embjax_dispatch_ms": j.get("dispatch_ms"),
+                "embjax_cpu_ms_per_step": j.get("cpu_ms_per_step"),
             }
         )
     return rows + [
