@@ -136,7 +136,7 @@ def test_an_embjax_run_directory_written_by_its_own_writer(tmp_path):
 
     tokens = ["t0_c0", "t1_c1", "▁the", "a\\\\b", "\\n"]  # as data._printable spells them: ▁, escapes
     corpus = SimpleNamespace(tokens=tokens, counts=np.array([5.0, 4, 3, 2, 1]), labels=np.array([0, 1, 0, 1, 0]))
-    RunDir._write_tokens(SimpleNamespace(path=str(tmp_path), corpus=corpus))
+    RunDir._write_tokens(SimpleNamespace(path=str(tmp_path), corpus=corpus, pretrained=None))
     E = np.random.default_rng(3).standard_normal((5, 6)).astype(np.float32)
     np.save(tmp_path / "embeddings.npy", E)
     src = read_source(str(tmp_path))
