@@ -138,15 +138,16 @@ def test_explicit_probes_and_centered_view():
 
 
 def test_chunking_does_not_change_results(monkeypatch):
-    import embjax.analysis.metrics as M
+    import embjax.analysis.neighbors as N
 
     E = rng(8).standard_normal((1000, 8)).astype(np.float32)
     labels = np.arange(1000) % 5
     whole = embedding_report(E, labels=labels, counts=np.arange(1000))
-    monkeypatch.setattr(M, "CHUNK", 97)
+    monkeypatch.setattr(N, "CHUNK", 97)  # read by chunks() when called (it was bound at import before: no effect)
     chunked = embedding_report(E, labels=labels, counts=np.arange(1000))
     for k in whole:
         assert chunked[k] == pytest.approx(whole[k], rel=1e-9, abs=1e-12), k
+    assert len(list(N.chunks(E))) == 11  # so the report above read E in 11 chunks of at most 97 rows
 
 
 def test_spearman_and_ranks_match_scipy_with_ties():

@@ -242,7 +242,7 @@ def test_step_plots_tell_apart_every_swept_key(tmp_path, monkeypatch):
     assert encodings(varied_keys(runs)) == ("embedding.init_std", "model.tie_embeddings", ["model.embed_dim"])
     assert encodings(["model.embed_dim", "optim.lr"]) == ("optim.lr", "model.embed_dim", [])
     figs = []
-    monkeypatch.setattr("embjax.outputs.report._save", lambda fig, path: figs.append(fig) or True)
+    monkeypatch.setattr("embjax.outputs.report.save", lambda fig, path: figs.append(fig) or True)
     assert plot_over_steps(runs, "emb/norm_growth", "growth", "Row-norm growth", str(tmp_path / "p.png"))
     (fig,) = figs
     axes = [ax for ax in fig.axes if ax.lines]

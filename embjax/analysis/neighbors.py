@@ -11,8 +11,9 @@ CHUNK = 8192  # rows per float64 chunk: 8192 × 1024 × 8 B = 64 MiB
 KNN_K = 10
 
 
-def chunks(E: np.ndarray, mu: np.ndarray | None = None, chunk: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-    """(start, float64 rows) of E (minus mu, if given), one chunk at a time."""
+def chunks(E: np.ndarray, mu: np.ndarray | None = None, chunk: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, float64 rows) of E (minus mu, if given), one chunk (CHUNK rows, read when called) at a time."""
+    chunk = chunk or CHUNK
     for i in range(0, E.shape[0], chunk):
         X = np.asarray(E[i : i + chunk], np.float64)
         yield i, (X - mu if mu is not None else X)

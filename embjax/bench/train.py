@@ -31,16 +31,7 @@ def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None =
     jax.block_until_ready(m)
     first_step_s = time.perf_counter() - t0
     n = max(1, steps // per_dispatch)
-    r0, host_s = resource.getrusage(resource.RUSAGE_SELF), 0.0
-    t = time.perf_counter()
-    for _ in range(n):
-        h = time.perf_counter()
-        state, m = compiled(state, corpus.tables)
-        host_s += time.perf_counter() - h
-    loss = float(m["train/loss"])
-    dt = time.perf_counter() - t
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_s = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+    state, loss, dt, host_s, cpu_s, faults = _timed(compiled, state, corpus.tables, n)
     params = count_params(state["params"])
     tokens = n * per_dispatch * cfg.data.batch_size * cfg.data.seq_len
     flops = train_flops_per_token(cfg, params) * tokens / dt
@@ -61,7 +52,7 @@ def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None =
         # at once, and the heap grows with the queue; see embjax.hostmem)
         "dispatch_ms": 1e3 * host_s / n,
         "cpu_ms_per_step": 1e3 * cpu_s / (n * per_dispatch),
-        "page_faults": r1.ru_minflt - r0.ru_minflt,
+        "page_faults": faults,
         "compile_s": compile_s,
         "time_to_first_step_s": first_step_s,
         "model_flops_per_s": flops,
@@ -75,3 +66,18 @@ def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None =
         "devices": len(jax.devices()),
         "steps_per_dispatch": per_dispatch,
     }
+
+
+def _timed(compiled, state, tables, n: int) -> tuple:
+    """n dispatches of the compiled steps: (state, the last loss, wall s, host s in the calls, CPU s, page faults)."""
+    r0, host_s = resource.getrusage(resource.RUSAGE_SELF), 0.0
+    t = time.perf_counter()
+    for _ in range(n):
+        h = time.perf_counter()
+        state, m = compiled(state, tables)
+        host_s += time.perf_counter() - h
+    loss = float(m["train/loss"])
+    dt = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+    return state, loss, dt, host_s, cpu_s, r1.ru_minflt - r0.ru_minflt
