@@ -83,9 +83,12 @@ class EmbeddingLM(nnx.Module):
         x_BxTxD = self.embed(tok_BxT)
         return self.embed_norm(x_BxTxD) if self.embed_norm is not None else x_BxTxD
 
-    def lookup_dropped(self, tok_BxT: jax.Array, drop: Dropout | None) -> tuple[jax.Array, jax.Array]:
-        """(the looked-up vectors, the same after model.embed_dropout: what the layers above read)."""
+    def lookup_dropped(self, tok_BxT: jax.Array, drop: Dropout | None, mask_BxT=None) -> tuple[jax.Array, jax.Array]:
+        """(the looked-up vectors, zero where mask_BxT is False if given; the same after model.embed_dropout: what
+        the layers above read)."""
         x_BxTxD = self.lookup(tok_BxT)
+        if mask_BxT is not None:
+            x_BxTxD = x_BxTxD * mask_BxT[..., None].astype(x_BxTxD.dtype)
         return x_BxTxD, x_BxTxD if drop is None else drop.embed(x_BxTxD)
 
     def __call__(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None) -> jax.Array:
@@ -127,11 +130,7 @@ class MLPLM(EmbeddingLM):
         self.out = Linear(F, D, rngs=rngs, **dtypes(cfg))
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None, drop=None) -> tuple:
-        x_BxTxD = emb_BxTxD = self.lookup(tok_BxT)
-        if mask_BxT is not None:
-            x_BxTxD = emb_BxTxD = x_BxTxD * mask_BxT[..., None].astype(x_BxTxD.dtype)
-        if drop is not None:
-            x_BxTxD = drop.embed(x_BxTxD)
+        emb_BxTxD, x_BxTxD = self.lookup_dropped(tok_BxT, drop, mask_BxT)
         T = x_BxTxD.shape[1]
         pad = jnp.pad(x_BxTxD, ((0, 0), (self.window - 1, 0), (0, 0)))
         # position t sees tokens t, t-1, ..., t-W+1
@@ -267,11 +266,7 @@ class LSTMLM(EmbeddingLM):
 
     def features_and_coords(self, tok_BxT: jax.Array, mask_BxT: jax.Array | None = None, drop=None) -> tuple:
         """(embedding output, last layer's output, {layerI: mean |h| of layer I}); drop: dropout while training."""
-        x_BxTxD = emb_BxTxD = self.lookup(tok_BxT)
-        if mask_BxT is not None:
-            x_BxTxD = emb_BxTxD = x_BxTxD * mask_BxT[..., None].astype(x_BxTxD.dtype)
-        if drop is not None:
-            x_BxTxD = drop.embed(x_BxTxD)
+        emb_BxTxD, x_BxTxD = self.lookup_dropped(tok_BxT, drop, mask_BxT)
         h_BxTxD, coords = self.lstm(x_BxTxD, drop)
         return emb_BxTxD, h_BxTxD, coords
 
