@@ -283,3 +283,59 @@ def test_a_runs_pair_scores_give_the_spearman_it_logged(tmp_path):
     (tmp_path / "bpe" / "config.yaml").write_text("data:\n  kind: text\n  tokenizer: bpe\n")
     with pytest.raises(ValueError, match="data.tokenizer='bpe'"):
         pair_scores(str(tmp_path / "bpe"), "simlex999")
+
+
+def _synthetic_runs(root, rng, out_strength):
+    """Run directories of a tied and an untied arm (3 seeds each) on every benchmark word, written by hand: random
+    input tables, and untied output tables whose SimLex pairs are pulled together in proportion to their human
+    score (out_strength: how much), so ρ_out − ρ_in is what the test chose."""
+    import yaml
+    from gensim.test.utils import datapath
+
+    from embjax.analysis.evals import read_pairs
+
+    pairs = read_pairs(datapath("simlex999.txt"))[0]
+    words = ["<unk>"] + sorted({w.lower() for a, b, _ in pairs for w in (a, b)})
+    index = {w: i for i, w in enumerate(words)}
+    runs = []
+    for tie in (True, False):
+        for seed in range(3):
+            d = root / f"{'tied' if tie else 'untied'}-{seed}"
+            d.mkdir()
+            cfg = {"seed": seed, "data": {"kind": "text", "tokenizer": "word"}}
+            cfg |= {"model": {"tie_embeddings": tie}, "embedding": {"init_std": 0.02}}
+            (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+            (d / "tokens.tsv").write_text("id\ttoken\n" + "".join(f"{i}\t{w}\n" for i, w in enumerate(words)))
+            E = rng.standard_normal((len(words), 48))
+            np.save(d / "embeddings.npy", E)
+            if not tie:
+                X = E + 0.5 * rng.standard_normal(E.shape)
+                for a, b, s in pairs:
+                    X[index[b.lower()]] += out_strength * s / 10 * E[index[a.lower()]]
+                np.save(d / "output_embeddings.npy", X)
+            runs.append({"dir": str(d), "name": d.name, "cfg": cfg, "summary": {"status": "finished"}, "rows": []})
+    return runs
+
+
+@pytest.mark.parametrize("strength, want", [(1.5, REPRODUCED), (-1.5, NOT_REPRODUCED), (0.0, INCONCLUSIVE)])
+def test_a_benchmark_check_of_a_finding_reads_the_seeds_and_pairs_interval(tmp_path, strength, want):
+    """tied_vs_untied_text on hand-made run directories: the check 'ρ_out − ρ_in ≥ 0 on SimLex' carries the
+    bootstrap over seeds and pairs (equal to bootstrap_diff of the runs' own per-pair cosines, computed here
+    apart), its verdict is that interval's (reproduced / not reproduced / inconclusive naming the dominant noise:
+    when it straddles), and its summary says so."""
+    from embjax.findings.pairs import stacked
+    from embjax.findings.tied_vs_untied_text import analyse
+
+    runs = _synthetic_runs(tmp_path, np.random.default_rng(3), strength)
+    check = analyse(runs)[0][0]
+    untied = sorted((r for r in runs if not r["cfg"]["model"]["tie_embeddings"]), key=lambda r: r["name"])
+    c_out, h, kept = stacked(untied, "simlex999", "output_embeddings.npy")
+    c_in, _, kept_in = stacked(untied, "simlex999")
+    assert (kept == kept_in).all() and h.size == 999  # every pair has both words
+    want_boot = bootstrap_diff(c_out, c_in, h)
+    assert (check.boot.lo, check.boot.hi, check.boot.estimate) == (want_boot.lo, want_boot.hi, want_boot.estimate)
+    assert check.verdict == want == bootstrap_verdict(want_boot, 0.0).verdict
+    assert check.noise == (check.boot.dominant if want == INCONCLUSIVE else None)
+    assert "seeds × pairs (3 seeds × 999 pairs)" in check.summary() and "resolves ±" in check.summary()
+    if want == INCONCLUSIVE:
+        assert f"{check.noise} noise dominates" in check.summary()

@@ -82,10 +82,13 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
             f"Sweep {', '.join(f'`sweeps/findings/{n}.yaml`' for n in (f.sweep, *stages))}; "
             f"ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`{' and beside it' if stages else ''}.",
             *([f"- **Audit.** {f.audit}"] if f.audit else []),
-            f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band lies "
-            "inside its interval, not reproduced when it lies outside, inconclusive when it straddles an edge.",
+            *([f"- **Power** (stated before the run). {f.power}"] if f.power else []),
+            f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band (a "
+            "benchmark check: its interval over seeds and pairs) lies inside its interval, not reproduced when it "
+            "lies outside, inconclusive when it straddles an edge (a benchmark check then names the noise that "
+            "dominated).",
             "",
-            "| check | criterion | mean [mean ± 2 s.e.] | verdict |",
+            "| check | criterion | mean [mean ± 2 s.e.; benchmark checks: the seeds × pairs interval] | verdict |",
             "|---|---|---|---|",
         ]
         body += [_row([c.claim, c.criterion, c.summary(), c.verdict]) for c in checks]

@@ -6,6 +6,11 @@ standard error over the n seeds, the band is m ± 2s:
   reproduced      the whole band lies inside [lo, hi]
   not reproduced  the whole band lies outside it
   inconclusive    the band straddles an edge (within noise), or fewer than 2 seeds
+A benchmark check (a ρ on human similarity judgments, or a difference of ρs) also carries its sampling noise: its
+runs share one sample of the benchmark's pairs, which no number of seeds averages out. Such a check is given the
+percentile interval of a two-level bootstrap over seeds and pairs (embjax.findings.bootstrap) and the same rule
+reads that interval instead of the band; when it straddles, the check names the noise that dominated (seeds or
+pairs), and it states the smallest distance from the threshold its design resolves (2 bootstrap standard errors).
 A finding is reproduced when all its checks are, not reproduced when any check is not, else inconclusive.
 
 Pure: nothing here reads or writes a file.
@@ -38,6 +43,11 @@ def band(values: Any) -> tuple[float, float, float]:
 def interval_verdict(values: Any, lo: float = -math.inf, hi: float = math.inf) -> str:
     """The verdict for 'the per-seed values' mean lies in [lo, hi]' (see the module docstring)."""
     _, low, up = band(values)
+    return interval_rule(low, up, lo, hi)
+
+
+def interval_rule(low: float, up: float, lo: float = -math.inf, hi: float = math.inf) -> str:
+    """An interval [low, up] against the claimed [lo, hi]: inside, outside, or straddling an edge (or undefined)."""
     if not (np.isfinite(low) and np.isfinite(up)):
         return INCONCLUSIVE
     if lo <= low and up <= hi:
@@ -61,13 +71,26 @@ class Check:
     lo: float = -math.inf
     hi: float = math.inf
     verdict: str = ""
+    # a benchmark check: the seeds × pairs bootstrap (embjax.findings.bootstrap.Bootstrap) whose interval the rule
+    # reads instead of the seed band; None for every other check
+    boot: Any = None
+    noise: str | None = None  # when a bootstrap interval straddles: "seeds" or "pairs", the larger noise
 
     def __post_init__(self):
-        self.verdict = interval_verdict(self.values, self.lo, self.hi)
+        if self.boot is None:
+            self.verdict = interval_verdict(self.values, self.lo, self.hi)
+        else:
+            self.verdict = interval_rule(self.boot.lo, self.boot.hi, self.lo, self.hi)
+            self.noise = self.boot.dominant if self.verdict == INCONCLUSIVE else None
 
     def summary(self) -> str:
-        m, low, up = band(self.values)
-        return f"{m:+.3f} [{low:+.3f}, {up:+.3f}] (n = {len(self.values)})"
+        if self.boot is None:
+            m, low, up = band(self.values)
+            return f"{m:+.3f} [{low:+.3f}, {up:+.3f}] (n = {len(self.values)})"
+        b = self.boot
+        out = f"{b.estimate:+.3f} [{b.lo:+.3f}, {b.hi:+.3f}] over seeds × pairs ({b.seeds} seeds × {b.pairs} pairs)"
+        out += f"; resolves ±{b.resolvable:.3f}"
+        return out + (f"; {self.noise} noise dominates" if self.noise else "")
 
 
 @dataclass
@@ -98,6 +121,8 @@ class Finding:
     sibling_of: str | None = None
     # what it is measured on: "planted" (the embedded corpus) or "real text" (findings.md's two verdict columns)
     corpus: str = "planted"
+    # the effect each benchmark check tests and the smallest its design resolves, stated before the run
+    power: str = ""
 
 
 def evaluate(finding: Finding, runs: list[dict]) -> tuple[str, list[Check], Table]:

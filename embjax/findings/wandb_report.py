@@ -21,7 +21,8 @@ FILE = "findings_report.json"
 
 
 def _checks_markdown(checks: list) -> str:
-    rows = ["| check | criterion | mean [mean ± 2 s.e.] | verdict |", "|---|---|---|---|"]
+    rows = ["| check | criterion | mean [mean ± 2 s.e.; benchmark checks: the seeds × pairs interval] | verdict |"]
+    rows += ["|---|---|---|---|"]
     cell = lambda s: str(s).replace("|", "\\|")
     rows += [f"| {cell(c.claim)} | {cell(c.criterion)} | {c.summary()} | **{c.verdict}** |" for c in checks]
     return "\n".join(rows)
