@@ -33,8 +33,9 @@ def train_main(argv: list[str]) -> int:
     except CheckpointError as err:
         return fail(str(err))
     run_dir = summary["run_dir"]
+    steps = summary.get("steps", cfg.steps)  # the run's own: --epochs resolves them once the corpus is read
     print(
-        f"\n{summary['status']} at step {summary['step']}/{cfg.steps} in {summary['wall_time_s']:.1f} s "
+        f"\n{summary['status']} at step {summary['step']}/{steps} in {summary['wall_time_s']:.1f} s "
         f"({summary['tokens_per_s']:,.0f} tokens/s)"
     )
     for key in (

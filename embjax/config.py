@@ -107,6 +107,9 @@ class ModelConfig:
     kind: Literal["linear", "mlp", "transformer", "lstm"] = "transformer"
     embed_dim: int = setting(64, range=(1, 2**16))  # d
     tie_embeddings: bool = True
+    # a learned bias on the logits (V numbers, zero at init; the softmax bias of the tying papers' models and of
+    # PyTorch's word_language_model), tied or untied alike; it is no table: metrics and exports read none
+    head_bias: bool = False
     # σ of an untied output head, N(0, σ²), apart from embedding.init_std (E's σ): a σ sweep moves E alone. 0.02 is
     # GPT-2's and BERT's output init and today's default E σ, so default runs start as before (see docs/metrics.md)
     head_init_std: float = setting(0.02, range=(0.0, 1e4), low_open=True, role=VALUE)

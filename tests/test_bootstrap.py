@@ -339,3 +339,18 @@ def test_a_benchmark_check_of_a_finding_reads_the_seeds_and_pairs_interval(tmp_p
     assert "seeds × pairs (3 seeds × 999 pairs)" in check.summary() and "resolves ±" in check.summary()
     if want == INCONCLUSIVE:
         assert f"{check.noise} noise dominates" in check.summary()
+
+
+def test_a_findings_power_statement_quotes_the_resolvable_effects_by_hand():
+    """The design statement a real-text finding prints before its run: one table's ρ on SimLex-999's 462 pairs with
+    3 seeds, by hand (2 √(SE² + s²/3)), and a difference's range from correlated to independent pair noise."""
+    from embjax.findings.bootstrap import PILOT_PAIR_CORR, PILOT_SEED_SD, design_statement
+    from embjax.findings.tied_vs_untied_text import FINDING
+
+    se = (1 - 0.01) * math.sqrt(1.005 / 459)
+    one = 2 * math.sqrt(se**2 + PILOT_SEED_SD**2 / 3)
+    lo = 2 * math.sqrt(se**2 * 2 * (1 - PILOT_PAIR_CORR) + PILOT_SEED_SD**2 / 3)
+    hi = 2 * math.sqrt(se**2 * 2 + PILOT_SEED_SD**2 / 3)
+    text = design_statement()
+    assert f"±{one:.2f} (SimLex-999, 462 pairs)" in text and f"±{lo:.2f}–{hi:.2f} (SimLex-999)" in text
+    assert text in FINDING.power

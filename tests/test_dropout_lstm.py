@@ -156,12 +156,19 @@ def _lstm64(x_BxTxD, cell):
     return np.stack(out, axis=1)
 
 
-@pytest.mark.parametrize("tie", [True, False])
-def test_lstm_equals_a_numpy_float64_forward(tie):
+@pytest.mark.parametrize("tie, head_bias", [(True, False), (False, False), (True, True), (False, True)])
+def test_lstm_equals_a_numpy_float64_forward(tie, head_bias):
     """Two layers d = 6 over T = 5 from a zero state, with dropout masks at the documented sites (the looked-up
-    vectors, each layer's output): logits = h·Eᵀ with the input table E (tied) or the head's table (untied)."""
-    cfg = load_config(None, {**SMALL, "model.kind": "lstm", "model.embed_dim": 6, "model.tie_embeddings": tie})
+    vectors, each layer's output): logits = h·Eᵀ (+ b with model.head_bias) with the input table E (tied) or the
+    head's table (untied)."""
+    keys = {**SMALL, "model.kind": "lstm", "model.embed_dim": 6, "model.tie_embeddings": tie}
+    cfg = load_config(None, {**keys, "model.head_bias": head_bias})
     model = build_model(cfg, rngs=nnx.Rngs(0))
+    b = np.zeros(cfg.data.vocab_size)
+    if head_bias:  # starts at zero; drawn here so that the term is checked
+        assert not np.asarray(model.head_bias[...]).any()
+        model.head_bias[...] = jax.random.normal(jax.random.key(9), model.head_bias[...].shape)
+        b = np.asarray(model.head_bias[...], np.float64)
     # biases are drawn too (Flax starts them at 0), so every term of the gates is checked
     for cell in model.lstm.cells:
         cell.dense_h.bias[...] = jax.random.normal(jax.random.key(7), cell.dense_h.bias[...].shape)
@@ -178,9 +185,10 @@ def test_lstm_equals_a_numpy_float64_forward(tie):
             h = _lstm64(h, cell) * m[1 + i]
         _, h_out, coords = model.features_and_coords(tok, drop=d)
         logits = model.logits(h_out)
-        np.testing.assert_allclose(np.asarray(logits, np.float64), h @ W.T, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(logits, np.float64), h @ W.T + b, rtol=1e-5, atol=1e-6)
         assert set(coords) == {"layer0", "layer1"}
-    assert tie == ("head" not in nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    assert tie == ("head" not in params) and head_bias == ("head_bias" in params)
 
 
 def test_hoisted_layer_equals_stepping_the_flax_cell():
@@ -235,8 +243,9 @@ def test_recurrence_gradient_equals_autodiff_of_the_plain_scan():
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["transformer", "lstm"])
 def test_dropout_runs_vmapped_checkpoint_and_resume_exactly(kind, tmp_path):
-    """With dropout on, a 2-member vmapped group (seeds 0, 1) equals each member alone, and a run stopped at step
-    10 and resumed from its orbax checkpoint to 20 writes the very rows an uninterrupted run writes."""
+    """With dropout on (and the LSTM with model.head_bias), a 2-member vmapped group (seeds 0, 1) equals each member
+    alone, and a run stopped at step 10 and resumed from its orbax checkpoint to 20 writes the very rows an
+    uninterrupted run writes."""
     from embjax.outputs.sinks import read_jsonl
     from embjax.train.runner import train, train_group
 
@@ -252,6 +261,7 @@ def test_dropout_runs_vmapped_checkpoint_and_resume_exactly(kind, tmp_path):
             "--model.tie_embeddings=false",
             "--model.dropout=0.3",
             "--model.embed_dropout=0.1",
+            f"--model.head_bias={str(kind == 'lstm').lower()}",  # the LSTM with the softmax bias of its papers
         ],
     )
     group = train_group([replace(base, name=f"m{s}", seed=s) for s in (0, 1)], vectorize=True, progress=False)

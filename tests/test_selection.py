@@ -211,7 +211,8 @@ def _gensim_scores(E, tokens):
 def test_best_keys_come_from_the_lowest_eval_loss_and_equal_gensim_on_the_best_checkpoints_tables(tmp_path):
     """An untied LM overfitting 3 % of lee_news for 10 epochs: its eval loss is lowest mid-run and rises at the end;
     best/step is that eval's step, and best/word_sim…, best/analogy… (both tables) equal gensim's evaluation of the
-    tables of best_checkpoint/ restored with orbax; the steps are the formula's and every row has train/epoch."""
+    tables of best_checkpoint/ restored with orbax, which best_embeddings.npy and best_output_embeddings.npy hold;
+    the steps are the formula's and every row has train/epoch."""
     from embjax.runtime.checkpoint import Checkpointer
 
     args = [*LEE, "--data.seq_len=16", "--data.batch_size=8", "--data.eval_batches=2", "--data.train_fraction=0.03"]
@@ -226,6 +227,7 @@ def test_best_keys_come_from_the_lowest_eval_loss_and_equal_gensim_on_the_best_c
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     n = s["data/train_tokens"]
     assert s["steps"] == s["step"] == math.ceil(10 * n / (8 * 16))
+    assert f"finished at step {s['step']}/{s['steps']} in" in r.stdout  # the resolved steps, not the config's 0
     cfg = load_config(str(run / "config.yaml"))
     assert cfg.steps == s["steps"] and cfg.epochs == 10
     assert all(row["train/epoch"] == pytest.approx(row["step"] * 8 * 16 / n, rel=1e-12) for row in rows)
@@ -239,6 +241,8 @@ def test_best_keys_come_from_the_lowest_eval_loss_and_equal_gensim_on_the_best_c
     state, _ = Checkpointer(str(run / "best_checkpoint"), keep=1).restore(best_step, program.abstract_state)
     tokens = [line.split("\t")[1] for line in (run / "tokens.tsv").read_text().splitlines()[1:]]
     for table, E in (("", program.table(state["params"])), ("_out", program.output_table(state["params"]))):
+        # the run directory holds the best tables too (best_embeddings.npy, best_output_embeddings.npy)
+        np.testing.assert_array_equal(np.load(run / f"best{table.replace('_out', '_output')}_embeddings.npy"), E)
         want = _gensim_scores(np.asarray(E), tokens)
         for key in ("wordsim353/spearman", "simlex999/spearman"):
             assert s[f"best/word_sim{table}/{key}"] == pytest.approx(want[key], abs=1e-6), (table, key)

@@ -228,30 +228,33 @@ def bootstrap_verdict(
     return Verdict(INCONCLUSIVE, "pairs" if noise[1] >= noise[0] else "seeds")
 
 
-# The pilot a real-text finding's design is sized from (not its final run): the seed spread of one table's ρ in the
-# earlier real-text runs (3 seeds each, docs/findings.md of 2026-12-03: SimLex-999 0.008–0.046, WordSim-353
-# 0.052–0.059 across tables), rounded up; and the benchmark pairs whose words are all in builtin:wiki_sample's
-# word vocabulary of 8,192.
+# The pilots a real-text finding's design is sized from (not its final runs): the seed spread of one table's ρ, and
+# of a difference of two tables' ρ, in the earlier real-text LM runs (3 seeds each, docs/findings.md of 2026-12-03:
+# 0.008–0.059 and 0.02–0.05), rounded up; the correlation of two tables' pair noise in the word2vec pilot
+# (docs/findings_guide.md: ρ_out − ρ_in's pair SE 0.013 against one table's 0.046 on SimLex-999, i.e. r ≈ 0.96);
+# and the benchmark pairs whose words are all in builtin:wiki_sample's word vocabulary of 8,192.
 PILOT_SEED_SD = 0.06
+PILOT_PAIR_CORR = 0.96
 PILOT_PAIRS = {"SimLex-999": 462, "WordSim-353": 228}
 
 
 def design_statement(k_seeds: int = 3, rho: float = 0.1, pairs: dict[str, int] | None = None) -> str:
     """The smallest effect a design of k seeds resolves on each benchmark (2 standard errors, `resolvable_effect`
-    with the pilot's seed spread), for one table's ρ and for a difference of two tables' ρ, in words."""
+    with the pilots' seed spread and pair correlation), for one table's ρ and for a difference of two tables' ρ."""
     pairs = pairs or PILOT_PAIRS
     one = " / ".join(
         f"±{resolvable_effect(n, k_seeds, PILOT_SEED_SD, rho):.2f} ({b}, {n} pairs)" for b, n in pairs.items()
     )
     two = " / ".join(
-        f"±{resolvable_effect(n, k_seeds, PILOT_SEED_SD * math.sqrt(2), rho, difference=True):.2f} ({b})"
+        f"±{resolvable_effect(n, k_seeds, PILOT_SEED_SD, rho, difference=True, pair_corr=PILOT_PAIR_CORR):.2f}"
+        f"–{resolvable_effect(n, k_seeds, PILOT_SEED_SD, rho, difference=True):.2f} ({b})"
         for b, n in pairs.items()
     )
     return (
-        f"with {k_seeds} seeds, one table's ρ (near {rho}) is resolved to {one}; a difference of two tables' ρ to "
-        f"{two}, with the two sides' pair noise taken as independent (the same pairs correlate it, and the seeds × "
-        "pairs bootstrap of the run measures how much: its 'resolves ±' is the design's value on the final runs). "
-        f"These are 2 × √(SE_pairs² + s²/k): SE_pairs = (1 − ρ²)√((1 + ρ²/2)/(n − 3)) (Fisher z, Bonett & Wright's "
-        f"factor for Spearman's ρ), s = {PILOT_SEED_SD} the pilot's seed spread of one table's ρ (the earlier "
-        "real-text runs, rounded up)"
+        f"with {k_seeds} seeds, one table's ρ (near {rho}) is resolved to {one}; a difference of two tables' ρ on "
+        f"the same pairs to {two} (the two sides' pair noise correlated {PILOT_PAIR_CORR} as word2vec's two tables "
+        "in the pilot – or independent; the run's own seeds × pairs bootstrap measures it: its 'resolves ±'). "
+        "Each is 2 × √(SE_pairs² + s²/k): SE_pairs = (1 − ρ²)√((1 + ρ²/2)/(n − 3)) (Fisher z, Bonett & Wright's "
+        f"factor for Spearman's ρ), × √(2(1 − r)) for a difference; s = {PILOT_SEED_SD}, the pilots' seed spread "
+        "(the earlier real-text runs, rounded up)"
     )

@@ -70,6 +70,7 @@ class EmbeddingLM(nnx.Module):
             if cfg.model.tie_embeddings
             else TokenEmbedding(V, D, init="normal", init_std=head_std, rngs=rngs, **dt)
         )
+        self.head_bias = nnx.Param(jnp.zeros((V,), dt["param_dtype"])) if cfg.model.head_bias else None
         if e.norm == "layernorm":  # a norm right after the lookup (e.g. BLOOM's embedding LayerNorm)
             self.embed_norm = nnx.LayerNorm(D, epsilon=1e-5, rngs=rngs, **dt)
         elif e.norm == "rmsnorm":
@@ -101,9 +102,11 @@ class EmbeddingLM(nnx.Module):
         return emb_BxTxD, h_BxTxD
 
     def logits(self, h_BxTxD: jax.Array) -> jax.Array:
-        """(B, T, D) -> (B, T, V) = logit_scale · h · Eᵀ; the scale multiplies h (D wide), not the V-wide logits."""
+        """(B, T, D) -> (B, T, V) = logit_scale · h · Eᵀ (+ b with model.head_bias); the scale multiplies h (D wide),
+        not the V-wide logits."""
         table = self.embed if self.head is None else self.head
-        return table.attend(h_BxTxD * self.logit_scale if self.logit_scale != 1.0 else h_BxTxD)
+        logits = table.attend(h_BxTxD * self.logit_scale if self.logit_scale != 1.0 else h_BxTxD)
+        return logits if self.head_bias is None else logits + self.head_bias[...].astype(logits.dtype)
 
 
 class LinearLM(EmbeddingLM):

@@ -68,6 +68,7 @@ class Run(Protocol):
     def evals(self, step: int) -> list[tuple[int, float]]: ...
     def save_best(self, step: int, state: Any) -> None: ...
     def restore_best(self, step: int, abstract_state: Any, shardings: Any) -> Any: ...
+    def best_tables(self, E: np.ndarray, E_out: np.ndarray | None) -> None: ...
     def finish(self, outcome: Outcome) -> dict[str, Any]: ...
 
 
@@ -150,6 +151,9 @@ class MemoryRun:
 
     def restore_best(self, step: int, abstract_state: Any, shardings: Any) -> Any:
         return jax.device_put(self.best[1], shardings) if self.best and self.best[0] == step else None
+
+    def best_tables(self, E: np.ndarray, E_out: np.ndarray | None) -> None:
+        self.best_E = E, E_out
 
     def finish(self, o: Outcome) -> dict[str, Any]:
         if self.outcome is not None:  # finished already (a crash summarised first)

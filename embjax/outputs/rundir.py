@@ -50,6 +50,7 @@ from .viewer import write_page
 
 CHECKPOINTS, CONFIG_FILE, WANDB_ID = "checkpoints", "config.yaml", "wandb_id.txt"
 BEST_CHECKPOINT = "best_checkpoint"  # checkpoint.keep_best: the state of the lowest eval loss (one orbax step)
+BEST_TABLES = ("best_embeddings.npy", "best_output_embeddings.npy")  # its tables, written when the run ends
 
 
 def write_tokens_tsv(run_dir: str, corpus: Any, marks: np.ndarray | None = None) -> None:
@@ -295,6 +296,13 @@ class RunDir:
 
     def save_best(self, step: int, state: Any) -> None:
         self.best_ckpt.save(step, state, C.to_dict(self.cfg))
+
+    def best_tables(self, E: np.ndarray, E_out: np.ndarray | None) -> None:
+        """best_embeddings.npy (and best_output_embeddings.npy for an untied head): the best checkpoint's tables,
+        float32, as the findings' per-pair bootstrap reads them (embjax.findings.pairs)."""
+        for name, X in ((BEST_TABLES[0], E), (BEST_TABLES[1], E_out)):
+            if X is not None:
+                np.save(os.path.join(self.path, name), np.asarray(X, np.float32))
 
     def restore_best(self, step: int, abstract_state: Any, shardings: Any) -> Any:
         """The best checkpoint's state at `step`, or None (with a warning) when it cannot be read."""

@@ -106,8 +106,8 @@ class Selection:
         return stop
 
     def summary(self, i: int, run: Any, P: Any, geometry: Any, stopped: bool) -> dict[str, Any]:
-        """best/step, best/eval/loss, best/eval/ppl, stopped_early, and (keep_best) every benchmark key of the best
-        checkpoint's tables as best/<key>."""
+        """best/step, best/eval/loss, best/eval/ppl, stopped_early, and (keep_best) the best checkpoint's tables
+        (run.best_tables: best_embeddings.npy, ...) and every benchmark key of them as best/<key>."""
         if not self.on:
             return {}
         step, loss = self.best[i]
@@ -115,12 +115,14 @@ class Selection:
         if step is None:
             return out
         out.update({"best/step": step, "best/eval/loss": loss, "best/eval/ppl": perplexity(loss)})
-        if self.keep and geometry.benchmarks:
-            state = run.restore_best(step, P.abstract_state, P.state_shardings)
-            if state is not None:
-                E, E_out = to_host(P.table(state["params"])), P.output_table(state["params"])
+        state = run.restore_best(step, P.abstract_state, P.state_shardings) if self.keep else None
+        if state is not None:
+            E, E_out = to_host(P.table(state["params"])), P.output_table(state["params"])
+            E_out = None if E_out is None else to_host(E_out)
+            run.best_tables(E, E_out)
+            if geometry.benchmarks:
                 scores = geometry.benchmarks.scores(E)
                 if E_out is not None:
-                    scores.update(geometry.benchmarks.scores(to_host(E_out), "_out"))
+                    scores.update(geometry.benchmarks.scores(E_out, "_out"))
                 out.update({f"best/{k}": v for k, v in scores.items() if k.startswith(BENCHMARK_PREFIXES)})
         return out
