@@ -56,7 +56,7 @@ import sys
 from embjax.cli import train_main
 for dtype in ("float32", "bfloat16"):
     args = ["--config=experiments/configs/default.yaml", f"--out_dir={sys.argv[1]}", "--log.wandb=false",
-            "--steps=200", "--log.eval_every=0", "--log.metrics_every=0", "--log.progress=false",
+            "--steps=100", "--log.eval_every=0", "--log.metrics_every=0", "--log.progress=false",
             "--checkpoint.every=0", f"--model.compute_dtype={dtype}", f"--name={dtype}"]
     assert train_main(args) == 0
 """
@@ -64,8 +64,8 @@ for dtype in ("float32", "bfloat16"):
 
 @pytest.fixture(scope="module")
 def default_model(tmp_path_factory):
-    """The default experiment's model and corpus (200 steps) in float32 and with bfloat16 matmuls, in one
-    process compiled as users' runs are (running 400 steps, not compiling, is the time here): the summaries."""
+    """The default experiment's model and corpus (100 steps) in float32 and with bfloat16 matmuls, in one
+    process compiled as users' runs are (running 200 steps, not compiling, is the time here): the summaries."""
     import subprocess
     import sys
 
