@@ -339,6 +339,8 @@ def test_a_benchmark_check_of_a_finding_reads_the_seeds_and_pairs_interval(tmp_p
     assert "seeds × pairs (3 seeds × 999 pairs)" in check.summary() and "resolves ±" in check.summary()
     if want == INCONCLUSIVE:
         assert f"{check.noise} noise dominates" in check.summary()
+    one_seed = analyse([r for r in runs if r["cfg"]["seed"] == 0])[0][0]  # --quick's one seed: no training noise seen
+    assert one_seed.boot.seeds == 1 and one_seed.verdict == INCONCLUSIVE
 
 
 def test_a_findings_power_statement_quotes_the_resolvable_effects_by_hand():

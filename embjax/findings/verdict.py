@@ -10,7 +10,8 @@ A benchmark check (a ρ on human similarity judgments, or a difference of ρs) a
 runs share one sample of the benchmark's pairs, which no number of seeds averages out. Such a check is given the
 percentile interval of a two-level bootstrap over seeds and pairs (embjax.findings.bootstrap) and the same rule
 reads that interval instead of the band; when it straddles, the check names the noise that dominated (seeds or
-pairs), and it states the smallest distance from the threshold its design resolves (2 bootstrap standard errors).
+pairs), and it states the smallest distance from the threshold its design resolves (2 bootstrap standard errors);
+with fewer than 2 seeds it is inconclusive, as a seed band is.
 A finding is reproduced when all its checks are, not reproduced when any check is not, else inconclusive.
 
 Pure: nothing here reads or writes a file.
@@ -79,6 +80,8 @@ class Check:
     def __post_init__(self):
         if self.boot is None:
             self.verdict = interval_verdict(self.values, self.lo, self.hi)
+        elif self.boot.seeds < 2:  # as the seed band: one seed cannot say how much training noise there is
+            self.verdict = INCONCLUSIVE
         else:
             self.verdict = interval_rule(self.boot.lo, self.boot.hi, self.lo, self.hi)
             self.noise = self.boot.dominant if self.verdict == INCONCLUSIVE else None
