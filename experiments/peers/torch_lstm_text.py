@@ -24,23 +24,21 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run by path from its own venv: its sibling
+from torch_lstm import add_model_args, lstm_lm  # noqa: E402  (the benchmark peer's model, shared)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True, help="a prepared corpus folder (train.bin, eval.bin, meta.json)")
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--seq", type=int, default=35)
-    p.add_argument("--batch", type=int, default=20)
-    p.add_argument("--dropout", type=float, default=0.5)
+    add_model_args(p, dropout=0.5)
     p.add_argument("--embed-dropout", action="store_true")
-    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--b2", type=float, default=0.95)
     p.add_argument("--clip", type=float, default=0.25)
-    p.add_argument("--tie", action="store_true")
     p.add_argument("--head-bias", action="store_true")
     p.add_argument("--init", choices=["normal", "uniform"], default="normal")
     p.add_argument("--init-std", type=float, default=0.02, help="--init=normal's standard deviation")
@@ -52,7 +50,6 @@ def main() -> None:
 
     import numpy as np
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -67,28 +64,7 @@ def main() -> None:
     steps_per_epoch = math.ceil(train.size / (B * T))  # embjax's --epochs formula
     steps = math.ceil(a.epochs * steps_per_epoch)
 
-    class LSTMLM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(V, a.dim)
-            self.lstm = nn.LSTM(a.dim, a.dim, a.layers, dropout=a.dropout if a.layers > 1 else 0.0)
-            self.drop = nn.Dropout(a.dropout)
-            self.head = None if a.tie else nn.Parameter(torch.empty(V, a.dim))
-            self.bias = nn.Parameter(torch.zeros(V)) if a.head_bias else None
-            for w in [self.embed.weight] + ([] if self.head is None else [self.head]):
-                if a.init == "uniform":
-                    nn.init.uniform_(w, -0.1, 0.1)
-                else:
-                    nn.init.normal_(w, 0.0, a.init_std)
-
-        def forward(self, tok_TxB, state=None):
-            x = self.embed(tok_TxB)
-            x = self.drop(x) if a.embed_dropout else x
-            h, state = self.lstm(x, state)
-            W = self.embed.weight if self.head is None else self.head
-            return F.linear(self.drop(h), W, self.bias), state
-
-    model = LSTMLM()
+    model = lstm_lm(V, a, embed_dropout=a.embed_dropout, head_bias=a.head_bias, init=a.init, init_std=a.init_std)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, betas=(0.9, a.b2), eps=1e-8)
     rng = np.random.default_rng(a.seed)
     stream = torch.from_numpy(train[: (train.size // B) * B].reshape(B, -1).T.copy())  # (N, B), batchify
