@@ -5,6 +5,7 @@ per-pair data of a trained run (embjax.findings.pairs) against the ρ the run lo
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -303,7 +304,7 @@ def _synthetic_runs(root, rng, out_strength):
             d = root / f"{'tied' if tie else 'untied'}-{seed}"
             d.mkdir()
             cfg = {"seed": seed, "data": {"kind": "text", "tokenizer": "word"}}
-            cfg |= {"model": {"tie_embeddings": tie}, "embedding": {"init_std": 0.02}}
+            cfg |= {"model": {"tie_embeddings": tie, "dropout": 0.5}, "embedding": {"init_std": 0.02}}
             (d / "config.yaml").write_text(yaml.safe_dump(cfg))
             (d / "tokens.tsv").write_text("id\ttoken\n" + "".join(f"{i}\t{w}\n" for i, w in enumerate(words)))
             E = rng.standard_normal((len(words), 48))
@@ -341,6 +342,38 @@ def test_a_benchmark_check_of_a_finding_reads_the_seeds_and_pairs_interval(tmp_p
         assert f"{check.noise} noise dominates" in check.summary()
     one_seed = analyse([r for r in runs if r["cfg"]["seed"] == 0])[0][0]  # --quick's one seed: no training noise seen
     assert one_seed.boot.seeds == 1 and one_seed.verdict == INCONCLUSIVE
+
+
+def test_a_run_that_kept_its_best_checkpoint_is_read_at_it(tmp_path):
+    """With checkpoint.keep_best a run directory holds best_<table>.npy beside the final table, and summary.json
+    best/<key>: the findings read both there (the tables the papers report). Here the untied runs' final output
+    tables are noise and their best ones carry the signal: the check's bootstrap is the best tables' (computed
+    apart), so it reads reproduced; a run without the file, or a key without best/, falls back to the final."""
+    from embjax.findings.pairs import stacked
+    from embjax.findings.runs import best, best_table
+    from embjax.findings.tied_vs_untied_text import analyse
+
+    runs = _synthetic_runs(tmp_path, np.random.default_rng(3), 1.5)
+    untied = sorted((r for r in runs if not r["cfg"]["model"]["tie_embeddings"]), key=lambda r: r["name"])
+    c_best, h, _ = stacked(untied, "simlex999", "output_embeddings.npy")  # before the move: what best_ will hold
+    c_in, _, _ = stacked(untied, "simlex999")
+    rng = np.random.default_rng(9)
+    for r in untied:
+        d = r["dir"]
+        os.replace(os.path.join(d, "output_embeddings.npy"), os.path.join(d, "best_output_embeddings.npy"))
+        np.save(
+            os.path.join(d, "output_embeddings.npy"),
+            rng.standard_normal(np.load(os.path.join(d, "embeddings.npy")).shape),
+        )
+    assert best_table(untied[0], "output_embeddings.npy") == "best_output_embeddings.npy"
+    assert best_table(untied[0], "embeddings.npy") == "embeddings.npy"  # no best_ file: the final table
+    check = analyse(runs)[0][0]
+    want = bootstrap_diff(c_best, c_in, h)
+    assert (check.boot.lo, check.boot.hi) == (want.lo, want.hi) and check.verdict == REPRODUCED
+    final_only = bootstrap_diff(stacked(untied, "simlex999", "output_embeddings.npy")[0], c_in, h)
+    assert final_only.hi < want.lo  # the final (noise) tables would not have given it
+    run = {"summary": {"best/eval/loss": 1.5, "eval/loss": 2.0, "emb/cos_mean": 0.3}, "rows": []}
+    assert best(run, "eval/loss") == 1.5 and best(run, "emb/cos_mean") == 0.3
 
 
 def test_a_findings_power_statement_quotes_the_resolvable_effects_by_hand():

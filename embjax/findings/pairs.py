@@ -21,6 +21,7 @@ from ..analysis.evals import SIMILARITY_SETS, Lexicon, benchmark_files, pair_cos
 from ..analysis.stats import spearman
 from ..outputs.runs import get
 from .bootstrap import DRAWS, Bootstrap, bootstrap
+from .runs import best_table
 
 UNK = "<unk>"
 
@@ -116,10 +117,11 @@ def boot_of(
     sides: list[tuple[dict[int, Any], str, float]], benchmark: str, *, paired: bool = True, draws: int = DRAWS
 ) -> Bootstrap | None:
     """The seeds × pairs bootstrap of Σ sign × mean over seeds of ρ(table) on `benchmark`, each side (runs by seed,
-    the run directory's table file, sign): one side is a table's ρ; two sides a difference of ρs, both on the same
-    drawn pairs, and on the same drawn seeds when paired (the seeds every side has, e.g. ρ_out − ρ_in of the same
-    runs, or two arms sharing seeds; else each side's seeds are drawn on their own). The pairs are those every
-    run uses. None when a run has no such table file (e.g. a reference row, or runs that wrote no tables)."""
+    the run directory's table file, sign; a run that kept its best-eval checkpoint is read at it, best_<file>):
+    one side is a table's ρ; two sides a difference of ρs, both on the same drawn pairs, and on the same drawn
+    seeds when paired (the seeds every side has, e.g. ρ_out − ρ_in of the same runs, or two arms sharing seeds;
+    else each side's seeds are drawn on their own). The pairs are those every run uses. None when a run has no
+    such table file (e.g. a reference row, or runs that wrote no tables)."""
     if paired:
         seeds = sorted(set.intersection(*(set(runs) for runs, _, _ in sides)))
         chosen = [[runs[s] for s in seeds] for runs, _, _ in sides]
@@ -128,7 +130,10 @@ def boot_of(
     if any(len(c) == 0 for c in chosen):
         return None
     try:
-        scores = [[pair_scores(r, benchmark, table) for r in runs] for runs, (_, table, _) in zip(chosen, sides)]
+        scores = [
+            [pair_scores(r, benchmark, best_table(r, table)) for r in runs]
+            for runs, (_, table, _) in zip(chosen, sides)
+        ]
     except (OSError, ValueError, KeyError):
         return None
     flat = [s for side in scores for s in side]

@@ -33,6 +33,20 @@ def final(run: dict, key: str) -> float | None:
     return None
 
 
+def best(run: dict, key: str) -> float | None:
+    """A run's value of `key` at its best-eval checkpoint (summary.json's best/<key>, written with
+    checkpoint.keep_best: the tables the tying papers report), else its final value."""
+    v = run["summary"].get(f"best/{key}")
+    return float(v) if isinstance(v, (int, float)) else final(run, key)
+
+
+def best_table(run: dict | str, name: str) -> str:
+    """The file name of a run's table at its best-eval checkpoint (best_<name>, written with checkpoint.keep_best)
+    when the run directory has it, else `name` (the final table)."""
+    run_dir = run if isinstance(run, str) else run["dir"]
+    return f"best_{name}" if os.path.exists(os.path.join(run_dir, f"best_{name}")) else name
+
+
 def first(run: dict, key: str) -> float | None:
     """A run's first logged value of `key` (None when no row holds it)."""
     for row in run["rows"]:
@@ -87,6 +101,11 @@ def table_of(run: dict, name: str) -> np.ndarray | None:
     """A run's saved table (`embeddings.npy`, `output_embeddings.npy`) as an array, or None."""
     path = os.path.join(run["dir"], name)
     return np.load(path) if os.path.exists(path) else None
+
+
+def best_table_of(run: dict, name: str) -> np.ndarray | None:
+    """`table_of` at the run's best-eval checkpoint when it kept one (`best_table`), else the final table."""
+    return table_of(run, best_table(run, name))
 
 
 def values_of(runs: list[dict], key: str) -> list:
