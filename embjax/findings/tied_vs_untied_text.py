@@ -11,7 +11,7 @@ import numpy as np
 from .bootstrap import design_statement
 from .pairs import boot_of
 from .plotting import save_figure
-from .runs import best, best_table_of, linear_cka, mean_sd, paired, per_seed, select
+from .runs import best, best_table_of, first, linear_cka, mean_sd, paired, per_seed, select
 from .verdict import Check, Finding, Table
 
 SIMLEX, WORDSIM = "simlex999", "wordsim353"
@@ -141,6 +141,11 @@ def _table(runs: list[dict]) -> Table:
             else:
                 row += ["–"] * 4
             rows.append(row)
+    tied, untied = _arms(runs, MODELS[0][1])
+    random = [*tied.values(), *untied.values()]  # step 0: each run's input table is still its random init
+    row = ["random table (step 0; mean ± sd over the runs' inits)", str(len(random)), "0", "–"]
+    rows.append(row + [mean_sd([first(r, f"word_sim/{n}/spearman") for r in random]) for n in (SIMLEX, WORDSIM)])
+    rows[-1] += ["–"] * 4
     cols = ["model (σ = 0.02)", "seeds", "best step", "best eval loss", "SimLex ρ (input)", "WordSim ρ (input)"]
     cols += [
         "SimLex ρ (output)",
