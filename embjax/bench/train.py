@@ -35,9 +35,7 @@ def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None =
     state, m = compiled(state, corpus.tables)  # the first step: compile's end to a result
     jax.block_until_ready(m)
     first_step_s = time.perf_counter() - t0
-    for _ in range(-(-(WARMUP_STEPS - per_dispatch) // per_dispatch)):  # the rest of the peer's warm-up steps
-        state, m = compiled(state, corpus.tables)
-    jax.block_until_ready(m)
+    state = _warm(compiled, state, corpus.tables, -(-(WARMUP_STEPS - per_dispatch) // per_dispatch))
     n = max(1, steps // per_dispatch)
     state, loss, dt, host_s, cpu_s, faults = _timed(compiled, state, corpus.tables, n)
     params = count_params(state["params"])
@@ -74,6 +72,16 @@ def bench_train(steps: int = 20, per_dispatch: int = 1, overrides: dict | None =
         "devices": len(jax.devices()),
         "steps_per_dispatch": per_dispatch,
     }
+
+
+def _warm(compiled, state, tables, n: int):
+    """n untimed dispatches (the rest of the peer's warm-up steps), waited for; the state after them."""
+    import jax
+
+    for _ in range(n):
+        state, m = compiled(state, tables)
+        jax.block_until_ready(m)
+    return state
 
 
 def _timed(compiled, state, tables, n: int) -> tuple:
