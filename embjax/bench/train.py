@@ -7,9 +7,9 @@ import time
 
 from .common import DEFAULT_CONFIG, SPEC, peak_flops, published_peak, train_flops_per_token
 
-# Untimed steps before the timed ones: the PyTorch peer's (../shared/peers/torch_lm.py: warmup=3). The first ones
-# grow the host heap that the later ones reuse (embjax.runtime.hostmem): about 80,000 page faults a step at the
-# spec, none once it has grown.
+# Untimed steps before the timed ones, as the PyTorch peer takes (its --warmup, 3 by default; docs/benchmarks.md).
+# The first ones grow the host heap that the later ones reuse (embjax.runtime.hostmem): about 80,000 page faults a
+# step at the spec, none once it has grown.
 WARMUP_STEPS = 3
 
 
