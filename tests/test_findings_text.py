@@ -200,3 +200,27 @@ def test_a_finding_and_its_sibling_share_a_row_and_the_row_says_where_they_diffe
     assert (planted, real) == (REPRODUCED, NOT_REPRODUCED)
     assert row.endswith("| real text: A wide table overfits a corpus seen many times: not reproduced |")
     assert not any(line.startswith("| 2 |") for line in text.splitlines())  # the sibling has no row of its own
+
+
+def test_quick_forms_of_the_text_sweeps_are_narrow_and_keep_the_swept_widths():
+    """--quick on real text: d = 32 and 4 eval batches under every member, except where the sweep sweeps the key
+    (the width sibling keeps its own d); the command line's keys win; a baseline stage's dim goes with it."""
+    from embjax.findings.pipeline import quick_form
+    from embjax.sweep import member_configs
+
+    def members(sweep_name, finding, given=None):
+        path = f"sweeps/findings/{sweep_name}.yaml"
+        sweep, overrides = quick_form(path, BY_NAME[finding].quick, given or {})
+        return sweep["name"], member_configs(path, sweep, "/tmp/out", overrides)
+
+    name, cfgs = members("text_tying", "tying_anisotropy_text")
+    assert name == "text_tying_quick" and len(cfgs) == 4  # σ × tying, one seed
+    assert {(c.model.embed_dim, c.data.eval_batches, c.steps) for c in cfgs} == {(32, 4, 60)}
+    _, cfgs = members("text_width", "width_small_data_text")
+    assert sorted(c.model.embed_dim for c in cfgs) == [16, 64] and {c.data.eval_batches for c in cfgs} == {4}
+    _, cfgs = members("text_tying", "tying_anisotropy_text", {"data.eval_batches": 2})
+    assert {c.data.eval_batches for c in cfgs} == {2}
+    assert (
+        BY_NAME["pretrained_start_text"].needs_quick["dim"]
+        == BY_NAME["tying_anisotropy_text"].quick["settings"]["model.embed_dim"]
+    )  # the pretrained arms load the stage's table: the same width

@@ -8,7 +8,7 @@ import numpy as np
 
 from .plotting import save_figure
 from .runs import final, growth_ratio, mean_sd, norm_freq_spearman, paired, per_seed, rare_harm, select
-from .verdict import Check, Finding, Table
+from .verdict import TEXT_QUICK, Check, Finding, Table
 
 AUDIT = (
     "Varied: tying × embedding weight decay {0, 0.5} (untied only: the decay check reads untied runs) × seed, at "
@@ -105,7 +105,7 @@ FINDING = Finding(
     "text_tying",
     analyse,
     plot,
-    quick={"steps": 60, "parameters": {"seed": [0]}},
+    quick=TEXT_QUICK,
     also=("text_frequency",),
     audit=AUDIT,
     corpus="real text",

@@ -95,7 +95,8 @@ def _findings_stage(
     if not os.path.isfile(path):
         return _only_run(_findings_sweep(name, quick, root, overrides, progress, overwrite))
     raw = read_yaml(path)
-    spec = Spec(**{**raw["baseline"], **({"epochs": quick["epochs"]} if quick and "epochs" in quick else {})}).check()
+    shortened = {k: quick[k] for k in ("epochs", "dim") if quick and k in quick}  # --quick: its epochs and dim
+    spec = Spec(**{**raw["baseline"], **shortened}).check()
     stage = f"{name}_quick" if quick is not None else name
     given = {**overrides, "name": "run", "out_dir": os.path.join(root, stage), "log.group": stage}
     cfg = load_config(raw.get("config"), given)
@@ -125,8 +126,9 @@ def _findings_sweep(
     overwrite: bool = False,
     pretrained_source: str | None = None,
 ) -> str:
-    """Run sweeps/findings/<name>.yaml (under --quick: shortened, as `<name>_quick`: its steps, and the values of
-    the swept keys the sweep has); returns its directory. overwrite: every member starts over."""
+    """Run sweeps/findings/<name>.yaml (under --quick: shortened, as `<name>_quick`: its steps, the values of the
+    swept keys the sweep has, and its settings under them); returns its directory. overwrite: every member starts
+    over."""
     path = os.path.join("sweeps", "findings", f"{name}.yaml")
     if not os.path.isfile(path):
         raise ConfigError(
@@ -134,13 +136,22 @@ def _findings_sweep(
         )
     sweep = None
     if quick is not None:  # the shortened form, given to the runner as it is (no file written)
-        sweep = load_sweep(path)
-        sweep["name"] = name = f"{name}_quick"
-        for key, values in quick.get("parameters", {}).items():
-            if key in sweep["parameters"]:  # a finding's other sweeps (Finding.also) may not sweep it
-                sweep["parameters"][key] = {"values": values}
-        overrides = {**({"steps": quick["steps"]} if "steps" in quick else {}), **overrides}
+        sweep, overrides = quick_form(path, quick, overrides)
+        name = sweep["name"]
     run_sweep(
         path, root, overrides, progress=progress, overwrite=overwrite, pretrained_source=pretrained_source, sweep=sweep
     )
     return os.path.join(root, name)
+
+
+def quick_form(path: str, quick: dict, overrides: dict) -> tuple[dict, dict]:
+    """--quick's form of sweeps/findings/<name>.yaml, `<name>_quick`: the values of the swept keys the sweep has,
+    and the overrides its members get (the finding's steps and settings; the command line's win, and a member's
+    swept values win over all of them)."""
+    sweep = load_sweep(path)
+    sweep["name"] = f"{os.path.splitext(os.path.basename(path))[0]}_quick"
+    for key, values in quick.get("parameters", {}).items():
+        if key in sweep["parameters"]:  # a finding's other sweeps (Finding.also) may not sweep it
+            sweep["parameters"][key] = {"values": values}
+    shortened = {**({"steps": quick["steps"]} if "steps" in quick else {}), **quick.get("settings", {})}
+    return sweep, {**shortened, **overrides}

@@ -134,7 +134,7 @@ FINDING = Finding(
     "pretrained_start",
     analyse,
     plot,
-    quick={"steps": 100, "parameters": {"seed": [0, 1]}},
+    quick={"steps": 100, "parameters": {"seed": [0]}},
     needs="pretrain_source",
     needs_quick={"steps": 300},
     also=("pretrained_rows",),

@@ -9,7 +9,7 @@ import numpy as np
 from .bootstrap import design_statement
 from .plotting import save_figure
 from .runs import eval_at, gap_at, get, mean_sd, paired, select, steps_saved
-from .verdict import Check, Finding, Table
+from .verdict import TEXT_NEEDS_QUICK, TEXT_QUICK, Check, Finding, Table
 
 EARLY, EVERY = 50, 50
 ARMS = (("scratch", "normal"), ("word2vec start", "pretrained"))
@@ -125,9 +125,9 @@ FINDING = Finding(
     "text_pretrained",
     analyse,
     plot,
-    quick={"steps": 60, "parameters": {"seed": [0]}},
+    quick=TEXT_QUICK,
     needs="text_source",
-    needs_quick={"epochs": 1},
+    needs_quick=TEXT_NEEDS_QUICK,
     audit=AUDIT,
     power=POWER,
     corpus="real text",

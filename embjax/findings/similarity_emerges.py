@@ -12,7 +12,7 @@ from .bootstrap import design_statement
 from .pairs import boot_of
 from .plotting import save_figure
 from .runs import band_text, best, final, first, mean_sd, paired, per_seed, select
-from .verdict import Check, Finding, Table
+from .verdict import TEXT_NEEDS_QUICK, TEXT_QUICK, Check, Finding, Table
 
 SETS = (("simlex999", "SimLex-999"), ("wordsim353", "WordSim-353"))
 
@@ -164,8 +164,8 @@ FINDING = Finding(
     "text_tying",
     analyse,
     plot,
-    quick={"steps": 60, "parameters": {"seed": [0]}},
-    needs_quick={"epochs": 1},
+    quick=TEXT_QUICK,
+    needs_quick=TEXT_NEEDS_QUICK,
     also=("text_contexts",),
     references=("text_word2vec", "text_fasttext"),
     audit=AUDIT,

@@ -69,6 +69,6 @@ FINDING = Finding(
     "tying",
     analyse,
     None,
-    quick={"steps": 100, "parameters": {"seed": [0, 1]}},
+    quick={"steps": 100, "parameters": {"seed": [0]}},
     audit=AUDIT,
 )

@@ -12,7 +12,7 @@ from .bootstrap import design_statement
 from .pairs import boot_of
 from .plotting import save_figure
 from .runs import best, best_table_of, first, linear_cka, mean_sd, paired, per_seed, select
-from .verdict import Check, Finding, Table
+from .verdict import TEXT_QUICK, Check, Finding, Table
 
 SIMLEX, WORDSIM = "simlex999", "wordsim353"
 IN, OUT = "embeddings.npy", "output_embeddings.npy"
@@ -209,7 +209,7 @@ FINDING = Finding(
     "text_tying",
     analyse,
     plot,
-    quick={"steps": 60, "parameters": {"seed": [0]}},
+    quick=TEXT_QUICK,
     also=("text_tying_small",),
     audit=AUDIT,
     power=POWER,

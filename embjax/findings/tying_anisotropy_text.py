@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .plotting import collect_series, line_plot, save_figure
 from .runs import centred_share, diff, final, get, mean_sd, paired, per_seed, rare_minus_frequent, select, values_of
-from .verdict import Check, Finding, Table
+from .verdict import TEXT_QUICK, Check, Finding, Table
 
 AUDIT = (
     "Varied: tying × σ_E ∈ {0.02, 1} × seed. Held fixed: the corpus (the same 444,767 word-level training tokens "
@@ -90,7 +90,7 @@ FINDING = Finding(
     "text_tying",
     analyse,
     plot,
-    quick={"steps": 60, "parameters": {"seed": [0]}},
+    quick=TEXT_QUICK,
     audit=AUDIT,
     corpus="real text",
     sibling_of="tying_anisotropy",

@@ -96,6 +96,12 @@ class Check:
         return out + (f"; {self.noise} noise dominates" if self.noise else "")
 
 
+# --quick on real text is a pipeline check, not a small experiment: tables of d = 32 (at d = 200 the W&B projector
+# table of 8,192 × 200 values alone costs about 8 s a run) and 4 eval batches; a baseline stage's dim goes with it
+TEXT_QUICK = {"steps": 60, "parameters": {"seed": [0]}, "settings": {"model.embed_dim": 32, "data.eval_batches": 4}}
+TEXT_NEEDS_QUICK = {"epochs": 1, "dim": 32}
+
+
 @dataclass
 class Finding:
     name: str
@@ -107,9 +113,11 @@ class Finding:
     sweep: str  # sweeps/findings/<sweep>.yaml
     analyse: Callable[[list[dict]], tuple[list[Check], list[tuple[str, str]]]]  # -> checks, (label, numbers) rows
     plot: Callable[[list[dict], str], bool] | None = None
-    quick: dict = field(default_factory=dict)  # --quick: {"steps": N, "parameters": {key: values}}
+    # --quick: {"steps": N, "parameters": {key: values}, "settings": {key: value}} (settings: config keys set
+    # under the members' swept values, e.g. TEXT_QUICK)
+    quick: dict = field(default_factory=dict)
     # a stage run first (a sweep of one run, or a baseline stage: see references) whose run directory becomes the
-    # pretrained arms' embedding.pretrained_path (and its --quick settings: steps, or a baseline's epochs)
+    # pretrained arms' embedding.pretrained_path (and its --quick settings: steps, or a baseline's epochs and dim)
     needs: str | None = None
     needs_quick: dict = field(default_factory=dict)
     # more sweeps whose runs join this finding's (arms a grid cannot express: a combination another arm's key

@@ -8,7 +8,7 @@ import numpy as np
 
 from .plotting import collect_series, line_plot, save_figure
 from .runs import final, mean_sd, select, values_of
-from .verdict import Check, Finding, Table
+from .verdict import TEXT_QUICK, Check, Finding, Table
 
 AUDIT = (
     "Varied: d × seed. Held fixed: the corpus (builtin:lee_news word-level V = 2,048: 57,637 training tokens in 279 "
@@ -93,7 +93,7 @@ FINDING = Finding(
     "text_width",
     analyse,
     plot,
-    quick={"steps": 60, "parameters": {"model.embed_dim": [16, 64], "seed": [0]}},
+    quick={**TEXT_QUICK, "parameters": {"model.embed_dim": [16, 64], "seed": [0]}},
     audit=AUDIT,
     corpus="real text",
     sibling_of="width_small_data",
