@@ -304,7 +304,7 @@ def _synthetic_runs(root, rng, out_strength):
             d = root / f"{'tied' if tie else 'untied'}-{seed}"
             d.mkdir()
             cfg = {"seed": seed, "data": {"kind": "text", "tokenizer": "word"}}
-            cfg |= {"model": {"tie_embeddings": tie, "dropout": 0.5}, "embedding": {"init_std": 0.02}}
+            cfg |= {"model": {"tie_embeddings": tie, "kind": "lstm", "dropout": 0.5}, "embedding": {"init_std": 0.02}}
             (d / "config.yaml").write_text(yaml.safe_dump(cfg))
             (d / "tokens.tsv").write_text("id\ttoken\n" + "".join(f"{i}\t{w}\n" for i, w in enumerate(words)))
             E = rng.standard_normal((len(words), 48))

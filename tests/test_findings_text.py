@@ -32,7 +32,7 @@ def _run(root, name, cfg, summary, rows=(), tables=None):
 
 def _cfg(seed, tie=True, sigma=0.02, **more):
     cfg = {"seed": seed, "steps": 1271, "model": {"tie_embeddings": tie, "embed_dim": 200, "dropout": 0.5}}
-    cfg["model"]["dropout"] = more.pop("dropout", 0.5)
+    cfg["model"].update(dropout=more.pop("dropout", 0.5), kind=more.pop("kind", "lstm"))
     cfg["embedding"] = {"init_std": sigma, "init": more.pop("init", "normal")}
     cfg["optim"] = {"embed_weight_decay": more.pop("wd", 0.0)}
     cfg["data"] = {"train_fraction": more.pop("fraction", 1.0)}
@@ -96,10 +96,10 @@ def test_frequency_rows_text(tmp_path, effect, noise, want):
 @pytest.mark.parametrize("effect,noise,want", CASES)
 def test_tied_vs_untied_text(tmp_path, effect, noise, want):
     """effect > 0: the output table scores 0.1 higher than the input table, the tied table as the output one, and is
-    (up to noise) the untied output table; the loss the same. In both models: the regularised LSTM (dropout 0.5)
-    and the small one (no dropout)."""
+    (up to noise) the untied output table; the loss the same. In the three models: the regularised LSTM (dropout
+    0.5), the small one (no dropout) and the transformer (dropout 0.3)."""
     rng = np.random.default_rng(0)
-    for k, dropout in ((k, p) for k in SEEDS for p in (0.5, 0.0)):
+    for k, (kind, dropout) in ((k, m) for k in SEEDS for m in (("lstm", 0.5), ("lstm", 0.0), ("transformer", 0.3))):
         X, Y = rng.normal(size=(64, 8)), rng.normal(size=(64, 8))
         near, far = X + 0.05 * rng.normal(size=X.shape), Y
         inp, out = (far, near) if effect > 0 else (near, far)
@@ -107,14 +107,21 @@ def test_tied_vs_untied_text(tmp_path, effect, noise, want):
         gain = 0.1 * effect + _noise(k, noise)
         untied = {**rho, **{f"word_sim_out/{n}/spearman": 0.1 + gain for n in ("simlex999", "wordsim353")}}
         tied = {f"word_sim/{n}/spearman": 0.1 + gain for n in ("simlex999", "wordsim353")}
-        cfg = lambda tie, k=k, dropout=dropout: _cfg(k, tie, dropout=dropout)
-        _run(str(tmp_path), f"t{k}-{dropout}", cfg(True), {**tied, "eval/loss": 6.0}, tables={"embeddings.npy": X})
+        cfg = lambda tie, k=k, kind=kind, dropout=dropout: _cfg(k, tie, kind=kind, dropout=dropout)
+        tables = {"embeddings.npy": X}
+        _run(str(tmp_path), f"t{k}-{kind}{dropout}", cfg(True), {**tied, "eval/loss": 6.0}, tables=tables)
         tables = {"embeddings.npy": inp, "output_embeddings.npy": out}
         loss = {"eval/loss": 6.0 - 0.1 * (effect < 0)}
-        _run(str(tmp_path), f"u{k}-{dropout}", cfg(False), {**untied, **loss}, tables=tables)
-    verdict, checks = _verdicts("tied_vs_untied_text", load(str(tmp_path)))
-    assert verdict == want and checks[:3] == [want] * 3 and checks[5:] == [want] * 3, checks
+        _run(str(tmp_path), f"u{k}-{kind}{dropout}", cfg(False), {**untied, **loss}, tables=tables)
+    runs = load(str(tmp_path))
+    verdict, checks = _verdicts("tied_vs_untied_text", runs)
+    assert len(checks) == 11 and verdict == want, checks
+    assert checks[:3] == checks[5:8] == checks[8:] == [want] * 3, checks  # each model's three benchmark checks
     assert checks[3] == (NOT_REPRODUCED if effect < 0 else REPRODUCED)  # the CKA check: no noise in the tables
+    _, _, (cols, table) = evaluate(BY_NAME["tied_vs_untied_text"], runs)
+    models = [row[0] for row in table]
+    assert models[4:6] == ["regularised transformer, tied", "regularised transformer, untied"], models
+    assert [row[1] for row in table[:6]] == ["3"] * 6  # each model's arms hold their own three seeds, no other's
 
 
 @pytest.mark.parametrize("effect,noise,want", CASES)
