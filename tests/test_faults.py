@@ -347,9 +347,11 @@ def test_a_full_disk_during_an_asynchronous_checkpoint_is_quiet_every_time(tmp_p
             assert len(errors) == 1 and errors[0].startswith("error: could not write ") and "step 5 in" in errors[0], (
                 lines
             )
-            assert all(
-                line.startswith("warning: ") and "may need about" in line for line in lines if line not in errors
-            )
+            # besides it: the free-space warning at the start and, when the machine is loaded and the metrics file's
+            # last rows were still buffered, one line saying that closing it met the full disk too (seen under CI)
+            others = [line for line in lines if line not in errors]
+            said = lambda line: "may need about" in line or "No space left on device" in line
+            assert len(others) <= 3 and all(line.startswith("warning: ") and said(line) for line in others), others
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 

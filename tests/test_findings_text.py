@@ -16,6 +16,7 @@ from embjax.findings.verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, ev
 
 CASES = [(1.0, 0.01, REPRODUCED), (-1.0, 0.01, NOT_REPRODUCED), (0.05, 1.0, INCONCLUSIVE)]
 SEEDS = (0, 1, 2)
+OUT_TABLE = "output_embeddings.npy"
 
 
 def _run(root, name, cfg, summary, rows=(), tables=None):
@@ -113,6 +114,11 @@ def test_tied_vs_untied_text(tmp_path, effect, noise, want):
         tables = {"embeddings.npy": inp, "output_embeddings.npy": out}
         loss = {"eval/loss": 6.0 - 0.1 * (effect < 0)}
         _run(str(tmp_path), f"u{k}-{kind}{dropout}", cfg(False), {**untied, **loss}, tables=tables)
+    for k in SEEDS:  # a decoy: a transformer at the LSTM's dropout, its tables far off; no model's arm may take it
+        off = {f"word_sim{t}/{n}/spearman": -0.5 for t in ("", "_out") for n in ("simlex999", "wordsim353")}
+        X = rng.normal(size=(64, 8))
+        cfg = _cfg(k, False, kind="transformer", dropout=0.5)
+        _run(str(tmp_path), f"z{k}", cfg, off | {"eval/loss": 9.0}, tables={"embeddings.npy": X, OUT_TABLE: X})
     runs = load(str(tmp_path))
     verdict, checks = _verdicts("tied_vs_untied_text", runs)
     assert len(checks) == 11 and verdict == want, checks
@@ -121,7 +127,8 @@ def test_tied_vs_untied_text(tmp_path, effect, noise, want):
     _, _, (cols, table) = evaluate(BY_NAME["tied_vs_untied_text"], runs)
     models = [row[0] for row in table]
     assert models[4:6] == ["regularised transformer, tied", "regularised transformer, untied"], models
-    assert [row[1] for row in table[:6]] == ["3"] * 6  # each model's arms hold their own three seeds, no other's
+    assert [row[1] for row in table[:6]] == ["3"] * 6  # each model's arms hold their own three seeds
+    assert not any(row[3].startswith("9.000") for row in table), table  # and not the decoy's (loss 9)
 
 
 @pytest.mark.parametrize("effect,noise,want", CASES)
@@ -218,7 +225,7 @@ def test_quick_forms_of_the_text_sweeps_are_narrow_and_keep_the_swept_widths():
     def members(sweep_name, finding, given=None):
         path = f"sweeps/findings/{sweep_name}.yaml"
         sweep, overrides = quick_form(path, BY_NAME[finding].quick, given or {})
-        return sweep["name"], member_configs(path, sweep, "/tmp/out", overrides)
+        return sweep["name"], member_configs(path, sweep, "/tmp/out", overrides, pretrained_source="/tmp/src/run")
 
     name, cfgs = members("text_tying", "tying_anisotropy_text")
     assert name == "text_tying_quick" and len(cfgs) == 4  # σ × tying, one seed
@@ -227,7 +234,6 @@ def test_quick_forms_of_the_text_sweeps_are_narrow_and_keep_the_swept_widths():
     assert sorted(c.model.embed_dim for c in cfgs) == [16, 64] and {c.data.eval_batches for c in cfgs} == {4}
     _, cfgs = members("text_tying", "tying_anisotropy_text", {"data.eval_batches": 2})
     assert {c.data.eval_batches for c in cfgs} == {2}
-    assert (
-        BY_NAME["pretrained_start_text"].needs_quick["dim"]
-        == BY_NAME["tying_anisotropy_text"].quick["settings"]["model.embed_dim"]
-    )  # the pretrained arms load the stage's table: the same width
+    f = BY_NAME["pretrained_start_text"]
+    _, cfgs = members(f.sweep, "pretrained_start_text")  # its pretrained arms load the stage's table: one width
+    assert {c.model.embed_dim for c in cfgs} == {f.needs_quick["dim"]} and f.needs_quick["dim"] < 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
 
 from ..config import ConfigError, load_config, read_yaml
@@ -98,6 +99,8 @@ def _findings_stage(
     shortened = {k: quick[k] for k in ("epochs", "dim") if quick and k in quick}  # --quick: its epochs and dim
     spec = Spec(**{**raw["baseline"], **shortened}).check()
     stage = f"{name}_quick" if quick is not None else name
+    if quick is not None:  # --quick starts its own folders over (an earlier --quick's may have other settings)
+        shutil.rmtree(os.path.join(root, stage), ignore_errors=True)
     given = {**overrides, "name": "run", "out_dir": os.path.join(root, stage), "log.group": stage}
     cfg = load_config(raw.get("config"), given)
     return train_baseline(cfg, spec, overwrite=overwrite)["run_dir"]
@@ -138,6 +141,7 @@ def _findings_sweep(
     if quick is not None:  # the shortened form, given to the runner as it is (no file written)
         sweep, overrides = quick_form(path, quick, overrides)
         name = sweep["name"]
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)  # as in _findings_stage: started over
     run_sweep(
         path, root, overrides, progress=progress, overwrite=overwrite, pretrained_source=pretrained_source, sweep=sweep
     )
