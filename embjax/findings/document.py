@@ -82,7 +82,7 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
             f"Sweep {', '.join(f'`sweeps/findings/{n}.yaml`' for n in (f.sweep, *stages))}; "
             f"ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`{' and beside it' if stages else ''}.",
             *([f"- **Audit.** {f.audit}"] if f.audit else []),
-            *([f"- **Power** (stated before the run). {f.power}"] if f.power else []),
+            *([f"- **Power** (from a pilot, not the final runs). {f.power}"] if f.power else []),
             f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band (a "
             "benchmark check: its interval over seeds and pairs) lies inside its interval, not reproduced when it "
             "lies outside, inconclusive when it straddles an edge (a benchmark check then names the noise that "
