@@ -99,8 +99,8 @@ def _findings_stage(
     shortened = {k: quick[k] for k in ("epochs", "dim") if quick and k in quick}  # --quick: its epochs and dim
     spec = Spec(**{**raw["baseline"], **shortened}).check()
     stage = f"{name}_quick" if quick is not None else name
-    if quick is not None:  # --quick starts its own folders over (an earlier --quick's may have other settings)
-        shutil.rmtree(os.path.join(root, stage), ignore_errors=True)
+    if quick is not None:
+        _start_over(root, stage)
     given = {**overrides, "name": "run", "out_dir": os.path.join(root, stage), "log.group": stage}
     cfg = load_config(raw.get("config"), given)
     return train_baseline(cfg, spec, overwrite=overwrite)["run_dir"]
@@ -141,11 +141,16 @@ def _findings_sweep(
     if quick is not None:  # the shortened form, given to the runner as it is (no file written)
         sweep, overrides = quick_form(path, quick, overrides)
         name = sweep["name"]
-        shutil.rmtree(os.path.join(root, name), ignore_errors=True)  # as in _findings_stage: started over
+        _start_over(root, name)
     run_sweep(
         path, root, overrides, progress=progress, overwrite=overwrite, pretrained_source=pretrained_source, sweep=sweep
     )
     return os.path.join(root, name)
+
+
+def _start_over(root: str, quick_name: str) -> None:
+    """--quick starts its own `<name>_quick` folders over: an earlier --quick's runs may have other settings."""
+    shutil.rmtree(os.path.join(root, quick_name), ignore_errors=True)
 
 
 def quick_form(path: str, quick: dict, overrides: dict) -> tuple[dict, dict]:

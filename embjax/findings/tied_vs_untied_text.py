@@ -174,9 +174,10 @@ def plot(runs: list[dict], path: str) -> bool:
     sides = (("tied", True, ""), ("untied input", False, ""), ("untied output", False, "_out"))
     for ax, name in zip(axes, (SIMLEX, WORDSIM)):
         for (model, kind, dropout), style in zip(MODELS, ("-", "--", ":")):
+            tied, untied = _arms(runs, kind, dropout)
             for i, (label, tie, table) in enumerate(sides):
                 by_step: dict[int, list[float]] = defaultdict(list)
-                arm = _arms(runs, kind, dropout)[0 if tie else 1]
+                arm = tied if tie else untied
                 for r in arm.values():
                     for row in r["rows"]:
                         if isinstance(v := row.get(f"word_sim{table}/{name}/spearman"), (int, float)):
