@@ -12,12 +12,19 @@ import pytest
 # suite's time. The HLO passes are unchanged; the machine code is less tuned, and float results may differ
 # from an optimised build's in the last bits (~1e-6 relative), far inside every tolerance (bit-for-bit tests
 # compare runs built alike). EMBJAX_TEST_XLA_OPT=default runs the suite as users' runs compile. Processes a
-# test starts with XLA_FLAGS of its own (the device-count meshes) compile as users' do.
+# test starts on several virtual devices (the meshes, several processes) compile alike: `devices_flags(n)`.
 USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # for a test process that runs a long training as users compile it
-if os.environ.get("EMBJAX_TEST_XLA_OPT", "0") != "default" and "optimization_level" not in os.environ.get(
-    "XLA_FLAGS", ""
-):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+TEST_XLA_OPT = ""
+if os.environ.get("EMBJAX_TEST_XLA_OPT", "0") != "default" and "optimization_level" not in USER_XLA_FLAGS:
+    TEST_XLA_OPT = "--xla_backend_optimization_level=0"
+    os.environ["XLA_FLAGS"] = f"{USER_XLA_FLAGS} {TEST_XLA_OPT}".strip()
+
+
+def devices_flags(n: int) -> str:
+    """XLA_FLAGS for a test's subprocess on n virtual CPU devices, compiled as the suite compiles."""
+    return f"--xla_force_host_platform_device_count={n} {TEST_XLA_OPT}".strip()
+
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # one compilation cache for the whole session (fresh per CI run): runs of one shape compile once
@@ -115,7 +122,7 @@ def hold_lock(run_dir):
 
 def on_8_devices(code, *args, timeout=300):
     """`python -c code args` on 8 virtual CPU devices (XLA_FLAGS), from the repo root: the CompletedProcess."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, XLA_FLAGS=devices_flags(8))
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout
     )

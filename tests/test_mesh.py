@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from embjax.cli import train_main
-from tests.conftest import ROOT, TINY, run_cli
+from tests.conftest import ROOT, TINY, devices_flags, run_cli
 
-EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+EIGHT = {"XLA_FLAGS": devices_flags(8)}
 ARGS = [a for a in TINY if not a.startswith("--steps")] + ["--steps=20", "--log.wandb=false"]
 
 

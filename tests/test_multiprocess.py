@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, TINY, hold_lock, run_cli, wait_for_row
+from tests.conftest import ROOT, TINY, devices_flags, hold_lock, run_cli, wait_for_row
 
 ARGS = [a for a in TINY if not a.startswith("--steps")] + [
     "--steps=20",
@@ -22,7 +22,7 @@ ARGS = [a for a in TINY if not a.startswith("--steps")] + [
     "--mesh.model=2",
     "--model.tie_embeddings=false",
 ]
-FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+FOUR = {"XLA_FLAGS": devices_flags(4)}
 
 
 def free_port() -> int:
@@ -39,7 +39,7 @@ def start_pair(*args, per_process=((), ())):
         env = dict(
             os.environ,
             PYTHONUNBUFFERED="1",
-            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+            XLA_FLAGS=devices_flags(2),
             JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
             JAX_NUM_PROCESSES="2",
             JAX_PROCESS_ID=str(pid),
