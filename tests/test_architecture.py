@@ -25,7 +25,7 @@ LAYERS = [
     {"config"},
 ]
 # Inside embjax/findings/: the shared base every finding module may import; a finding never imports another
-FINDINGS_BASE = {"verdict", "runs", "plotting", "bootstrap", "pairs"}
+FINDINGS_BASE = {"verdict", "runs", "plotting", "bootstrap", "pairs", "learned"}
 FINDINGS_TOP = {"__init__", "document", "wandb_report", "pipeline"}  # the registry, the writers and the pipeline
 
 

@@ -3,10 +3,10 @@ from the numbers by a pure analysis function.
 
 A finding is one module here (claim, source, protocol, audit, checks, analysis, table, plot: its `FINDING`), over
 the verdict rule (`verdict`), the run readers (`runs`), shared plot helpers (`plotting`), the seeds x pairs bootstrap
-of benchmark correlations (`bootstrap`) and a run's per-pair benchmark data (`pairs`); `document` writes
-findings.md and the W&B findings runs. MODULES below is the order findings.md shows them in. A finding states its
-claim, source, protocol and pass criterion before anything runs; its analysis reads only what runs write
-(config.yaml, summary.json, metrics.jsonl, and for some checks the final tables).
+of benchmark correlations (`bootstrap`), a run's per-pair benchmark data (`pairs`) and its tables against a random
+one (`learned`); `document` writes findings.md and the W&B findings runs. MODULES below is the order findings.md
+shows them in. A finding states its claim, source, protocol and pass criterion before anything runs; its analysis
+reads only what runs write (config.yaml, summary.json, metrics.jsonl, and for some checks the final tables).
 """
 
 from __future__ import annotations

@@ -6,7 +6,14 @@ import os
 from collections import defaultdict
 
 from ..outputs.runs import get
+from .learned import statement
 from .verdict import Finding, evaluate
+
+LEARNED = (
+    "- **Tables against a random one** (computed from the saved tables, the best-eval checkpoint's where kept: "
+    "each arm's ρ with its seeds × pairs interval, against a random table's band, 40 draws of N(0, 1) rows on the "
+    "same vocabulary, mean [± 2 sd]; clearly above when the interval's lower end is above the band's upper end). "
+)
 
 
 def _protocol_facts(runs: list[dict]) -> str:
@@ -65,11 +72,13 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
 
     matplotlib.use("Agg")
     evaluated = {f.name: (i, evaluate(f, runs)) for i, (f, _, runs) in enumerate(results, 1)}
+    scored: dict = {}  # the bootstraps of arms that several findings share, computed once
     lines = ["# Findings", "", *header, "", *_summary(results, evaluated)]
     body: list[str] = []
     for i, (f, sweep_dir, runs) in enumerate(results, 1):
         verdict, checks, (cols, rows) = evaluated[f.name][1]
         stages = [*f.also, *((f.needs,) if f.needs else ()), *f.references]
+        learned = statement(runs, scored) if f.corpus == "real text" else None
         body += [
             "",
             f"## {i}. {f.name.replace('_', '-')}",
@@ -83,6 +92,7 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
             f"ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`{' and beside it' if stages else ''}.",
             *([f"- **Audit.** {f.audit}"] if f.audit else []),
             *([f"- **Power** (from a pilot, not the final runs). {f.power}"] if f.power else []),
+            *([LEARNED + learned] if learned else []),
             f"- **Pass criterion** (fixed before the run). {f.criterion} A check is reproduced when the band (a "
             "benchmark check: its interval over seeds and pairs) lies inside its interval, not reproduced when it "
             "lies outside, inconclusive when it straddles an edge (a benchmark check then names the noise that "

@@ -1,0 +1,165 @@
+"""Have a real-text finding's tables learned words? Each arm's trained tables (the best-eval checkpoint's where a run
+kept one) scored on the similarity benchmarks with the seeds × pairs bootstrap, against the band of a random table
+on the same vocabulary and pairs: findings.md's "Tables against a random one" line, computed from the run
+directories alone (tokens.tsv, the saved tables, config.yaml).
+
+A random table's ρ is not 0 on every benchmark (WordSim-353 holds pairs of a word with itself, whose cosine is 1),
+and it moves with the draw by about the pairs' sampling error, so the band is measured: RANDOM_DRAWS tables of
+N(0, 1) rows of the arm's width, seeded, scored as the runs' tables are; band = their mean ± 2 sd. A table is
+*clearly above* it when its seeds × pairs interval's lower end lies above the band's upper end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from ..analysis.evals import SIMILARITY_SETS, benchmark_files, pair_cosines, read_pairs
+from ..analysis.stats import spearman
+from .pairs import boot_of, run_lexicon
+
+RANDOM_DRAWS = 40
+BENCHMARKS = {"simlex999": "SimLex-999", "wordsim353": "WordSim-353"}
+TABLES = (("embeddings.npy", "input"), ("output_embeddings.npy", "output"))
+# config keys that name a run, not what it trains: never part of an arm's label
+NOT_ARM = {"seed", "name", "out_dir", "embedding.pretrained_path", "log.project", "log.group"}
+
+
+def flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out |= flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v if not isinstance(v, list) else tuple(v)
+    return out
+
+
+# what an arm's label names, in this order, where arms differ in it (they are grouped by every key but the seed)
+LABELS = (
+    ("model.kind", "{}"),
+    ("model.dropout", "dropout {}"),
+    ("model.embed_dim", "d = {}"),
+    ("embedding.init", "{} init"),
+    ("embedding.init_std", "σ {}"),
+    ("model.tie_embeddings", None),
+    ("optim.embed_weight_decay", "embedding decay {}"),
+    ("data.train_fraction", "train_fraction {}"),
+)
+
+
+def arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
+    """{label: {seed: run}} of the finished language-model runs (baseline reference rows left out), grouped by
+    every config key but the seed; a label names the LABELS keys in which the arms differ ("all runs" for one)."""
+    lm = [r for r in runs if r["summary"].get("status") == "finished" and not os.path.exists(_baseline(r))]
+    flats = [flat(r["cfg"]) for r in lm]
+    keys = sorted({k for f in flats for k in f} - NOT_ARM)
+    groups: dict[tuple, dict[int, dict]] = {}
+    for r, f in zip(lm, flats):
+        groups.setdefault(tuple(repr(f.get(k)) for k in keys), {})[int(f.get("seed") or 0)] = r
+    shown = [(k, fmt) for k, fmt in LABELS if len({repr(f.get(k)) for f in flats}) > 1]
+    out: dict[str, dict[int, dict]] = {}
+    for by_seed in groups.values():
+        f = flat(next(iter(by_seed.values()))["cfg"])
+        parts = [_part(f.get(k), fmt) for k, fmt in shown]
+        label = ", ".join(parts) or "all runs"
+        label = label if label not in out else f"{label} ({len(out) + 1})"  # arms that differ only in other keys
+        out[label] = by_seed
+    return out
+
+
+def _part(value: Any, fmt: str | None) -> str:
+    return ("tied" if value else "untied") if fmt is None else fmt.format(value)
+
+
+def _baseline(run: dict) -> str:
+    return os.path.join(run["dir"], "baseline.json")  # a word2vec / fastText reference row (experiments.baseline)
+
+
+def random_band(run: dict, benchmark: str, draws: int = RANDOM_DRAWS, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi) of ρ for `draws` random N(0, 1) tables of the run's vocabulary and width: mean ∓ 2 sd."""
+    ((_, path),) = benchmark_files(benchmark, SIMILARITY_SETS)
+    pairs, lex = read_pairs(path)[0], run_lexicon(run["dir"])
+    human = np.asarray([s for _, _, s in pairs], np.float64)
+    d = np.load(os.path.join(run["dir"], "embeddings.npy"), mmap_mode="r").shape[1]
+    rng, rhos = np.random.default_rng([seed, d, lex.V]), []
+    for _ in range(draws):
+        cos, used = pair_cosines(rng.standard_normal((lex.V, d)).astype(np.float32), lex, pairs)
+        rhos.append(spearman(cos[used], human[used]))
+    m, sd = float(np.mean(rhos)), float(np.std(rhos, ddof=1))
+    return m, m - 2 * sd, m + 2 * sd
+
+
+def best_tables(runs: list[dict], cache: dict | None = None) -> dict[str, tuple[str, Any]] | None:
+    """Per benchmark: (label, Bootstrap) of the arm table whose seeds × pairs interval has the highest lower end;
+    None when no run saved a table on a word-level vocabulary."""
+    cache = {} if cache is None else cache
+    out: dict[str, tuple[str, Any]] = {}
+    for label, by_seed in arms(runs).items():
+        for table, side in TABLES:
+            if not all(os.path.exists(os.path.join(r["dir"], table)) for r in by_seed.values()):
+                continue
+            name = f"{label}: its {side if _untied(by_seed) else 'tied'} table"
+            for bench in BENCHMARKS:
+                key = (tuple(sorted(r["dir"] for r in by_seed.values())), table, bench)
+                if key not in cache:
+                    cache[key] = boot_of([(by_seed, table, 1.0)], bench)
+                b = cache[key]
+                if b is not None and (bench not in out or b.lo > out[bench][1].lo):
+                    out[bench] = (name, b, by_seed[min(by_seed)])
+    return out or None
+
+
+def _untied(by_seed: dict[int, dict]) -> bool:
+    """An untied arm saved an output table beside its input one (a tied run has the one table)."""
+    return all(os.path.exists(os.path.join(r["dir"], TABLES[1][0])) for r in by_seed.values())
+
+
+def statement(runs: list[dict], cache: dict | None = None) -> str | None:
+    """findings.md's line: per benchmark, the best table's ρ and interval against the random band, and whether any
+    table stands clearly above it. None when no run has a table to score."""
+    best = best_tables(runs, cache)
+    if best is None:
+        return None
+    parts, above = [], []
+    for bench, (name, b, run) in best.items():
+        m, lo, hi = random_band(run, bench)
+        clear = b.lo > hi
+        above.append(clear)
+        parts.append(
+            f"{BENCHMARKS[bench]}: the best is {name}, ρ {b.estimate:+.3f} [{b.lo:+.3f}, {b.hi:+.3f}] ({b.seeds} "
+            f"seeds × {b.pairs} pairs), a random table {m:+.3f} [{lo:+.3f}, {hi:+.3f}]: "
+            + ("**clearly above**" if clear else "not clearly above")
+        )
+    refs = _references(runs, cache)
+    verdict = (
+        "At least one table has learned words by this measure."
+        if any(above)
+        else "**No table stands clearly above a random one**: the benchmark checks read tables that have not learned "
+        "words at this budget (docs/findings_guide.md: what it would take, measured)."
+    )
+    return "; ".join(parts) + ". " + verdict + (f" The reference rows, on the same tokens: {refs}." if refs else "")
+
+
+def _references(runs: list[dict], cache: dict) -> str:
+    """The baseline reference rows' tables (word2vec, fastText: one run each) on each benchmark, as above."""
+    out = []
+    for r in runs:
+        if r["summary"].get("status") != "finished" or not os.path.exists(_baseline(r)):
+            continue
+        with open(_baseline(r)) as f:
+            spec = json.load(f)["baseline"]
+        for bench in BENCHMARKS:
+            key = ((r["dir"],), "embeddings.npy", bench)
+            if key not in cache:
+                cache[key] = boot_of([({0: r}, "embeddings.npy", 1.0)], bench)
+            if cache[key] is not None:
+                b = cache[key]
+                out.append(
+                    f"{spec['method']} ({spec['epochs']} epochs) {BENCHMARKS[bench]} {b.estimate:+.3f} "
+                    f"[{b.lo:+.3f}, {b.hi:+.3f}]"
+                )
+    return "; ".join(out)
