@@ -131,7 +131,7 @@ def statement(runs: list[dict], cache: dict | None = None) -> str | None:
         above.append(clear)
         parts.append(
             f"{BENCHMARKS[bench]}: the best is {name}, ρ {b.estimate:+.3f} [{b.lo:+.3f}, {b.hi:+.3f}] ({b.seeds} "
-            f"seeds × {b.pairs} pairs), a random table {m:+.3f} [{lo:+.3f}, {hi:+.3f}]: "
+            f"seed{'s' if b.seeds != 1 else ''} × {b.pairs} pairs), a random table {m:+.3f} [{lo:+.3f}, {hi:+.3f}]: "
             + ("**clearly above**" if clear else "not clearly above")
         )
     refs = _references(runs, cache)
