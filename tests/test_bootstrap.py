@@ -391,28 +391,39 @@ def test_a_findings_power_statement_quotes_the_resolvable_effects_by_hand():
     assert text in FINDING.power
 
 
-@pytest.mark.parametrize("strength", [1.5, 0.0])
+@pytest.mark.parametrize("strength", [1.5, 0.07, 0.0])
 def test_tables_against_a_random_one_name_the_best_table_and_the_null_band(tmp_path, strength):
     """findings.md's "Tables against a random one" on hand-made runs: the arms are told apart by what differs
-    (tied / untied); the best SimLex table is the untied output table when it was pulled towards the human scores,
-    with the interval bootstrap_rho gives its cosines (computed here apart); the random table's band is the null
-    distribution of Spearman's ρ on 999 pairs: mean ≈ 0, sd ≈ 1/√(n − 1) (a known formula); "clearly above" only
-    when the table learned something."""
+    (tied / untied), a word2vec reference row (baseline.json) is no arm; the best SimLex table is the untied output
+    table when it was pulled towards the human scores, with the interval bootstrap_rho gives its cosines (computed
+    here apart); the random table's band is the null distribution of Spearman's ρ on 999 pairs: mean ≈ 0,
+    sd ≈ 1/√(n − 1) (a known formula); "clearly above" only when the whole interval is above the band (at
+    strength 0.07 the estimate is above it, the interval's lower end is not)."""
     from embjax.findings.learned import arms, best_tables, random_band, statement
     from embjax.findings.pairs import stacked
 
     runs = _synthetic_runs(tmp_path, np.random.default_rng(3), strength)
+    (tmp_path / "ref").mkdir()
+    ref = _synthetic_runs(tmp_path / "ref", np.random.default_rng(4), 5.0)[3]  # an untied table pulled hard
+    (tmp_path / "ref" / "untied-0" / "baseline.json").write_text(
+        json.dumps({"baseline": {"method": "word2vec", "epochs": 20}})
+    )
+    runs.append(ref)
     by_arm = arms(runs)
     assert sorted(by_arm) == ["tied", "untied"] and all(sorted(a) == [0, 1, 2] for a in by_arm.values())
-    name, boot, run = best_tables(runs)["simlex999"]
-    m, lo, hi = random_band(run, "simlex999")
-    assert abs(m) < 0.03 and (hi - lo) / 4 == pytest.approx(1 / math.sqrt(999 - 1), rel=0.35)
+    name, boot, run, table = best_tables(runs)["simlex999"]
+    m, lo, hi = random_band(run, "simlex999", table)
+    assert abs(m) < 0.03 and (hi - lo) / 4 == pytest.approx(1 / math.sqrt(999 - 1), rel=0.15)
     text = statement(runs)
+    assert "The reference rows, on the same tokens: word2vec (20 epochs) SimLex-999" in text
     if strength > 0:
         cos, h, _ = stacked([by_arm["untied"][s] for s in (0, 1, 2)], "simlex999", "output_embeddings.npy")
         want = bootstrap_rho(cos, h)
         assert name == "untied: its output table" and (boot.lo, boot.hi) == (want.lo, want.hi)
-        assert boot.lo > hi and "SimLex-999: the best is untied: its output table" in text
-        assert "**clearly above**" in text and "No table stands" not in text
+        assert "SimLex-999: the best is untied: its output table" in text
+    if strength > 1:
+        assert boot.lo > hi and "**clearly above**" in text and "No table stands" not in text
     else:
         assert boot.lo < hi and "**No table stands clearly above a random one**" in text
+    if strength == 0.07:
+        assert boot.estimate > hi

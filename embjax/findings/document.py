@@ -11,8 +11,9 @@ from .verdict import Finding, evaluate
 
 LEARNED = (
     "- **Tables against a random one** (computed from the saved tables, the best-eval checkpoint's where kept: "
-    "each arm's ρ with its seeds × pairs interval, against a random table's band, 40 draws of N(0, 1) rows on the "
-    "same vocabulary, mean [± 2 sd]; clearly above when the interval's lower end is above the band's upper end). "
+    "of every arm's tables, the one whose seeds × pairs interval has the highest lower end, against a random "
+    "table's band, 200 draws of N(0, 1) rows on the same vocabulary, mean [± 2 sd]; clearly above when the "
+    "interval's lower end is above the band's upper end). "
 )
 
 
