@@ -31,6 +31,14 @@ def _protocol_facts(runs: list[dict]) -> str:
     )
 
 
+def _stage_path(name: str) -> str:
+    """Where a finding's sweep or stage file lives: sweeps/findings/, or the baseline stages' folder (they are no
+    W&B sweeps)."""
+    baseline = os.path.join("experiments", "configs", "findings", "baselines", f"{name}.yaml")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return baseline if os.path.exists(os.path.join(root, baseline)) else f"sweeps/findings/{name}.yaml"
+
+
 def _link(i: int, f: Finding, verdict: str) -> str:
     return f"[{verdict}](#{i}-{f.name.replace('_', '-')})"
 
@@ -89,7 +97,7 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
             f"- **Claim.** {f.claim}",
             f"- **Source.** {f.source}",
             f"- **Protocol.** {f.protocol} "
-            f"Sweep {', '.join(f'`sweeps/findings/{n}.yaml`' for n in (f.sweep, *stages))}; "
+            f"Sweep {', '.join(f'`{_stage_path(n)}`' for n in (f.sweep, *stages))}; "
             f"ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`{' and beside it' if stages else ''}.",
             *([f"- **Audit.** {f.audit}"] if f.audit else []),
             *([f"- **Power** (from a pilot, not the final runs). {f.power}"] if f.power else []),
