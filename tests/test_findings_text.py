@@ -237,3 +237,24 @@ def test_quick_forms_of_the_text_sweeps_are_narrow_and_keep_the_swept_widths():
     f = BY_NAME["pretrained_start_text"]
     _, cfgs = members(f.sweep, "pretrained_start_text")  # its pretrained arms load the stage's table: one width
     assert {c.model.embed_dim for c in cfgs} == {f.needs_quick["dim"]} and f.needs_quick["dim"] < 200
+
+
+def test_findings_md_names_every_sweep_and_stage_file_where_it_lives(tmp_path):
+    """Each finding's protocol line names its sweep and stage files by their paths in the repository: a baseline
+    stage (no W&B sweep) under experiments/configs/findings/baselines/, a sweep under sweeps/findings/."""
+    import re
+
+    from embjax.findings import FINDINGS
+    from tests.conftest import ROOT
+
+    text = open(write_markdown(str(tmp_path), [(f, str(tmp_path), []) for f in FINDINGS], [])).read()
+    named = [
+        p
+        for line in text.splitlines()
+        if line.startswith("- **Protocol.**")
+        for p in re.findall(r"`([^`]+\.yaml)`", line)
+    ]
+    assert "experiments/configs/findings/baselines/text_source.yaml" in named
+    assert "sweeps/findings/text_pretrained.yaml" in named and "sweeps/findings/text_source.yaml" not in named
+    missing = [p for p in named if not os.path.exists(os.path.join(ROOT, p))]
+    assert not missing and len(named) >= len(FINDINGS), missing
