@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from ..outputs.runs import get
 from .learned import statement
-from .verdict import Finding, evaluate
+from .verdict import Finding, evaluate, stage_file
 
 LEARNED = (
     "- **Tables against a random one** (computed from the saved tables, the best-eval checkpoint's where kept: "
@@ -29,14 +29,6 @@ def _protocol_facts(runs: list[dict]) -> str:
         f"{len(runs)} members ({', '.join(f'{n} {k}' for k, n in sorted(status.items()))}), "
         f"steps {', '.join(map(str, steps))}, seeds {seeds}"
     )
-
-
-def _stage_path(name: str) -> str:
-    """Where a finding's sweep or stage file lives: sweeps/findings/, or the baseline stages' folder (they are no
-    W&B sweeps)."""
-    baseline = os.path.join("experiments", "configs", "findings", "baselines", f"{name}.yaml")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return baseline if os.path.exists(os.path.join(root, baseline)) else f"sweeps/findings/{name}.yaml"
 
 
 def _link(i: int, f: Finding, verdict: str) -> str:
@@ -97,7 +89,7 @@ def write_markdown(root: str, results: list[tuple[Finding, str, list[dict]]], he
             f"- **Claim.** {f.claim}",
             f"- **Source.** {f.source}",
             f"- **Protocol.** {f.protocol} "
-            f"Sweep {', '.join(f'`{_stage_path(n)}`' for n in (f.sweep, *stages))}; "
+            f"Sweep {', '.join(f'`{stage_file(n)}`' for n in (f.sweep, *stages))}; "
             f"ran: {_protocol_facts(runs)}; runs in `{sweep_dir}`{' and beside it' if stages else ''}.",
             *([f"- **Audit.** {f.audit}"] if f.audit else []),
             *([f"- **Power** (from a pilot, not the final runs). {f.power}"] if f.power else []),

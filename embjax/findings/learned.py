@@ -11,6 +11,7 @@ N(0, 1) rows of the arm's width, seeded, scored as the runs' tables are; band = 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..analysis.evals import SIMILARITY_SETS, benchmark_files, pair_cosines, read_pairs
 from ..analysis.stats import spearman
+from ..config import flatten
 from ..outputs.runs import get
 from .pairs import boot_of, run_lexicon
 
@@ -27,16 +29,6 @@ BENCHMARKS = {"simlex999": "SimLex-999", "wordsim353": "WordSim-353"}
 TABLES = (("embeddings.npy", "input"), ("output_embeddings.npy", "output"))
 # config keys that name a run, not what it trains: never part of an arm's label
 NOT_ARM = {"seed", "name", "out_dir", "embedding.pretrained_path", "log.project", "log.group"}
-
-
-def flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out |= flat(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v if not isinstance(v, list) else tuple(v)
-    return out
 
 
 # what an arm's label names, in this order, where arms differ in it (they are grouped by every key but the seed)
@@ -57,7 +49,7 @@ def arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
     their sweep folder and every config key but the seed; a label names the LABELS keys in which the arms differ
     ("all runs" for one), and the sweep folder too where that alone tells two arms apart."""
     lm = [r for r in runs if r["summary"].get("status") == "finished" and not os.path.exists(_baseline(r))]
-    flats = [flat(r["cfg"]) for r in lm]
+    flats = [flatten(r["cfg"]) for r in lm]
     keys = sorted({k for f in flats for k in f} - NOT_ARM)
     groups: dict[tuple, dict[int, dict]] = {}
     for r, f in zip(lm, flats):
@@ -69,7 +61,7 @@ def arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
     shown = [(k, fmt) for k, fmt in LABELS if len({repr(_value(f, k)) for f in flats}) > 1]
     labels = []
     for by_seed in groups.values():
-        f = flat(next(iter(by_seed.values()))["cfg"])
+        f = flatten(next(iter(by_seed.values()))["cfg"])
         labels.append(", ".join(_part(_value(f, k), fmt) for k, fmt in shown) or "all runs")
     out: dict[str, dict[int, dict]] = {}
     for label, (key, by_seed) in zip(labels, groups.items()):
@@ -116,26 +108,32 @@ def best_tables(runs: list[dict], cache: dict | None = None) -> dict[str, tuple[
     cache = {} if cache is None else cache
     out: dict[str, tuple[str, Any, dict, str]] = {}
     for label, by_seed in arms(runs).items():
+        untied = all(get(r["cfg"], "model.tie_embeddings") is False for r in by_seed.values())
         for table, side in TABLES:
-            if not all(os.path.exists(os.path.join(r["dir"], table)) for r in by_seed.values()):
-                continue
-            name = f"{label}: its {side if _untied(by_seed) else 'tied'} table"
+            name = f"{label}: its {side if untied else 'tied'} table"
             for bench in BENCHMARKS:
-                key = (tuple(sorted(r["dir"] for r in by_seed.values())), table, bench)
-                if key not in cache:
-                    cache[key] = boot_of([(by_seed, table, 1.0)], bench)
-                b = cache[key]
+                b = _boot(cache, by_seed, table, bench)  # None: no such table (a tied run's output table)
                 if b is not None and (bench not in out or b.lo > out[bench][1].lo):
                     out[bench] = (name, b, by_seed[min(by_seed)], table)
     return out or None
 
 
-def _untied(by_seed: dict[int, dict]) -> bool:
-    """model.tie_embeddings=false (a config without the key: an untied arm saved an output table)."""
-    tie = {get(r["cfg"], "model.tie_embeddings") for r in by_seed.values()}
-    if tie <= {True, False} and len(tie) == 1:
-        return tie == {False}
-    return all(os.path.exists(os.path.join(r["dir"], TABLES[1][0])) for r in by_seed.values())
+def _boot(cache: dict, by_seed: dict[int, dict], table: str, bench: str) -> Any:
+    """`pairs.boot_of` of one table's ρ over these runs, computed once per findings.md (findings share arms)."""
+    key = (tuple(sorted(r["dir"] for r in by_seed.values())), table, bench)
+    if key not in cache:
+        cache[key] = boot_of([(by_seed, table, 1.0)], bench)
+    return cache[key]
+
+
+def _band(cache: dict, run: dict, bench: str, table: str) -> tuple[float, float, float]:
+    """`random_band`, computed once per vocabulary, width and benchmark (the findings' arms share vocabularies)."""
+    with open(os.path.join(run["dir"], "tokens.tsv"), "rb") as f:
+        vocab = hashlib.sha1(f.read()).hexdigest()
+    key = ("band", vocab, np.load(os.path.join(run["dir"], table), mmap_mode="r").shape[1], bench)
+    if key not in cache:
+        cache[key] = random_band(run, bench, table)
+    return cache[key]
 
 
 def statement(runs: list[dict], cache: dict | None = None) -> str | None:
@@ -147,7 +145,7 @@ def statement(runs: list[dict], cache: dict | None = None) -> str | None:
         return None
     parts, above = [], []
     for bench, (name, b, run, table) in best.items():
-        m, lo, hi = random_band(run, bench, table)
+        m, lo, hi = _band(cache, run, bench, table)
         clear = b.lo > hi
         above.append(clear)
         parts.append(
@@ -176,11 +174,8 @@ def _references(runs: list[dict], cache: dict) -> str:
         with open(_baseline(r)) as f:
             spec = json.load(f)["baseline"]
         for bench in BENCHMARKS:
-            key = ((r["dir"],), "embeddings.npy", bench)
-            if key not in cache:
-                cache[key] = boot_of([({0: r}, "embeddings.npy", 1.0)], bench)
-            if cache[key] is not None:
-                b = cache[key]
+            b = _boot(cache, {0: r}, "embeddings.npy", bench)
+            if b is not None:
                 out.append(
                     f"{spec['method']} ({spec['epochs']} epochs) {BENCHMARKS[bench]} {b.estimate:+.3f} "
                     f"[{b.lo:+.3f}, {b.hi:+.3f}]"

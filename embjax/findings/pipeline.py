@@ -16,9 +16,8 @@ from ..train.runner import run_sweep
 from . import BY_NAME, FINDINGS
 from .document import log_to_wandb, write_markdown
 from .runs import load, training_seconds
+from .verdict import BASELINES, stage_file
 from .wandb_report import save_report, write_report
-
-BASELINES = os.path.join("experiments", "configs", "findings", "baselines")  # stages that are not sweeps
 
 
 def run_findings(
@@ -92,8 +91,8 @@ def _findings_stage(
     """A findings stage: a baseline, experiments/configs/findings/baselines/<name>.yaml (`baseline: {method, sg, dim,
     epochs, ...}` and `config: FILE`: experiments.baseline on that config), or else a sweep of one run,
     sweeps/findings/<name>.yaml; returns its one run directory."""
-    path = os.path.join(BASELINES, f"{name}.yaml")
-    if not os.path.isfile(path):
+    path = stage_file(name)
+    if not path.startswith(BASELINES):
         return _only_run(_findings_sweep(name, quick, root, overrides, progress, overwrite))
     raw = read_yaml(path)
     shortened = {k: quick[k] for k in ("epochs", "dim") if quick and k in quick}  # --quick: its epochs and dim

@@ -20,6 +20,7 @@ Pure: nothing here reads or writes a file.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,16 @@ class Check:
 # table of 8,192 × 200 values alone costs about 8 s a run) and 4 eval batches; a baseline stage's dim goes with it
 TEXT_QUICK = {"steps": 60, "parameters": {"seed": [0]}, "settings": {"model.embed_dim": 32, "data.eval_batches": 4}}
 TEXT_NEEDS_QUICK = {"epochs": 1, "dim": 32}
+
+
+BASELINES = os.path.join("experiments", "configs", "findings", "baselines")  # stages that are not W&B sweeps
+
+
+def stage_file(name: str) -> str:
+    """A finding's sweep or stage file: BASELINES/<name>.yaml for a baseline stage, else sweeps/findings/<name>.yaml
+    (paths from the repository root, where the findings run)."""
+    baseline = os.path.join(BASELINES, f"{name}.yaml")
+    return baseline if os.path.isfile(baseline) else os.path.join("sweeps", "findings", f"{name}.yaml")
 
 
 @dataclass
