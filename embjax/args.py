@@ -63,6 +63,14 @@ def as_bool(flag: str, text: str | None) -> bool:
     return v
 
 
+def as_count(flag: str, text: str) -> int:
+    """A whole number ≥ 1 (e.g. --jobs)."""
+    v = parse_value(text)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"--{flag}: got {text!r}; allowed: a whole number ≥ 1")
+    return v
+
+
 def guarded(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], int]:
     """Bad input -> one line and exit 2, never a traceback."""
 
@@ -104,7 +112,8 @@ USAGE = {  # the commands whose docstring does not say it
     "prepare": "`python -m experiments.prepare [--config=PATH] --data.kind=text --data.path=SOURCE "
     "[--data.key=value ...]`: tokenise a text corpus once into the cache",
     "findings": "`python -m experiments.findings [NAME ...] [--quick] [--out_dir=DIR] [--progress=BOOL] "
-    "[--overwrite=BOOL] [--wandb-report] [--section.key=value ...]`: the findings, with computed verdicts",
+    "[--overwrite=BOOL] [--wandb-report] [--jobs=N] [--section.key=value ...]`: the findings, with computed verdicts "
+    "(--jobs: sweeps run N at a time, each in its own process)",
 }
 
 

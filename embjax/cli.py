@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import os
 
-from .args import as_bool, baseline_dir, fail, guarded, split_args
+from .args import as_bool, as_count, baseline_dir, fail, guarded, split_args
 from .config import ConfigError, load_config, parse_value
 from .runtime.hostmem import keep_freed_memory
 
@@ -131,7 +131,8 @@ def prepare_main(argv: list[str]) -> int:
 def findings_main(argv: list[str]) -> int:
     keep_freed_memory()
     argv = [{"--quick": "--quick=true", "--wandb-report": "--wandb-report=true"}.get(a, a) for a in argv]
-    known, overrides, positional = split_args(argv, ("out_dir", "quick", "progress", "overwrite", "wandb-report"))
+    flags = ("out_dir", "quick", "progress", "overwrite", "wandb-report", "jobs")
+    known, overrides, positional = split_args(argv, flags)
     from .config import parse_overrides
     from .findings.pipeline import run_findings
 
@@ -145,6 +146,7 @@ def findings_main(argv: list[str]) -> int:
         progress=progress,
         overwrite=as_bool("overwrite", known.get("overwrite", "false")),
         wandb_report=as_bool("wandb-report", known.get("wandb-report", "false")),
+        jobs=as_count("jobs", known.get("jobs", "1")),
     )
     return 0
 

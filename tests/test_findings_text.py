@@ -258,3 +258,37 @@ def test_findings_md_names_every_sweep_and_stage_file_where_it_lives(tmp_path):
     assert "sweeps/findings/text_pretrained.yaml" in named and "sweeps/findings/text_source.yaml" not in named
     missing = [p for p in named if not os.path.exists(os.path.join(ROOT, p))]
     assert not missing and len(named) >= len(FINDINGS), missing
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_findings_jobs_run_every_sweep_once_and_a_stage_before_the_sweeps_that_start_from_it(quick):
+    """--jobs: the plan's jobs hold every sweep and stage of the findings exactly once; a finding's pretrained arms
+    run in the job of their source stage, after it (so two processes never run one sweep, and no sweep starts
+    from a stage that has not run); in one process the order is the findings' order."""
+    from embjax.findings import FINDINGS
+    from embjax.findings.pipeline import plan
+
+    jobs = plan(FINDINGS, quick)
+    names = [t[1] for job in jobs for t in job]
+    wanted = []
+    for f in FINDINGS:
+        for n in ((f.needs,) if f.needs else ()) + (f.sweep, *f.also, *f.references):
+            wanted += [n] if n not in wanted else []
+    assert sorted(names) == sorted(wanted) and len(names) == len(set(names))
+    assert names == wanted  # jobs=1 runs them in this order, as before --jobs
+    for job in jobs:
+        for i, (_kind, name, q, needs) in enumerate(job):
+            if needs is not None:
+                assert [t[1] for t in job[:i] if t[0] == "source"] == [needs], (name, job)
+            assert (q is not None) == quick
+    assert sum(1 for job in jobs if job[0][0] == "source") == sum(1 for f in FINDINGS if f.needs)
+
+
+def test_findings_jobs_must_be_a_whole_number_of_at_least_one():
+    from tests.conftest import run_cli
+
+    for bad in ("0", "two", "1.5"):
+        r = run_cli("experiments.findings", "tying_anisotropy", f"--jobs={bad}")
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+            f"error: --jobs: got {bad!r}; allowed: a whole number ≥ 1"
+        ], r.stderr
