@@ -284,11 +284,11 @@ def test_findings_jobs_run_every_sweep_once_and_a_stage_before_the_sweeps_that_s
     assert sum(1 for job in jobs if job[0][0] == "source") == sum(1 for f in FINDINGS if f.needs)
 
 
-def test_findings_jobs_must_be_a_whole_number_of_at_least_one():
-    from tests.conftest import run_cli
+def test_findings_jobs_must_be_a_whole_number_of_at_least_one(capsys):
+    from embjax.cli import findings_main
 
     for bad in ("0", "two", "1.5"):
-        r = run_cli("experiments.findings", "tying_anisotropy", f"--jobs={bad}")
-        assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        assert findings_main(["tying_anisotropy", f"--jobs={bad}"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
             f"error: --jobs: got {bad!r}; allowed: a whole number ≥ 1"
-        ], r.stderr
+        ]
