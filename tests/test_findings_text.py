@@ -284,6 +284,18 @@ def test_findings_jobs_run_every_sweep_once_and_a_stage_before_the_sweeps_that_s
     assert sum(1 for job in jobs if job[0][0] == "source") == sum(1 for f in FINDINGS if f.needs)
 
 
+def test_findings_plan_refuses_a_name_that_is_both_a_source_stage_and_a_reference():
+    """Two processes would run it at once (one as a source, one as a baseline stage): refused in one line."""
+    import dataclasses
+
+    from embjax.config import ConfigError
+    from embjax.findings.pipeline import plan
+
+    a = dataclasses.replace(BY_NAME["similarity_emerges"], references=("text_source",))
+    with pytest.raises(ConfigError, match="text_source: both a source stage and a sweep or reference"):
+        plan([a, BY_NAME["pretrained_start_text"]], quick=False)
+
+
 def test_findings_jobs_must_be_a_whole_number_of_at_least_one(capsys):
     from embjax.cli import findings_main
 

@@ -70,23 +70,29 @@ def plan(chosen: list, quick: bool) -> list[list[Task]]:
     (`needs`: the run its pretrained arms start from) runs in the job of that stage, after it; every other sweep
     or baseline stage is a job of its own. A name shared by findings runs once, in the first job that has it."""
     jobs: list[list[Task]] = []
-    where: dict[str, list[Task]] = {}  # name -> its job
+    sources: dict[str, list[Task]] = {}  # a source stage -> its job
+    where: set[str] = set()  # the sweeps and baseline stages already in a job
     for f in chosen:
         q, nq = (f.quick, f.needs_quick) if quick else (None, None)
-        if f.needs is not None and f.needs not in where:
-            jobs.append([("source", f.needs, nq, None)])
-            where[f.needs] = jobs[-1]
-        for name in (f.sweep, *f.also):
-            if name not in where:
-                job = where[f.needs] if f.needs is not None else []
-                job.append(("sweep", name, q, f.needs))
-                where[name] = job
-                jobs.extend([] if f.needs is not None else [job])
-        for name in f.references:
-            if name not in where:
-                jobs.append([("stage", name, nq, None)])
-                where[name] = jobs[-1]
+        if f.needs is not None and f.needs not in sources:
+            sources[f.needs] = [("source", f.needs, nq, None)]
+            jobs.append(sources[f.needs])
+        for kind, name in [("sweep", n) for n in (f.sweep, *f.also)] + [("stage", n) for n in f.references]:
+            if name in where:
+                continue
+            task = ("sweep", name, q, f.needs) if kind == "sweep" else ("stage", name, nq, None)
+            if kind == "sweep" and f.needs is not None:
+                sources[f.needs].append(task)
+            else:
+                jobs.append([task])
+            where.add(name)
+    both = where & set(sources)
+    if both:  # two processes would run it at once
+        raise ConfigError(f"{sorted(both)[0]}: both a source stage and a sweep or reference; allowed: one of them")
     return jobs
+
+
+_STOP = None  # in a worker of run_jobs: the event set when the command stops (no job starts after it)
 
 
 def run_job(job: list, root: str, given: dict, progress: bool, overwrite: bool) -> dict[str, str]:
@@ -95,6 +101,8 @@ def run_job(job: list, root: str, given: dict, progress: bool, overwrite: bool) 
     dirs: dict[str, str] = {}
     sources: dict[str, str] = {}
     for kind, name, q, needs in job:
+        if _STOP is not None and _STOP.is_set():  # (in a worker) the command is stopping: nothing more starts
+            break
         if kind == "sweep":
             source = sources[needs] if needs is not None else None
             dirs[name] = _findings_sweep(name, q, root, given, progress, overwrite, pretrained_source=source)
@@ -103,29 +111,49 @@ def run_job(job: list, root: str, given: dict, progress: bool, overwrite: bool) 
     return dirs
 
 
-_STOP = None  # in a worker of run_jobs: the event set when the command stops (no job starts after it)
-
-
 def _worker_start(stop) -> None:
+    """A worker of run_jobs: Ctrl-C reaches the whole process group, so an idle worker ignores it (a training run
+    sets its own handlers: it stops as a stopped run does); the parent then stops the workers."""
     global _STOP
     from ..runtime.hostmem import keep_freed_memory
 
     keep_freed_memory()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _STOP = stop
 
 
 def _job_in_process(job: list, root: str, given: dict, overwrite: bool) -> dict[str, str]:
-    """run_job in a worker process started by run_jobs (no progress bars: several jobs share the terminal);
-    nothing once the command is stopping."""
-    if _STOP is not None and _STOP.is_set():
-        return {}
+    """run_job in a worker process of run_jobs (no progress bars: several jobs share the terminal)."""
     return run_job(job, root, {**given, "log.progress": False}, False, overwrite)
 
 
+class _Stop:
+    """run_jobs' way to stop: a SIGTERM to the command sets `sigterm` and interrupts the wait for jobs; stop() sets
+    the event every worker checks before it starts a job or a sweep and sends SIGTERM to the live workers (a
+    training run stops as a stopped run does, interrupted and resumable; an idle worker or a baseline stage ends)."""
+
+    def __init__(self, ctx):
+        self.event, self.sigterm, self.pool = ctx.Event(), False, None
+
+    def on_sigterm(self, signum, frame):
+        self.sigterm = True
+        raise KeyboardInterrupt
+
+    def quiet(self, signum, frame):  # while stopping: a second SIGTERM is noted, never raised
+        self.sigterm = True
+
+    def stop(self) -> None:
+        self.event.set()
+        for p in list((getattr(self.pool, "_processes", None) or {}).values()):
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+
 def run_jobs(jobs: list, root: str, given: dict, progress: bool, overwrite: bool, workers: int) -> dict[str, str]:
-    """Every job of `plan`, in order in this process (workers 1), or `workers` at a time, each in a fresh process
-    (XLA compiles mostly on one core: two compile-bound sweeps at once on 2 cores take about 0.65 of the time of
-    one after the other). A job that fails stops the rest; its error is raised here."""
+    """Every job of `plan`, in order in this process (workers 1), or `workers` at a time in a pool of that many
+    worker processes (XLA compiles mostly on one core: two compile-bound sweeps at once on 2 cores take about 0.65
+    of the time of one after the other). A failed job, Ctrl-C or SIGTERM stops the others (see _Stop); the error
+    is raised here, and SIGTERM exits 143."""
     if workers <= 1 or len(jobs) <= 1:
         return {k: v for job in jobs for k, v in run_job(job, root, given, progress, overwrite).items()}
     import concurrent.futures as cf
@@ -133,46 +161,30 @@ def run_jobs(jobs: list, root: str, given: dict, progress: bool, overwrite: bool
 
     dirs, t0 = {}, time.perf_counter()
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: JAX's threads are not forked
-    stop = ctx.Event()
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_start, initargs=(stop,)) as pool:
-        futures = {pool.submit(_job_in_process, job, root, given, overwrite): job for job in jobs}
-        pool.stop = stop
-        previous = signal.signal(signal.SIGTERM, _forward_sigterm(pool))
-        try:
-            for i, done in enumerate(cf.as_completed(futures), 1):
-                dirs.update(done.result())
-                names = ", ".join(t[1] for t in futures[done])
-                print(f"findings: {names} done ({i}/{len(jobs)} jobs, {time.perf_counter() - t0:.0f} s)", flush=True)
-        except BaseException:  # a failed job, Ctrl-C or SIGTERM: the other workers stop their runs (resumable)
-            _stop(pool)
-            pool.shutdown(wait=True, cancel_futures=True)
-            if getattr(pool, "sigterm", False):
-                print("findings: stopped by SIGTERM; run the same command again to go on", file=sys.stderr)
-                raise SystemExit(128 + signal.SIGTERM) from None
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+    halt = _Stop(ctx)
+    previous = signal.signal(signal.SIGTERM, halt.on_sigterm)
+    try:
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_start, initargs=(halt.event,)) as pool:
+            halt.pool = pool
+            try:
+                futures = {pool.submit(_job_in_process, job, root, given, overwrite): job for job in jobs}
+                for i, done in enumerate(cf.as_completed(futures), 1):
+                    dirs.update(done.result())
+                    names, took = ", ".join(t[1] for t in futures[done]), time.perf_counter() - t0
+                    print(f"findings: {names} done ({i}/{len(jobs)} jobs, {took:.0f} s)", flush=True)
+            except BaseException:
+                signal.signal(signal.SIGTERM, halt.quiet)
+                halt.stop()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    except BaseException:
+        if halt.sigterm:
+            print("findings: stopped by SIGTERM; run the same command again to go on", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return dirs
-
-
-def _stop(pool) -> None:
-    """No job starts from now on, and SIGTERM to every live worker: each stops its run with a resumable checkpoint,
-    as a run stopped alone does."""
-    pool.stop.set()
-    for p in list((getattr(pool, "_processes", None) or {}).values()):
-        if p.is_alive():
-            os.kill(p.pid, signal.SIGTERM)
-
-
-def _forward_sigterm(pool):
-    """SIGTERM to this process: KeyboardInterrupt here (no job starts after it; run_jobs stops the workers), and
-    the command exits 143."""
-
-    def handler(signum, frame):
-        pool.sigterm = True
-        raise KeyboardInterrupt
-
-    return handler
 
 
 def _findings_report(root: str, results: list, header: str, given: dict) -> None:
@@ -254,9 +266,13 @@ def _findings_sweep(
         sweep, overrides = quick_form(path, quick, overrides)
         name = sweep["name"]
         _start_over(root, name)
-    run_sweep(
+    summaries = run_sweep(
         path, root, overrides, progress=progress, overwrite=overwrite, pretrained_source=pretrained_source, sweep=sweep
     )
+    stopped = next((s["_signal"] for s in summaries if s.get("_signal")), None)
+    if stopped:  # SIGTERM / Ctrl-C stopped its runs (resumable): no later sweep starts
+        print(f"findings: stopped by signal {int(stopped)}; run the same command again to go on", file=sys.stderr)
+        raise SystemExit(128 + int(stopped))
     return os.path.join(root, name)
 
 
