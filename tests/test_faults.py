@@ -480,8 +480,8 @@ def test_the_sigterm_watchdog_stands_down_once_the_stop_is_under_way():
 @pytest.mark.slow
 def test_sigterm_to_findings_with_two_jobs_stops_both_workers_and_starts_no_other_job(tmp_path):
     """`findings --jobs=2`: SIGTERM to the command while both workers train stops their runs (interrupted, as a run
-    stopped alone), starts no queued job and no later sweep of a running job (pretrained_start's job holds its
-    source stage and two sweeps), leaves no worker behind, and exits 143 with one line."""
+    stopped alone), starts no queued job and no later sweep of a running job (pretrained_start's job: its source
+    stage, stopped, then two sweeps that must not start), leaves no worker behind, and exits 143 with one line."""
     cmd = [sys.executable, "-m", "experiments.findings", "--quick", "--jobs=2", f"--out_dir={tmp_path}"]
     cmd += ["--progress=false", "pretrained_start", "frequency_rows", "small_sigma_preln", "softmax_bottleneck"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", EMBJAX_TEST_TAG=str(tmp_path))  # its workers inherit the tag
@@ -490,7 +490,7 @@ def test_sigterm_to_findings_with_two_jobs_stops_both_workers_and_starts_no_othe
     try:
         t0 = time.time()
         while not all(
-            glob.glob(str(root / s / "*" / "metrics.jsonl")) for s in ("pretrained_start_quick", "frequency_quick")
+            glob.glob(str(root / s / "*" / "metrics.jsonl")) for s in ("pretrain_source_quick", "frequency_quick")
         ):
             assert p.poll() is None and time.time() - t0 < 300, "no run started"
             time.sleep(0.1)
@@ -501,7 +501,7 @@ def test_sigterm_to_findings_with_two_jobs_stops_both_workers_and_starts_no_othe
         p.kill()
     assert p.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1] == "findings: stopped by SIGTERM; run the same command again to go on", err
-    assert sorted(os.listdir(root)) == started and "pretrained_rows_quick" not in started  # nothing started after it
+    assert sorted(os.listdir(root)) == started and "pretrained_start_quick" not in started  # nothing started after it
     statuses = [json.load(open(f))["status"] for f in glob.glob(str(root / "*" / "*" / "summary.json"))]
     assert "interrupted" in statuses and set(statuses) <= {"interrupted", "finished"}, statuses
     assert _processes_with(f"EMBJAX_TEST_TAG={tmp_path}") == []  # no worker left behind
