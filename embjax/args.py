@@ -113,7 +113,7 @@ USAGE = {  # the commands whose docstring does not say it
     "[--data.key=value ...]`: tokenise a text corpus once into the cache",
     "findings": "`python -m experiments.findings [NAME ...] [--quick] [--out_dir=DIR] [--progress=BOOL] "
     "[--overwrite=BOOL] [--wandb-report] [--jobs=N] [--section.key=value ...]`: the findings, with computed verdicts "
-    "(--jobs: sweeps run N at a time, each in its own process)",
+    "(--jobs: sweeps run N at a time, in N worker processes)",
 }
 
 

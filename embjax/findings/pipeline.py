@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import time
+from typing import NamedTuple
 
 from ..config import ConfigError, load_config, read_yaml
 from ..sweep import load_sweep
@@ -33,7 +34,7 @@ def run_findings(
     jobs: int = 1,
 ) -> str:
     """Run the chosen findings (all when `names` is empty): their stages and sweeps (finished members are not
-    rerun; `jobs` of them at once, each in its own process, when jobs > 1), then findings.md and the findings' W&B
+    rerun; `jobs` at a time in that many worker processes when jobs > 1), then findings.md and the findings' W&B
     runs (and findings_report.json); returns findings.md's path."""
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
@@ -62,7 +63,13 @@ def run_findings(
     return path
 
 
-Task = tuple  # (kind, name, its --quick settings or None, the stage it starts from or None)
+class Task(NamedTuple):
+    """One step of a findings job: a source stage, a sweep or a baseline stage."""
+
+    kind: str  # "source" (a stage whose run pretrained sweeps start from) | "sweep" | "stage" (a baseline reference)
+    name: str
+    quick: dict | None  # its --quick settings (None: the full form)
+    needs: str | None  # a sweep's source stage
 
 
 def plan(chosen: list, quick: bool) -> list[list[Task]]:
@@ -75,12 +82,12 @@ def plan(chosen: list, quick: bool) -> list[list[Task]]:
     for f in chosen:
         q, nq = (f.quick, f.needs_quick) if quick else (None, None)
         if f.needs is not None and f.needs not in sources:
-            sources[f.needs] = [("source", f.needs, nq, None)]
+            sources[f.needs] = [Task("source", f.needs, nq, None)]
             jobs.append(sources[f.needs])
         for kind, name in [("sweep", n) for n in (f.sweep, *f.also)] + [("stage", n) for n in f.references]:
             if name in where:
                 continue
-            task = ("sweep", name, q, f.needs) if kind == "sweep" else ("stage", name, nq, None)
+            task = Task("sweep", name, q, f.needs) if kind == "sweep" else Task("stage", name, nq, None)
             if kind == "sweep" and f.needs is not None:
                 sources[f.needs].append(task)
             else:
@@ -170,7 +177,7 @@ def run_jobs(jobs: list, root: str, given: dict, progress: bool, overwrite: bool
                 futures = {pool.submit(_job_in_process, job, root, given, overwrite): job for job in jobs}
                 for i, done in enumerate(cf.as_completed(futures), 1):
                     dirs.update(done.result())
-                    names, took = ", ".join(t[1] for t in futures[done]), time.perf_counter() - t0
+                    names, took = ", ".join(t.name for t in futures[done]), time.perf_counter() - t0
                     print(f"findings: {names} done ({i}/{len(jobs)} jobs, {took:.0f} s)", flush=True)
             except BaseException:
                 signal.signal(signal.SIGTERM, halt.quiet)

@@ -14,7 +14,7 @@ pairs), and it states the smallest distance from the threshold its design resolv
 with fewer than 2 seeds it is inconclusive, as a seed band is.
 A finding is reproduced when all its checks are, not reproduced when any check is not, else inconclusive.
 
-Pure: nothing here reads or writes a file.
+Pure: nothing here reads or writes a file (stage_file only asks whether a stage's file exists).
 """
 
 from __future__ import annotations
